@@ -1,0 +1,1 @@
+"""sknc.datasets (under construction)."""

@@ -1,0 +1,1 @@
+"""sknc.features (under construction)."""

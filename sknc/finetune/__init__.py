@@ -1,0 +1,1 @@
+"""sknc.finetune (under construction)."""

@@ -1,0 +1,1 @@
+"""sknc.metrics (under construction)."""

@@ -1,0 +1,1 @@
+"""sknc.model_selection (under construction)."""

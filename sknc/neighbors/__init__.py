@@ -1,0 +1,1 @@
+"""sknc.neighbors (under construction)."""
