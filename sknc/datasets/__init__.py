@@ -1,1 +1,43 @@
-"""sknc.datasets (under construction)."""
+"""Datasets: embedded glyph data, digits as images, image folders and real-data loaders.
+
+Built locally, no download:
+
+- :func:`load_glyphs`: characters of 170 classes drawn by 15-23 typefaces
+  each (fonts shipped with matplotlib), cached under :func:`get_data_home`.
+- :func:`load_digits_images`: scikit-learn's digits upscaled for backbones.
+- :func:`load_image_folder`: any ``root/<class>/<image>`` folder.
+
+Real data fetched once by ``benchmarks/fetch_data.py`` (no download at run
+time): :func:`load_fashion_mnist`, :func:`load_emoji` and
+:func:`load_pretrained_backbone` (ImageNet MobileNetV2 / EfficientNet-Lite).
+
+Splits for transfer experiments: :func:`split_classes`,
+:func:`source_novel_split`, :func:`subsample_per_class`.
+"""
+
+from ._base import clear_data_home, get_data_home
+from ._digits import load_digits_images
+from ._folder import IMAGE_EXTENSIONS, load_image_folder
+from ._glyphs import GLYPH_DROPPED, load_glyphs
+from ._pretrained import PRETRAINED_BACKBONES, load_pretrained_backbone
+from ._real import EMOJI_VENDORS, load_emoji, load_fashion_mnist, read_idx
+from ._splits import source_novel_split, split_classes, subsample_per_class
+
+__all__ = [
+    "EMOJI_VENDORS",
+    "GLYPH_DROPPED",
+    "IMAGE_EXTENSIONS",
+    "PRETRAINED_BACKBONES",
+    "clear_data_home",
+    "get_data_home",
+    "load_digits_images",
+    "load_emoji",
+    "load_fashion_mnist",
+    "load_glyphs",
+    "load_image_folder",
+    "load_pretrained_backbone",
+    "read_idx",
+    "source_novel_split",
+    "split_classes",
+    "subsample_per_class",
+]
