@@ -1,0 +1,611 @@
+"""BackboneFeatures: a pretrained network as a scikit-learn transformer."""
+
+import contextlib
+import copy
+import itertools
+import numbers
+import os
+import threading
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, check_memory
+
+from ..utils import resolve_device
+from ._backbone import (
+    PENULTIMATE,
+    classifier_name,
+    create_backbone,
+    resolve_layer,
+    strip_classifier,
+    token_info,
+    weights_fingerprint,
+)
+from ._images import check_images, fingerprint_images, iter_batches, resolve_data_config
+
+__all__ = ["BackboneFeatures"]
+
+_CACHE_VERSION = 1
+_AMP = {True: "float16", "float16": "float16", "fp16": "float16",
+        "bfloat16": "bfloat16", "bf16": "bfloat16"}
+_POOLS = ("auto", "avg", "token", "max", "flatten")
+_FLUSH_EVERY = 8  # CUDA: copy features to the host every few batches, not every batch
+
+
+def _cached_transform(key, source, estimator):
+    """Feature extraction, cached by joblib on ``key`` only (see BackboneFeatures)."""
+    return estimator._extract(source)
+
+
+def _cpu_copy(module, force=False):
+    """``module`` with every parameter and buffer on CPU, copied without a GPU duplicate.
+
+    A module already on CPU is returned as is unless ``force``. Shared
+    (tied) tensors stay shared.
+    """
+    import torch
+    from torch import nn
+
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    if not force and all(t.device.type == "cpu" for t in tensors):
+        return module
+    memo = {}
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        if id(t) in memo:
+            continue
+        cpu = t.detach().to("cpu")
+        if isinstance(t, nn.Parameter):
+            cpu = nn.Parameter(cpu, requires_grad=t.requires_grad)
+        memo[id(t)] = cpu
+    with torch.no_grad():
+        return copy.deepcopy(module, memo)
+
+
+class BackboneFeatures(TransformerMixin, BaseEstimator):
+    """Features of a pretrained network (timm or any torch module) as a transformer.
+
+    Put a backbone at the front of a pipeline, e.g.
+    ``make_pipeline(BackboneFeatures("resnet50", pretrained=True),
+    LogisticRegression())``. ``transform`` maps images to the penultimate
+    (pre-logits) features, or to pooled features of intermediate blocks.
+
+    Parameters
+    ----------
+    model : str, torch.nn.Module or callable, default="resnet18"
+        A timm model name (``timm.create_model``), a module you built (a
+        torchvision model, your own net; it is deep-copied, never modified),
+        or a module class / factory called with ``model_kwargs``.
+    pretrained : bool, default=False
+        Load timm's hub weights (timm names only). On a machine without
+        network access (or with ``HF_HUB_OFFLINE=1``) this fails within
+        seconds, unless the weights are in the local Hugging Face cache,
+        with a message explaining how to use a local file (``weights=``).
+    weights : str, path-like or None, default=None
+        A local weight file loaded after the model is built:
+        ``.safetensors``, or ``.pth``/``.pt``/``.bin`` read with
+        ``torch.load(weights_only=True)``. Checkpoint containers
+        (``{"state_dict": ...}``, ``{"model": ...}``) and wrapper prefixes
+        (``module.``) are unwrapped. Keys and shapes must match, except the
+        classifier head, which features discard. Mismatches raise a
+        ``ValueError`` listing them.
+    layers : None, int, str or list of those, default=None
+        Which features. None: the penultimate (pre-logits) features, sized
+        by timm's ``head_hidden_size`` (other modules: the input of their
+        last ``nn.Linear``, the classifier; a module without one is used as
+        it is, its output pooled like a block). An int indexes the model's blocks
+        (``list_layers``: timm's ``feature_info`` modules, the blocks of
+        ``forward_intermediates``; negative ints count from the end; an int
+        is a block *index*, not timm's "last n blocks"). A str is a module
+        path (``"layer3"``, ``"layer3.1"``, ``"blocks.6"``) or
+        ``"penultimate"`` (as is None inside a list). A list extracts several
+        layers in one forward pass, concatenated as blocks of columns in the order given; see
+        :meth:`split_layers` and :meth:`transform_layers`.
+    pool : {"auto", "avg", "token", "max", "flatten"}, default="auto"
+        How intermediate outputs become vectors: feature maps are averaged
+        over space ("auto"/"avg") or max-pooled; token outputs of
+        transformers give the class token ("auto" when the model has one,
+        "token") or the mean of the patch tokens ("auto" otherwise, "avg");
+        "flatten" keeps everything. The penultimate features are always
+        used as they are.
+    input_size : int, (H, W), (C, H, W) or None, default=None
+        Size images are resized and centre-cropped to; default from the
+        model's data config (``timm.data.resolve_model_data_config``;
+        224 x 224 for non-timm modules). Images already at this size are
+        used as they are.
+    mean, std : float, sequence or None, default=None
+        Normalisation; default from the model's data config.
+    crop_pct : float or None, default=None
+        Centre-crop fraction; default from the data config.
+    interpolation : {"bilinear", "bicubic", "nearest"} or None, default=None
+        Resize interpolation; default from the data config.
+    batch_size : int, default=64
+        Images per forward pass.
+    device : str or torch.device, default="auto"
+        ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``,
+        ``"cuda:1"``, ... Resolved at each ``transform`` (so an estimator
+        fitted on a GPU machine and unpickled elsewhere runs there).
+    amp : bool or {"float16", "bfloat16"}, default=False
+        Mixed precision (``torch.autocast``) on CUDA; True means float16.
+        Ignored, with a warning at fit, on other devices.
+    channels_last : bool, default=False
+        Run in ``torch.channels_last`` memory format (faster for many CNNs
+        on recent GPUs).
+    output : {"numpy", "torch"}, default="numpy"
+        ``transform`` returns a float32 numpy array, or a float32 torch
+        tensor on the compute device.
+    memory : None, str, path-like or joblib.Memory, default=None
+        Cache ``transform`` outputs on disk; see Notes.
+    verbose : bool or int, default=False
+        Show a progress bar (tqdm) during extraction.
+    model_kwargs : dict or None, default=None
+        Extra arguments for ``timm.create_model`` or the model factory (e.g.
+        ``{"img_size": 64}``, ``{"in_chans": 1}``).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the random initialisation of the weights (models built with
+        ``pretrained=False`` and no ``weights``), so that random-init
+        backbones give the same features at every fit.
+
+    Attributes
+    ----------
+    model_ : torch.nn.Module
+        The backbone with its classifier replaced by identity, in eval mode.
+    layers_ : list of str
+        The resolved layers: module paths and/or ``"penultimate"``.
+    layer_slices_ : dict of str to slice
+        Columns of each layer in the output.
+    data_config_ : dict
+        The preprocessing: ``input_size``, ``mean``, ``std``, ``crop_pct``,
+        ``interpolation``, ``crop_mode``.
+    n_features_out_ : int
+        Number of output columns.
+    feature_names_out_ : ndarray of str
+        ``"<layer>__<i>"``, e.g. ``"layer3__0"``, ``"penultimate__511"``.
+
+    See Also
+    --------
+    sknc.features.list_layers : The blocks a model offers.
+
+    Notes
+    -----
+    **Inputs.** numpy arrays or torch tensors of images (N, H, W),
+    (N, H, W, C) or (N, C, H, W), uint8 (or integers in [0, 255]) or float
+    in [0, 1]; lists or 1-D arrays of image file paths (read lazily, batch
+    by batch; RGBA files are converted to RGB by dropping alpha); lists of
+    PIL images or of single-image arrays of any size. Every form gives the
+    same features for the same pixels. Greyscale images are repeated to
+    RGB. Images are resized and centre-cropped like timm's eval transform
+    unless already at ``input_size``. On CUDA, uint8 pixels are sent to the
+    device as bytes and converted and normalised there.
+
+    **Caching.** With ``memory``, ``transform`` outputs are stored with
+    ``joblib.Memory`` under a key made of what determines the features: the
+    model's architecture and a hash of its weights (computed once per fit),
+    the layers, the pooling, the preprocessing config, the numerical
+    precision (``amp`` when it applies, so float16 and float32 features are
+    kept apart) and a hash of the input (array bytes; for files the path,
+    size and modification time). Device, ``batch_size``, ``channels_last``,
+    ``output`` and ``verbose`` are *not* in the key, so e.g. features cached on
+    a GPU are reused on a CPU (they agree to float32 round-off). This differs
+    from ``Pipeline(memory=...)``, which caches fitted transformers and their
+    ``fit_transform`` output keyed on all constructor parameters (device and
+    batch size included), and only for steps before the last, and never
+    caches ``transform`` at predict time. Here every ``transform`` call, on
+    training or test data, in any clone, is served from the cache, so a
+    ``GridSearchCV`` over the downstream classifier runs the backbone once
+    per distinct input. The weights hash is taken once per fit: refit after
+    changing ``model_``'s weights in place.
+
+    **Fit.** ``fit`` only builds the model, resolves the layers and the data
+    config and runs one dummy image to learn the output widths; it ignores
+    ``y`` and only validates ``X``.
+
+    **Pickling.** The model is pickled on CPU and moved to the device given
+    by ``device`` at the next ``transform``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sknc.features import BackboneFeatures
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
+    >>> y = np.array([0, 1] * 4)
+    >>> feats = BackboneFeatures("resnet18", input_size=32, random_state=0)
+    >>> feats.fit_transform(X).shape
+    (8, 512)
+    >>> multi = BackboneFeatures("resnet18", layers=["layer3", -1], input_size=32,
+    ...                          random_state=0).fit(X)
+    >>> {k: v.shape for k, v in multi.transform_layers(X).items()}
+    {'layer3': (8, 256), 'layer4': (8, 512)}
+    >>> clf = make_pipeline(BackboneFeatures("resnet18", input_size=32, random_state=0),
+    ...                     LogisticRegression()).fit(X, y)
+    >>> clf.predict(X[:2]).shape
+    (2,)
+    """
+
+    def __init__(
+        self,
+        model="resnet18",
+        *,
+        pretrained=False,
+        weights=None,
+        layers=None,
+        pool="auto",
+        input_size=None,
+        mean=None,
+        std=None,
+        crop_pct=None,
+        interpolation=None,
+        batch_size=64,
+        device="auto",
+        amp=False,
+        channels_last=False,
+        output="numpy",
+        memory=None,
+        verbose=False,
+        model_kwargs=None,
+        random_state=None,
+    ):
+        self.model = model
+        self.pretrained = pretrained
+        self.weights = weights
+        self.layers = layers
+        self.pool = pool
+        self.input_size = input_size
+        self.mean = mean
+        self.std = std
+        self.crop_pct = crop_pct
+        self.interpolation = interpolation
+        self.batch_size = batch_size
+        self.device = device
+        self.amp = amp
+        self.channels_last = channels_last
+        self.output = output
+        self.memory = memory
+        self.verbose = verbose
+        self.model_kwargs = model_kwargs
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------
+    # parameters
+    # ------------------------------------------------------------------
+    def _check_params(self):
+        if self.pool not in _POOLS:
+            raise ValueError(f"pool must be one of {_POOLS}, got {self.pool!r}.")
+        if self.output not in ("numpy", "torch"):
+            raise ValueError(f"output must be 'numpy' or 'torch', got {self.output!r}.")
+        if (not isinstance(self.batch_size, numbers.Integral) or isinstance(self.batch_size, bool)
+                or self.batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}.")
+        if self.amp not in (False, None) and self.amp not in _AMP:
+            raise ValueError(
+                f"amp must be False, True, 'float16' or 'bfloat16', got {self.amp!r}."
+            )
+        if self.model_kwargs is not None and not isinstance(self.model_kwargs, dict):
+            raise ValueError(f"model_kwargs must be a dict or None, got {self.model_kwargs!r}.")
+
+    def _layer_specs(self):
+        layers = self.layers
+        if layers is None:
+            return [PENULTIMATE]
+        if isinstance(layers, (str, numbers.Integral)) and not isinstance(layers, bool):
+            return [layers]
+        if isinstance(layers, (list, tuple)) and layers:
+            return [PENULTIMATE if spec is None else spec for spec in layers]
+        raise ValueError(
+            "layers must be None, an int, a str or a non-empty list of those; "
+            f"got {layers!r}."
+        )
+
+    def _amp_dtype(self, device):
+        import torch
+
+        if self.amp in (False, None) or device.type != "cuda":
+            return None
+        return getattr(torch, _AMP[self.amp])
+
+    # ------------------------------------------------------------------
+    # fit
+    # ------------------------------------------------------------------
+    def fit(self, X=None, y=None):
+        """Build the backbone, resolve layers and preprocessing.
+
+        Parameters
+        ----------
+        X : image collection or None, default=None
+            Only validated (cheaply; nothing is decoded). See Notes for the
+            accepted forms.
+        y : ignored
+
+        Returns
+        -------
+        self : BackboneFeatures
+        """
+        import torch
+
+        self._check_params()
+        seed = None
+        if self.random_state is not None:
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        module = create_backbone(self.model, pretrained=self.pretrained, weights=self.weights,
+                                 model_kwargs=self.model_kwargs, seed=seed)
+
+        clf = classifier_name(module)
+        layers = []
+        for spec in self._layer_specs():
+            if isinstance(spec, str) and spec == PENULTIMATE:
+                path = PENULTIMATE
+            else:
+                path = resolve_layer(module, spec)
+                if clf is not None and (path == clf or path.startswith(clf + ".")):
+                    raise ValueError(
+                        f"Layer {spec!r} is the classifier head {clf!r}, which "
+                        "BackboneFeatures discards; use layers=None for the pre-logits "
+                        "features."
+                    )
+            if path in layers:
+                raise ValueError(f"Layer {spec!r} appears twice in layers={self.layers!r}.")
+            layers.append(path)
+        if clf is not None:
+            strip_classifier(module)
+        data_config = resolve_data_config(
+            module, input_size=self.input_size, mean=self.mean, std=self.std,
+            crop_pct=self.crop_pct, interpolation=self.interpolation,
+        )
+        if X is not None:
+            check_images(X, n_channels=data_config["input_size"][0])
+
+        device = resolve_device(self.device)
+        if self.amp not in (False, None) and device.type != "cuda":
+            warnings.warn(
+                f"amp={self.amp!r} only applies on CUDA; on {device.type!r} features are "
+                "computed in float32.", UserWarning, stacklevel=2,
+            )
+        self.model_ = module
+        self.layers_ = layers
+        self.data_config_ = data_config
+        self._placement = ("cpu", False)
+        self._fingerprint = None
+
+        # one dummy image: learn the output width of every layer
+        dummy = torch.zeros((1, *data_config["input_size"]))
+        with self._forward_context(device) as run:
+            widths = [int(np.prod(f.shape[1:])) for f in run(dummy)]
+        self.layer_slices_ = {}
+        names = []
+        start = 0
+        for path, width in zip(layers, widths):
+            self.layer_slices_[path] = slice(start, start + width)
+            names.extend(f"{path}__{i}" for i in range(width))
+            start += width
+        self.n_features_out_ = start
+        self.feature_names_out_ = np.asarray(names, dtype=object)
+        return self
+
+    # ------------------------------------------------------------------
+    # extraction
+    # ------------------------------------------------------------------
+    def _lock(self):
+        return self.__dict__.setdefault("_lock_obj", threading.RLock())
+
+    def _place_model(self, device):
+        import torch
+
+        placement = (str(device), bool(self.channels_last))
+        if getattr(self, "_placement", None) != placement:
+            fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+            self.model_.to(device=device, memory_format=fmt)
+            self._placement = placement
+
+    @contextlib.contextmanager
+    def _forward_context(self, device):
+        """Yields ``run(batch) -> list of (n, C_i) tensors`` with the model on ``device``."""
+        import torch
+
+        from ._backbone import LayerTap
+
+        n_prefix, has_cls, fmt = token_info(self.model_)
+        amp_dtype = self._amp_dtype(device)
+        with self._lock():
+            self._place_model(device)
+            self.model_.eval()
+            tap = LayerTap(self.model_, self.layers_, pool=self.pool, num_prefix_tokens=n_prefix,
+                           has_class_token=has_cls, fmt=fmt)
+            autocast = (torch.autocast(device_type=device.type, dtype=amp_dtype)
+                        if amp_dtype is not None else contextlib.nullcontext())
+            try:
+                with torch.inference_mode(), autocast:
+                    def run(batch):
+                        feats = tap(batch.to(device))
+                        return [f.reshape(f.shape[0], -1).float() for f in feats]
+
+                    yield run
+            finally:
+                tap.remove()
+
+    def _extract(self, source, as_torch=False):
+        """Features of an :class:`ImageSource` as float32 numpy (or torch on device)."""
+        import torch
+        from tqdm.auto import tqdm
+
+        device = resolve_device(self.device)
+        n = len(source)
+        width = self.n_features_out_
+        fmt = torch.channels_last if self.channels_last else None
+        if as_torch:
+            out = torch.empty((n, width), dtype=torch.float32, device=device)
+        else:
+            out = np.empty((n, width), dtype=np.float32)
+        cuda = device.type == "cuda"
+        pending = []  # (start, stop, features on the device) not yet copied out
+        inflight = []  # CUDA: (start, stop, pinned host buffer, event) being copied
+
+        def flush(final=False):
+            # On CUDA, features go to the host asynchronously (pinned buffer + event)
+            # every few batches, so the GPU never waits for the host mid-run.
+            if pending:
+                lo, hi = pending[0][0], pending[-1][1]
+                block = torch.cat([z for _, _, z in pending]) if len(pending) > 1 \
+                    else pending[0][2]
+                pending.clear()
+                if as_torch:
+                    out[lo:hi] = block
+                elif cuda:
+                    host = torch.empty(block.shape, dtype=block.dtype, pin_memory=True)
+                    host.copy_(block, non_blocking=True)
+                    event = torch.cuda.Event()
+                    event.record(torch.cuda.current_stream(device))
+                    inflight.append((lo, hi, host, event))
+                else:
+                    out[lo:hi] = block.numpy()
+            while len(inflight) > (0 if final else 1):
+                lo, hi, host, event = inflight.pop(0)
+                event.synchronize()
+                out[lo:hi] = host.numpy()
+
+        with self._forward_context(device) as run, tqdm(
+            total=n, disable=not self.verbose, desc=type(self).__name__, unit="img",
+            leave=False,
+        ) as bar:
+            for start, stop, batch in iter_batches(source, self.data_config_,
+                                                   batch_size=self.batch_size, device=device,
+                                                   memory_format=fmt):
+                z = torch.cat(run(batch), dim=1)
+                if z.shape[1] != width:  # pragma: no cover - widths are fixed by the config
+                    raise RuntimeError(f"Got {z.shape[1]} features, expected {width}.")
+                pending.append((start, stop, z))
+                if not cuda or len(pending) >= _FLUSH_EVERY:
+                    flush()
+                bar.update(stop - start)
+            flush(final=True)
+        return out
+
+    def _cache_key(self, source):
+        if getattr(self, "_fingerprint", None) is None:
+            with self._lock():
+                self._fingerprint = weights_fingerprint(self.model_)
+        model = self.model
+        if not isinstance(model, str):
+            name = getattr(model, "__qualname__", type(model).__qualname__)
+            model = f"{getattr(model, '__module__', type(model).__module__)}.{name}"
+        amp_dtype = self._amp_dtype(resolve_device(self.device))
+        return {
+            "version": _CACHE_VERSION,
+            "model": model,
+            "model_kwargs": repr(sorted((self.model_kwargs or {}).items())),
+            "architecture": repr(self.model_),
+            "weights": self._fingerprint,
+            "layers": list(self.layers_),
+            "pool": self.pool,
+            "data_config": repr(sorted(self.data_config_.items())),
+            "precision": str(amp_dtype or "float32"),
+            "input": fingerprint_images(source),
+        }
+
+    def transform(self, X):
+        """Extract features.
+
+        Parameters
+        ----------
+        X : image collection
+            Arrays/tensors (N, H, W), (N, H, W, C), (N, C, H, W); file paths;
+            PIL images; see Notes.
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_features_out_), float32
+            Or a float32 torch tensor on the compute device with
+            ``output="torch"``.
+        """
+        check_is_fitted(self, "model_")
+        self._check_params()
+        source = check_images(X, n_channels=self.data_config_["input_size"][0])
+        if self.memory is None:
+            return self._extract(source, as_torch=self.output == "torch")
+        memory = self.memory
+        memory = check_memory(os.fspath(memory) if isinstance(memory, os.PathLike) else memory)
+        cached = memory.cache(_cached_transform, ignore=["source", "estimator"])
+        Z = cached(self._cache_key(source), source, self)
+        if self.output == "torch":
+            import torch
+
+            return torch.from_numpy(np.array(Z, dtype=np.float32)).to(resolve_device(self.device))
+        return np.array(Z, dtype=np.float32, copy=True)
+
+    def split_layers(self, Z):
+        """Split a ``transform`` output into one block of columns per layer.
+
+        Parameters
+        ----------
+        Z : ndarray or tensor of shape (n_samples, n_features_out_)
+
+        Returns
+        -------
+        dict of str to ndarray or tensor
+            Keyed by ``layers_`` entries (module paths, ``"penultimate"``).
+        """
+        check_is_fitted(self, "layer_slices_")
+        if Z.ndim != 2 or Z.shape[1] != self.n_features_out_:
+            raise ValueError(
+                f"Z must have shape (n_samples, {self.n_features_out_}), got {tuple(Z.shape)}."
+            )
+        return {path: Z[:, sl] for path, sl in self.layer_slices_.items()}
+
+    def transform_layers(self, X):
+        """Features of every layer in one forward pass, as a dict.
+
+        Equivalent to ``self.split_layers(self.transform(X))``.
+
+        Parameters
+        ----------
+        X : image collection
+
+        Returns
+        -------
+        dict of str to ndarray
+        """
+        return self.split_layers(self.transform(X))
+
+    def get_feature_names_out(self, input_features=None):
+        """Output feature names, ``"<layer>__<i>"``.
+
+        Parameters
+        ----------
+        input_features : ignored
+            Present for API consistency (the inputs are images).
+
+        Returns
+        -------
+        ndarray of str objects
+        """
+        check_is_fitted(self, "feature_names_out_")
+        return self.feature_names_out_.copy()
+
+    # ------------------------------------------------------------------
+    # scikit-learn / pickling plumbing
+    # ------------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False  # images or file paths, not tabular data
+        tags.input_tags.three_d_array = True  # (N, H, W) greyscale images (and 4-D)
+        tags.input_tags.string = True  # file paths
+        tags.input_tags.allow_nan = False
+        tags.target_tags.required = False
+        tags.transformer_tags.preserves_dtype = []  # always float32
+        tags.requires_fit = True
+        return tags
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_lock_obj", None)
+        state.pop("_placement", None)
+        if "model_" in state:
+            state["model_"] = _cpu_copy(state["model_"])
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._placement = None  # re-place (device, memory format) at the next transform

@@ -1,0 +1,602 @@
+"""Tests for the shared backbone core: sknc.features._backbone and _images."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+timm = pytest.importorskip("timm")
+
+from sknc.features._backbone import (  # noqa: E402
+    PENULTIMATE,
+    LayerTap,
+    classifier_name,
+    create_backbone,
+    list_layers,
+    load_weights,
+    pool_features,
+    read_state_dict,
+    resolve_layer,
+    strip_classifier,
+    token_info,
+    weights_fingerprint,
+)
+from sknc.features._images import (  # noqa: E402
+    ImageDataset,
+    ImageNormalizer,
+    check_images,
+    fingerprint_images,
+    iter_batches,
+    load_image,
+    preprocess_batch,
+    resolve_data_config,
+)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """The test machines' cores are shared: oversubscribed OpenMP threads crawl."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+VIT_KW = dict(img_size=32, patch_size=8, depth=3, embed_dim=48, num_heads=2)
+
+
+class TinyNet(nn.Module):
+    def __init__(self, in_chans=3, width=8, n_classes=5):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, width, 3, padding=1)
+        self.act = nn.ReLU()
+        self.block = nn.Sequential(nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(2 * width, n_classes)
+
+    def forward(self, x):
+        return self.fc(self.flat(self.pool(self.block(self.act(self.conv(x))))))
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return create_backbone("resnet18", seed=0)
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return create_backbone("vit_tiny_patch16_224", model_kwargs=VIT_KW, seed=0)
+
+
+# ----------------------------------------------------------------------------
+# create_backbone
+# ----------------------------------------------------------------------------
+def test_create_from_name_eval_cpu_and_seeded(resnet):
+    assert not resnet.training
+    assert next(resnet.parameters()).device.type == "cpu"
+    again = create_backbone("resnet18", seed=0)
+    other = create_backbone("resnet18", seed=1)
+    assert weights_fingerprint(again) == weights_fingerprint(resnet)
+    assert weights_fingerprint(other) != weights_fingerprint(resnet)
+
+
+def test_create_does_not_touch_global_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    create_backbone(TinyNet, seed=5)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_create_from_instance_is_a_copy():
+    net = TinyNet().train()
+    out = create_backbone(net)
+    assert out is not net and net.training and not out.training
+    strip_classifier(out)
+    assert isinstance(net.fc, nn.Linear)
+
+
+def test_create_from_class_and_factory():
+    assert isinstance(create_backbone(TinyNet, model_kwargs={"width": 4}), TinyNet)
+    assert create_backbone(lambda: TinyNet(width=2)).conv.out_channels == 2
+    with pytest.raises(TypeError, match="expected a torch.nn.Module"):
+        create_backbone(lambda: 3)
+    with pytest.raises(ValueError, match="model_kwargs only apply"):
+        create_backbone(TinyNet(), model_kwargs={"width": 3})
+    with pytest.raises(TypeError, match="timm model name"):
+        create_backbone(3.5)
+
+
+def test_unknown_timm_name_lists_close_matches():
+    with pytest.raises(ValueError, match="resnet18"):
+        create_backbone("resnet181")
+
+
+def test_pretrained_offline_fails_fast(monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    # the variable set after huggingface_hub was imported is honoured too
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="weights="):
+        create_backbone("resnet10t", pretrained=True)
+    assert time.perf_counter() - start < 20
+
+
+def test_pretrained_unreachable_hub_fails_fast(monkeypatch):
+    """Without HF_HUB_OFFLINE, a failed connectivity probe switches to offline mode."""
+    from sknc.features import _backbone
+
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(_backbone, "_hub_reachable", lambda timeout=None: False)
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="not reachable"):
+        create_backbone("resnet10t", pretrained=True)
+    assert time.perf_counter() - start < 20
+    assert hf_constants.HF_HUB_OFFLINE is False  # restored
+
+
+def test_hub_probe_has_a_timeout(monkeypatch):
+    import socket
+
+    from sknc.features import _backbone
+
+    def hang(*args, **kwargs):  # e.g. a DNS lookup that never answers
+        time.sleep(5)
+        raise OSError("too late")
+
+    monkeypatch.setattr(_backbone, "_PROBE_CACHE", {})
+    monkeypatch.setattr(socket, "create_connection", hang)
+    start = time.perf_counter()
+    assert _backbone._hub_reachable(timeout=0.3) is False
+    assert time.perf_counter() - start < 2
+
+
+def test_hub_probe_refused(monkeypatch):
+    import socket
+
+    from sknc.features import _backbone
+
+    with socket.socket() as s:  # a port that is surely closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(_backbone, "_PROBE_CACHE", {})
+    assert _backbone._hub_address() == ("127.0.0.1", port)
+    assert _backbone._hub_reachable(timeout=1) is False
+
+
+def test_pretrained_needs_a_name():
+    with pytest.raises(ValueError, match="timm model names"):
+        create_backbone(TinyNet(), pretrained=True)
+
+
+# ----------------------------------------------------------------------------
+# weights
+# ----------------------------------------------------------------------------
+def test_weights_round_trip_safetensors_and_pth(tmp_path, resnet):
+    from safetensors.torch import save_file
+
+    sd = {k: v.contiguous() for k, v in resnet.state_dict().items()}
+    st, pth = tmp_path / "w.safetensors", tmp_path / "w.pth"
+    save_file(sd, str(st))
+    torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}}, pth)
+    for path in (st, pth, str(pth)):
+        m = create_backbone("resnet18", weights=path, seed=7)
+        assert weights_fingerprint(m) == weights_fingerprint(resnet)
+
+
+def test_weights_head_mismatch_is_skipped(tmp_path, resnet):
+    path = tmp_path / "w.pth"
+    torch.save(resnet.state_dict(), path)
+    m = create_backbone("resnet18", weights=path, model_kwargs={"num_classes": 3})
+    assert m.fc.out_features == 3
+    for key in ("conv1.weight", "layer4.1.bn2.running_var"):
+        assert torch.equal(m.state_dict()[key], resnet.state_dict()[key])
+    headless = create_backbone("resnet18", weights=path, model_kwargs={"num_classes": 0})
+    assert torch.equal(headless.conv1.weight, resnet.conv1.weight)
+    # and a headless file into a model with a head
+    torch.save({k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}, path)
+    create_backbone("resnet18", weights=path)
+
+
+def test_weights_that_do_not_fit(tmp_path, resnet):
+    path = tmp_path / "w.pth"
+    torch.save(resnet.state_dict(), path)
+    with pytest.raises(ValueError, match="shape mismatches: conv1.weight"):
+        create_backbone("resnet18", weights=path, model_kwargs={"in_chans": 1})
+    with pytest.raises(ValueError, match="missing keys: layer1.2"):
+        create_backbone("resnet34", weights=path)
+    with pytest.raises(ValueError, match="unexpected keys: layer1.2"):
+        load_weights(create_backbone("resnet18"), create_backbone("resnet34").state_dict())
+    sd = dict(resnet.state_dict())
+    sd.pop("layer1.0.conv1.weight")
+    with pytest.raises(ValueError, match="missing keys: layer1.0.conv1.weight"):
+        load_weights(create_backbone("resnet18"), sd)
+    with pytest.raises(ValueError, match="does not exist"):
+        create_backbone("resnet18", weights=tmp_path / "nope.pth")
+
+
+def test_weights_unsafe_pickle_is_refused(tmp_path):
+    path = tmp_path / "obj.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "obj": TinyNet}, path)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        read_state_dict(path)
+
+
+def test_weights_into_plain_module(tmp_path):
+    src = TinyNet(n_classes=5)
+    path = tmp_path / "tiny.pth"
+    torch.save({"model": src.state_dict()}, path)
+    out = create_backbone(TinyNet, model_kwargs={"n_classes": 2}, weights=path)
+    assert torch.equal(out.conv.weight, src.conv.weight)
+    assert out.fc.out_features == 2
+
+
+# ----------------------------------------------------------------------------
+# classifier, layers
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name,kwargs", [
+    ("resnet18", {}),
+    ("vit_tiny_patch16_224", VIT_KW),
+    ("convnext_atto", {}),
+    ("vit_tiny_patch16_224", dict(VIT_KW, class_token=False, global_pool="avg")),
+])
+def test_strip_classifier_gives_pre_logits(name, kwargs):
+    ref = create_backbone(name, model_kwargs=kwargs, seed=0)
+    m = create_backbone(name, model_kwargs=kwargs, seed=0)
+    width = strip_classifier(m)
+    size = 32 if "vit" in name else 64
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        got = m(x)
+        want = ref.forward_head(ref.forward_features(x), pre_logits=True)
+    assert got.shape == (2, width) and width == ref.head_hidden_size
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_head_hidden_size_differs_from_num_features():
+    ref = create_backbone("convnext_atto", model_kwargs={"head_hidden_size": 20}, seed=0)
+    m = create_backbone("convnext_atto", model_kwargs={"head_hidden_size": 20}, seed=0)
+    assert m.num_features == 320
+    assert strip_classifier(m) == 20
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            m(x), ref.forward_head(ref.forward_features(x), pre_logits=True))
+
+
+def test_classifier_and_layers_of_plain_modules():
+    net = TinyNet()
+    assert classifier_name(net) == "fc"
+    assert list_layers(net) == ["conv", "act", "block", "pool", "flat"]
+    nested = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    wrapped = nn.Module()
+    wrapped.net = nested
+    assert classifier_name(wrapped) == "net.3"
+    assert list_layers(wrapped) == ["net.0", "net.1", "net.2"]
+    assert strip_classifier(net) == 16 and isinstance(net.fc, nn.Identity)
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        strip_classifier(nn.Sequential(nn.Conv2d(3, 4, 3)))
+
+
+def test_list_and_resolve_layers(resnet, vit):
+    assert list_layers(resnet) == ["act1", "layer1", "layer2", "layer3", "layer4"]
+    assert list_layers(vit) == ["blocks.0", "blocks.1", "blocks.2"]
+    assert classifier_name(vit) == "head"
+    assert resolve_layer(resnet, 0) == "act1"
+    assert resolve_layer(resnet, np.int64(-2)) == "layer3"
+    assert resolve_layer(resnet, "layer3.1.conv2") == "layer3.1.conv2"
+    with pytest.raises(ValueError, match=r"Valid blocks: \['act1'"):
+        resolve_layer(resnet, "layer9")
+    with pytest.raises(ValueError, match="out of range"):
+        resolve_layer(resnet, 5)
+    with pytest.raises(ValueError, match="int or a str"):
+        resolve_layer(resnet, True)
+
+
+# ----------------------------------------------------------------------------
+# pooling and taps
+# ----------------------------------------------------------------------------
+def test_pool_features_shapes_and_modes():
+    maps = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    torch.testing.assert_close(pool_features(maps), maps.mean(dim=(2, 3)))
+    torch.testing.assert_close(pool_features(maps, pool="max"), maps.amax(dim=(2, 3)))
+    assert pool_features(maps, pool="flatten").shape == (2, 60)
+    nhwc = maps.permute(0, 2, 3, 1)
+    torch.testing.assert_close(pool_features(nhwc, fmt="NHWC"), maps.mean(dim=(2, 3)))
+    tokens = torch.randn(2, 7, 4)
+    torch.testing.assert_close(pool_features(tokens, num_prefix_tokens=1), tokens[:, 0])
+    torch.testing.assert_close(pool_features(tokens, 1, "avg"), tokens[:, 1:].mean(1))
+    torch.testing.assert_close(pool_features(tokens, 0), tokens.mean(1))
+    torch.testing.assert_close(pool_features((tokens, None), 2, "max"), tokens[:, 2:].amax(1))
+    flat = torch.randn(2, 3)
+    assert pool_features([flat]) is flat
+    with pytest.raises(ValueError, match="class token"):
+        pool_features(tokens, 0, "token")
+    with pytest.raises(ValueError, match="3-D token"):
+        pool_features(maps, pool="token")
+    with pytest.raises(ValueError, match="pool must be one of"):
+        pool_features(maps, pool="mean")
+
+
+def test_token_info(vit, resnet):
+    assert token_info(vit) == (1, True, "NCHW")
+    assert token_info(resnet) == (0, False, "NCHW")
+    reg = create_backbone("vit_tiny_patch16_224",
+                          model_kwargs=dict(VIT_KW, class_token=False, reg_tokens=2,
+                                            global_pool="avg"))
+    assert token_info(reg) == (2, False, "NCHW")
+
+
+def test_layer_tap_matches_forward_intermediates_cnn(resnet):
+    m = create_backbone("resnet18", seed=0)
+    strip_classifier(m)
+    x = torch.randn(2, 3, 64, 64)
+    tap = LayerTap(m, ["layer2", PENULTIMATE, "act1"])
+    with torch.no_grad():
+        got = tap(x)
+        inter = resnet.forward_intermediates(x, indices=[0, 2], intermediates_only=True)
+        want_pen = resnet.forward_head(resnet.forward_features(x), pre_logits=True)
+    torch.testing.assert_close(got[0], inter[1].mean(dim=(2, 3)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[1], want_pen, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[2], inter[0].mean(dim=(2, 3)), atol=1e-5, rtol=1e-5)
+    tap.remove()
+    assert all(not mod._forward_hooks for mod in m.modules())
+
+
+def test_layer_tap_matches_forward_intermediates_vit(vit):
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        spatial, prefix = zip(*vit.forward_intermediates(
+            x, indices=[1], return_prefix_tokens=True, output_fmt="NLC",
+            intermediates_only=True))
+        with LayerTap(vit, ["blocks.1"]) as tap:
+            (tok,) = tap(x)
+        with LayerTap(vit, ["blocks.1"], pool="avg") as tap:
+            (avg,) = tap(x)
+    torch.testing.assert_close(tok, prefix[0][:, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(avg, spatial[0].mean(1), atol=1e-5, rtol=1e-5)
+
+
+def test_layer_tap_stops_early_and_keeps_gradients():
+    net = TinyNet()
+    calls = []
+    net.fc.register_forward_hook(lambda *a: calls.append(1))
+    tap = LayerTap(net, ["block"])
+    x = torch.randn(2, 3, 8, 8)
+    (feat,) = tap(x)
+    assert calls == []  # the forward pass stopped after 'block'
+    feat.sum().backward()
+    assert net.conv.weight.grad is not None
+    net(x)  # an idle tap does not interfere with plain calls ...
+    assert calls == [1]
+    block, logits = LayerTap(net, ["block", PENULTIMATE])(x)  # ... nor with other taps
+    assert calls == [1, 1] and logits.shape == (2, 5)
+    strip_classifier(net)
+    block, pen = LayerTap(net, ["block", PENULTIMATE])(x)
+    assert block.shape == (2, 16) and pen.shape == (2, 16)
+    torch.testing.assert_close(block, pen)
+    with pytest.raises(ValueError, match="Duplicate"):
+        LayerTap(net, ["block", "block"])
+    with pytest.raises(ValueError, match="no module"):
+        LayerTap(net, ["nope"])
+
+
+# ----------------------------------------------------------------------------
+# images
+# ----------------------------------------------------------------------------
+def test_resolve_data_config_fixes_and_overrides(resnet, vit):
+    cfg = resolve_data_config(vit)
+    assert cfg["input_size"] == (3, 32, 32)
+    assert resolve_data_config(resnet)["input_size"] == (3, 224, 224)
+    cfg = resolve_data_config(resnet, input_size=48, mean=0.5, std=(0.2, 0.3, 0.4),
+                              crop_pct=1.0, interpolation="bilinear")
+    assert cfg["input_size"] == (3, 48, 48) and cfg["mean"] == (0.5, 0.5, 0.5)
+    assert cfg["std"] == (0.2, 0.3, 0.4) and cfg["crop_pct"] == 1.0
+    grey = create_backbone("resnet18", model_kwargs={"in_chans": 1})
+    cfg = resolve_data_config(grey)
+    assert cfg["input_size"][0] == 1 and len(cfg["mean"]) == 1
+    plain = resolve_data_config(TinyNet(in_chans=1), input_size=(8, 8))
+    assert plain["input_size"] == (1, 8, 8) and plain["mean"] == (0.5,)
+    with pytest.raises(ValueError, match="3 channels"):
+        resolve_data_config(grey, input_size=(3, 8, 8))
+    with pytest.raises(ValueError, match="interpolation"):
+        resolve_data_config(resnet, interpolation="cubic")
+    with pytest.raises(ValueError, match="crop_pct"):
+        resolve_data_config(resnet, crop_pct=0)
+
+
+def _config(size=16, **kw):
+    cfg = {"input_size": (3, size, size), "mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3),
+           "crop_pct": 0.875, "interpolation": "bilinear", "crop_mode": "center"}
+    cfg.update(kw)
+    return cfg
+
+
+def test_preprocess_exact_size_is_normalisation_only(rng):
+    x = rng.integers(0, 256, (3, 3, 16, 16), dtype=np.uint8)
+    cfg = _config()
+    out = preprocess_batch(torch.from_numpy(x), cfg)
+    mean = np.array(cfg["mean"])[:, None, None]
+    std = np.array(cfg["std"])[:, None, None]
+    np.testing.assert_allclose(out.numpy(), (x / 255.0 - mean) / std, atol=1e-5)
+    grey = preprocess_batch(torch.from_numpy(x[:, :1]), cfg)
+    np.testing.assert_allclose(grey.numpy(), (x[:, :1] / 255.0 - mean) / std, atol=1e-5)
+
+
+def test_preprocess_resize_and_crop_like_timm_eval(rng):
+    from PIL import Image
+
+    x = rng.integers(0, 256, (1, 3, 40, 30), dtype=np.uint8)
+    cfg = _config(size=16, crop_pct=0.8)  # shorter side -> 20, crop 16
+    out = preprocess_batch(torch.from_numpy(x), cfg, memory_format=torch.channels_last)
+    assert out.shape == (1, 3, 16, 16) and out.is_contiguous(memory_format=torch.channels_last)
+    tf = timm.data.create_transform(input_size=(3, 16, 16), crop_pct=0.8,
+                                    interpolation="bilinear", mean=cfg["mean"], std=cfg["std"])
+    want = tf(Image.fromarray(x[0].transpose(1, 2, 0)))
+    # same geometry as timm's PIL pipeline; pixels differ only by PIL's rounding
+    assert np.abs(out[0].numpy() - want.numpy()).mean() < 0.03
+    squash = preprocess_batch(torch.from_numpy(x), _config(size=16, crop_mode="squash"))
+    assert squash.shape == (1, 3, 16, 16)
+
+
+def test_preprocess_rejects_bad_channels_and_ranges():
+    cfg = _config()
+    with pytest.raises(ValueError, match="has 4 channels"):
+        preprocess_batch(torch.zeros(1, 4, 16, 16, dtype=torch.uint8), cfg)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        preprocess_batch(torch.full((1, 3, 16, 16), 2.0), cfg)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        preprocess_batch(torch.full((1, 3, 16, 16), float("nan")), cfg)
+
+
+def _png_files(tmp_path, images, mode="RGB"):
+    from PIL import Image
+
+    paths = []
+    for i, img in enumerate(images):
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray(img).convert(mode).save(p)
+        paths.append(str(p))
+    return paths
+
+
+def test_every_input_form_gives_the_same_pixels(tmp_path, rng):
+    from PIL import Image
+
+    nhwc = rng.integers(0, 256, (5, 20, 24, 3), dtype=np.uint8)
+    cfg = _config(size=16)
+
+    def run(X):
+        return torch.cat([b for _, _, b in iter_batches(X, cfg, batch_size=2)]).numpy()
+
+    want = run(nhwc)
+    forms = {
+        "nchw": nhwc.transpose(0, 3, 1, 2).copy(),
+        "float": nhwc.astype(np.float32) / 255.0,
+        "int64": nhwc.astype(np.int64),
+        "tensor": torch.from_numpy(nhwc),
+        "files": _png_files(tmp_path, nhwc),
+        "path_array": np.array(_png_files(tmp_path, nhwc), dtype=object),
+        "pil": [Image.fromarray(a) for a in nhwc],
+        "list": list(nhwc),
+        "mixed": [Image.fromarray(nhwc[0]), nhwc[1], *_png_files(tmp_path, nhwc)[2:]],
+    }
+    for name, X in forms.items():
+        np.testing.assert_allclose(run(X), want, atol=1e-5, err_msg=name)
+    grey = nhwc[..., 0]
+    want_grey = run(grey)
+    for X in (grey[..., None], _png_files(tmp_path, grey, mode="L"), list(grey)):
+        np.testing.assert_allclose(run(X), want_grey, atol=1e-5)
+    assert np.allclose(want_grey[:, 0] * 0.2 + 0.5, want_grey[:, 1] * 0.25 + 0.4, atol=1e-5)
+
+
+def test_mixed_sizes_and_rgba_files(tmp_path, rng):
+    from PIL import Image
+
+    cfg = _config(size=16)
+    shapes = [(16, 16, 3), (30, 20, 3), (16, 16, 3)]
+    imgs = [rng.integers(0, 256, s, dtype=np.uint8) for s in shapes]
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(rng.integers(0, 256, (16, 16, 4), dtype=np.uint8), "RGBA").save(rgba)
+    X = imgs + [str(rgba)]
+    out = torch.cat([b for _, _, b in iter_batches(X, cfg, batch_size=4)])
+    assert out.shape == (4, 3, 16, 16)
+    single = [preprocess_batch(load_image(x)[None], cfg)[0] for x in X]
+    torch.testing.assert_close(out, torch.stack(single), atol=1e-5, rtol=1e-5)
+
+
+def test_input_errors(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.png"):
+        list(iter_batches([str(bad)], _config()))
+    with pytest.raises(ValueError, match="missing.png"):
+        load_image(str(tmp_path / "missing.png"))
+    with pytest.raises(ValueError, match="has 4 channels.*RGBA"):
+        check_images(np.zeros((2, 8, 8, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match="has 2 channels"):
+        check_images(np.zeros((2, 2, 8, 8), dtype=np.uint8))
+    with pytest.raises(ValueError, match="not tabular"):
+        check_images(np.zeros((5, 64)))
+    with pytest.raises(ValueError, match="no images"):
+        check_images([])
+    with pytest.raises(ValueError, match=r"X\[1\] is a int"):
+        check_images(["a.png", 3])
+    with pytest.raises(ValueError, match=r"divide by 255"):
+        list(iter_batches(np.full((2, 8, 8), 16.0), _config()))
+    with pytest.raises(ValueError, match=r"\[0, 255\]"):
+        list(iter_batches(np.full((2, 8, 8), 300), _config()))
+
+
+def test_image_dataset(tmp_path, rng):
+    X = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    cfg = _config(size=16)
+    ds = ImageDataset(X, y=np.array([3, 1, 2, 0]), data_config=cfg)
+    assert len(ds) == 4
+    x, y = ds[2]
+    want = next(iter_batches(X, cfg, batch_size=4))[2]
+    torch.testing.assert_close(x, want[2])
+    assert y == 2
+    assert isinstance(ImageDataset(X, data_config=cfg)[0], torch.Tensor)
+    x, y = ImageDataset(X, data_config=cfg, return_pairs=True)[0]
+    assert torch.isnan(y)
+    raw = ImageDataset(X, data_config=cfg, pixels="float")[1]
+    torch.testing.assert_close(raw, torch.from_numpy(X[1]).permute(2, 0, 1).float() / 255)
+    as_bytes = ImageDataset(X, data_config=cfg, pixels="uint8")[1]
+    assert torch.equal(as_bytes, torch.from_numpy(X[1]).permute(2, 0, 1))
+    torch.testing.assert_close(ImageNormalizer(cfg)(as_bytes[None])[0], want[1])
+    resized = ImageDataset(X, data_config=_config(size=12), pixels="uint8")[0]
+    assert resized.dtype == torch.uint8 and resized.shape == (3, 12, 12)
+    with pytest.raises(ValueError, match="pixels must be"):
+        ImageDataset(X, data_config=cfg, pixels="bytes")
+    seen = []
+
+    def transform(img):
+        seen.append(img.size)
+        return torch.zeros(3, 8, 8)
+
+    ds = ImageDataset(_png_files(tmp_path, X), data_config=cfg, transform=transform)
+    assert ds[0].shape == (3, 8, 8) and seen == [(16, 16)]
+    tensor_ds = ImageDataset(X, data_config=cfg, transform=lambda t: t * 2,
+                             transform_input="tensor")
+    assert float(tensor_ds[0].max()) <= 2.0
+    loader = torch.utils.data.DataLoader(ImageDataset(X, [0, 1, 0, 1], data_config=cfg),
+                                         batch_size=3)
+    xb, yb = next(iter(loader))
+    assert xb.shape == (3, 3, 16, 16) and yb.tolist() == [0, 1, 0]
+    with pytest.raises(ValueError, match="4 images but y has 3"):
+        ImageDataset(X, y=[0, 1, 2], data_config=cfg)
+
+
+def test_image_normalizer_matches_preprocess(rng):
+    x = torch.from_numpy(rng.integers(0, 256, (2, 1, 16, 16), dtype=np.uint8))
+    cfg = _config(size=16)
+    norm = ImageNormalizer(cfg)
+    torch.testing.assert_close(norm(x), preprocess_batch(x, cfg))
+    torch.testing.assert_close(norm(x.float() / 255), preprocess_batch(x, cfg))
+
+
+def test_fingerprint_images(tmp_path, rng):
+    X = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    assert fingerprint_images(X) == fingerprint_images(X.copy())
+    Y = X.copy()
+    Y[0, 0, 0, 0] ^= 1
+    assert fingerprint_images(X) != fingerprint_images(Y)
+    paths = _png_files(tmp_path, X)
+    before = fingerprint_images(paths)
+    assert before == fingerprint_images(list(paths))
+    st = os.stat(paths[0])
+    os.utime(paths[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert fingerprint_images(paths) != before
