@@ -1,0 +1,791 @@
+"""The scikit-learn estimator of :mod:`sknc.finetune`.
+
+Contents
+--------
+FineTuningClassifier(model, method="scl-ft", tuned_block=None, ...)
+    Linear probe, Layer FT, SCL-FT (Li et al. 2024) and full fine-tuning of a
+    timm model or any ``torch.nn.Module`` as one scikit-learn classifier whose
+    ``fit`` builds and trains a skorch net (``net_``).
+
+torch and skorch are imported inside the methods, so importing this module is
+cheap.
+"""
+
+import copy
+import numbers
+import os
+import tempfile
+import time
+import warnings
+
+import numpy as np
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+)
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+__all__ = ["FineTuningClassifier"]
+
+_METHODS = ("linear-probe", "layer-ft", "scl-ft", "full-ft")
+_OPTIMIZERS = ("adamw", "adam", "sgd")
+_AMP = (False, True, "bf16", "fp16")
+# "auto" prefix caching is skipped (with a warning) above this many bytes.
+AUTO_CACHE_MAX_BYTES = 4 * 1024**3
+
+
+def _noop(*args, **kwargs):
+    return None
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, TransformerMixin,
+                           BaseEstimator):
+    """Fine-tune a pretrained backbone: linear probe, Layer FT, SCL-FT or full FT.
+
+    One estimator for the four methods compared by Li et al. (*Understanding
+    and Improving Transfer Learning of Deep Models via Neural Collapse*, TMLR
+    2024), so that ``GridSearchCV`` over ``method`` compares them:
+
+    - ``"linear-probe"``: the whole backbone is frozen; a new linear head is
+      trained on its penultimate (pre-logits) features.
+    - ``"layer-ft"``: one block (``tuned_block``) and the head are trained;
+      everything else is frozen. Blocks after the tuned one still run (they
+      are frozen, not removed).
+    - ``"scl-ft"``: Layer FT plus a skip connection: the tuned block's output
+      is pooled, projected and combined with the penultimate features before
+      the head (see *Skip connection* below).
+    - ``"full-ft"``: everything is trained. With ``pretrained=False`` and
+      ``save_checkpoints=True`` this is source pre-training (see
+      :func:`~sknc.finetune.pretrain_backbone`).
+
+    ``fit`` builds a skorch ``NeuralNetClassifier`` (``net_``) from the
+    module *class* and these parameters, so every fit (and every ``clone``)
+    starts from the pretrained weights, never from an earlier fit.
+
+    Parameters
+    ----------
+    model : str, torch.nn.Module, nn.Module subclass or callable
+        A timm model name, a module (deep-copied, never modified) or a module
+        class / factory, as for :class:`sknc.features.BackboneFeatures`. Its
+        classifier is replaced by a new head with one output per class.
+    method : {"linear-probe", "layer-ft", "scl-ft", "full-ft"}, default="scl-ft"
+        What to train (see above).
+    tuned_block : int, str or None, default=None
+        The block Layer FT / SCL-FT train (ignored by the other methods, so
+        a grid over ``method`` may keep it fixed): an index into
+        ``sknc.features._backbone.list_layers(model)`` (for ResNets these are
+        whole stages, e.g. ``3`` is ``"layer3"``) or any module path, e.g.
+        ``"layer3.5"`` (one bottleneck) or ``"blocks.8"``. An unknown name
+        raises a ``ValueError`` listing the valid blocks. None picks a
+        default: the last block of the penultimate stage for staged
+        networks (``"layer3.5"`` for ResNet-50, ``"layer3.1"`` for ResNet-18,
+        ``"stages.2.blocks.<last>"`` for ConvNeXt), and the block at two
+        thirds of the depth for flat block lists (``"blocks.7"`` for ViT-B,
+        whose blocks are ``blocks.0`` ... ``blocks.11``). The resolved path is
+        ``tuned_block_``.
+    pretrained : bool, default=False
+        Load timm's hub weights (timm names only; fails fast offline).
+    weights : str, path-like, mapping or None, default=None
+        A local weight file (``.safetensors``, ``.pth``) or state dict loaded
+        into the backbone; the classifier head may mismatch.
+    model_kwargs : dict or None, default=None
+        Extra arguments for ``timm.create_model`` or the factory (e.g.
+        ``{"img_size": 32}``, ``{"drop_path_rate": 0.1}``).
+    combine : {"add", "concat"}, default="add"
+        SCL-FT only: ``z = f + P(g)`` or ``z = [f, P(g)]``, where ``f`` are
+        the penultimate features and ``g`` the pooled tuned-block output.
+    projection : {"auto", "linear", "identity"}, default="auto"
+        SCL-FT only: the map ``P``. ``"auto"`` is ``"linear"`` for
+        ``combine="add"`` and ``"identity"`` for ``"concat"``.
+    projection_rank : "auto", int or None, default="auto"
+        Rank of a ``"linear"`` projection from ``C`` (block width) to ``D``
+        (penultimate width): None is a dense ``nn.Linear(C, D)``; an int a
+        factorised ``up(down(g))``; ``"auto"`` uses rank ``min(C, D) // 4``
+        (when cheaper than dense). A dense 1024 -> 2048 map for a ResNet-50
+        ``layer3`` block has as many parameters as two bottlenecks; rank
+        256 keeps SCL-FT below 10% of the network's parameters.
+    skip_pool : {"auto", "avg", "token", "max"}, default="auto"
+        SCL-FT only: pooling of the block output; ``"auto"`` is the global
+        average of feature maps and the class token of ViTs (token mean
+        for token models without one).
+    skip_norm : bool, default=False
+        SCL-FT only: a ``LayerNorm`` on the pooled block output before the
+        projection.
+    lr : float, default=1e-3
+        Learning rate.
+    optimizer : {"adamw", "adam", "sgd"} or torch optimizer class, default="adamw"
+        Only trainable parameters are given to it.
+    weight_decay : float, default=0.0
+    momentum : float, default=0.9
+        Used with ``optimizer="sgd"`` only.
+    max_epochs : int, default=10
+        Epochs (0 builds the network without training it).
+    batch_size : int, default=32
+        Batch size for training and prediction.
+    augment : callable or None, default=None
+        Training-time augmentation: called with each training image as a
+        float CHW tensor in [0, 1] at its original size, returning a CHW
+        tensor (e.g. ``torchvision.transforms.v2.RandomHorizontalFlip()``);
+        the result is resized/cropped to the model's input size if needed and
+        normalised. Prediction never augments.
+    cache_prefix : {"auto", True, False}, default="auto"
+        Cache the frozen prefix. Without augmentation the part of the network
+        before the tuned block is a fixed function of the image, so its
+        outputs are computed once (one no-grad pass over ``X`` before
+        training) and every epoch runs only the tuned block onward; for a
+        linear probe the cache is the penultimate features and training is a
+        logistic regression on them. Valid for ``"linear-probe"``,
+        ``"layer-ft"`` and ``"scl-ft"`` without ``augment``. The backbone is
+        split at the tuned block's input with ``torch.fx`` (checked on a
+        sample batch). ``"auto"`` caches when valid and the split works and
+        the cache stays below 4 GiB, otherwise trains without caching (with a
+        warning when the split or the size is the reason); ``True`` raises
+        instead. Cached activations are float32 (bfloat16/float16 under
+        ``amp``) on the CPU. The training trajectory equals the uncached one.
+    validation_fraction : float or None, default=None
+        Hold out this stratified fraction of the training data to report
+        ``valid_loss`` / ``valid_acc`` per epoch (None: train on everything,
+        as befits few-shot support sets).
+    patience : int or None, default=None
+        Early stopping: stop after this many epochs without improvement of
+        ``valid_loss`` (``train_loss`` without a validation split) and
+        restore the best weights.
+    input_size : int, (H, W), (C, H, W) or None, default=None
+        Model input size (default: the model's data config).
+    mean, std : float, sequence or None, default=None
+        Normalisation (default: the model's data config).
+    device : str or torch.device, default="auto"
+        ``"auto"`` is CUDA when available, else CPU.
+    amp : bool or {"bf16", "fp16"}, default=False
+        Mixed precision on CUDA (ignored on CPU): ``True`` uses bfloat16
+        where supported, else float16 with gradient scaling.
+    num_workers : int, default=0
+        DataLoader worker processes for training.
+    checkpoint_dir : str, path-like or None, default=None
+        Parent directory for checkpoints (None: the system temp directory).
+        Each fit writes into its own new sub-directory ``checkpoint_dir_``.
+    save_checkpoints : bool, default=False
+        Save the backbone after every epoch as ``epoch_001.safetensors``,
+        ... (the model's own layout: loadable with
+        ``sknc.features.BackboneFeatures(model, weights=path)`` or
+        ``timm.create_model(model, num_classes=n_classes, checkpoint_path=path)``;
+        the trained head is included under the model's classifier name
+        except for SCL-FT). Paths in ``checkpoints_``.
+    on_epoch_end : callable or None, default=None
+        ``on_epoch_end(estimator, epoch)`` after every epoch (``epoch``
+        starts at 1); inside it ``estimator.transform(X)`` gives the current
+        head-input features, e.g. to track NC1 or CDNV per epoch. A return
+        value other than None is stored in ``history_`` under
+        ``"epoch_hook"``.
+    compute_train_nc1 : bool, default=True
+        After fitting, compute ``train_nc1_`` (one extra forward pass over
+        the training data, or over the cache).
+    callbacks : list of skorch callbacks or (name, callback) pairs, default=None
+        Extra skorch callbacks (copied for each fit), e.g.
+        ``skorch.callbacks.LRScheduler(policy="CosineAnnealingLR", T_max=10)``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the random initialisation of non-pretrained weights, of the
+        head and skip branch, data shuffling, the validation split and
+        augmentation. The caller's torch random state is left untouched.
+    verbose : int, default=0
+        0 is silent; 1 prints skorch's per-epoch table and the cache size; 2
+        adds per-batch progress bars.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels (any kind; encoded internally as 0 .. K-1).
+    net_ : skorch.NeuralNetClassifier
+        The trained net; ``net_.module_`` is the
+        :class:`~sknc.finetune.FineTuneNet`.
+    history_ : skorch.History
+        Per-epoch losses, timings, checkpoints, hook values.
+    n_iter_ : int
+        Epochs run.
+    tuned_block_ : str or None
+        Module path of the tuned block (Layer FT / SCL-FT).
+    n_params_ : int
+        Parameters of the fine-tuned network (backbone without its old
+        classifier, skip branch, new head).
+    n_trainable_params_ : int
+        Parameters that are trained.
+    trainable_fraction_ : float
+        ``n_trainable_params_ / n_params_``.
+    train_nc1_ : float
+        NC1 (:func:`sknc.metrics.nc1`) of the head-input features of the
+        training data after fitting (NaN if it cannot be computed, e.g.
+        when all class means coincide; None with ``compute_train_nc1=False``).
+    prefix_cached_ : bool
+        Whether training ran on cached prefix activations.
+    data_config_ : dict
+        The preprocessing config (input size, interpolation, mean, std, ...).
+    device_ : torch.device
+    checkpoint_dir_ : str or None
+        The directory of this fit's checkpoints.
+    checkpoints_ : list of str
+        Checkpoint paths in epoch order (empty without ``save_checkpoints``).
+    fit_time_ : float
+        Seconds spent in ``fit``.
+
+    See Also
+    --------
+    sknc.finetune.pretrain_backbone : Source pre-training with checkpoints.
+    sknc.features.BackboneFeatures : Frozen features for any scikit-learn model.
+
+    Notes
+    -----
+    Choices the paper leaves open, as implemented here:
+
+    * **Frozen parts are fixed functions.** Frozen parameters have
+      ``requires_grad=False`` and are not given to the optimizer; every
+      frozen module stays in eval mode during training (BatchNorm keeps its
+      running statistics, dropout and drop-path are off; skorch's ``Freezer``
+      alone would let BatchNorm statistics drift). The tuned block trains in
+      train mode, so its own BatchNorm layers use batch statistics and update
+      their running statistics. The frozen prefix runs under
+      ``torch.no_grad()``.
+    * **Skip connection.** The tuned block's output is pooled (``skip_pool``),
+      optionally normalised (``skip_norm``), mapped by ``P`` and combined with
+      the penultimate features ``f``. With ``combine="add"``, ``P`` is
+      zero-initialised (its last factor, when low-rank), so at initialisation
+      SCL-FT computes exactly the logits of Layer FT. With ``"concat"``, the
+      head's extra input columns are zero-initialised instead, with the same
+      effect. The new head is initialised identically for every method (same
+      ``random_state``).
+    * ``transform(X)`` returns the head-input features ``z`` (penultimate
+      features, or the combined features for SCL-FT), the features whose
+      collapse ``train_nc1_`` measures.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.finetune import FineTuningClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 256, size=(12, 32, 32, 3), dtype=np.uint8)
+    >>> y = np.array(["cat", "dog", "emu"] * 4)
+    >>> clf = FineTuningClassifier("resnet10t", method="scl-ft", max_epochs=2,
+    ...                            input_size=32, random_state=0).fit(X, y)
+    >>> clf.tuned_block_, clf.predict(X[:3]).shape, clf.transform(X[:3]).shape
+    ('layer3.0', (3,), (3, 512))
+    >>> bool(clf.trainable_fraction_ < 0.25), clf.prefix_cached_
+    (True, True)
+    """
+
+    def __init__(self, model, method="scl-ft", tuned_block=None, *, pretrained=False,
+                 weights=None, model_kwargs=None, combine="add", projection="auto",
+                 projection_rank="auto", skip_pool="auto", skip_norm=False, lr=1e-3,
+                 optimizer="adamw", weight_decay=0.0, momentum=0.9, max_epochs=10,
+                 batch_size=32, augment=None, cache_prefix="auto", validation_fraction=None,
+                 patience=None, input_size=None, mean=None, std=None, device="auto",
+                 amp=False, num_workers=0, checkpoint_dir=None, save_checkpoints=False,
+                 on_epoch_end=None, compute_train_nc1=True, callbacks=None,
+                 random_state=None, verbose=0):
+        self.model = model
+        self.method = method
+        self.tuned_block = tuned_block
+        self.pretrained = pretrained
+        self.weights = weights
+        self.model_kwargs = model_kwargs
+        self.combine = combine
+        self.projection = projection
+        self.projection_rank = projection_rank
+        self.skip_pool = skip_pool
+        self.skip_norm = skip_norm
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.augment = augment
+        self.cache_prefix = cache_prefix
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.input_size = input_size
+        self.mean = mean
+        self.std = std
+        self.device = device
+        self.amp = amp
+        self.num_workers = num_workers
+        self.checkpoint_dir = checkpoint_dir
+        self.save_checkpoints = save_checkpoints
+        self.on_epoch_end = on_epoch_end
+        self.compute_train_nc1 = compute_train_nc1
+        self.callbacks = callbacks
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------
+    # scikit-learn plumbing
+    # ------------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.target_tags.required = True
+        tags.classifier_tags.poor_score = True
+        return tags
+
+    def _check_params(self):
+        if self.method not in _METHODS:
+            raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}.")
+        if self.combine not in ("add", "concat"):
+            raise ValueError(f"combine must be 'add' or 'concat', got {self.combine!r}.")
+        if self.projection not in ("auto", "linear", "identity"):
+            raise ValueError(
+                f"projection must be 'auto', 'linear' or 'identity', got {self.projection!r}."
+            )
+        if not (self.projection_rank in ("auto", None) or
+                (_is_int(self.projection_rank) and self.projection_rank >= 1)):
+            raise ValueError(
+                f"projection_rank must be 'auto', None or a positive int, "
+                f"got {self.projection_rank!r}."
+            )
+        if self.skip_pool not in ("auto", "avg", "token", "max"):
+            raise ValueError(
+                f"skip_pool must be 'auto', 'avg', 'token' or 'max', got {self.skip_pool!r}."
+            )
+        if not isinstance(self.lr, numbers.Real) or isinstance(self.lr, bool) or not self.lr > 0:
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}.")
+        if not isinstance(self.weight_decay, numbers.Real) or self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}.")
+        if isinstance(self.optimizer, str):
+            if self.optimizer not in _OPTIMIZERS:
+                raise ValueError(
+                    f"optimizer must be one of {_OPTIMIZERS} or a torch.optim.Optimizer "
+                    f"subclass, got {self.optimizer!r}."
+                )
+        elif not isinstance(self.optimizer, type):
+            raise ValueError(
+                f"optimizer must be one of {_OPTIMIZERS} or a torch.optim.Optimizer class, "
+                f"got {type(self.optimizer).__name__}."
+            )
+        if not _is_int(self.max_epochs) or self.max_epochs < 0:
+            raise ValueError(f"max_epochs must be an int >= 0, got {self.max_epochs!r}.")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}.")
+        if self.augment is not None and not callable(self.augment):
+            raise ValueError("augment must be a callable (e.g. a torchvision transform) or None.")
+        if self.cache_prefix not in ("auto", True, False):
+            raise ValueError(
+                f"cache_prefix must be 'auto', True or False, got {self.cache_prefix!r}."
+            )
+        vf = self.validation_fraction
+        if vf is not None and not (isinstance(vf, numbers.Real) and 0 < vf < 1):
+            raise ValueError(f"validation_fraction must be in (0, 1) or None, got {vf!r}.")
+        if self.patience is not None and (not _is_int(self.patience) or self.patience < 1):
+            raise ValueError(f"patience must be a positive int or None, got {self.patience!r}.")
+        if not any(self.amp is a or (isinstance(a, str) and self.amp == a) for a in _AMP):
+            raise ValueError(f"amp must be False, True, 'bf16' or 'fp16', got {self.amp!r}.")
+        if not _is_int(self.num_workers) or self.num_workers < 0:
+            raise ValueError(f"num_workers must be an int >= 0, got {self.num_workers!r}.")
+        if self.on_epoch_end is not None and not callable(self.on_epoch_end):
+            raise ValueError("on_epoch_end must be a callable on_epoch_end(estimator, epoch).")
+        if self.callbacks is not None and not isinstance(self.callbacks, (list, tuple)):
+            raise ValueError("callbacks must be a list of skorch callbacks or (name, callback).")
+
+    def _optimizer_args(self):
+        import torch
+
+        if isinstance(self.optimizer, str):
+            cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam,
+                   "sgd": torch.optim.SGD}[self.optimizer]
+        else:
+            cls = self.optimizer
+            if not issubclass(cls, torch.optim.Optimizer):
+                raise ValueError(f"optimizer {cls!r} is not a torch.optim.Optimizer subclass.")
+        kwargs = {"optimizer__weight_decay": float(self.weight_decay)}
+        if cls is torch.optim.SGD:
+            kwargs["optimizer__momentum"] = float(self.momentum)
+        return cls, kwargs
+
+    def _amp_dtype(self, device):
+        import torch
+
+        if self.amp is False or device.type != "cuda":
+            return None
+        if self.amp == "fp16":
+            return "float16"
+        if self.amp == "bf16":
+            return "bfloat16"
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+    def _callbacks(self, checkpoint_dir):
+        from skorch.callbacks import Callback, EarlyStopping, ProgressBar
+
+        from ._callbacks import BackboneCheckpoint, EpochHook
+
+        cbs = []
+        if self.patience is not None:
+            monitor = "valid_loss" if self.validation_fraction else "train_loss"
+            cbs.append(("early_stopping", EarlyStopping(
+                monitor=monitor, patience=self.patience, load_best=True,
+                sink=print if self.verbose else _noop)))
+        if checkpoint_dir is not None:
+            cbs.append(("backbone_checkpoint", BackboneCheckpoint(checkpoint_dir)))
+        if self.on_epoch_end is not None:
+            cbs.append(("epoch_hook", EpochHook(self.on_epoch_end, self)))
+        if self.verbose >= 2:
+            cbs.append(("progress_bar", ProgressBar()))
+        for i, item in enumerate(self.callbacks or ()):
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                name, cb = item
+            else:
+                name, cb = None, item
+            if not (isinstance(cb, Callback) or (isinstance(cb, type)
+                                                 and issubclass(cb, Callback))):
+                raise ValueError(f"callbacks[{i}] is not a skorch callback: {item!r}.")
+            cb = copy.deepcopy(cb)
+            cbs.append((name or f"user_callback_{i}", cb))
+        return cbs
+
+    # ------------------------------------------------------------------
+    # fit
+    # ------------------------------------------------------------------
+    def _check_y(self, y, n_samples):
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but y is None.")
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if len(y) != n_samples:
+            raise ValueError(f"X has {n_samples} images but y has {len(y)} labels.")
+        encoder = LabelEncoder().fit(y)
+        if len(encoder.classes_) < 2:
+            raise ValueError(
+                f"Fine-tuning needs at least 2 classes; y has only {encoder.classes_.tolist()}."
+            )
+        return encoder.classes_, encoder.transform(y).astype(np.int64)
+
+    @staticmethod
+    def _n_images(X):
+        shape = getattr(X, "shape", None)
+        if shape is not None and len(shape) == 2 and getattr(X, "dtype", None) != object:
+            raise ValueError(
+                f"Got a 2-D array of shape {tuple(shape)}: {FineTuningClassifier.__name__} "
+                "takes images (N, H, W), (N, H, W, C) or (N, C, H, W), or lists of file paths "
+                "or PIL images, not tabular features."
+            )
+        try:
+            return len(X)
+        except TypeError as exc:
+            raise ValueError(
+                f"X must be a collection of images, got {type(X).__name__}."
+            ) from exc
+
+    def fit(self, X, y):
+        """Fine-tune on images ``X`` with labels ``y``.
+
+        Parameters
+        ----------
+        X : image collection
+            Arrays (N, H, W), (N, H, W, C) or (N, C, H, W), uint8 or float in
+            [0, 1]; lists/arrays of file paths (read lazily); lists of PIL
+            images or arrays.
+        y : array-like of shape (n_samples,)
+            Class labels of any kind (at least two classes).
+
+        Returns
+        -------
+        self : FineTuningClassifier
+        """
+        import torch
+
+        from ..features._images import check_images, resolve_data_config
+        from ..utils import resolve_device
+        from ._callbacks import FineTuneSkorchNet
+        from ._modules import FineTuneNet, count_parameters
+
+        start = time.perf_counter()
+        self._check_params()
+        n_samples = self._n_images(X)
+        classes, y_enc = self._check_y(y, n_samples)
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        device = resolve_device(self.device)
+        optimizer, optimizer_kwargs = self._optimizer_args()
+
+        checkpoint_dir = None
+        if self.save_checkpoints:
+            parent = None if self.checkpoint_dir is None else os.fspath(self.checkpoint_dir)
+            if parent is not None:
+                os.makedirs(parent, exist_ok=True)
+            checkpoint_dir = tempfile.mkdtemp(prefix="sknc-ft-", dir=parent)
+
+        train_split = None
+        if self.validation_fraction:
+            from skorch.dataset import ValidSplit
+
+            train_split = ValidSplit(float(self.validation_fraction), stratified=True,
+                                     random_state=seed)
+
+        net = FineTuneSkorchNet(
+            module=FineTuneNet,
+            module__model=self.model,
+            module__n_classes=len(classes),
+            module__method=self.method,
+            module__tuned_block=self.tuned_block,
+            module__pretrained=self.pretrained,
+            module__weights=self.weights,
+            module__model_kwargs=self.model_kwargs,
+            module__combine=self.combine,
+            module__projection=self.projection,
+            module__projection_rank=self.projection_rank,
+            module__skip_pool=self.skip_pool,
+            module__skip_norm=self.skip_norm,
+            module__input_size=self.input_size,
+            module__seed=seed,
+            criterion=torch.nn.CrossEntropyLoss,
+            optimizer=optimizer,
+            lr=float(self.lr),
+            max_epochs=int(self.max_epochs),
+            batch_size=int(self.batch_size),
+            train_split=train_split,
+            callbacks=self._callbacks(checkpoint_dir),
+            classes=list(range(len(classes))),
+            device=str(device),
+            verbose=int(self.verbose),
+            iterator_train__shuffle=True,
+            iterator_train__num_workers=int(self.num_workers),
+            iterator_train__pin_memory=device.type == "cuda",
+            iterator_valid__pin_memory=device.type == "cuda",
+            amp_dtype=self._amp_dtype(device),
+            **optimizer_kwargs,
+        )
+        fork_devices = []
+        if device.type == "cuda":
+            fork_devices = [device.index if device.index is not None
+                            else torch.cuda.current_device()]
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(seed)
+            net.initialize()
+            module = net.module_
+            self.classes_ = classes
+            self.net_ = net
+            self.device_ = device
+            self.tuned_block_ = module.tuned_block
+            self.data_config_ = resolve_data_config(
+                module.backbone, input_size=self.input_size, mean=self.mean, std=self.std)
+            source = check_images(X, n_channels=self.data_config_["input_size"][0])
+            self.n_params_, self.n_trainable_params_ = count_parameters(module)
+            self.trainable_fraction_ = self.n_trainable_params_ / max(self.n_params_, 1)
+            self._n_features_out = module.head_in_features
+            self.checkpoint_dir_ = checkpoint_dir
+            cache = self._build_cache(module, source, y_enc)
+            self.prefix_cached_ = cache is not None
+            if cache is not None:
+                dataset = cache
+            else:
+                from ._data import make_train_dataset
+
+                dataset = make_train_dataset(source, y_enc, self.data_config_, self.augment)
+            try:
+                if self.max_epochs > 0:
+                    net.partial_fit(dataset, y_enc)
+                self.history_ = net.history
+                self.n_iter_ = len(net.history)
+                self.checkpoints_ = [row["checkpoint"] for row in net.history
+                                     if "checkpoint" in row]
+                self.train_nc1_ = None
+                if self.compute_train_nc1:
+                    self.train_nc1_ = self._train_nc1(source, cache, y_enc)
+            finally:
+                module.__dict__["_split"] = None
+        module.eval()
+        self.fit_time_ = time.perf_counter() - start
+        return self
+
+    def _build_cache(self, module, source, y_enc):
+        """The :class:`CachedPrefixDataset` for this fit, or None."""
+        import torch
+
+        from ..features._images import iter_batches, preprocess_batch
+        from ._data import CachedPrefixDataset
+        from ._modules import SplitError
+
+        if self.cache_prefix is False or self.max_epochs == 0:
+            return None
+        reason = None
+        if self.method == "full-ft":
+            reason = "full fine-tuning trains every layer, so no prefix is frozen"
+        elif self.augment is not None:
+            reason = "augment is set, so the frozen prefix sees different inputs every epoch"
+        if reason is not None:
+            if self.cache_prefix is True:
+                raise ValueError(f"cache_prefix=True cannot be used: {reason}.")
+            return None
+        module.eval()
+        example = preprocess_batch(source.load(0, min(2, len(source))), self.data_config_,
+                                   device=self.device_)
+        try:
+            module.build_split(example)
+        except SplitError as exc:
+            if self.cache_prefix is True:
+                raise ValueError(f"cache_prefix=True but the backbone cannot be split at "
+                                 f"{module.tuned_block!r}: {exc}") from exc
+            warnings.warn(f"Prefix caching disabled, training without it: {exc}",
+                          UserWarning, stacklevel=3)
+            return None
+        with torch.no_grad(), self.net_._autocast():
+            per_sample = sum(t[0].numel() * t.element_size()
+                             for t in module.prefix_outputs(example))
+        estimate = per_sample * len(source)
+        if self.cache_prefix == "auto" and estimate > AUTO_CACHE_MAX_BYTES:
+            warnings.warn(
+                f"Prefix caching disabled: the cache would take {estimate / 1024**3:.1f} GiB "
+                f"(> {AUTO_CACHE_MAX_BYTES / 1024**3:.0f} GiB); pass cache_prefix=True to "
+                "cache anyway.", UserWarning, stacklevel=3)
+            module.__dict__["_split"] = None
+            return None
+        chunks = None
+        batches = iter_batches(source, self.data_config_, batch_size=max(self.batch_size, 64),
+                               device=self.device_)
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, total=-(-len(source) // max(self.batch_size, 64)),
+                           desc="caching prefix", leave=False)
+        with torch.no_grad(), self.net_._autocast():
+            for _, _, batch in batches:
+                outs = module.prefix_outputs(batch)
+                if chunks is None:
+                    chunks = [[] for _ in outs]
+                for store, out in zip(chunks, outs):
+                    store.append(out.to("cpu"))
+        tensors = [torch.cat(parts) for parts in chunks]
+        dataset = CachedPrefixDataset(tensors, y_enc)
+        if self.verbose:
+            print(f"Cached prefix activations for {len(source)} images: "
+                  f"{dataset.nbytes / 1024**2:.1f} MiB "
+                  f"(shapes {[tuple(t.shape[1:]) for t in tensors]}).")
+        return dataset
+
+    def _train_nc1(self, source, cache, y_enc):
+        import torch
+
+        from ..metrics import nc1
+
+        if cache is not None:
+            module = self.net_.module_
+            module.eval()
+            parts = []
+            bs = max(self.batch_size, 64)
+            with torch.no_grad(), self.net_._autocast():
+                for s in range(0, len(y_enc), bs):
+                    cached = [t[s:s + bs].to(self.device_) for t in cache.tensors]
+                    parts.append(module.head_input(cached=cached).float().cpu())
+            Z = torch.cat(parts).numpy()
+        else:
+            Z = self._forward(source, features=True)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return float(nc1(Z, y_enc))
+        except ValueError:
+            return float("nan")
+
+    # ------------------------------------------------------------------
+    # inference
+    # ------------------------------------------------------------------
+    def _forward(self, X, features=False):
+        import torch
+
+        from ..features._images import iter_batches
+
+        module = self.net_.module_
+        # skorch moves an unpickled net to the CPU when CUDA is missing
+        device = torch.device(self.net_.device)
+        was_training = module.training
+        module.eval()
+        outs = []
+        try:
+            with torch.no_grad(), self.net_._autocast():
+                for _, _, batch in iter_batches(X, self.data_config_, batch_size=self.batch_size,
+                                                device=device):
+                    out = module.head_input(batch) if features else module(batch)
+                    outs.append(out.float().cpu())
+        finally:
+            module.train(was_training)
+        return torch.cat(outs).numpy()
+
+    def _check_X(self, X):
+        check_is_fitted(self, "net_")
+        self._n_images(X)
+        return X
+
+    def decision_function(self, X):
+        """Logits of the fine-tuned network.
+
+        Parameters
+        ----------
+        X : image collection
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes), float32
+        """
+        return self._forward(self._check_X(X))
+
+    def predict_proba(self, X):
+        """Class probabilities (softmax of the logits).
+
+        Parameters
+        ----------
+        X : image collection
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``.
+        """
+        logits = self.decision_function(X).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        proba = np.exp(logits)
+        proba /= proba.sum(axis=1, keepdims=True)
+        return proba
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`."""
+        logits = self.decision_function(X).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+    def predict(self, X):
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : image collection
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    def transform(self, X):
+        """Head-input features of the fine-tuned network (what ``train_nc1_`` measures).
+
+        Parameters
+        ----------
+        X : image collection
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features_out), float32
+            Penultimate features (linear probe, Layer FT, full FT) or the
+            combined features of SCL-FT.
+        """
+        return self._forward(self._check_X(X), features=True)
+
+    def fit_transform(self, X, y):
+        """Fit, then return ``transform(X)`` (the fine-tuned head-input features)."""
+        return self.fit(X, y).transform(X)

@@ -1,0 +1,567 @@
+"""Tests for sknc.finetune: FineTuneNet, FineTuningClassifier, pretrain_backbone."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from torch import nn
+
+timm = pytest.importorskip("timm")
+pytest.importorskip("skorch")
+
+from sknc.features._backbone import create_backbone, load_weights, strip_classifier  # noqa: E402
+from sknc.finetune import FineTuneNet, FineTuningClassifier, pretrain_backbone  # noqa: E402
+from sknc.finetune._modules import (  # noqa: E402
+    SplitError,
+    count_parameters,
+    default_tuned_block,
+    split_backbone,
+)
+
+VIT_KW = dict(img_size=32, patch_size=8, depth=4, embed_dim=48, num_heads=2)
+RESNET_KW = dict(channels=(16, 32, 64, 128), stem_width=8)  # a narrow resnet10t
+RESNET = dict(model="resnet10t", input_size=32, model_kwargs=RESNET_KW)
+VIT = dict(model="vit_tiny_patch16_224", model_kwargs=VIT_KW)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # Tiny models gain nothing from intra-op threads, and on a shared 2-core
+    # machine two spinning threads per process slow these tests down 10-50x.
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
+
+
+class TinyNet(nn.Module):
+    def __init__(self, n_classes=5):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.block1 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.block2 = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(16, n_classes)
+
+    def forward(self, x):
+        return self.fc(self.flat(self.pool(self.block2(self.block1(self.stem(x))))))
+
+
+class BranchyNet(TinyNet):
+    """Data-dependent control flow: torch.fx cannot trace it."""
+
+    def forward(self, x):
+        h = self.stem(x)
+        if h.mean() > 1e9:
+            h = h * 2
+        return self.fc(self.flat(self.pool(self.block2(self.block1(h)))))
+
+
+def _images(n=18, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+
+
+def _labels(n=18, kinds=("cat", "dog", "emu")):
+    return np.array([kinds[i % len(kinds)] for i in range(n)])
+
+
+def _fit(method="scl-ft", spec=RESNET, X=None, y=None, **params):
+    spec = dict(spec)
+    model = spec.pop("model")
+    params = {"max_epochs": 2, "batch_size": 8, "random_state": 0, **spec, **params}
+    X = _images() if X is None else X
+    y = _labels(len(X)) if y is None else y
+    return FineTuningClassifier(model, method=method, **params).fit(X, y)
+
+
+def _trainable(net):
+    return {n for n, p in net.named_parameters() if p.requires_grad}
+
+
+def _net(method, spec=RESNET, seed=0, **kw):
+    spec = dict(spec)
+    model = spec.pop("model")
+    torch.manual_seed(seed)
+    return FineTuneNet(model, 3, method, seed=seed, **spec, **kw)
+
+
+# --------------------------------------------------------------------------
+# the network: freezing, BN, skip connection
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("spec,block", [(RESNET, "layer3.0"), (VIT, "blocks.2")])
+def test_trainable_parameters_per_method(spec, block):
+    names = {m: _trainable(_net(m, spec)) for m in
+             ("linear-probe", "layer-ft", "scl-ft", "full-ft")}
+    all_names = {n for n, _ in _net("scl-ft", spec).named_parameters()}
+    assert names["linear-probe"] == {"head.weight", "head.bias"}
+    assert names["layer-ft"] == {"head.weight", "head.bias"} | {
+        n for n in all_names if n.startswith(f"backbone.{block}.")}
+    assert any(n.startswith(f"backbone.{block}.") for n in names["layer-ft"])
+    skip = {n for n in all_names if n.startswith("skip.")}
+    assert skip and names["scl-ft"] == names["layer-ft"] | skip
+    full = _net("full-ft", spec)
+    assert names["full-ft"] == {n for n, _ in full.named_parameters()}
+
+
+def test_estimator_parameter_counts_match_module():
+    clf = _fit("layer-ft", max_epochs=0)
+    total, trainable = count_parameters(clf.net_.module_)
+    assert (clf.n_params_, clf.n_trainable_params_) == (total, trainable)
+    assert clf.trainable_fraction_ == pytest.approx(trainable / total)
+    opt_params = {id(p) for g in clf.net_.optimizer_.param_groups for p in g["params"]}
+    assert opt_params == {id(p) for p in clf.net_.module_.parameters() if p.requires_grad}
+
+
+def test_train_mode_keeps_frozen_parts_in_eval():
+    net = _net("layer-ft").train()
+    tuned = net.backbone.get_submodule("layer3.0")
+    tuned_ids = {id(m) for m in tuned.modules()}
+    for m in net.backbone.modules():
+        assert m.training == (id(m) in tuned_ids)
+    assert net.training and net.head.training
+    full = _net("full-ft").train()
+    assert all(m.training for m in full.modules())
+    assert not any(m.training for m in net.eval().modules())
+
+
+def _bn_buffers(module):
+    return {name: b.detach().clone() for name, b in module.named_buffers()
+            if "running_" in name}
+
+
+@pytest.mark.parametrize("method,cache", [("layer-ft", False), ("scl-ft", True),
+                                          ("linear-probe", False)])
+def test_frozen_batchnorm_statistics_unchanged(method, cache):
+    model = create_backbone("resnet10t", model_kwargs=RESNET_KW, seed=1)
+    before = _bn_buffers(model)
+    clf = FineTuningClassifier(model, method=method, input_size=32, max_epochs=2, batch_size=6,
+                               cache_prefix=cache, random_state=0).fit(_images(), _labels())
+    after = _bn_buffers(clf.net_.module_.backbone)
+    tuned = f"{clf.tuned_block_}." if clf.tuned_block_ else None
+    changed = set()
+    for name, value in before.items():
+        if not torch.equal(value, after[name]):
+            changed.add(name)
+    frozen_changed = {n for n in changed if tuned is None or not n.startswith(tuned)}
+    assert not frozen_changed
+    if tuned is not None:  # the tuned block trains in train mode: its statistics move
+        assert any(n.startswith(tuned) for n in changed)
+    assert _bn_buffers(model).keys() == before.keys()  # the user's module is untouched
+    assert all(torch.equal(v, before[k]) for k, v in _bn_buffers(model).items())
+
+
+def test_prefix_runs_without_grad_and_suffix_with_grad():
+    net = _net("layer-ft").train()
+    seen = {}
+
+    def record(name):
+        def hook(_m, _i, _o):
+            seen[name] = torch.is_grad_enabled()
+        return hook
+
+    net.backbone.layer2.register_forward_hook(record("prefix"))
+    net.backbone.layer3.get_submodule("0").register_forward_hook(record("tuned"))
+    net.backbone.layer4.register_forward_hook(record("suffix"))
+    out = net(torch.randn(2, 3, 32, 32))
+    assert seen == {"prefix": False, "tuned": True, "suffix": True}
+    assert torch.is_grad_enabled()
+    out.sum().backward()
+    assert net.backbone.get_submodule("layer3.0.conv1").weight.grad is not None
+    assert net.backbone.layer4[0].conv1.weight.grad is None
+    with torch.no_grad():  # inference stays grad-free everywhere
+        net(torch.randn(2, 3, 32, 32))
+    assert seen == {"prefix": False, "tuned": False, "suffix": False}
+
+
+@pytest.mark.parametrize("spec", [RESNET, VIT])
+@pytest.mark.parametrize("combine", ["add", "concat"])
+def test_scl_ft_at_init_equals_layer_ft(spec, combine):
+    x = torch.randn(3, 3, 32, 32)
+    layer = _net("layer-ft", spec, seed=3).eval()
+    scl = _net("scl-ft", spec, seed=3, combine=combine).eval()
+    with torch.no_grad():
+        ref, out = layer(x), scl(x)
+    if combine == "add":  # f + 0 is f: bit-identical
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    else:  # zero columns change the summation order of the wider matmul only
+        torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    # the skip branch is really wired in: perturbing it changes the logits
+    with torch.no_grad():
+        for p in scl.skip.parameters():
+            p.add_(0.5)
+        if combine == "concat":
+            scl.head.weight[:, layer.head.in_features:] += 0.5
+        assert not torch.allclose(scl(x), ref)
+
+
+def test_skip_projection_options():
+    net = _net("scl-ft", projection_rank=None)
+    assert isinstance(net.skip.proj, nn.Linear)
+    assert net.skip.proj.in_features == net.block_width == 64
+    low = _net("scl-ft")  # "auto": rank min(C, D) // 4
+    assert low.skip.proj.down.out_features == 64 // 4
+    assert count_parameters(low.skip)[0] < count_parameters(net.skip)[0]
+    cat = _net("scl-ft", combine="concat")
+    assert isinstance(cat.skip.proj, nn.Identity)
+    assert cat.head.in_features == cat.feature_dim + cat.block_width
+    vit = _net("scl-ft", VIT, projection="identity", combine="add")
+    assert vit.skip.out_features == vit.feature_dim
+    with pytest.raises(ValueError, match="projection='identity'"):
+        _net("scl-ft", projection="identity")
+    normed = _net("scl-ft", skip_norm=True)
+    assert isinstance(normed.skip.norm, nn.LayerNorm)
+    assert _net("scl-ft", VIT, skip_pool="avg").block_width == VIT_KW["embed_dim"]
+    with pytest.raises(ValueError, match="skip_pool='token' cannot pool"):
+        _net("scl-ft", skip_pool="token")
+
+
+def test_trainable_fraction_of_large_models():
+    """SCL-FT tunes < 10% of ResNet-50 (one layer3 bottleneck) and ViT-B/16 (one block)."""
+    r50 = FineTuneNet("resnet50", 10, "scl-ft", tuned_block="layer3.5", seed=0)
+    total, trainable = count_parameters(r50)
+    assert trainable / total < 0.10
+    assert default_tuned_block(r50.backbone) == "layer3.5"
+    del r50
+    vit = FineTuneNet("vit_base_patch16_224", 10, "scl-ft", seed=0)
+    assert vit.tuned_block == "blocks.7"
+    total, trainable = count_parameters(vit)
+    assert trainable / total < 0.10
+    # ... which is also < 10% of what full fine-tuning trains (backbone + head)
+    assert trainable < 0.10 * (count_parameters(vit.backbone)[0] + 768 * 10 + 10)
+
+
+def test_default_and_named_tuned_blocks():
+    assert _net("layer-ft").tuned_block == "layer3.0"
+    assert FineTuneNet("resnet18", 3, "layer-ft", input_size=32).tuned_block == "layer3.1"
+    assert _net("layer-ft", VIT).tuned_block == "blocks.2"
+    assert _net("layer-ft", tuned_block=3).tuned_block == "layer3"  # list_layers index
+    assert _net("layer-ft", tuned_block="layer2.0").tuned_block == "layer2.0"
+    assert _net("layer-ft", VIT, tuned_block=-1).tuned_block == "blocks.3"
+    tiny = FineTuneNet(TinyNet(), 3, "layer-ft", input_size=16)
+    assert tiny.tuned_block == "block1"
+    with pytest.raises(ValueError, match="layer3.0"):
+        _net("layer-ft", tuned_block="layer9")
+    with pytest.raises(ValueError, match="no parameters"):
+        _net("layer-ft", tuned_block="act1")
+
+
+# --------------------------------------------------------------------------
+# prefix split and caching
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("spec,block", [(RESNET, "layer3.0"), (VIT, "blocks.1")])
+def test_split_reproduces_backbone(spec, block):
+    net = _net("layer-ft", spec, tuned_block=block)
+    x = torch.randn(4, 3, 32, 32)
+    split = split_backbone(net.backbone, block, x[:2])
+    with torch.no_grad():
+        cut = split.prefix(x)
+        torch.testing.assert_close(split.suffix(*cut), net.backbone(x))
+    assert split.n_cut == 1
+    # the suffix shares the backbone's parameters
+    suffix_params = {id(p) for p in split.suffix.parameters()}
+    assert {id(p) for p in net.backbone.get_submodule(block).parameters()} <= suffix_params
+
+
+def test_split_fails_cleanly_on_untraceable_module():
+    with pytest.raises(SplitError, match="trace"):
+        split_backbone(BranchyNet(), "block1", torch.randn(2, 3, 16, 16))
+
+
+@pytest.mark.parametrize("spec,method", [(RESNET, "scl-ft"), (RESNET, "layer-ft"),
+                                         (VIT, "scl-ft"), (RESNET, "linear-probe")])
+def test_caching_gives_the_same_trajectory(spec, method):
+    X, y = _images(14), _labels(14)
+    kw = dict(max_epochs=3, batch_size=4, lr=1e-2)
+    cached = _fit(method, spec, X, y, cache_prefix=True, **kw)
+    plain = _fit(method, spec, X, y, cache_prefix=False, **kw)
+    assert cached.prefix_cached_ and not plain.prefix_cached_
+    losses_c = [row["train_loss"] for row in cached.history_]
+    losses_p = [row["train_loss"] for row in plain.history_]
+    np.testing.assert_allclose(losses_c, losses_p, rtol=1e-5, atol=1e-7)
+    assert losses_c[0] != losses_c[-1]  # it did train
+    np.testing.assert_allclose(cached.decision_function(X), plain.decision_function(X),
+                               rtol=1e-4, atol=1e-5)
+    assert cached.train_nc1_ == pytest.approx(plain.train_nc1_, rel=1e-4)
+
+
+def test_cache_auto_and_invalid_combinations():
+    assert _fit("scl-ft", max_epochs=1).prefix_cached_  # "auto" caches when valid
+    assert not _fit("full-ft", max_epochs=1).prefix_cached_
+    flip = _fit("layer-ft", max_epochs=1, augment=lambda img: img.flip(-1))
+    assert not flip.prefix_cached_
+    with pytest.raises(ValueError, match="augment"):
+        _fit("layer-ft", max_epochs=1, cache_prefix=True, augment=lambda img: img)
+    with pytest.raises(ValueError, match="full fine-tuning"):
+        _fit("full-ft", max_epochs=1, cache_prefix=True)
+    spec = dict(model=BranchyNet(), input_size=16)
+    X = _images(12, size=16)
+    with pytest.warns(UserWarning, match="Prefix caching disabled"):
+        est = _fit("layer-ft", spec, X=X, tuned_block="block2", max_epochs=1)
+    assert not est.prefix_cached_
+    with pytest.raises(ValueError, match="cannot be split"):
+        _fit("layer-ft", spec, X=X, tuned_block="block2", max_epochs=1, cache_prefix=True)
+
+
+def test_validation_split_and_early_stopping_with_cache():
+    est = _fit("scl-ft", X=_images(24), y=_labels(24), max_epochs=6, lr=0.5,
+               validation_fraction=0.25, patience=1)
+    assert est.prefix_cached_
+    assert "valid_loss" in est.history_[-1] and "valid_acc" in est.history_[-1]
+    assert 1 <= est.n_iter_ <= 6
+
+
+# --------------------------------------------------------------------------
+# scikit-learn citizenship
+# --------------------------------------------------------------------------
+def test_labels_of_any_kind_and_outputs():
+    X = _images(12)
+    y = np.array(["b", "a", "c"] * 4, dtype=object)
+    est = _fit("scl-ft", X=X, y=y)
+    assert est.classes_.tolist() == ["a", "b", "c"]
+    pred = est.predict(X)
+    assert set(pred) <= {"a", "b", "c"} and pred.dtype == object
+    proba = est.predict_proba(X)
+    assert proba.shape == (12, 3)
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    np.testing.assert_array_equal(pred, est.classes_[proba.argmax(1)])
+    np.testing.assert_allclose(np.exp(est.predict_log_proba(X)), proba, rtol=1e-6)
+    assert 0.0 <= est.score(X, y) <= 1.0
+    Z = est.transform(X)
+    assert Z.shape == (12, est.net_.module_.head_in_features) and Z.dtype == np.float32
+    assert est.get_feature_names_out()[0] == "finetuningclassifier0"
+    assert est.train_nc1_ > 0
+    from sknc.metrics import nc1
+
+    assert est.train_nc1_ == pytest.approx(nc1(Z, y), rel=1e-3)
+
+
+def test_clone_after_fit_starts_fresh():
+    X, y = _images(), _labels()
+    model = create_backbone("resnet10t", model_kwargs=RESNET_KW, seed=5)
+    est = FineTuningClassifier(model, method="full-ft", input_size=32, max_epochs=2,
+                               batch_size=6, lr=1e-2, random_state=0).fit(X, y)
+    first = [row["train_loss"] for row in est.history_]
+    twin = clone(est)
+    assert not hasattr(twin, "net_")
+    assert twin.get_params()["model"] is not est.net_.module_.backbone
+    second = [row["train_loss"] for row in twin.fit(X, y).history_]
+    np.testing.assert_allclose(second, first, rtol=1e-6)
+    refit = [row["train_loss"] for row in est.fit(X, y).history_]  # refit restarts too
+    np.testing.assert_allclose(refit, first, rtol=1e-6)
+
+
+def test_random_state_reproducibility_and_global_rng_untouched():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = _fit("scl-ft", random_state=7, cache_prefix=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = _fit("scl-ft", random_state=7, cache_prefix=False)
+    c = _fit("scl-ft", random_state=8, cache_prefix=False)
+    la, lb, lc = ([row["train_loss"] for row in e.history_] for e in (a, b, c))
+    assert la == lb
+    assert la != lc
+
+
+def test_gridsearch_over_methods_and_blocks():
+    X, y = _images(12), _labels(12)
+    grid = GridSearchCV(
+        FineTuningClassifier("resnet10t", input_size=32, model_kwargs=RESNET_KW, max_epochs=1,
+                             batch_size=6, random_state=0),
+        {"method": ["layer-ft", "scl-ft"], "tuned_block": ["layer2.0", "layer3.0"]},
+        cv=2,
+    ).fit(X, y)
+    assert len(grid.cv_results_["mean_test_score"]) == 4
+    assert grid.best_estimator_.tuned_block_ == grid.best_params_["tuned_block"]
+
+
+@pytest.mark.slow
+def test_gridsearch_n_jobs_2():
+    X, y = _images(12), _labels(12)
+    grid = GridSearchCV(
+        FineTuningClassifier("resnet10t", input_size=32, model_kwargs=RESNET_KW, max_epochs=1,
+                             batch_size=6, random_state=0),
+        {"method": ["linear-probe", "layer-ft", "scl-ft", "full-ft"]}, cv=2, n_jobs=2,
+    ).fit(X, y)
+    assert np.all(np.isfinite(grid.cv_results_["mean_test_score"]))
+
+
+@pytest.mark.parametrize("spec", [RESNET, VIT])
+def test_pickle_round_trip(spec):
+    X = _images(6)
+    est = _fit("scl-ft", spec, X=X, y=_labels(6), max_epochs=1)
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(again.decision_function(X), est.decision_function(X))
+    assert again.get_params(deep=False).keys() == est.get_params(deep=False).keys()
+    again.net_.module_.train()  # hooks and the BN handling survive the round trip
+    assert not again.net_.module_.backbone.training
+
+
+def test_input_validation_errors():
+    X = _images(6)
+    with pytest.raises(ValueError, match="method must be"):
+        FineTuningClassifier("resnet10t", method="lora").fit(X, _labels(6))
+    with pytest.raises(ValueError, match="2-D array"):
+        FineTuningClassifier("resnet10t").fit(np.zeros((6, 10)), _labels(6))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        FineTuningClassifier("resnet10t").fit(X, ["a"] * 6)
+    with pytest.raises(ValueError, match="labels"):
+        FineTuningClassifier("resnet10t").fit(X, _labels(5))
+    with pytest.raises(ValueError, match="Valid blocks"):
+        _fit("layer-ft", X=X, y=_labels(6), tuned_block="layer7.0")
+    with pytest.raises(ValueError, match="lr must be"):
+        FineTuningClassifier("resnet10t", lr=0).fit(X, _labels(6))
+    with pytest.raises(ValueError, match="channels"):
+        _fit("scl-ft", X=np.zeros((6, 32, 32, 5), np.uint8), y=_labels(6))
+
+
+def test_image_input_forms_agree(tmp_path):
+    from PIL import Image
+
+    X = _images(6)
+    paths = []
+    for i, img in enumerate(X):
+        paths.append(str(tmp_path / f"img{i}.png"))
+        Image.fromarray(img).save(paths[-1])
+    est = _fit("scl-ft", X=X, y=_labels(6), max_epochs=1)
+    ref = est.decision_function(X)
+    for form in (paths, [Image.fromarray(img) for img in X], X.transpose(0, 3, 1, 2),
+                 torch.from_numpy(X).float().div(255)):
+        np.testing.assert_allclose(est.decision_function(form), ref, rtol=1e-4, atol=1e-5)
+    from_paths = _fit("scl-ft", X=paths, y=_labels(6), max_epochs=1)
+    np.testing.assert_allclose([r["train_loss"] for r in from_paths.history_],
+                               [r["train_loss"] for r in est.history_], rtol=1e-5)
+    with pytest.raises(ValueError, match="nope.png"):
+        est.predict([str(tmp_path / "nope.png")])
+
+
+def test_verbose_reports_progress(capsys):
+    _fit("scl-ft", max_epochs=1, verbose=1)
+    out = capsys.readouterr().out
+    assert "train_loss" in out and "Cached prefix activations for 18 images" in out
+    _fit("scl-ft", max_epochs=1, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+def test_identity_augmentation_matches_plain_preprocessing():
+    X, y = _images(12, size=40), _labels(12)  # resized to 32 in both paths
+    plain = _fit("layer-ft", X=X, y=y, cache_prefix=False)
+    seen = []
+
+    def identity(img):
+        seen.append((img.dtype, float(img.min()), float(img.max()), tuple(img.shape)))
+        return img
+
+    aug = _fit("layer-ft", X=X, y=y, augment=identity)
+    assert not aug.prefix_cached_
+    assert all(d == torch.float32 and lo >= 0 and hi <= 1 and shape == (3, 40, 40)
+               for d, lo, hi, shape in seen)
+    np.testing.assert_allclose([r["train_loss"] for r in aug.history_],
+                               [r["train_loss"] for r in plain.history_], rtol=1e-6)
+
+
+def test_custom_module_and_augmentation():
+    X = _images(12, size=20)
+    est = _fit("scl-ft", dict(model=TinyNet, input_size=16), X=X, y=_labels(12),
+               model_kwargs={"n_classes": 7}, tuned_block="block1",
+               augment=lambda img: img.flip(-1))
+    assert est.tuned_block_ == "block1" and not est.prefix_cached_
+    assert est.predict(X).shape == (12,)
+    assert est.transform(X).shape == (12, 16)
+
+
+# --------------------------------------------------------------------------
+# checkpoints, per-epoch hooks, source pre-training
+# --------------------------------------------------------------------------
+def test_checkpoints_unique_dirs_and_round_trip(tmp_path):
+    X, y = _images(), _labels()
+    est = _fit("full-ft", X=X, y=y, max_epochs=2, save_checkpoints=True,
+               checkpoint_dir=tmp_path)
+    assert [os.path.basename(p) for p in est.checkpoints_] == [
+        "epoch_001.safetensors", "epoch_002.safetensors"]
+    assert os.path.dirname(est.checkpoints_[0]) == est.checkpoint_dir_
+    assert os.path.dirname(est.checkpoint_dir_) == str(tmp_path)
+    first_dir = est.checkpoint_dir_
+    assert est.fit(X, y).checkpoint_dir_ != first_dir
+    # the last checkpoint is the trained network in timm's own layout
+    timm_model = timm.create_model("resnet10t", num_classes=3, **RESNET_KW)
+    load_weights(timm_model, est.checkpoints_[-1], allow_head_mismatch=False)
+    with torch.no_grad():
+        batch = torch.from_numpy(X[:4]).permute(0, 3, 1, 2).float().div(255)
+        mean = torch.tensor(est.data_config_["mean"]).view(1, 3, 1, 1)
+        std = torch.tensor(est.data_config_["std"]).view(1, 3, 1, 1)
+        logits = timm_model.eval()((batch - mean) / std)
+    np.testing.assert_allclose(logits.numpy(), est.decision_function(X[:4]), rtol=1e-4,
+                               atol=1e-5)
+    # ... and loads as a backbone (1000-class head skipped)
+    backbone = create_backbone("resnet10t", model_kwargs=RESNET_KW,
+                               weights=est.checkpoints_[0])
+    assert backbone.fc.out_features == 1000
+
+
+def test_scl_ft_checkpoint_holds_backbone_only(tmp_path):
+    est = _fit("scl-ft", max_epochs=1, save_checkpoints=True, checkpoint_dir=tmp_path)
+    from safetensors.torch import load_file
+
+    state = load_file(est.checkpoints_[0])
+    assert not any(k.startswith(("fc.", "skip.", "head.")) for k in state)
+    backbone = create_backbone("resnet10t", model_kwargs=RESNET_KW)
+    strip_classifier(backbone)
+    backbone.load_state_dict(state)  # strict
+
+
+def test_on_epoch_end_hook_sees_current_features():
+    X, y = _images(12), _labels(12)
+    calls = []
+
+    def hook(est, epoch):
+        calls.append(epoch)
+        return float(np.abs(est.transform(X[:4])).mean())
+
+    est = _fit("layer-ft", X=X, y=y, max_epochs=3, on_epoch_end=hook)
+    assert calls == [1, 2, 3]
+    values = [row["epoch_hook"] for row in est.history_]
+    assert len(values) == 3 and values[0] != values[-1]
+    assert values[-1] == pytest.approx(float(np.abs(est.transform(X[:4])).mean()), rel=1e-5)
+    hook_cb = dict(est.net_.callbacks_)["epoch_hook"]
+    assert hook_cb.estimator is None  # no reference cycle left in the fitted estimator
+
+
+def test_pretrain_backbone_round_trip(tmp_path):
+    X, y = _images(16), np.arange(16) % 4
+    est = pretrain_backbone("resnet10t", X, y, max_epochs=2, batch_size=8, input_size=32,
+                            model_kwargs=RESNET_KW, checkpoint_dir=tmp_path, random_state=0)
+    assert est.method == "full-ft" and est.n_iter_ == 2 and len(est.checkpoints_) == 2
+    assert est.trainable_fraction_ == 1.0
+    backbone = create_backbone("resnet10t", model_kwargs=RESNET_KW, weights=est.checkpoints_[-1])
+    strip_classifier(backbone)
+    trained = est.net_.module_.backbone
+    with torch.no_grad():
+        x = torch.randn(2, 3, 32, 32)
+        torch.testing.assert_close(backbone(x), trained.cpu().eval()(x))
+    try:  # the feature transformer loads the same file (once it exists)
+        from sknc.features import BackboneFeatures
+    except ImportError:
+        return
+    feats = BackboneFeatures("resnet10t", weights=est.checkpoints_[-1], input_size=32,
+                             model_kwargs=RESNET_KW, device="cpu").fit_transform(X)
+    np.testing.assert_allclose(feats, est.transform(X), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_cuda_amp_fit_and_predict():
+    X, y = _images(16), _labels(16)
+    for amp in (True, "fp16"):
+        est = _fit("scl-ft", X=X, y=y, device="cuda", amp=amp, max_epochs=2)
+        assert est.device_.type == "cuda"
+        assert np.isfinite([row["train_loss"] for row in est.history_]).all()
+        assert est.predict_proba(X).shape == (16, 3)
+    plain = _fit("layer-ft", X=X, y=y, device="cuda", cache_prefix=False)
+    cached = _fit("layer-ft", X=X, y=y, device="cuda", cache_prefix=True)
+    np.testing.assert_allclose([r["train_loss"] for r in plain.history_],
+                               [r["train_loss"] for r in cached.history_], rtol=1e-4)
