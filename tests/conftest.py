@@ -3,8 +3,18 @@ import os
 import numpy as np
 import pytest
 
-# Keep tests deterministic and light on the shared 2-core machines.
+# Keep tests deterministic and light on the shared 2-core machines: tests never
+# reach a model hub, and torch runs one intra-op thread per process (tiny models
+# are slower with more threads, and parallel test processes oversubscribe cores).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
 
 
 def _cuda_available():
