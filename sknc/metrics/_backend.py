@@ -1,0 +1,260 @@
+"""A tiny array adapter so that numpy arrays and torch tensors (any device) go
+through the same neural-collapse code.
+
+Only the handful of operations the metrics need are provided. Small results
+(K x d class statistics, d x d scatter) are moved to the CPU as float64 numpy
+arrays for the final linear algebra; per-sample data never leaves its device.
+torch is imported only when a tensor is actually given.
+"""
+
+import numpy as np
+
+from ..utils import is_torch_tensor
+
+# Target size in bytes of one chunk of input rows processed at a time. Chunks
+# of a few MB keep every temporary cache-resident on CPUs; GPUs get bigger ones.
+_CPU_CHUNK_BYTES = 2**22
+_GPU_CHUNK_BYTES = 2**27
+
+
+def get_ops(X):
+    """Return the adapter for the array ``X`` (numpy or torch)."""
+    if is_torch_tensor(X):
+        return _TorchOps(X.device)
+    return _NumpyOps()
+
+
+class _NumpyOps:
+    """numpy implementation of the adapter."""
+
+    is_torch = False
+    device = None
+
+    def __eq__(self, other):
+        return isinstance(other, _NumpyOps)
+
+    def __hash__(self):
+        return hash("numpy")
+
+    def chunk_rows(self, n_features, itemsize, chunk_size=None):
+        if chunk_size is not None:
+            return int(chunk_size)
+        return max(64, _CPU_CHUNK_BYTES // max(1, n_features * itemsize))
+
+    def compute_dtype(self, X):
+        return np.float64 if X.dtype == np.float64 else np.float32
+
+    def np_dtype(self, dtype):
+        """numpy dtype matching the backend dtype ``dtype``."""
+        return np.dtype(dtype).type
+
+    def astype(self, a, dtype):
+        return np.asarray(a, dtype=dtype)
+
+    def from_numpy(self, a, dtype=None):
+        return np.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a):
+        return np.asarray(a)
+
+    def zeros(self, shape, dtype=np.float64):
+        return np.zeros(shape, dtype=dtype)
+
+    def f64(self):
+        return np.float64
+
+    def i64(self):
+        return np.int64
+
+    def empty_like_rows(self, n, m, dtype):
+        return np.empty((n, m), dtype=dtype)
+
+    def class_sums(self, Y, codes, n_classes):
+        """Per-class sums of the rows of ``Y`` (returned in ``Y``'s dtype)."""
+        import scipy.sparse as sp
+
+        n = codes.shape[0]
+        onehot = sp.csc_matrix(
+            (np.ones(n, dtype=Y.dtype), codes, np.arange(n + 1)),
+            shape=(n_classes, n),
+        )
+        return np.asarray(onehot @ Y)
+
+    def counts(self, codes, n_classes):
+        return np.bincount(codes, minlength=n_classes).astype(np.int64)
+
+    def weighted_counts(self, codes, weights, n_classes):
+        return np.bincount(codes, weights=weights, minlength=n_classes)
+
+    def take_rows(self, M, codes, out=None):
+        if out is None:
+            return M.take(codes, axis=0)
+        return np.take(M, codes, axis=0, out=out, mode="clip")
+
+    def rownorm2(self, E):
+        return np.einsum("ij,ij->i", E, E)
+
+    def subtract(self, a, b, out):
+        return np.subtract(a, b, out=out)
+
+    def add(self, a, b, out):
+        return np.add(a, b, out=out)
+
+    def matmul(self, a, b, out=None):
+        return np.matmul(a, b, out=out)
+
+    def sum64(self, a):
+        return float(np.sum(a, dtype=np.float64))
+
+    def argmax(self, S):
+        return np.argmax(S, axis=1)
+
+    def count_neq(self, a, b):
+        return int(np.count_nonzero(a != b))
+
+    def near_ties(self, S, idx, tol):
+        """Rows whose best score (at ``idx``) is within ``tol`` of another."""
+        rows = np.arange(S.shape[0])
+        top = S[rows, idx]
+        S[rows, idx] = -np.inf  # second best = max of the others
+        second = S.max(axis=1)
+        S[rows, idx] = top
+        return second >= top - tol
+
+    def nonzero(self, mask):
+        return np.flatnonzero(mask)
+
+    def nearest_rows(self, X, means):
+        """Index of the nearest row of ``means`` (direct float64 distances)."""
+        from scipy.spatial.distance import cdist
+
+        return cdist(X, means, "sqeuclidean").argmin(axis=1)
+
+    def gram(self, E):
+        return E.T @ E
+
+    def all_finite(self, a):
+        return bool(np.isfinite(a).all())
+
+    def scalar(self, a):
+        return float(a)
+
+
+class _TorchOps:
+    """torch implementation of the adapter (tensors stay on their device)."""
+
+    is_torch = True
+
+    def __init__(self, device):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+
+    def __eq__(self, other):
+        return isinstance(other, _TorchOps) and other.device == self.device
+
+    def __hash__(self):
+        return hash(("torch", str(self.device)))
+
+    def chunk_rows(self, n_features, itemsize, chunk_size=None):
+        if chunk_size is not None:
+            return int(chunk_size)
+        budget = _CPU_CHUNK_BYTES if self.device.type == "cpu" else _GPU_CHUNK_BYTES
+        return max(64, budget // max(1, n_features * itemsize))
+
+    def compute_dtype(self, X):
+        torch = self.torch
+        return torch.float64 if X.dtype == torch.float64 else torch.float32
+
+    def np_dtype(self, dtype):
+        """numpy dtype matching the backend dtype ``dtype``."""
+        return np.float64 if dtype == self.torch.float64 else np.float32
+
+    def astype(self, a, dtype):
+        return a.to(dtype=dtype)
+
+    def from_numpy(self, a, dtype=None):
+        torch = self.torch
+        t = torch.as_tensor(np.ascontiguousarray(a))
+        return t.to(device=self.device, dtype=dtype if dtype is not None else t.dtype)
+
+    def to_numpy(self, a):
+        return a.detach().cpu().numpy()
+
+    def zeros(self, shape, dtype=None):
+        dtype = self.torch.float64 if dtype is None else dtype
+        return self.torch.zeros(shape, dtype=dtype, device=self.device)
+
+    def f64(self):
+        return self.torch.float64
+
+    def i64(self):
+        return self.torch.int64
+
+    def empty_like_rows(self, n, m, dtype):
+        return self.torch.empty((n, m), dtype=dtype, device=self.device)
+
+    def class_sums(self, Y, codes, n_classes):
+        out = self.torch.zeros(
+            (n_classes, Y.shape[1]), dtype=Y.dtype, device=Y.device
+        )
+        return out.index_add_(0, codes, Y)
+
+    def counts(self, codes, n_classes):
+        return self.torch.bincount(codes, minlength=n_classes).to(self.torch.int64)
+
+    def weighted_counts(self, codes, weights, n_classes):
+        out = self.torch.zeros(n_classes, dtype=self.torch.float64, device=codes.device)
+        return out.index_add_(0, codes, weights.to(self.torch.float64))
+
+    def take_rows(self, M, codes, out=None):
+        if out is None:
+            return M.index_select(0, codes)
+        return self.torch.index_select(M, 0, codes, out=out)
+
+    def rownorm2(self, E):
+        return self.torch.einsum("ij,ij->i", E, E)
+
+    def subtract(self, a, b, out):
+        return self.torch.sub(a, b, out=out)
+
+    def add(self, a, b, out):
+        return self.torch.add(a, b, out=out)
+
+    def matmul(self, a, b, out=None):
+        return self.torch.matmul(a, b, out=out)
+
+    def sum64(self, a):
+        # stays on the device: the caller accumulates tensors and syncs once
+        return a.sum(dtype=self.torch.float64)
+
+    def argmax(self, S):
+        return S.argmax(dim=1)
+
+    def count_neq(self, a, b):
+        return (a != b).sum()
+
+    def near_ties(self, S, idx, tol):
+        top2 = S.topk(2, dim=1).values
+        return top2[:, 1] >= top2[:, 0] - tol
+
+    def nonzero(self, mask):
+        return mask.nonzero()[:, 0]
+
+    def nearest_rows(self, X, means):
+        out = []
+        step = max(1, 2**24 // max(1, means.numel()))
+        for i in range(0, X.shape[0], step):
+            diff = X[i : i + step, None, :] - means[None]
+            out.append((diff * diff).sum(-1).argmin(dim=1))
+        return self.torch.cat(out)
+
+    def gram(self, E):
+        return E.T @ E
+
+    def all_finite(self, a):
+        return bool(self.torch.isfinite(a).all())
+
+    def scalar(self, a):
+        return float(a)

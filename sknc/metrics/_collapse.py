@@ -1,0 +1,835 @@
+"""Neural-collapse metrics on in-memory features: two chunked passes.
+
+Pass 1 accumulates per-class counts and sums (in X's dtype per chunk, in
+float64 across chunks; a large common offset is removed first), which gives
+the class means, the centred class means ``Mc`` and their thin SVD
+``Mc = U S V^T`` (K x d: cheap).
+
+Pass 2 forms, chunk by chunk, the within-class residuals ``E = X - hi[y]``
+(``hi`` the class means rounded to X's dtype, so that large common offsets
+vanish before any product) and runs one matrix product
+``E @ [V S^-1 | W^T]`` (about 2K columns). From it come
+
+* NC1 = sum over kept directions of ``||E v_i||^2 / (N s_i^2)``, since
+  ``Sigma_B^+ = K V S^-2 V^T``: no (d, d) matrix is formed or inverted;
+* the nearest-class-mean decision, because the class-mean differences lie in
+  ``span(V)``: ``E Mc^T = (E V S^-1) S^2 U^T`` (a small K x K product);
+* the linear classifier scores ``W x + b = W E + (W hi_y + b)``;
+
+and per-class sums of ``||E||^2`` (row norms + bincount) give the class
+variances for CDNV. The tiny remainder ``lo = mean - hi`` is corrected for
+exactly with per-class tables. Samples whose two best scores are closer than
+a bound on the rounding error are decided again from their float64 values
+(``x W^T + b`` and direct distances to the means), so NC4 follows the
+textbook decisions even on exact ties.
+
+Temporaries are chunk-sized; nothing of size (N, N), (N, K, d) or an extra
+(N, d) is built. numpy input is processed by as many worker threads as BLAS
+may use, each with single-threaded BLAS on its own chunks; the small final
+algebra runs single-threaded.
+"""
+
+import functools
+import warnings
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._core import (
+    BetweenGeometry,
+    NCDegenerateWarning,
+    blas_threads,
+    cdnv_values,
+    centered_means,
+    equiangularity_value,
+    equinorm_value,
+    nc2_value,
+    nc3_value,
+    offset_reference,
+    pairwise_sq_dists,
+    run_chunk_groups,
+    single_thread_blas,
+)
+from ._validation import (
+    check_center,
+    check_chunk_size,
+    check_coef,
+    check_features,
+    check_option,
+    encode_labels,
+    raise_not_finite,
+)
+
+_CDNV_VARIANTS = ("symmetric", "asymmetric")
+_NC3_VARIANTS = ("papyan", "zhu")
+_EQUIANGULARITY_KINDS = ("std", "max-angle")
+
+
+# --------------------------------------------------------------------------
+# the two passes
+# --------------------------------------------------------------------------
+
+
+# Worker threads for the chunked passes of the current call (see _lean_blas).
+_N_WORKERS = ContextVar("sknc_metrics_workers", default=None)
+
+
+def _lean_blas(func):
+    """Run a metric function with single-threaded BLAS outside its passes.
+
+    The small final algebra (SVD of the K x d class means, K x K products)
+    is faster on one thread and does not stall on a busy machine; the chunked
+    passes get the BLAS thread budget as worker threads instead.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        token = _N_WORKERS.set(blas_threads())
+        try:
+            with single_thread_blas():
+                return func(*args, **kwargs)
+        finally:
+            _N_WORKERS.reset(token)
+
+    return wrapper
+
+
+class _Prepared:
+    """Validated input plus the results of pass 1."""
+
+    def __init__(self, X, y, chunk_size):
+        chunk_size = check_chunk_size(chunk_size)
+        X, ops = check_features(X)
+        self.X, self.ops = X, ops
+        self.n_samples, self.n_features = X.shape
+        self.classes, self.codes = encode_labels(y, self.n_samples, ops)
+        self.n_classes = len(self.classes)
+        self.cdtype = ops.compute_dtype(X)
+        self.np_cdtype = ops.np_dtype(self.cdtype)
+        itemsize = np.dtype(self.np_cdtype).itemsize
+        self.chunk = ops.chunk_rows(self.n_features, itemsize, chunk_size)
+        self._pass1()
+
+    def chunks(self):
+        return [
+            (start, min(start + self.chunk, self.n_samples))
+            for start in range(0, self.n_samples, self.chunk)
+        ]
+
+    def run_chunks(self, work):
+        """Run ``work(list_of_chunks)`` over all chunks (see run_chunk_groups)."""
+        return run_chunk_groups(self.ops, self.chunks(), work, _N_WORKERS.get())
+
+    def _pass1(self):
+        ops, X, K = self.ops, self.X, self.n_classes
+        first = ops.astype(X[: min(self.n_samples, self.chunk, 1024)], ops.f64())
+        # The class sums are accumulated chunk-wise in X's dtype; a large
+        # common offset is removed first (see offset_reference).
+        self.ref = offset_reference(first, ops, self.np_cdtype)
+        ref_c = self.ref.astype(self.np_cdtype)
+        shift = bool(np.any(ref_c != 0))
+        ref_dev = ops.from_numpy(ref_c, dtype=self.cdtype)
+
+        def work(chunks):
+            sums = ops.zeros((K, self.n_features), dtype=ops.f64())
+            with np.errstate(invalid="ignore", over="ignore"):
+                for start, stop in chunks:
+                    Y = ops.astype(X[start:stop], self.cdtype)
+                    if shift:
+                        Y = Y - ref_dev
+                    sums += ops.astype(
+                        ops.class_sums(Y, self.codes[start:stop], K), ops.f64()
+                    )
+            return ops.to_numpy(sums)
+
+        sums = sum(self.run_chunks(work))
+        if not np.isfinite(sums).all():
+            raise_not_finite(X, ops)
+        self.counts = ops.to_numpy(ops.counts(self.codes, K)).astype(np.int64)
+        # class means relative to the reference, and absolute
+        self.rel_means = sums / self.counts[:, None]
+        self.means = self.rel_means + self.ref
+
+    def pass2(self, *, want_var=False, geometry=None, linear=None):
+        """Second pass; returns (class sums of squares, nc1 sum, disagreements).
+
+        geometry : BetweenGeometry or None
+            When given, NC1's projected within-class scatter is accumulated.
+        linear : tuple (W, b, row_codes) or None
+            When given (geometry must be too), NC4 disagreements are counted.
+        """
+        ops, X, K = self.ops, self.X, self.n_classes
+        cdt, np_cdt = self.cdtype, self.np_cdtype
+        hi = self.means.astype(np_cdt)
+        lo = self.means - hi.astype(np.float64)  # exact remainder, float64
+        counts = self.counts.astype(np.float64)
+        hi_dev = ops.from_numpy(hi, dtype=cdt)
+
+        blocks = []
+        r = span = 0
+        if geometry is not None:
+            P = geometry.Vt.T / geometry.s  # V S^-1, shape (d, r_span)
+            r = geometry.rank  # NC1 uses the first r columns
+            span = P.shape[1]
+            blocks.append(P)
+            lo_P = lo @ P[:, :r]
+            nc1_corr = float(np.sum(counts * np.einsum("ij,ij->i", lo_P, lo_P)))
+        if linear is not None:
+            W, b, row_codes = linear
+            n_rows = W.shape[0]
+            # linear scores: W x + b = W E + (W hi_y + b)
+            # nearest class mean: argmax_c 2 e.Mc_c - ||mu_y - mu_c||^2, with
+            # e = E - lo_y the exact residual and E Mc^T = (E V S^-1) S^2 U^T
+            blocks.append(W.T)
+            C_dev = ops.from_numpy(2.0 * (geometry.s**2)[:, None] * geometry.U.T, dtype=cdt)
+            T = hi.astype(np.float64) @ W.T + b  # (K, n_rows)
+            Dt = pairwise_sq_dists(self.rel_means - self.rel_means.mean(0))
+            Dt += 2.0 * (lo @ geometry.Mc.T)
+            # the linear table keeps float64 (W hi_y can be large next to the
+            # score gaps when features carry an offset); the NCC table holds
+            # distances between class means, as accurate in X's dtype as the
+            # products it is compared with
+            T_dev = ops.from_numpy(T, dtype=ops.f64())
+            Dt_dev = ops.from_numpy(Dt, dtype=cdt)
+            row_codes_dev = ops.from_numpy(row_codes.astype(np.int64))
+            # Near-ties: bounds on the rounding error of the two score
+            # differences (per row, proportional to ||E_row||). Rows whose
+            # top two scores are closer than that are decided again from
+            # the float64 data (x W^T + b, and direct distances to the
+            # means), so NC4 agrees with the textbook computation even on
+            # exact ties.
+            d = self.n_features
+            eps_c = float(np.finfo(np_cdt).eps)
+            eps64 = float(np.finfo(np.float64).eps)
+            w_max = float(np.linalg.norm(W, axis=1).max())
+            mc_fro = float(np.linalg.norm(geometry.Mc))
+            hi_max = float(np.linalg.norm(hi.astype(np.float64), axis=1).max())
+            tol_lin = (4 * (d + 2) * eps_c * w_max, 4 * (d + 2) * eps64 * w_max * hi_max)
+            tol_ncc = (
+                8 * (d + span + 4) * eps_c * mc_fro + 4 * max(K, d) * eps64 * geometry.s[0],
+                4 * eps_c * float(np.abs(Dt).max()),
+            )
+            W_dev = ops.from_numpy(W.T, dtype=ops.f64())
+            b_dev = ops.from_numpy(b, dtype=ops.f64())
+            means_dev = ops.from_numpy(self.means, dtype=ops.f64())
+        A_dev = ops.from_numpy(np.hstack(blocks), dtype=cdt) if blocks else None
+
+        rows = min(self.chunk, self.n_samples)
+
+        def work(chunks):
+            ss = ops.zeros(K, dtype=ops.f64()) if want_var else None
+            nc1_sum = 0.0
+            n_dis = 0
+            buf = ops.empty_like_rows(rows, self.n_features, cdt)
+            if A_dev is not None:
+                zbuf = ops.empty_like_rows(rows, A_dev.shape[1], cdt)
+            if linear is not None:
+                sbuf = ops.empty_like_rows(rows, n_rows, ops.f64())
+                cbuf = ops.empty_like_rows(rows, K, cdt)
+                dbuf = ops.empty_like_rows(rows, K, cdt)
+            for start, stop in chunks:
+                n = stop - start
+                c = self.codes[start:stop]
+                Xc = ops.astype(X[start:stop], cdt)
+                E = ops.take_rows(hi_dev, c, out=buf[:n])
+                ops.subtract(Xc, E, out=E)
+                if want_var or linear is not None:
+                    en2 = ops.rownorm2(E)
+                if want_var:
+                    ss += ops.weighted_counts(c, en2, K)
+                if A_dev is None:
+                    continue
+                Z = ops.matmul(E, A_dev, out=zbuf[:n])
+                if geometry is not None:
+                    nc1_sum = nc1_sum + ops.sum64(ops.rownorm2(Z[:, :r]))
+                if linear is not None:
+                    S = ops.take_rows(T_dev, c, out=sbuf[:n])
+                    ops.add(S, Z[:, span:], out=S)
+                    lin_idx = ops.argmax(S)
+                    ncc = ops.matmul(Z[:, :span], C_dev, out=cbuf[:n])
+                    ops.subtract(ncc, ops.take_rows(Dt_dev, c, out=dbuf[:n]), out=ncc)
+                    ncc_pred = ops.argmax(ncc)
+                    enorm = ops.astype(en2, ops.f64()) ** 0.5
+                    near = ops.near_ties(S, lin_idx, tol_lin[0] * enorm + tol_lin[1])
+                    near |= ops.near_ties(ncc, ncc_pred, tol_ncc[0] * enorm + tol_ncc[1])
+                    redo = ops.nonzero(near)
+                    if len(redo):
+                        x64 = ops.astype(X[start:stop][redo], ops.f64())
+                        lin_idx[redo] = ops.argmax(x64 @ W_dev + b_dev)
+                        ncc_pred[redo] = ops.nearest_rows(x64, means_dev)
+                    lin_pred = row_codes_dev[lin_idx]
+                    n_dis = n_dis + ops.count_neq(lin_pred, ncc_pred)
+            if want_var:
+                ss = ops.to_numpy(ss)
+            return ss, float(nc1_sum), int(n_dis)
+
+        parts = self.run_chunks(work)
+        ss = sum(p[0] for p in parts) if want_var else None
+        nc1_sum = sum(p[1] for p in parts)
+        n_dis = sum(p[2] for p in parts)
+
+        out_ss = out_nc1 = out_dis = None
+        if want_var:
+            ss = ss - counts * np.einsum("ij,ij->i", lo, lo)
+            out_ss = np.maximum(ss, 0.0)
+        if geometry is not None:
+            out_nc1 = max(float(nc1_sum) - nc1_corr, 0.0)
+        if linear is not None:
+            out_dis = int(n_dis)
+        return out_ss, out_nc1, out_dis
+
+    def geometry(self, center):
+        return BetweenGeometry(centered_means(self.means, self.counts, center))
+
+
+# --------------------------------------------------------------------------
+# report object
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CollapseReport:
+    """All neural-collapse metrics of one set of features, from one call.
+
+    Lower is more collapse for every metric. Produced by
+    :func:`collapse_report` and :meth:`NCStatistics.report`.
+
+    Attributes
+    ----------
+    n_samples : int
+        Number of samples N.
+    n_features : int
+        Feature dimension d.
+    n_classes : int
+        Number of classes K.
+    nc1 : float
+        ``tr(Sigma_W Sigma_B^+) / K``.
+    cdnv : float
+        Class-distance normalised variance (variant in ``cdnv_variant``).
+    nc2 : float
+        Distance of the normalised class-mean Gram to the simplex ETF.
+    equinorm : float
+        std/mean of the norms of the centred class means.
+    equiangularity : float
+        Standard deviation of the pairwise cosines of the centred class means.
+    max_angle : float
+        Mean of ``|cos + 1/(K-1)|`` over class pairs (Papyan's "max-angle").
+    nc3 : float or None
+        Self-duality distance, when classifier weights were given.
+    nc4 : float or None
+        Share of samples where the linear classifier and the nearest class
+        mean disagree, when classifier weights were given (and the data were
+        available for a second pass).
+    center : str
+        Centring used for NC1, NC2, NC3, equinorm and equiangularity.
+    cdnv_variant : str
+        ``"symmetric"`` or ``"asymmetric"``.
+    nc3_variant : str
+        ``"papyan"`` or ``"zhu"``.
+    classes : ndarray of shape (n_classes,)
+        The sorted class labels.
+    """
+
+    n_samples: int
+    n_features: int
+    n_classes: int
+    nc1: float
+    cdnv: float
+    nc2: float
+    equinorm: float
+    equiangularity: float
+    max_angle: float
+    nc3: float | None = None
+    nc4: float | None = None
+    center: str = "global"
+    cdnv_variant: str = "symmetric"
+    nc3_variant: str = "papyan"
+    classes: np.ndarray = field(default=None, repr=False, compare=False)
+
+    _METRICS = (
+        "nc1",
+        "cdnv",
+        "nc2",
+        "equinorm",
+        "equiangularity",
+        "max_angle",
+        "nc3",
+        "nc4",
+    )
+
+    def as_dict(self):
+        """Return the sizes and metric values as a plain dict.
+
+        ``nc3`` and ``nc4`` are included only when they were computed.
+
+        Returns
+        -------
+        dict
+            Keys ``n_samples``, ``n_features``, ``n_classes``, ``nc1``,
+            ``cdnv``, ``nc2``, ``equinorm``, ``equiangularity``,
+            ``max_angle`` and possibly ``nc3``, ``nc4``.
+        """
+        out = {
+            "n_samples": self.n_samples,
+            "n_features": self.n_features,
+            "n_classes": self.n_classes,
+        }
+        for name in self._METRICS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def __repr__(self):
+        head = (
+            f"CollapseReport(n_classes={self.n_classes}, n_samples={self.n_samples}, "
+            f"n_features={self.n_features}, center={self.center!r})"
+        )
+        lines = [head]
+        for name in self._METRICS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            label = name
+            if name == "cdnv" and self.cdnv_variant != "symmetric":
+                label = f"cdnv ({self.cdnv_variant})"
+            if name == "nc3" and self.nc3_variant != "papyan":
+                label = f"nc3 ({self.nc3_variant})"
+            lines.append(f"  {label:<22}{value:.6g}")
+        return "\n".join(lines)
+
+
+def _safe_equiangularity(Mc):
+    """Equiangularity pair for the report: NaN with a warning if undefined."""
+    try:
+        return equiangularity_value(Mc, "std"), equiangularity_value(Mc, "max-angle")
+    except ValueError as exc:
+        warnings.warn(f"{exc} Reporting NaN.", NCDegenerateWarning, stacklevel=3)
+        return float("nan"), float("nan")
+
+
+# --------------------------------------------------------------------------
+# public functions
+# --------------------------------------------------------------------------
+
+_DATA_DOC = """X : array-like or torch.Tensor of shape (n_samples, n_features)
+        Features. numpy input is validated like scikit-learn estimators do;
+        torch tensors are processed on their own device."""
+
+
+@_lean_blas
+def nc1(X, y, *, center="global", chunk_size=None):
+    """NC1: within-class variability relative to between-class separation.
+
+    ``NC1 = tr(Sigma_W Sigma_B^+) / K`` with ``Sigma_W`` the within-class
+    covariance (normalised by N), ``Sigma_B`` the covariance of the centred
+    class means (normalised by K) and ``^+`` the Moore-Penrose pseudo-inverse
+    (eigenvalues below ``n_features * eps * max_eigenvalue`` are dropped, as
+    ``scipy.linalg.pinv`` does). Computed through the between-class subspace:
+    no (d, d) matrix is inverted. Lower is more collapse.
+
+    Parameters
+    ----------
+    X : array-like or torch.Tensor of shape (n_samples, n_features)
+        Features. torch tensors are processed on their own device.
+    y : array-like or torch.Tensor of shape (n_samples,)
+        Class labels of any sortable kind (ints, strings, ...).
+    center : {"global", "class-means"}, default="global"
+        Centre of the class means: the mean of all samples, or the mean of
+        the class means (Papyan's balanced convention).
+    chunk_size : int or None, default=None
+        Rows processed at a time; None picks a cache-friendly size.
+
+    Returns
+    -------
+    float
+        The NC1 value.
+
+    Raises
+    ------
+    ValueError
+        On NaN/inf, fewer than 2 classes, length mismatch, non-2-D X, or when
+        all class means coincide.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.metrics import nc1
+    >>> X = np.array([[0.0, 0.1], [0.0, -0.1], [2.0, 0.1], [2.0, -0.1]])
+    >>> y = [0, 0, 1, 1]
+    >>> round(nc1(X, y), 6)
+    0.0
+    >>> round(nc1(X + [[0.1, 0.0], [-0.1, 0.0], [0.0, 0.0], [0.0, 0.0]], y), 6)
+    0.0025
+    """
+    check_center(center)
+    prep = _Prepared(X, y, chunk_size)
+    geom = prep.geometry(center)
+    _, nc1_sum, _ = prep.pass2(geometry=geom)
+    return nc1_sum / prep.n_samples
+
+
+@_lean_blas
+def cdnv(X, y, *, variant="symmetric", return_matrix=False, chunk_size=None):
+    """Class-distance normalised variance (Galanti et al., 2022).
+
+    ``variant="symmetric"`` averages ``(Var_i + Var_j) / (2 ||mu_i - mu_j||^2)``
+    over unordered class pairs; ``variant="asymmetric"`` averages
+    ``Var_i / ||mu_i - mu_j||^2`` over ordered pairs ``i != j``. ``Var_c`` is
+    the mean squared distance of class ``c``'s samples to their mean. CDNV
+    needs no centring. Lower is more collapse.
+
+    Parameters
+    ----------
+    X : array-like or torch.Tensor of shape (n_samples, n_features)
+        Features.
+    y : array-like or torch.Tensor of shape (n_samples,)
+        Class labels of any sortable kind.
+    variant : {"symmetric", "asymmetric"}, default="symmetric"
+        Which form to average.
+    return_matrix : bool, default=False
+        Also return the (K, K) matrix of pairwise values, rows and columns in
+        the order of the sorted labels, zeros on the diagonal.
+    chunk_size : int or None, default=None
+        Rows processed at a time; None picks a cache-friendly size.
+
+    Returns
+    -------
+    value : float
+        The mean CDNV. Two classes with identical means make it ``inf``, with
+        an :class:`NCDegenerateWarning`.
+    matrix : ndarray of shape (n_classes, n_classes)
+        Only when ``return_matrix=True``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.metrics import cdnv
+    >>> X = np.array([[0.0, 1.0], [0.0, -1.0], [4.0, 1.0], [4.0, -1.0]])
+    >>> cdnv(X, [0, 0, 1, 1])
+    0.0625
+    >>> value, mat = cdnv(X, ["a", "a", "b", "b"], return_matrix=True)
+    >>> mat
+    array([[0.    , 0.0625],
+           [0.0625, 0.    ]])
+    """
+    check_option(variant, "variant", _CDNV_VARIANTS)
+    prep = _Prepared(X, y, chunk_size)
+    ss, _, _ = prep.pass2(want_var=True)
+    value, mat = cdnv_values(ss / prep.counts, prep.means, variant)
+    return (value, mat) if return_matrix else value
+
+
+@_lean_blas
+def nc2(X, y, *, center="global", chunk_size=None):
+    """NC2: distance of the class-mean geometry to a simplex ETF.
+
+    ``NC2 = || G/||G||_F - (I - 11^T/K)/sqrt(K-1) ||_F`` with ``G = Mc Mc^T``
+    the Gram matrix of the centred class means. See :func:`equinorm` and
+    :func:`equiangularity` for the two classical components. Lower is more
+    collapse.
+
+    Parameters
+    ----------
+    X : array-like or torch.Tensor of shape (n_samples, n_features)
+        Features.
+    y : array-like or torch.Tensor of shape (n_samples,)
+        Class labels of any sortable kind.
+    center : {"global", "class-means"}, default="global"
+        Centre of the class means.
+    chunk_size : int or None, default=None
+        Rows processed at a time.
+
+    Returns
+    -------
+    float
+        The NC2 value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.metrics import nc2
+    >>> X = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    >>> round(nc2(X, [0, 1]), 12)
+    0.0
+    """
+    check_center(center)
+    prep = _Prepared(X, y, chunk_size)
+    return nc2_value(centered_means(prep.means, prep.counts, center))
+
+
+@_lean_blas
+def equinorm(X, y, *, center="global", chunk_size=None):
+    """Equinorm: coefficient of variation of the centred class-mean norms.
+
+    ``std_c ||mu_c - mu_G|| / mean_c ||mu_c - mu_G||`` (population std,
+    ``ddof=0``). 0 when all centred class means have the same length.
+
+    Parameters
+    ----------
+    X : array-like or torch.Tensor of shape (n_samples, n_features)
+        Features.
+    y : array-like or torch.Tensor of shape (n_samples,)
+        Class labels of any sortable kind.
+    center : {"global", "class-means"}, default="global"
+        Centre of the class means.
+    chunk_size : int or None, default=None
+        Rows processed at a time.
+
+    Returns
+    -------
+    float
+        The equinorm value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.metrics import equinorm
+    >>> X = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    >>> round(equinorm(X, [0, 1, 2]), 4)
+    0.1716
+    """
+    check_center(center)
+    prep = _Prepared(X, y, chunk_size)
+    return equinorm_value(centered_means(prep.means, prep.counts, center))
+
+
+@_lean_blas
+def equiangularity(X, y, *, center="global", kind="std", chunk_size=None):
+    """Equiangularity of the centred class means.
+
+    ``kind="std"`` is Papyan et al.'s standard deviation (``ddof=0``) of
+    ``cos(mu_c - mu_G, mu_c' - mu_G)`` over pairs ``c != c'``;
+    ``kind="max-angle"`` is the mean over ``c != c'`` of
+    ``|cos + 1/(K-1)|``, which is 0 only for a simplex's maximal angles.
+
+    Parameters
+    ----------
+    X : array-like or torch.Tensor of shape (n_samples, n_features)
+        Features.
+    y : array-like or torch.Tensor of shape (n_samples,)
+        Class labels of any sortable kind.
+    center : {"global", "class-means"}, default="global"
+        Centre of the class means.
+    kind : {"std", "max-angle"}, default="std"
+        Which form to compute.
+    chunk_size : int or None, default=None
+        Rows processed at a time.
+
+    Returns
+    -------
+    float
+        The equiangularity value.
+
+    Raises
+    ------
+    ValueError
+        If a centred class mean is zero (its angle is undefined).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.metrics import equiangularity
+    >>> X = np.array([[1.0, 0.0], [-0.5, 0.75 ** 0.5], [-0.5, -(0.75 ** 0.5)]])
+    >>> round(equiangularity(X, [0, 1, 2], kind="max-angle"), 12)
+    0.0
+    """
+    check_center(center)
+    check_option(kind, "kind", _EQUIANGULARITY_KINDS)
+    prep = _Prepared(X, y, chunk_size)
+    return equiangularity_value(centered_means(prep.means, prep.counts, center), kind)
+
+
+@_lean_blas
+def nc3(X, y, coef, *, center="global", variant="papyan", classes=None, chunk_size=None):
+    """NC3: self-duality of classifier weights and centred class means.
+
+    ``variant="papyan"``: ``|| W/||W||_F - Mc/||Mc||_F ||_F`` (unsquared);
+    ``variant="zhu"``: ``|| W Mc^T/||W Mc^T||_F - (I - 11^T/K)/sqrt(K-1) ||_F``.
+    Rows of ``W`` follow the sorted class labels. Lower is more collapse.
+
+    Parameters
+    ----------
+    X : array-like or torch.Tensor of shape (n_samples, n_features)
+        Features.
+    y : array-like or torch.Tensor of shape (n_samples,)
+        Class labels of any sortable kind.
+    coef : array-like or torch.Tensor of shape (n_classes, n_features)
+        Linear classifier weights (e.g. a fitted ``LogisticRegression().coef_``).
+        For two classes, a binary scikit-learn ``coef_`` of shape
+        (1, n_features) is expanded to ``W = [-w/2, w/2]``, which predicts
+        identically.
+    center : {"global", "class-means"}, default="global"
+        Centre of the class means.
+    variant : {"papyan", "zhu"}, default="papyan"
+        Which distance to compute.
+    classes : array-like or None, default=None
+        Labels of the rows of ``coef`` (e.g. the classifier's ``classes_``)
+        when they are not exactly the sorted classes of ``y``; every class in
+        ``y`` must be among them, and only those rows are used.
+    chunk_size : int or None, default=None
+        Rows processed at a time.
+
+    Returns
+    -------
+    float
+        The NC3 value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.metrics import nc3
+    >>> X = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    >>> round(nc3(X, [0, 1], coef=[[2.0, 0.0], [-2.0, 0.0]]), 12)
+    0.0
+    """
+    check_center(center)
+    check_option(variant, "variant", _NC3_VARIANTS)
+    prep = _Prepared(X, y, chunk_size)
+    _, _, _, W_y = check_coef(coef, None, prep.classes, prep.n_features, classes)
+    return nc3_value(W_y, centered_means(prep.means, prep.counts, center), variant)
+
+
+@_lean_blas
+def nc4(X, y, coef, intercept=None, *, classes=None, chunk_size=None):
+    """NC4: disagreement between a linear classifier and the nearest class mean.
+
+    Share of samples with ``argmax_k (W x + b)_k != argmin_c ||x - mu_c||``.
+    Lower is more collapse.
+
+    Parameters
+    ----------
+    X : array-like or torch.Tensor of shape (n_samples, n_features)
+        Features.
+    y : array-like or torch.Tensor of shape (n_samples,)
+        Class labels, used for the class means.
+    coef : array-like or torch.Tensor of shape (n_classes, n_features)
+        Linear classifier weights, rows in sorted label order (or as given by
+        ``classes``). A binary ``coef_`` of shape (1, n_features) is expanded
+        to ``[-w/2, w/2]`` (intercept ``[-b/2, b/2]``): same predictions.
+    intercept : array-like of shape (n_classes,), scalar or None, default=None
+        Intercepts; None means zeros.
+    classes : array-like or None, default=None
+        Labels of the rows of ``coef`` when they differ from the sorted
+        classes of ``y`` (rows for classes absent from ``y`` still compete in
+        the argmax and count as disagreement when they win).
+    chunk_size : int or None, default=None
+        Rows processed at a time.
+
+    Returns
+    -------
+    float
+        The share of disagreeing samples, in [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.metrics import nc4
+    >>> X = np.array([[0.0], [1.0], [3.0], [4.0]])
+    >>> nc4(X, [0, 0, 1, 1], coef=[[-1.0], [1.0]], intercept=[0.0, 0.0])
+    0.25
+    """
+    prep = _Prepared(X, y, chunk_size)
+    W, b, row_codes, _ = check_coef(coef, intercept, prep.classes, prep.n_features, classes)
+    geom = prep.geometry("global")
+    _, _, n_dis = prep.pass2(geometry=geom, linear=(W, b, row_codes))
+    return n_dis / prep.n_samples
+
+
+@_lean_blas
+def collapse_report(
+    X,
+    y,
+    coef=None,
+    intercept=None,
+    *,
+    center="global",
+    cdnv_variant="symmetric",
+    nc3_variant="papyan",
+    classes=None,
+    chunk_size=None,
+):
+    """Every neural-collapse metric of a set of features in two passes.
+
+    One pass for the class means, one chunked pass whose single matrix
+    product gives NC1, the class variances (CDNV) and, with ``coef``, both
+    classifiers' decisions (NC4). NC2, equinorm, equiangularity and NC3 come
+    from the class means.
+
+    Parameters
+    ----------
+    X : array-like or torch.Tensor of shape (n_samples, n_features)
+        Features. torch tensors are processed on their own device.
+    y : array-like or torch.Tensor of shape (n_samples,)
+        Class labels of any sortable kind.
+    coef : array-like or torch.Tensor of shape (n_classes, n_features), default=None
+        Linear classifier weights; enables NC3 and NC4. Binary (1, d)
+        coefficients are expanded to ``[-w/2, w/2]``.
+    intercept : array-like of shape (n_classes,), scalar or None, default=None
+        Intercepts for NC4; None means zeros.
+    center : {"global", "class-means"}, default="global"
+        Centre of the class means for NC1, NC2, NC3, equinorm, equiangularity.
+    cdnv_variant : {"symmetric", "asymmetric"}, default="symmetric"
+        CDNV form, see :func:`cdnv`.
+    nc3_variant : {"papyan", "zhu"}, default="papyan"
+        NC3 form, see :func:`nc3`.
+    classes : array-like or None, default=None
+        Labels of the rows of ``coef``, see :func:`nc4`.
+    chunk_size : int or None, default=None
+        Rows processed at a time; None picks a cache-friendly size.
+
+    Returns
+    -------
+    CollapseReport
+        Dataclass with ``as_dict()``. An undefined equiangularity (a centred
+        class mean at zero) is reported as NaN with an
+        :class:`NCDegenerateWarning`.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sknc.metrics import collapse_report
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = LogisticRegression(max_iter=1000).fit(X, y)
+    >>> report = collapse_report(X, y, clf.coef_, clf.intercept_)
+    >>> report.n_classes, report.n_samples
+    (3, 150)
+    >>> sorted(report.as_dict())[:4]
+    ['cdnv', 'equiangularity', 'equinorm', 'max_angle']
+    """
+    check_center(center)
+    check_option(cdnv_variant, "cdnv_variant", _CDNV_VARIANTS)
+    check_option(nc3_variant, "nc3_variant", _NC3_VARIANTS)
+    prep = _Prepared(X, y, chunk_size)
+    linear = None
+    if coef is not None:
+        W, b, row_codes, W_y = check_coef(
+            coef, intercept, prep.classes, prep.n_features, classes
+        )
+        linear = (W, b, row_codes)
+    elif intercept is not None:
+        raise ValueError("intercept was given without coef.")
+    geom = prep.geometry(center)
+    ss, nc1_sum, n_dis = prep.pass2(want_var=True, geometry=geom, linear=linear)
+    Mc = geom.Mc
+    cdnv_value, _ = cdnv_values(ss / prep.counts, prep.means, cdnv_variant)
+    eqa, max_angle = _safe_equiangularity(Mc)
+    return CollapseReport(
+        n_samples=int(prep.n_samples),
+        n_features=int(prep.n_features),
+        n_classes=int(prep.n_classes),
+        nc1=nc1_sum / prep.n_samples,
+        cdnv=cdnv_value,
+        nc2=nc2_value(Mc),
+        equinorm=equinorm_value(Mc),
+        equiangularity=eqa,
+        max_angle=max_angle,
+        nc3=None if coef is None else nc3_value(W_y, Mc, nc3_variant),
+        nc4=None if coef is None else n_dis / prep.n_samples,
+        center=center,
+        cdnv_variant=cdnv_variant,
+        nc3_variant=nc3_variant,
+        classes=prep.classes,
+    )

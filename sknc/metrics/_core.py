@@ -1,0 +1,266 @@
+"""Neural-collapse formulas on small per-class summaries (CPU, float64).
+
+Everything here works on arrays whose size does not depend on the number of
+samples: class counts (K,), class means (K, d), per-class within-class sums
+of squares (K,), and either the full within-class scatter (d, d) or its
+projection on the between-class subspace.
+"""
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
+import numpy as np
+
+
+@lru_cache(maxsize=1)
+def blas_controller():
+    """threadpoolctl controller of the BLAS libraries loaded (created once)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def blas_threads():
+    """Threads numpy's BLAS may use now (respects OMP/OPENBLAS settings and limits)."""
+    counts = [
+        info["num_threads"]
+        for info in blas_controller().info()
+        if info.get("user_api") == "blas"
+    ]
+    return max(1, min(max(counts, default=1), os.cpu_count() or 1))
+
+
+def single_thread_blas():
+    """Context manager limiting BLAS to one thread."""
+    return blas_controller().limit(limits=1, user_api="blas")
+
+
+def run_chunk_groups(ops, chunks, work, n_workers=None):
+    """Run ``work(list_of_chunks)`` over ``chunks``; list of partial results.
+
+    numpy input is cut into a few runs of consecutive chunks per worker
+    thread (``n_workers``, default: as many as BLAS may use), handed out
+    to the threads as they become free; each thread runs single-threaded BLAS,
+    so the element-wise work is parallel too, no thread waits on another
+    between chunks and a thread slowed down by a busy machine just takes fewer
+    runs. The partial results come back in chunk order, so their sum does
+    not depend on the scheduling. torch input runs in one sequence (torch
+    parallelises each operation itself).
+    """
+    if n_workers is None:
+        n_workers = blas_threads()
+    n_workers = 1 if ops.is_torch else min(n_workers, len(chunks))
+    if n_workers <= 1:
+        return [work(chunks)]
+    n_runs = min(len(chunks), 8 * n_workers)
+    bounds = np.linspace(0, len(chunks), n_runs + 1).round().astype(int)
+    runs = [chunks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    with single_thread_blas():
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            return list(pool.map(work, runs))
+
+
+def offset_reference(first, ops, np_dtype):
+    """Reference point removed before summing in X's dtype, or zeros.
+
+    ``first`` is a float64 block of rows. If its mean is large against its
+    spread (a common offset), summing in X's dtype would lose digits: the
+    mean, rounded to X's dtype (so that ``X - ref`` is nearly exact), is
+    returned. Otherwise zeros (no subtraction needed). NaN keeps the mean.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = first.mean(0)
+        ref = ops.to_numpy(mean)
+        spread = np.sqrt(ops.to_numpy(((first - mean) ** 2).mean(0)))
+    if np.all(np.abs(ref) <= 4.0 * spread):
+        ref = np.zeros_like(ref)
+    return ref.astype(np_dtype).astype(np.float64)
+
+
+class NCDegenerateWarning(RuntimeWarning):
+    """Warning raised when a metric is infinite because class means coincide."""
+
+
+def centered_means(means, counts, center):
+    """Class means minus the chosen centre, rows in sorted-label order.
+
+    ``center="global"`` subtracts the mean of all samples (count-weighted mean
+    of the class means); ``center="class-means"`` subtracts the plain mean of
+    the class means (Papyan's balanced convention). Raises ValueError when
+    all class means coincide.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if center == "global":
+        mu_g = counts @ means / counts.sum()
+    else:
+        mu_g = means.mean(axis=0)
+    Mc = means - mu_g
+    # zero up to the float64 rounding of the means themselves
+    if np.abs(Mc).max() <= 8 * np.finfo(np.float64).eps * np.abs(means).max():
+        raise ValueError(
+            "All class means coincide: the between-class scatter is zero and "
+            "neural-collapse metrics are undefined."
+        )
+    return Mc
+
+
+class BetweenGeometry:
+    """Thin SVD of the centred class means ``Mc = U S V^T``.
+
+    ``U``, ``s``, ``Vt`` keep the numerically non-zero singular values
+    (``s > max(K, d) * eps * s_max``): they span the class-mean differences.
+    NC1 uses the first ``rank`` of them, those whose square exceeds
+    ``n_features * eps * s_max**2``, the cut-off ``scipy.linalg.pinv`` applies
+    to the eigenvalues of the (d, d) between-class covariance:
+    ``Sigma_B^+ = K V_r S_r^-2 V_r^T``.
+    """
+
+    def __init__(self, Mc):
+        self.Mc = Mc
+        with single_thread_blas():
+            # small matrix: one thread is faster, and immune to busy CPUs
+            U, s, Vt = np.linalg.svd(Mc, full_matrices=False)
+        eps = np.finfo(np.float64).eps
+        span = int(np.count_nonzero(s > max(Mc.shape) * eps * s[0]))
+        self.U = U[:, :span]
+        self.s = s[:span]
+        self.Vt = Vt[:span]
+        self.rank = int(np.count_nonzero(s**2 > Mc.shape[1] * eps * s[0] ** 2))
+
+
+def nc1_from_projected(proj_diag, geometry, n_samples):
+    """NC1 from ``diag(V^T S_W V)`` (within-class scatter on the kept directions)."""
+    return float(np.sum(proj_diag / geometry.s[: geometry.rank] ** 2) / n_samples)
+
+
+def nc1_from_scatter(scatter, geometry, n_samples):
+    """NC1 = tr(Sigma_W Sigma_B^+)/K from the full (d, d) within-class scatter."""
+    Vt = geometry.Vt[: geometry.rank]
+    proj_diag = np.einsum("ij,ij->i", Vt @ scatter, Vt)
+    return nc1_from_projected(proj_diag, geometry, n_samples)
+
+
+def pairwise_sq_dists(M):
+    """Squared Euclidean distances between the rows of ``M`` (K, d), accurate.
+
+    The Gram expansion is used and pairs whose distance is small compared
+    to their norms (where it would lose digits) are recomputed directly.
+    """
+    sq = np.einsum("ij,ij->i", M, M)
+    D = sq[:, None] + sq[None, :] - 2.0 * (M @ M.T)
+    np.maximum(D, 0.0, out=D)
+    bad = np.argwhere(np.triu(D < 1e-3 * (sq[:, None] + sq[None, :]), k=1))
+    for start in range(0, len(bad), 4096):
+        i, j = bad[start : start + 4096].T
+        diff = M[i] - M[j]
+        v = np.einsum("ij,ij->i", diff, diff)
+        D[i, j] = v
+        D[j, i] = v
+    np.fill_diagonal(D, 0.0)
+    return D
+
+
+def cdnv_values(variances, means, variant):
+    """CDNV mean and (K, K) matrix from class variances and class means.
+
+    ``variant="symmetric"``: ``(Var_i + Var_j) / (2 ||mu_i - mu_j||^2)``,
+    averaged over unordered pairs; ``variant="asymmetric"``:
+    ``Var_i / ||mu_i - mu_j||^2`` averaged over ordered pairs ``i != j``.
+    The diagonal of the matrix is 0. A pair of coinciding class means gives
+    ``inf`` with an :class:`NCDegenerateWarning`; "coinciding" means equal
+    up to float64 rounding of ``means``, which should be absolute (not
+    shifted) class means.
+    """
+    # centre first: distances are translation invariant and this keeps the
+    # Gram expansion well scaled
+    M = means - means.mean(axis=0)
+    D = pairwise_sq_dists(M)
+    # distances at the level of float64 rounding of the means are zero
+    scale = np.linalg.norm(means, axis=1).max()
+    D[D <= (8 * np.finfo(np.float64).eps * scale) ** 2] = 0.0
+    K = len(variances)
+    off = ~np.eye(K, dtype=bool)
+    if variant == "symmetric":
+        num = (variances[:, None] + variances[None, :]) / 2.0
+    else:
+        num = np.broadcast_to(variances[:, None], (K, K)).copy()
+    zero = off & (D == 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mat = np.where(off, num / np.where(zero, 1.0, D), 0.0)
+    if zero.any():
+        i, j = np.argwhere(zero)[0]
+        warnings.warn(
+            f"{int(np.triu(zero).sum())} pair(s) of classes have "
+            f"identical means (e.g. classes at positions {i} and {j}); their "
+            "CDNV is infinite.",
+            NCDegenerateWarning,
+            stacklevel=3,
+        )
+        mat[zero] = np.inf
+    value = float(mat[off].mean())
+    return value, mat
+
+
+def etf_distance(G):
+    """``|| G/||G||_F - (I - 11^T/K)/sqrt(K-1) ||_F`` for a (K, K) matrix."""
+    K = G.shape[0]
+    norm = np.linalg.norm(G)
+    if norm == 0:
+        raise ValueError("The matrix compared to the simplex ETF is zero.")
+    etf = (np.eye(K) - np.full((K, K), 1.0 / K)) / np.sqrt(K - 1)
+    return float(np.linalg.norm(G / norm - etf))
+
+
+def nc2_value(Mc):
+    """NC2: distance of the centred class-mean Gram to a simplex ETF."""
+    return etf_distance(Mc @ Mc.T)
+
+
+def equinorm_value(Mc):
+    """Equinorm: std/mean of the norms of the centred class means (ddof=0)."""
+    norms = np.linalg.norm(Mc, axis=1)
+    return float(norms.std() / norms.mean())
+
+
+def equiangularity_value(Mc, kind):
+    """Equiangularity of the centred class means.
+
+    ``kind="std"``: Papyan's standard deviation (ddof=0) of the cosines over
+    pairs ``c != c'``; ``kind="max-angle"``: mean over ``c != c'`` of
+    ``|cos + 1/(K-1)|``.
+    """
+    K = Mc.shape[0]
+    norms = np.linalg.norm(Mc, axis=1)
+    if np.any(norms == 0):
+        raise ValueError(
+            "A class mean coincides with the centre, so its angle to the other "
+            "class means is undefined; equiangularity cannot be computed."
+        )
+    U = Mc / norms[:, None]
+    cos = U @ U.T
+    off = cos[~np.eye(K, dtype=bool)]
+    if kind == "std":
+        return float(off.std())
+    return float(np.mean(np.abs(off + 1.0 / (K - 1))))
+
+
+def nc3_value(W, Mc, variant):
+    """NC3 self-duality distance between classifier weights and centred means.
+
+    ``variant="papyan"``: ``|| W/||W||_F - Mc/||Mc||_F ||_F``;
+    ``variant="zhu"``: ``|| W Mc^T/||W Mc^T||_F - ETF ||_F``.
+    """
+    if variant == "zhu":
+        G = W @ Mc.T
+        if not np.any(G):
+            raise ValueError(
+                "coef is orthogonal to every centred class mean (W Mc^T = 0); "
+                "NC3 (Zhu et al.) is undefined."
+            )
+        return etf_distance(G)
+    nw = np.linalg.norm(W)
+    if nw == 0:
+        raise ValueError("coef is all zeros; NC3 is undefined.")
+    return float(np.linalg.norm(W / nw - Mc / np.linalg.norm(Mc)))

@@ -1,0 +1,958 @@
+"""Mergeable per-class statistics for streaming neural-collapse metrics."""
+
+import numpy as np
+from sklearn.exceptions import NotFittedError
+
+from ..utils import is_torch_tensor, to_numpy
+from ._backend import _NumpyOps
+from ._collapse import (
+    _CDNV_VARIANTS,
+    _EQUIANGULARITY_KINDS,
+    _NC3_VARIANTS,
+    CollapseReport,
+    _safe_equiangularity,
+)
+from ._core import (
+    BetweenGeometry,
+    cdnv_values,
+    centered_means,
+    equiangularity_value,
+    equinorm_value,
+    nc1_from_scatter,
+    nc2_value,
+    nc3_value,
+    offset_reference,
+    run_chunk_groups,
+)
+from ._validation import (
+    check_center,
+    check_chunk_size,
+    check_coef,
+    check_features,
+    check_option,
+    encode_labels,
+    raise_not_finite,
+)
+
+# default rows per internal chunk: temporaries of a few tens of MB at most
+_STREAM_CHUNK_BYTES = 2**23
+
+
+def _state_to(ops, arrays):
+    """Move a dict of state arrays (numpy or torch) to the backend ``ops``."""
+    out = {}
+    for key, value in arrays.items():
+        if value is None:
+            out[key] = None
+        elif ops.is_torch:
+            if is_torch_tensor(value):
+                out[key] = value.to(ops.device)
+            else:
+                out[key] = ops.from_numpy(value)
+        else:
+            out[key] = to_numpy(value)
+    return out
+
+
+class NCStatistics:
+    """Mergeable per-class statistics from which every NC metric follows.
+
+    Accumulates, batch by batch, per-class counts, per-class sums (float64,
+    relative to a reference point fixed at the first update), per-class
+    within-class sums of squares and the total within-class scatter
+    ``S_W = sum_i (x_i - mu_{y_i})(x_i - mu_{y_i})^T`` (d x d, float64). Each
+    batch is centred on its own class means before any product (so float32
+    features with large offsets lose nothing) and folded in with Chan's
+    parallel update ``S = S_a + S_b + sum_c n_a n_b / (n_a + n_b) d_c d_c^T``.
+    Memory is O(K d + d^2), independent of the number of samples.
+
+    Batches may be numpy arrays or torch tensors on any device; the state lives
+    where the data are (no per-batch copy to the CPU). Classes are discovered
+    as they appear (any sortable hashable labels) and aligned by label on
+    :meth:`merge`; metrics are always reported over the sorted labels.
+    Pickling stores CPU numpy arrays only, so statistics travel between
+    processes and machines (e.g. Dask workers).
+
+    NC4 needs the final class means, hence a second pass: see
+    :meth:`nc4_counter`.
+
+    Parameters
+    ----------
+    chunk_size : int or None, default=None
+        Rows of a batch processed at a time, bounding the temporaries.
+        None picks about 8 MB worth of rows (per worker thread).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Sorted labels seen so far.
+    n_samples_ : int
+        Number of samples seen.
+    n_features_ : int
+        Feature dimension.
+    class_counts_ : ndarray of shape (n_classes,)
+        Samples per class, in ``classes_`` order.
+    means_ : ndarray of shape (n_classes, n_features)
+        Class means (float64).
+    class_variances_ : ndarray of shape (n_classes,)
+        ``Var_c``, mean squared distance of class ``c``'s samples to its mean.
+    within_class_covariance_ : ndarray of shape (n_features, n_features)
+        ``Sigma_W = S_W / N``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.metrics import NCStatistics, nc1
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 3, 100)
+    >>> X = np.eye(3)[y] * 5 + rng.normal(size=(100, 3))
+    >>> stats = NCStatistics()
+    >>> for start in range(0, 100, 25):
+    ...     _ = stats.update(X[start:start + 25], y[start:start + 25])
+    >>> bool(np.isclose(stats.nc1(), nc1(X, y)))
+    True
+    >>> a = NCStatistics().update(X[:60], y[:60])
+    >>> b = NCStatistics().update(X[60:], y[60:])
+    >>> bool(np.isclose(a.merge(b).nc1(), stats.nc1()))
+    True
+    """
+
+    def __init__(self, chunk_size=None):
+        self.chunk_size = chunk_size
+        self._clear()
+
+    # ------------------------------------------------------------------
+    # state
+    # ------------------------------------------------------------------
+
+    def _clear(self):
+        self._ops = None
+        self._labels = []
+        self._index = {}
+        self._n_features = None
+        self._ref = None  # numpy float64 (d,), exactly representable in the data dtype
+        self._counts = None  # (K,) int64
+        self._sums = None  # (K, d) float64, relative to _ref
+        self._ss = None  # (K,) float64 within-class sums of squares
+        self._scatter = None  # (d, d) float64 within-class scatter S_W
+
+    def _arrays(self):
+        return {
+            "counts": self._counts,
+            "sums": self._sums,
+            "ss": self._ss,
+            "scatter": self._scatter,
+        }
+
+    def _set_arrays(self, arrays):
+        self._counts = arrays["counts"]
+        self._sums = arrays["sums"]
+        self._ss = arrays["ss"]
+        self._scatter = arrays["scatter"]
+
+    def _move_to(self, ops):
+        """Move the state to another backend/device (small arrays only)."""
+        if self._ops is not None and self._ops == ops:
+            return
+        self._set_arrays(_state_to(ops, self._arrays()))
+        self._ops = ops
+
+    def __getstate__(self):
+        state = {
+            "chunk_size": self.chunk_size,
+            "labels": list(self._labels),
+            "n_features": self._n_features,
+            "ref": self._ref,
+        }
+        for key, value in self._arrays().items():
+            state[key] = None if value is None else to_numpy(value).copy()
+        return state
+
+    def __setstate__(self, state):
+        self.chunk_size = state["chunk_size"]
+        self._clear()
+        self._labels = list(state["labels"])
+        self._index = {lab: i for i, lab in enumerate(self._labels)}
+        self._n_features = state["n_features"]
+        self._ref = state["ref"]
+        self._set_arrays({k: state[k] for k in ("counts", "sums", "ss", "scatter")})
+        if self._counts is not None:
+            self._ops = _NumpyOps()
+
+    def copy(self):
+        """Return an independent copy (same backend and device).
+
+        Returns
+        -------
+        NCStatistics
+            The copy.
+        """
+        new = NCStatistics.__new__(NCStatistics)
+        new.chunk_size = self.chunk_size
+        new._clear()
+        new._ops = self._ops
+        new._labels = list(self._labels)
+        new._index = dict(self._index)
+        new._n_features = self._n_features
+        new._ref = None if self._ref is None else self._ref.copy()
+        arrays = {}
+        for key, value in self._arrays().items():
+            if value is not None:
+                value = value.clone() if is_torch_tensor(value) else value.copy()
+            arrays[key] = value
+        new._set_arrays(arrays)
+        return new
+
+    def to_numpy(self):
+        """Return a copy whose state is held in CPU numpy arrays.
+
+        Returns
+        -------
+        NCStatistics
+            A copy on the CPU (the original is unchanged).
+        """
+        new = self.copy()
+        if new._ops is not None:
+            new._move_to(_NumpyOps())
+        return new
+
+    # ------------------------------------------------------------------
+    # accumulation
+    # ------------------------------------------------------------------
+
+    def _register(self, batch_labels):
+        """Global indices for the batch's labels; new ones appended (not yet committed)."""
+        new = [lab for lab in batch_labels if lab not in self._index]
+        if new:
+            try:
+                sorted(self._labels + new)
+            except TypeError as exc:
+                raise ValueError(
+                    "Labels of different kinds (e.g. strings and numbers) cannot "
+                    "be mixed in one NCStatistics."
+                ) from exc
+        lut = []
+        extra = {}
+        for lab in batch_labels:
+            if lab in self._index:
+                lut.append(self._index[lab])
+            else:
+                extra[lab] = len(self._labels) + len(extra)
+                lut.append(extra[lab])
+        return np.asarray(lut, dtype=np.int64), new
+
+    @staticmethod
+    def _merge_into(ops, state, rows, counts_b, sums_b, ss_b, scatter_b):
+        """Chan's parallel merge of batch statistics into ``state`` (in place).
+
+        ``rows`` are the state rows of the batch's classes (numpy int64 on
+        the CPU); the batch arrays have one row per entry of ``rows``.
+        """
+        f64 = ops.f64()
+        rows_dev = rows if not ops.is_torch else ops.from_numpy(rows)
+        n_a = ops.astype(state["counts"][rows_dev], f64)
+        n_b = ops.astype(counts_b, f64)
+        total = n_a + n_b
+        sums_a = state["sums"][rows_dev]
+        nz_a = ops.astype(n_a > 0, f64)
+        mean_a = sums_a / (n_a + (1 - nz_a))[:, None]
+        mean_b = sums_b / (n_b + ops.astype(n_b == 0, f64))[:, None]
+        delta = mean_b - mean_a
+        w = n_a * n_b / (total + ops.astype(total == 0, f64))
+        state["scatter"] += scatter_b + (delta * w[:, None]).T @ delta
+        state["ss"][rows_dev] += ss_b + w * ops.rownorm2(delta)
+        state["sums"][rows_dev] += sums_b
+        state["counts"][rows_dev] += counts_b
+
+    def update(self, X, y):
+        """Fold a batch of features and labels into the statistics.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            A batch of features (numpy, or torch on any device).
+        y : array-like or torch.Tensor of shape (n_samples,)
+            Its labels (any sortable hashable kind; new classes are added).
+
+        Returns
+        -------
+        self : NCStatistics
+            The updated statistics.
+
+        Raises
+        ------
+        ValueError
+            On NaN/inf, non-2-D X, a length mismatch, or a feature dimension
+            different from earlier batches. The statistics are unchanged then.
+        """
+        chunk_size = check_chunk_size(self.chunk_size)
+        X, ops = check_features(X)
+        n, d = X.shape
+        if self._n_features is not None and d != self._n_features:
+            raise ValueError(
+                f"X has {d} features but the statistics were built from "
+                f"{self._n_features} features."
+            )
+        batch_classes, codes = encode_labels(y, n, ops, min_classes=1)
+        batch_labels = batch_classes.tolist()
+        rows, new = self._register(batch_labels)
+        Kb = len(batch_labels)
+        f64 = ops.f64()
+        cdt = ops.compute_dtype(X)
+        np_cdt = ops.np_dtype(cdt)
+        itemsize = np.dtype(np_cdt).itemsize
+        chunk = chunk_size or max(
+            ops.chunk_rows(d, itemsize), _STREAM_CHUNK_BYTES // (itemsize * d)
+        )
+        chunks = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+
+        if self._ref is None:
+            first = ops.astype(X[: min(n, chunk, 1024)], f64)
+            ref = offset_reference(first, ops, np_cdt)
+        else:
+            ref = self._ref
+        ref_c = ref.astype(np_cdt)
+        ref_b = ref_c.astype(np.float64)  # the batch's sums are relative to this
+        shift = bool(np.any(ref_c != 0))
+        ref_dev = ops.from_numpy(ref_c, dtype=cdt)
+
+        # batch class sums (relative to ref_b), chunk-wise in X's dtype
+        def work_sums(group):
+            sums = ops.zeros((Kb, d), dtype=f64)
+            with np.errstate(invalid="ignore", over="ignore"):
+                for start, stop in group:
+                    Y = ops.astype(X[start:stop], cdt)
+                    if shift:
+                        Y = Y - ref_dev
+                    sums += ops.astype(ops.class_sums(Y, codes[start:stop], Kb), f64)
+            return sums
+
+        sums_b = sum(run_chunk_groups(ops, chunks, work_sums))
+        if not ops.all_finite(sums_b):
+            raise_not_finite(X, ops)
+        counts_b = ops.counts(codes, Kb)
+        n_b = ops.astype(counts_b, f64)
+        # batch class means, split as hi (X's dtype) + lo (the float64 rest):
+        # residuals E = x - hi are formed in X's dtype without losing digits
+        # and the lo part is corrected for exactly afterwards
+        mean_b = sums_b / n_b[:, None] + ops.from_numpy(ref_b, dtype=f64)
+        hi = ops.astype(mean_b, cdt)
+        lo = mean_b - ops.astype(hi, f64)
+
+        def work_scatter(group):
+            ss = ops.zeros(Kb, dtype=f64)
+            scatter = ops.zeros((d, d), dtype=f64)
+            buf = ops.empty_like_rows(min(chunk, n), d, cdt)
+            for start, stop in group:
+                c = codes[start:stop]
+                E = ops.take_rows(hi, c, out=buf[: stop - start])
+                ops.subtract(ops.astype(X[start:stop], cdt), E, out=E)
+                ss += ops.weighted_counts(c, ops.rownorm2(E), Kb)
+                scatter += ops.astype(ops.gram(E), f64)
+            return ss, scatter
+
+        parts = run_chunk_groups(ops, chunks, work_scatter)
+        ss_b = sum(p[0] for p in parts) - n_b * ops.rownorm2(lo)
+        scatter_b = sum(p[1] for p in parts) - (lo * n_b[:, None]).T @ lo
+        if not np.array_equal(ref_b, ref):
+            # a batch of another dtype: re-express its sums relative to ref
+            sums_b = sums_b + n_b[:, None] * ops.from_numpy(ref_b - ref, dtype=f64)
+
+        # commit
+        if self._ops is None:
+            self._ops = ops
+            self._n_features = d
+            self._ref = ref
+            self._set_arrays(
+                {
+                    "counts": ops.zeros(0, dtype=ops.i64()),
+                    "sums": ops.zeros((0, d), dtype=f64),
+                    "ss": ops.zeros(0, dtype=f64),
+                    "scatter": ops.zeros((d, d), dtype=f64),
+                }
+            )
+        else:
+            self._move_to(ops)
+        self._grow(new)
+        state = self._arrays()
+        self._merge_into(ops, state, rows, counts_b, sums_b, ss_b, scatter_b)
+        self._set_arrays(state)
+        return self
+
+    def _grow(self, new):
+        """Append zero rows for new labels."""
+        if not new:
+            return
+        ops = self._ops
+        k = len(new)
+        d = self._n_features
+        cat = ops.torch.cat if ops.is_torch else np.concatenate
+        self._counts = cat([self._counts, ops.zeros(k, dtype=ops.i64())])
+        self._sums = cat([self._sums, ops.zeros((k, d), dtype=ops.f64())])
+        self._ss = cat([self._ss, ops.zeros(k, dtype=ops.f64())])
+        for lab in new:
+            self._index[lab] = len(self._labels)
+            self._labels.append(lab)
+
+    def merge(self, other):
+        """Fold another :class:`NCStatistics` into this one (in place).
+
+        Classes are aligned by label; ``other`` may hold classes this one has
+        not seen (and vice versa), may use another reference point and may
+        live on another backend/device (its small arrays are moved here).
+        Merging two halves gives the statistics of the whole.
+
+        Parameters
+        ----------
+        other : NCStatistics
+            Statistics to add. It is not modified.
+
+        Returns
+        -------
+        self : NCStatistics
+            The merged statistics.
+        """
+        if not isinstance(other, NCStatistics):
+            raise TypeError(
+                f"Can only merge another NCStatistics, got {type(other).__name__}."
+            )
+        if other._ops is None:
+            return self
+        if self._ops is None:
+            merged = other.copy()
+            merged.chunk_size = self.chunk_size
+            self.__dict__.update(merged.__dict__)
+            return self
+        if other._n_features != self._n_features:
+            raise ValueError(
+                f"Cannot merge statistics of {other._n_features} features into "
+                f"statistics of {self._n_features} features."
+            )
+        if other is self:
+            other = other.copy()
+        ops = self._ops
+        rows, new = self._register(list(other._labels))
+        o = _state_to(ops, other._arrays())
+        f64 = ops.f64()
+        # re-express other's sums relative to this reference point
+        shift = ops.from_numpy(other._ref - self._ref, dtype=f64)
+        sums_o = o["sums"] + ops.astype(o["counts"], f64)[:, None] * shift
+        self._grow(new)
+        state = self._arrays()
+        self._merge_into(ops, state, rows, o["counts"], sums_o, o["ss"], o["scatter"])
+        self._set_arrays(state)
+        return self
+
+    # ------------------------------------------------------------------
+    # snapshot of the (small) state on the CPU, sorted by label
+    # ------------------------------------------------------------------
+
+    def _snapshot(self, min_classes=2):
+        if self._ops is None or not self._labels:
+            raise NotFittedError(
+                "This NCStatistics has seen no data yet; call update(X, y) first."
+            )
+        K = len(self._labels)
+        if K < min_classes:
+            raise ValueError(
+                f"The statistics hold {K} class(es); neural-collapse metrics need "
+                f"at least {min_classes} classes."
+            )
+        order = sorted(range(K), key=lambda i: self._labels[i])
+        counts = to_numpy(self._counts)[order].astype(np.int64)
+        sums = to_numpy(self._sums)[order]
+        ss = to_numpy(self._ss)[order]
+        rel_means = sums / counts[:, None]
+        return {
+            "classes": np.asarray([self._labels[i] for i in order]),
+            "counts": counts,
+            "rel_means": rel_means,
+            "means": rel_means + self._ref,
+            "ss": np.maximum(ss, 0.0),
+            "n": int(counts.sum()),
+        }
+
+    @property
+    def classes_(self):
+        return self._snapshot(min_classes=1)["classes"]
+
+    @property
+    def n_samples_(self):
+        return self._snapshot(min_classes=1)["n"]
+
+    @property
+    def n_features_(self):
+        self._snapshot(min_classes=1)
+        return self._n_features
+
+    @property
+    def class_counts_(self):
+        return self._snapshot(min_classes=1)["counts"]
+
+    @property
+    def means_(self):
+        return self._snapshot(min_classes=1)["means"]
+
+    @property
+    def class_variances_(self):
+        snap = self._snapshot(min_classes=1)
+        return snap["ss"] / snap["counts"]
+
+    @property
+    def within_class_covariance_(self):
+        snap = self._snapshot(min_classes=1)
+        return to_numpy(self._scatter) / snap["n"]
+
+    # ------------------------------------------------------------------
+    # metrics
+    # ------------------------------------------------------------------
+
+    def _centered(self, snap, center):
+        return centered_means(snap["means"], snap["counts"], check_center(center))
+
+    def nc1(self, center="global"):
+        """NC1 = tr(Sigma_W Sigma_B^+)/K, see :func:`sknc.metrics.nc1`.
+
+        Parameters
+        ----------
+        center : {"global", "class-means"}, default="global"
+            Centre of the class means.
+
+        Returns
+        -------
+        float
+            The NC1 value.
+        """
+        snap = self._snapshot()
+        geom = BetweenGeometry(self._centered(snap, center))
+        return nc1_from_scatter(to_numpy(self._scatter), geom, snap["n"])
+
+    def cdnv(self, variant="symmetric", return_matrix=False):
+        """Class-distance normalised variance, see :func:`sknc.metrics.cdnv`.
+
+        Parameters
+        ----------
+        variant : {"symmetric", "asymmetric"}, default="symmetric"
+            Which form to average.
+        return_matrix : bool, default=False
+            Also return the (K, K) matrix over the sorted labels.
+
+        Returns
+        -------
+        value : float
+            The mean CDNV.
+        matrix : ndarray of shape (n_classes, n_classes)
+            Only when ``return_matrix=True``.
+        """
+        check_option(variant, "variant", _CDNV_VARIANTS)
+        snap = self._snapshot()
+        value, mat = cdnv_values(snap["ss"] / snap["counts"], snap["means"], variant)
+        return (value, mat) if return_matrix else value
+
+    def nc2(self, center="global"):
+        """NC2, distance to a simplex ETF, see :func:`sknc.metrics.nc2`.
+
+        Parameters
+        ----------
+        center : {"global", "class-means"}, default="global"
+            Centre of the class means.
+
+        Returns
+        -------
+        float
+            The NC2 value.
+        """
+        snap = self._snapshot()
+        Mc = self._centered(snap, center)
+        return nc2_value(Mc)
+
+    def equinorm(self, center="global"):
+        """Equinorm, see :func:`sknc.metrics.equinorm`.
+
+        Parameters
+        ----------
+        center : {"global", "class-means"}, default="global"
+            Centre of the class means.
+
+        Returns
+        -------
+        float
+            std/mean of the centred class-mean norms.
+        """
+        snap = self._snapshot()
+        Mc = self._centered(snap, center)
+        return equinorm_value(Mc)
+
+    def equiangularity(self, center="global", kind="std"):
+        """Equiangularity, see :func:`sknc.metrics.equiangularity`.
+
+        Parameters
+        ----------
+        center : {"global", "class-means"}, default="global"
+            Centre of the class means.
+        kind : {"std", "max-angle"}, default="std"
+            Which form to compute.
+
+        Returns
+        -------
+        float
+            The equiangularity value.
+        """
+        check_option(kind, "kind", _EQUIANGULARITY_KINDS)
+        snap = self._snapshot()
+        Mc = self._centered(snap, center)
+        return equiangularity_value(Mc, kind)
+
+    def nc3(self, coef, center="global", variant="papyan", classes=None):
+        """NC3 self-duality, see :func:`sknc.metrics.nc3`.
+
+        Parameters
+        ----------
+        coef : array-like or torch.Tensor of shape (n_classes, n_features)
+            Linear classifier weights, rows in sorted label order (or as
+            given by ``classes``); binary (1, d) weights are expanded.
+        center : {"global", "class-means"}, default="global"
+            Centre of the class means.
+        variant : {"papyan", "zhu"}, default="papyan"
+            Which distance to compute.
+        classes : array-like or None, default=None
+            Labels of the rows of ``coef``.
+
+        Returns
+        -------
+        float
+            The NC3 value.
+        """
+        check_option(variant, "variant", _NC3_VARIANTS)
+        snap = self._snapshot()
+        _, _, _, W_y = check_coef(coef, None, snap["classes"], self._n_features, classes)
+        Mc = self._centered(snap, center)
+        return nc3_value(W_y, Mc, variant)
+
+    def nc4_counter(self, coef, intercept=None, classes=None):
+        """A mergeable NC4 counter bound to the current class means.
+
+        NC4 compares each sample's linear prediction with its nearest class
+        mean, so it needs the final means: feed the data a second time to the
+        returned counter (``update`` per batch, ``merge`` across workers) and
+        read ``value``.
+
+        Parameters
+        ----------
+        coef : array-like or torch.Tensor of shape (n_classes, n_features)
+            Linear classifier weights (binary (1, d) weights are expanded).
+        intercept : array-like, scalar or None, default=None
+            Intercepts; None means zeros.
+        classes : array-like or None, default=None
+            Labels of the rows of ``coef`` when they are not the sorted
+            classes seen here.
+
+        Returns
+        -------
+        NC4Counter
+            An empty counter.
+        """
+        snap = self._snapshot()
+        self._centered(snap, "global")  # raises if all class means coincide
+        return NC4Counter(
+            snap["means"],
+            coef,
+            intercept,
+            labels=snap["classes"],
+            classes=classes,
+            chunk_size=self.chunk_size,
+        )
+
+    def report(
+        self,
+        coef=None,
+        *,
+        center="global",
+        cdnv_variant="symmetric",
+        nc3_variant="papyan",
+        classes=None,
+        nc4=None,
+    ):
+        """All metrics in one :class:`CollapseReport`.
+
+        Parameters
+        ----------
+        coef : array-like or torch.Tensor of shape (n_classes, n_features), default=None
+            Linear classifier weights; enables NC3.
+        center : {"global", "class-means"}, default="global"
+            Centre of the class means.
+        cdnv_variant : {"symmetric", "asymmetric"}, default="symmetric"
+            CDNV form.
+        nc3_variant : {"papyan", "zhu"}, default="papyan"
+            NC3 form.
+        classes : array-like or None, default=None
+            Labels of the rows of ``coef``.
+        nc4 : NC4Counter, float or None, default=None
+            A filled counter from :meth:`nc4_counter` (or its value) to
+            include NC4 in the report.
+
+        Returns
+        -------
+        CollapseReport
+            The report (``nc4`` is None unless given).
+        """
+        check_option(cdnv_variant, "cdnv_variant", _CDNV_VARIANTS)
+        check_option(nc3_variant, "nc3_variant", _NC3_VARIANTS)
+        snap = self._snapshot()
+        Mc = self._centered(snap, center)
+        geom = BetweenGeometry(Mc)
+        nc3 = None
+        if coef is not None:
+            _, _, _, W_y = check_coef(coef, None, snap["classes"], self._n_features, classes)
+            nc3 = nc3_value(W_y, Mc, nc3_variant)
+        if isinstance(nc4, NC4Counter):
+            nc4 = nc4.value
+        eqa, max_angle = _safe_equiangularity(Mc)
+        return CollapseReport(
+            n_samples=snap["n"],
+            n_features=int(self._n_features),
+            n_classes=len(snap["counts"]),
+            nc1=nc1_from_scatter(to_numpy(self._scatter), geom, snap["n"]),
+            cdnv=cdnv_values(snap["ss"] / snap["counts"], snap["means"], cdnv_variant)[0],
+            nc2=nc2_value(Mc),
+            equinorm=equinorm_value(Mc),
+            equiangularity=eqa,
+            max_angle=max_angle,
+            nc3=nc3,
+            nc4=None if nc4 is None else float(nc4),
+            center=center,
+            cdnv_variant=cdnv_variant,
+            nc3_variant=nc3_variant,
+            classes=snap["classes"],
+        )
+
+    def __repr__(self):
+        if self._ops is None:
+            return "NCStatistics(empty)"
+        where = "numpy" if not self._ops.is_torch else f"torch:{self._ops.device}"
+        return (
+            f"NCStatistics(n_classes={len(self._labels)}, n_samples="
+            f"{int(to_numpy(self._counts).sum())}, n_features={self._n_features}, "
+            f"backend={where!r})"
+        )
+
+
+class NC4Counter:
+    """Mergeable counter of NC4 disagreements, bound to fixed class means.
+
+    Counts samples whose linear prediction ``argmax(W x + b)`` differs from
+    their nearest class mean ``argmin_c ||x - mu_c||``. Labels are not needed.
+    Usually obtained from :meth:`NCStatistics.nc4_counter` after a first pass.
+
+    Parameters
+    ----------
+    means : array-like of shape (n_classes, n_features)
+        Class means, one row per class.
+    coef : array-like or torch.Tensor of shape (n_classes, n_features)
+        Linear classifier weights; binary (1, d) weights are expanded to
+        ``[-w/2, w/2]``.
+    intercept : array-like, scalar or None, default=None
+        Intercepts; None means zeros.
+    labels : array-like of shape (n_classes,) or None, default=None
+        Labels of the rows of ``means``; None means ``0..K-1``.
+    classes : array-like or None, default=None
+        Labels of the rows of ``coef``; None means the same as ``labels``.
+    chunk_size : int or None, default=None
+        Rows processed at a time.
+
+    Attributes
+    ----------
+    n_samples_ : int
+        Samples counted so far.
+    n_disagree_ : int
+        Disagreements counted so far.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.metrics import NC4Counter
+    >>> counter = NC4Counter([[0.0], [4.0]], coef=[[-1.0], [1.0]])
+    >>> counter.update(np.array([[0.0], [1.0], [3.0], [4.0]])).value
+    0.25
+    """
+
+    def __init__(
+        self,
+        means,
+        coef,
+        intercept=None,
+        *,
+        labels=None,
+        classes=None,
+        chunk_size=None,
+    ):
+        means = np.asarray(to_numpy(means), dtype=np.float64)
+        if means.ndim != 2 or means.shape[0] < 2:
+            raise ValueError(
+                f"means must be 2-D with at least 2 rows, got shape {means.shape}."
+            )
+        if not np.isfinite(means).all():
+            raise ValueError("means contains NaN or infinity.")
+        K, d = means.shape
+        labels = np.arange(K) if labels is None else np.asarray(to_numpy(labels))
+        if labels.shape != (K,):
+            raise ValueError(f"labels must have shape ({K},), one per row of means.")
+        self.chunk_size = check_chunk_size(chunk_size)
+        W, b, row_codes, _ = check_coef(coef, intercept, labels, d, classes)
+        self._means = means
+        self._W, self._b, self._row_codes = W, b, row_codes
+        # scores are computed relative to the centre of the class means
+        self._ref = means.mean(0)
+        self._n = 0
+        self._dis = 0
+        self._dev_cache = {}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_n"] = int(self._n)
+        state["_dis"] = int(self._dis)
+        state["_dev_cache"] = {}
+        return state
+
+    def _constants(self, ops, cdt):
+        key = (ops, str(cdt))
+        if key not in self._dev_cache:
+            np_cdt = ops.np_dtype(cdt)
+            ref_c = self._ref.astype(np_cdt)
+            ref64 = ref_c.astype(np.float64)
+            ybar = self._means - ref64
+            W, b = self._W, self._b
+            A = np.hstack([ybar.T, W.T])
+            bias_ncc = -np.einsum("ij,ij->i", ybar, ybar)
+            bias_lin = W @ ref64 + b
+            # rounding-error bounds of the score differences (per row, times
+            # ||x - ref||); closer calls are decided again in float64
+            d = W.shape[1]
+            eps_c = float(np.finfo(np_cdt).eps)
+            eps64 = float(np.finfo(np.float64).eps)
+            ymax = float(np.linalg.norm(ybar, axis=1).max())
+            wmax = float(np.linalg.norm(W, axis=1).max())
+            tol_ncc = (8 * (d + 2) * eps_c * ymax, 8 * d * eps64 * ymax**2)
+            tol_lin = (
+                4 * (d + 2) * eps_c * wmax,
+                4 * d * eps64 * (wmax * float(np.linalg.norm(ref64)) + float(np.abs(b).max())),
+            )
+            self._dev_cache[key] = dict(
+                ref=ops.from_numpy(ref_c, dtype=cdt),
+                A=ops.from_numpy(A, dtype=cdt),
+                bias_ncc=ops.from_numpy(bias_ncc, dtype=ops.f64()),
+                bias_lin=ops.from_numpy(bias_lin, dtype=ops.f64()),
+                row_codes=ops.from_numpy(self._row_codes.astype(np.int64)),
+                W=ops.from_numpy(W.T, dtype=ops.f64()),
+                b=ops.from_numpy(b, dtype=ops.f64()),
+                means=ops.from_numpy(self._means, dtype=ops.f64()),
+                tol_ncc=tol_ncc,
+                tol_lin=tol_lin,
+            )
+        return self._dev_cache[key]
+
+    def update(self, X):
+        """Count the disagreements in a batch of features.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            A batch of features (numpy, or torch on any device).
+
+        Returns
+        -------
+        self : NC4Counter
+            The updated counter.
+        """
+        X, ops = check_features(X)
+        n, d = X.shape
+        if d != self._means.shape[1]:
+            raise ValueError(
+                f"X has {d} features but the class means have {self._means.shape[1]}."
+            )
+        cdt = ops.compute_dtype(X)
+        K = self._means.shape[0]
+        cst = self._constants(ops, cdt)
+        chunk = ops.chunk_rows(d, np.dtype(ops.np_dtype(cdt)).itemsize, self.chunk_size)
+        dis = 0
+        total = 0.0
+        f64 = ops.f64()
+        for start in range(0, n, chunk):
+            with np.errstate(invalid="ignore", over="ignore"):
+                Y = ops.astype(X[start : start + chunk], cdt) - cst["ref"]
+                ynorm2 = ops.rownorm2(Y)
+            # NaN/inf in X shows in this sum (checked once at the end)
+            total = total + ops.sum64(ynorm2)
+            Z = Y @ cst["A"]
+            S_ncc = 2.0 * ops.astype(Z[:, :K], f64) + cst["bias_ncc"]
+            S_lin = Z[:, K:] + cst["bias_lin"]
+            ncc = ops.argmax(S_ncc)
+            lin = ops.argmax(S_lin)
+            ynorm = ops.astype(ynorm2, f64) ** 0.5
+            tn, tl = cst["tol_ncc"], cst["tol_lin"]
+            near = ops.near_ties(S_ncc, ncc, tn[0] * ynorm + tn[1])
+            near |= ops.near_ties(S_lin, lin, tl[0] * ynorm + tl[1])
+            redo = ops.nonzero(near)
+            if len(redo):
+                x64 = ops.astype(X[start : start + chunk][redo], f64)
+                if np.isfinite(float(ops.sum64(x64))):
+                    lin[redo] = ops.argmax(x64 @ cst["W"] + cst["b"])
+                    ncc[redo] = ops.nearest_rows(x64, cst["means"])
+            dis = dis + ops.count_neq(cst["row_codes"][lin], ncc)
+        if not np.isfinite(float(total)):
+            raise_not_finite(X, ops)
+        dis = int(dis)
+        self._dis += dis
+        self._n += n
+        return self
+
+    def merge(self, other):
+        """Add the counts of another counter bound to the same means and weights.
+
+        Parameters
+        ----------
+        other : NC4Counter
+            Counter to add; it is not modified.
+
+        Returns
+        -------
+        self : NC4Counter
+            The merged counter.
+        """
+        if not isinstance(other, NC4Counter):
+            raise TypeError(f"Can only merge another NC4Counter, got {type(other).__name__}.")
+        same = (
+            np.array_equal(self._means, other._means)
+            and np.array_equal(self._W, other._W)
+            and np.array_equal(self._b, other._b)
+            and np.array_equal(self._row_codes, other._row_codes)
+        )
+        if not same:
+            raise ValueError(
+                "Cannot merge NC4 counters bound to different class means or "
+                "classifier weights."
+            )
+        self._n += other._n
+        self._dis += other._dis
+        return self
+
+    @property
+    def n_samples_(self):
+        return int(self._n)
+
+    @property
+    def n_disagree_(self):
+        return int(self._dis)
+
+    @property
+    def value(self):
+        """NC4: the share of counted samples whose two predictions differ."""
+        if self._n == 0:
+            raise ValueError("The NC4 counter has seen no samples; call update(X) first.")
+        return self._dis / self._n
+
+    def __repr__(self):
+        return (
+            f"NC4Counter(n_classes={self._means.shape[0]}, n_samples={self._n}, "
+            f"n_disagree={self._dis})"
+        )

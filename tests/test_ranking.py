@@ -1,0 +1,219 @@
+"""Tests of sknc.model_selection.rank_backbones."""
+
+import doctest
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.random_projection import GaussianRandomProjection
+
+from sknc.metrics import cdnv, nc1
+from sknc.model_selection import BackboneRanking, rank_backbones
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+class NoisyFeatures(TransformerMixin, BaseEstimator):
+    """Features = input + fixed noise of a given scale (counts transform calls)."""
+
+    calls = 0
+
+    def __init__(self, noise=1.0):
+        self.noise = noise
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        type(self).calls += 1
+        rng = np.random.default_rng(len(X))
+        return X + self.noise * rng.normal(size=X.shape)
+
+    def fit_transform(self, X, y=None):
+        return self.fit(X).transform(X)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    K, d, n_per = 5, 8, 60
+    centers = rng.normal(scale=2.0, size=(K, d))
+    y = np.repeat(np.arange(K), n_per)
+    X = centers[y] + 0.5 * rng.normal(size=(len(y), d))
+    perm = rng.permutation(len(y))
+    return X[perm], y[perm]
+
+
+def _noise_candidates():
+    return {f"noise{s}": NoisyFeatures(noise=s) for s in (0.0, 0.5, 1.5, 3.0, 6.0)}
+
+
+def test_more_collapse_ranks_higher_and_correlates_with_accuracy(data):
+    X, y = data
+    result = rank_backbones(_noise_candidates(), X, y, random_state=0)
+    assert isinstance(result, BackboneRanking)
+    assert result.ranking == ["noise0.0", "noise0.5", "noise1.5", "noise3.0", "noise6.0"]
+    assert result.best == "noise0.0"
+    table = result.table
+    assert [row["rank"] for row in table] == [1, 2, 3, 4, 5]
+    nc = np.array([row["nc1"] for row in table])
+    acc = np.array([row["accuracy"] for row in table])
+    assert np.all(np.diff(nc) > 0)
+    rho, p_rho = stats.spearmanr(nc, acc)
+    tau, p_tau = stats.kendalltau(nc, acc)
+    corr = result.correlations["nc1"]
+    assert corr["spearman"] == pytest.approx(rho)
+    assert corr["spearman_pvalue"] == pytest.approx(p_rho)
+    assert corr["kendall"] == pytest.approx(tau) and corr["kendall_pvalue"] == pytest.approx(p_tau)
+    assert corr["spearman"] < -0.8
+    cd = np.array([row["cdnv"] for row in table])
+    assert result.correlations["cdnv"]["spearman"] == pytest.approx(stats.spearmanr(cd, acc)[0])
+
+
+def test_table_values_match_hand_computation(data):
+    X, y = data
+    candidates = {
+        "scaled": StandardScaler(),
+        "pca3": PCA(3),
+        "proj": GaussianRandomProjection(5, random_state=0),
+        "identity": FunctionTransformer(),
+    }
+    result = rank_backbones(candidates, X, y, random_state=3)
+    # the hold-out split the helper uses, reproduced by hand
+    seed = np.random.RandomState(3).randint(np.iinfo(np.int32).max)
+    tr, te = train_test_split(np.arange(len(y)), test_size=0.25, stratify=y, random_state=seed)
+    for row in result.table:
+        Z = clone(candidates[row["backbone"]]).fit_transform(X, y)
+        assert row["nc1"] == pytest.approx(nc1(Z, y), rel=1e-12)
+        assert row["cdnv"] == pytest.approx(cdnv(Z, y), rel=1e-12)
+        assert row["n_features"] == Z.shape[1]
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        assert row["accuracy"] == pytest.approx(probe.fit(Z[tr], y[tr]).score(Z[te], y[te]))
+    assert [r["nc1"] for r in result.table] == sorted(r["nc1"] for r in result.table)
+    # candidates were cloned, not fitted in place
+    assert not hasattr(candidates["pca3"], "components_")
+
+
+def test_cross_validation_and_test_set(data):
+    X, y = data
+    cands = {"a": NoisyFeatures(0.2), "b": NoisyFeatures(2.0), "c": NoisyFeatures(4.0)}
+    result = rank_backbones(cands, X, y, cv=3, random_state=1)
+    seed = np.random.RandomState(1).randint(np.iinfo(np.int32).max)
+    cv = StratifiedKFold(3, shuffle=True, random_state=seed)
+    for row in result.table:
+        Z = NoisyFeatures(cands[row["backbone"]].noise).fit_transform(X)
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        scores = cross_val_score(probe, Z, y, cv=cv)
+        assert row["accuracy"] == pytest.approx(scores.mean())
+        assert row["accuracy_std"] == pytest.approx(scores.std())
+    # with a test set the probe trains on all of X and scores on X_test
+    X_test, y_test = X[:100] + 0.1, y[:100]
+    custom = LogisticRegression(max_iter=500, C=0.5)
+    result = rank_backbones(cands, X, y, X_test=X_test, y_test=y_test, probe=custom)
+    for row in result.table:
+        model = NoisyFeatures(cands[row["backbone"]].noise).fit(X)
+        expected = clone(custom).fit(model.transform(X), y).score(model.transform(X_test), y_test)
+        assert row["accuracy"] == pytest.approx(expected)
+
+
+def test_each_candidate_transforms_once(data):
+    X, y = data
+    cands = {"a": NoisyFeatures(0.5), "b": NoisyFeatures(2.0)}
+    for kwargs in ({}, {"cv": 3}, {"X_test": X[:50], "y_test": y[:50]}, {"accuracy": False}):
+        NoisyFeatures.calls = 0
+        rank_backbones(cands, X, y, random_state=0, **kwargs)
+        per_candidate = 2 if "X_test" in kwargs else 1
+        assert NoisyFeatures.calls == 2 * per_candidate
+
+
+def test_reproducible_with_random_state(data):
+    X, y = data
+    cands = {"a": NoisyFeatures(1.0), "b": NoisyFeatures(3.0), "c": NoisyFeatures(5.0)}
+
+    def without_time(result):
+        return [{k: v for k, v in row.items() if k != "transform_time"} for row in result.table]
+
+    assert without_time(rank_backbones(cands, X, y, random_state=7)) == without_time(
+        rank_backbones(cands, X, y, random_state=7)
+    )
+    accs = {
+        tuple(row["accuracy"] for row in rank_backbones(cands, X, y, random_state=s).table)
+        for s in range(4)
+    }
+    assert len(accs) > 1  # the hold-out split depends on random_state
+
+
+def test_refit_false_uses_fitted_candidates(data):
+    X, y = data
+    pca = PCA(3).fit(X[:100])
+    cands = {"pca": pca, "raw": FunctionTransformer().fit(X)}
+    result = rank_backbones(cands, X, y, refit=False, accuracy=False)
+    row = next(r for r in result.table if r["backbone"] == "pca")
+    assert row["nc1"] == pytest.approx(nc1(pca.transform(X), y))
+    assert result.correlations == {}
+    assert "accuracy" not in row
+    with pytest.raises(ValueError, match="No accuracy"):
+        result.plot()
+
+
+def test_records_pandas_plot_repr_verbose(data, capsys):
+    X, y = data
+    result = rank_backbones(_noise_candidates(), X, y, random_state=0, verbose=True)
+    rec = result.to_records()
+    fields = ("rank", "backbone", "n_features", "nc1", "cdnv", "accuracy", "transform_time")
+    assert rec.dtype.names == fields
+    assert rec["backbone"].tolist() == result.ranking
+    np.testing.assert_allclose(rec["nc1"], [r["nc1"] for r in result.table])
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pandas"):
+            result.to_pandas()
+    else:
+        assert list(result.to_pandas()["backbone"]) == result.ranking
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = result.plot()
+    assert ax.get_xscale() == "log"
+    assert len(ax.collections[0].get_offsets()) == 5
+    assert "Spearman" in ax.get_title()
+    text = repr(result)
+    assert text.startswith("BackboneRanking(rank_by='nc1')") and "nc1 vs accuracy" in text
+    assert "rank_backbones" in capsys.readouterr().err
+
+
+def test_two_candidates_give_nan_correlations(data):
+    X, y = data
+    cands = {"a": NoisyFeatures(0.1), "b": NoisyFeatures(3.0)}
+    result = rank_backbones(cands, X, y, random_state=0)
+    assert np.isnan(result.correlations["nc1"]["spearman"])
+
+
+def test_bad_arguments(data):
+    X, y = data
+    with pytest.raises(ValueError, match="non-empty dict"):
+        rank_backbones({}, X, y)
+    with pytest.raises(ValueError, match="no transform method"):
+        rank_backbones({"lr": LogisticRegression()}, X, y)
+    with pytest.raises(ValueError, match="rank_by"):
+        rank_backbones({"a": PCA(2)}, X, y, rank_by="nc7")
+    with pytest.raises(ValueError, match="both X_test and y_test"):
+        rank_backbones({"a": PCA(2)}, X, y, X_test=X)
+    with pytest.raises(ValueError, match="test_size"):
+        rank_backbones({"a": PCA(2)}, X, y, test_size=1.5)
+    with pytest.raises(ValueError, match="metric must be"):
+        rank_backbones({"a": PCA(2)}, X, y).plot(metric="nc2")
+
+
+def test_docstring_example():
+    from sknc.model_selection import _ranking
+
+    assert doctest.testmod(_ranking).failed == 0
