@@ -6,6 +6,7 @@ import itertools
 import numbers
 import os
 import threading
+import types
 import warnings
 
 import numpy as np
@@ -37,6 +38,34 @@ _FLUSH_EVERY = 8  # CUDA: copy features to the host every few batches, not every
 def _cached_transform(key, source, estimator):
     """Feature extraction, cached by joblib on ``key`` only (see BackboneFeatures)."""
     return estimator._extract(source)
+
+
+_CACHED_TRANSFORMS = {}  # cache location -> its own copy of _cached_transform
+
+
+def _cached_function(memory):
+    """``_cached_transform`` as a distinct function object per cache location.
+
+    joblib.Memory remembers, per process and per function object, that it has
+    checked the function's code, and then skips writing ``func_code.py`` into
+    any further location. A process (e.g. a Dask worker) that used one cache
+    directory would fill a second one without ``func_code.py``, and any other
+    process would take its first read there for a miss. A copy per location
+    (same code and name, hence the same cache entries) has joblib check and
+    write ``func_code.py`` in each location.
+    """
+    location = getattr(memory, "location", None)
+    if location is None:
+        return _cached_transform
+    location = os.fspath(location)
+    func = _CACHED_TRANSFORMS.get(location)
+    if func is None:
+        func = types.FunctionType(_cached_transform.__code__, _cached_transform.__globals__,
+                                  _cached_transform.__name__)
+        func.__qualname__ = _cached_transform.__qualname__
+        func.__doc__ = _cached_transform.__doc__
+        func = _CACHED_TRANSFORMS.setdefault(location, func)
+    return func
 
 
 def _cpu_copy(module, force=False):
@@ -527,7 +556,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             return self._extract(source, as_torch=self.output == "torch")
         memory = self.memory
         memory = check_memory(os.fspath(memory) if isinstance(memory, os.PathLike) else memory)
-        cached = memory.cache(_cached_transform, ignore=["source", "estimator"])
+        cached = memory.cache(_cached_function(memory), ignore=["source", "estimator"])
         Z = cached(self._cache_key(source), source, self)
         if self.output == "torch":
             import torch
