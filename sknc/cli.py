@@ -1,0 +1,247 @@
+"""The ``sknc`` command (also ``python -m sknc``).
+
+Sub-commands
+------------
+sknc demo
+    The embedded default experiment, end to end: pre-train a small backbone
+    on the source glyph classes, watch its features collapse on new classes,
+    few-shot accuracy, NC1 against transfer accuracy, fine-tuning methods on
+    scarce data. Writes ``results.json``, figures and ``report.md``.
+sknc evaluate --model NAME [--weights FILE] --data DIR
+    Collapse per block, linear-probe and few-shot accuracy of a backbone's
+    frozen features on your own ImageFolder-style images.
+
+What the user asked wrongly (a missing folder, an empty class, an unknown
+model) is reported on stderr as ``sknc <command>: error: ...`` with exit
+status 2 and no traceback, as argparse does for bad options.
+"""
+
+import argparse
+import sys
+import warnings
+
+__all__ = ["build_parser", "main"]
+
+_DEMO_HELP = """\
+Pre-train a small timm backbone from scratch on the source classes of the
+embedded glyph dataset (no download), keeping a checkpoint per epoch, then:
+CDNV/NC1 on source-train, source-test and novel-class features per epoch;
+5-way 1-/5-shot nearest-class-centre accuracy on the novel classes; NC1 of
+each checkpoint on a downstream training set against its linear-probe
+accuracy (Spearman, Kendall); linear probe / Layer FT / SCL-FT / full FT on
+10%% of the digits training set. Writes results.json, four PNG figures and
+report.md to --out. About 10 minutes on a 2-core CPU (--quick: about 2).
+"""
+
+_EVALUATE_HELP = """\
+Frozen features of a backbone on an image folder laid out one sub-folder per
+class (DIR/<class>/<image>): NC1, CDNV and NC2 per block (one forward pass),
+linear-probe and few-shot accuracy of the penultimate features, and the most
+collapsed block as a starting point for SCL-FT's tuned_block. Writes
+results.json, layerwise_nc.png and report.md to --out.
+"""
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _add_common(parser, default_out):
+    parser.add_argument("--out", default=default_out, metavar="DIR",
+                        help="output folder, overwritten on re-runs (default: %(default)s)")
+    parser.add_argument("--device", default="auto",
+                        help="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ... "
+                             "(default: %(default)s)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0,
+                        help="random seed (default: %(default)s)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="torch CPU threads (default: every usable core)")
+    parser.add_argument("--no-progress", "-q", "--quiet", dest="progress",
+                        action="store_false", help="no progress bars or step lines")
+
+
+def build_parser():
+    """The argument parser of the ``sknc`` command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
+    from . import __version__
+    from .experiments import PRESETS
+
+    parser = argparse.ArgumentParser(
+        prog="sknc",
+        description="Transfer learning through the lens of neural collapse "
+                    "(scikit-learn compatible).",
+    )
+    parser.add_argument("--version", action="version", version=f"sknc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,evaluate}")
+    sub.required = True
+
+    demo = sub.add_parser("demo", help="the embedded experiment, end to end (no download)",
+                          description=_DEMO_HELP,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(demo, "sknc_results/demo")
+    demo.add_argument("--quick", action="store_true",
+                      help="fewer epochs and episodes: about 2 minutes on a 2-core CPU")
+    demo.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    default, quick = PRESETS["default"], PRESETS["quick"]
+    demo.add_argument("--epochs", type=_positive_int, default=None,
+                      help=f"pre-training epochs (default: {default.epochs}; "
+                           f"--quick: {quick.epochs})")
+    demo.add_argument("--model", default=None,
+                      help=f"timm model name (default: {default.model})")
+    demo.add_argument("--size", type=_positive_int, default=None, metavar="PX",
+                      help=f"image side in pixels (default: {default.image_size})")
+    demo.add_argument("--downstream", choices=("novel", "digits"), default="novel",
+                      help="data of the NC1-vs-transfer study: the novel glyph classes or "
+                           "scikit-learn's digits (default: %(default)s)")
+    demo.add_argument("--keep-checkpoints", action="store_true",
+                      help="copy the per-epoch checkpoints to OUT/checkpoints")
+    demo.set_defaults(subparser=demo)
+
+    ev = sub.add_parser("evaluate", help="collapse and transfer of a backbone on your images",
+                        description=_EVALUATE_HELP,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("--model", required=True, help="timm model name, e.g. resnet18")
+    ev.add_argument("--data", required=True, metavar="DIR",
+                    help="image folder: DIR/<class name>/<images>")
+    ev.add_argument("--weights", default=None, metavar="FILE",
+                    help="local weight file (.safetensors, .pth), e.g. a checkpoint of "
+                         "'sknc demo --keep-checkpoints'")
+    ev.add_argument("--pretrained", action="store_true",
+                    help="timm's hub weights (needs network access or a local cache)")
+    ev.add_argument("--layers", default=None,
+                    help="comma-separated block indices or module paths "
+                         "(default: every block; the penultimate features are always added)")
+    ev.add_argument("--input-size", type=_positive_int, default=None, metavar="PX",
+                    help="resize and centre-crop images to PX x PX (default: the model's)")
+    ev.add_argument("--batch-size", type=_positive_int, default=64,
+                    help="images per forward pass (default: %(default)s)")
+    ev.add_argument("--episodes", type=_positive_int, default=600,
+                    help="few-shot episodes per protocol (default: %(default)s)")
+    _add_common(ev, "sknc_results/evaluate")
+    ev.set_defaults(subparser=ev)
+    return parser
+
+
+def _run(args):
+    from .experiments import run_demo, run_evaluate
+
+    if args.command == "demo":
+        if args.quick and args.tiny:
+            raise _Usage("--quick and --tiny exclude each other")
+        preset = "tiny" if args.tiny else "quick" if args.quick else "default"
+        results = run_demo(args.out, preset=preset, epochs=args.epochs, model=args.model,
+                           image_size=args.size, downstream=args.downstream,
+                           device=args.device, seed=args.seed, threads=args.threads,
+                           keep_checkpoints=args.keep_checkpoints, progress=args.progress)
+        verdicts = [f"  {c['title']}: {c['verdict']}" for c in results["claims"].values()]
+        lines = [f"sknc demo: report written to {args.out}/report.md "
+                 f"({results['timing']['total']:.0f} s)"] + verdicts
+    else:
+        results = run_evaluate(args.model, args.data, weights=args.weights,
+                               pretrained=args.pretrained, layers=args.layers,
+                               input_size=args.input_size, batch_size=args.batch_size,
+                               device=args.device, out_dir=args.out, seed=args.seed,
+                               n_episodes=args.episodes, threads=args.threads,
+                               progress=args.progress)
+        lp, best = results["linear_probe"], results["suggested_tuned_block"]
+        lines = [f"sknc evaluate: report written to {args.out}/report.md "
+                 f"({results['timing']['total']:.0f} s)",
+                 f"  linear probe {100 * lp['accuracy']:.1f}%"]
+        for s in results["few_shot"]["shots"].values():
+            lines.append(f"  {results['few_shot']['n_way']}-way {s['n_shot']}-shot "
+                         f"{100 * s['mean']:.1f}% ± {100 * s['ci95']:.1f}%")
+        if best is not None:
+            lines.append(f"  suggested SCL-FT tuned_block: {best['layer']}")
+    print("\n".join(lines))
+
+
+def _load_torch_with_passive_openmp():
+    """Import torch with OpenMP threads that sleep, not spin, while they wait.
+
+    torch's OpenMP threads busy-wait between operations by default. When
+    other processes compete for the cores, a spinning thread holds a core
+    that the thread it waits for needs, and training runs many times slower
+    (we measured 5x to 40x on a shared 2-core machine); with
+    ``OMP_WAIT_POLICY=PASSIVE`` they sleep instead. The variable is read
+    once, when torch loads its OpenMP runtime, so it is set only around the
+    first import of torch, and only if the user has not set it.
+    """
+    import os
+
+    if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ:
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        import torch  # noqa: F401
+    finally:
+        del os.environ["OMP_WAIT_POLICY"]
+
+
+class _Usage(Exception):
+    """A command-line usage error (reported like argparse's)."""
+
+
+def main(argv=None):
+    """Run the ``sknc`` command.
+
+    Parameters
+    ----------
+    argv : list of str or None, default=None
+        The arguments (None: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success. Bad options and bad input (missing folder, empty class,
+        unknown model) exit with status 2 through :class:`SystemExit`, with
+        the message on stderr.
+
+    Examples
+    --------
+    >>> from sknc.cli import main
+    >>> main(["demo", "--quick"])  # doctest: +SKIP
+    0
+    """
+    import matplotlib
+
+    from .experiments import InputError
+
+    matplotlib.use("Agg")  # files only: no display needed, none opened
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _load_torch_with_passive_openmp()
+    with warnings.catch_warnings():
+        from sklearn.exceptions import ConvergenceWarning
+
+        from .metrics import NCDegenerateWarning
+
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", NCDegenerateWarning)
+        try:
+            _run(args)
+        except (InputError, _Usage) as exc:
+            args.subparser.error(str(exc))  # prints usage + "sknc <command>: error: ...", exits 2
+        except KeyboardInterrupt:
+            print(f"sknc {args.command}: interrupted", file=sys.stderr)
+            return 130
+    return 0

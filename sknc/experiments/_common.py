@@ -1,0 +1,213 @@
+"""Helpers shared by the demo and the evaluation: errors, progress, threads, files.
+
+Contents
+--------
+InputError
+    A problem with what the user asked for (missing folder, empty class,
+    unknown model); the ``sknc`` command turns it into a message and exit
+    status 2.
+Progress
+    Step lines and tqdm bars on stderr, all switchable off.
+torch_threads
+    Context manager setting torch's intra-op thread count (default: the
+    cores this process may use) and restoring it.
+single_threaded_blas
+    Context manager limiting numpy's BLAS to one thread for small problems.
+to_jsonable, write_json, write_text, save_figure
+    ``results.json`` (NaN becomes null) and files written atomically, so an
+    interrupted run never leaves half-written files behind.
+check_model
+    Build the model once to turn an unknown name into an :class:`InputError`.
+"""
+
+import contextlib
+import json
+import math
+import numbers
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """What the user asked for cannot be done (bad folder, class, model, weights)."""
+
+
+def available_cores():
+    """Number of CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def torch_threads(n_threads=None):
+    """Run torch's CPU operations on ``n_threads`` threads (default: all usable cores)."""
+    import torch
+
+    n = available_cores() if n_threads is None else int(n_threads)
+    if n < 1:
+        raise InputError(f"threads must be a positive int, got {n_threads!r}.")
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(old)
+
+
+def single_threaded_blas():
+    """Limit numpy/scipy BLAS to one thread (restored on exit).
+
+    The dense algebra after feature extraction (a logistic-regression probe
+    on a few hundred samples, NC1 of a few thousand) is made of small
+    matrix products, which run faster on one thread than on several, and
+    much faster when other processes compete for the cores. torch's threads
+    (feature extraction, training) are not affected.
+    """
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+class Progress:
+    """Progress on stderr: numbered step lines and tqdm bars.
+
+    Parameters
+    ----------
+    enabled : bool
+        False silences everything.
+    n_steps : int
+        Number of steps, for the ``[i/n]`` prefix.
+    stream : file, default=sys.stderr
+    """
+
+    def __init__(self, enabled, n_steps, stream=None):
+        self.enabled = bool(enabled)
+        self.n_steps = n_steps
+        self.stream = sys.stderr if stream is None else stream
+        self._step = 0
+
+    def step(self, message):
+        """Announce the next step."""
+        self._step += 1
+        self.note(f"[{self._step}/{self.n_steps}] {message}")
+
+    def note(self, message):
+        """An indented line under the current step."""
+        if self.enabled:
+            print(message, file=self.stream, flush=True)
+
+    def bar(self, iterable=None, *, total=None, desc=None, unit="it"):
+        """A tqdm bar on the stream (disabled when progress is off)."""
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, unit=unit, file=self.stream,
+                    disable=not self.enabled, leave=False, dynamic_ncols=True)
+
+
+def check_model(model, image_size=None):
+    """Build ``model`` (random weights) once; an unknown name becomes an InputError.
+
+    With ``image_size``, also run two blank ``image_size`` x ``image_size``
+    RGB images through it, so that a model that cannot take that size fails
+    here with a clear message rather than in the middle of training.
+    """
+    from ..features._backbone import create_backbone
+
+    try:
+        module = create_backbone(model)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise InputError(str(exc)) from exc
+    if image_size is not None:
+        import torch
+
+        try:
+            with torch.no_grad():
+                module(torch.zeros(2, 3, image_size, image_size))
+        except (RuntimeError, AssertionError, ValueError) as exc:
+            raise InputError(
+                f"model {model!r} does not run on {image_size} x {image_size} images "
+                f"({str(exc).strip() or type(exc).__name__}); choose another size or model."
+            ) from exc
+    return module
+
+
+def to_jsonable(obj):
+    """Plain JSON types: numpy scalars/arrays to Python, NaN/inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [to_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if obj is None or isinstance(obj, str):
+        return obj
+    return str(obj)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _atomic(path, write):
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def write_text(path, text):
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return _atomic(path, write)
+
+
+def write_json(path, obj):
+    """Write ``to_jsonable(obj)`` as indented JSON, atomically."""
+    return write_text(path, json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False) + "\n")
+
+
+def save_figure(fig, path, dpi=120):
+    """Save a matplotlib figure as PNG atomically."""
+    return _atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+
+
+def new_figure(ncols=1, figsize=(5.5, 4.0)):
+    """A figure with ``ncols`` axes, made without pyplot (no global state, no GUI)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def relative(path, start):
+    """``path`` relative to ``start`` with forward slashes (for Markdown links)."""
+    return os.path.relpath(path, start).replace(os.sep, "/")

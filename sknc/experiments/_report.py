@@ -1,0 +1,336 @@
+"""Markdown reports rendered from a results dict (the one written to ``results.json``).
+
+Contents
+--------
+render_demo_report(results)
+    ``report.md`` of ``sknc demo``: one section per paper claim with the
+    claim, the figure, a table of the measured numbers and the verdict.
+render_evaluate_report(results)
+    ``report.md`` of ``sknc evaluate``: per-block collapse, linear probe,
+    few-shot accuracy, the suggested ``tuned_block``.
+FORMATTERS
+    The only ways a number is written in a report. Every number in a report
+    is one of these applied to a number of ``results``, which the tests
+    check; the renderers never compute a number themselves.
+"""
+
+import math
+import numbers
+
+__all__ = ["FORMATTERS", "render_demo_report", "render_evaluate_report"]
+
+REFERENCES_HEADING = "## References"
+
+_GALANTI = (
+    "Galanti, György, Hutter. *On the Role of Neural Collapse in Transfer Learning.* "
+    "ICLR 2022, arXiv:2112.15121."
+)
+_LI = (
+    "Li, Liu, Zhou, Lu, Fernandez-Granda, Zhu, Qu. *Understanding and Improving Transfer "
+    "Learning of Deep Models via Neural Collapse.* TMLR 2024, arXiv:2212.12206."
+)
+
+
+def _missing(x):
+    return x is None or (isinstance(x, float) and not math.isfinite(x))
+
+
+def num(x):
+    """General number: ints as they are, floats to 3 significant digits."""
+    if _missing(x):
+        return "n/a"
+    if isinstance(x, numbers.Integral):
+        return str(int(x))
+    return f"{x:.3g}"
+
+
+def pct(x):
+    """A fraction in [0, 1] as a percentage with one decimal (without the % sign)."""
+    return "n/a" if _missing(x) else f"{100 * x:.1f}"
+
+
+def secs(x):
+    """Seconds with one decimal."""
+    return "n/a" if _missing(x) else f"{x:.1f}"
+
+
+def pval(x):
+    """A p-value or a correlation, two significant digits."""
+    return "n/a" if _missing(x) else f"{x:.2g}"
+
+
+def count(x):
+    """An integer count with thousands separators."""
+    return "n/a" if _missing(x) else f"{int(x):,}"
+
+
+#: Every formatter the reports use (the tests match report numbers against these).
+FORMATTERS = (num, pct, secs, pval, count)
+
+
+def _pm(mean, ci):
+    return f"{pct(mean)}% ± {pct(ci)}%"
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _verdict(claim):
+    held = claim.get("held")
+    mark = {True: "✅", False: "❌", None: "➖"}[held]
+    return f"**Verdict** {mark} {claim['verdict']}"
+
+
+def _figure(results, key, alt):
+    return f"![{alt}]({results['figures'][key]})"
+
+
+# ----------------------------------------------------------------------------
+# sknc demo
+# ----------------------------------------------------------------------------
+def render_demo_report(results):
+    """Render the ``sknc demo`` report (Markdown) from its results dict.
+
+    Parameters
+    ----------
+    results : dict
+        The dict written to ``results.json``.
+
+    Returns
+    -------
+    str
+    """
+    r = results
+    cfg, data, timing = r["config"], r["data"], r["timing"]
+    env = r["environment"]
+    src, nov, ds, sc = data["source"], data["novel"], data["downstream"], data["scarce"]
+    out = []
+    out.append("# sknc demo: neural collapse on new classes, and what it predicts about transfer\n")
+    out.append(
+        "This run trains a small network from scratch on the *source* classes of the "
+        "embedded glyph dataset (characters drawn by many typefaces), keeps its weights "
+        "after every epoch, and tests two papers' claims on each checkpoint: that the "
+        "features collapse on *new* classes too, which makes a nearest-class-centre "
+        "classifier a good few-shot learner (Galanti et al.), and that collapse on a "
+        "downstream training set predicts transfer, which a parameter-efficient "
+        "fine-tuner can exploit when downstream data is scarce (Li et al.). Every number "
+        "below is read from `results.json`; every verdict is computed from them.\n"
+    )
+    out.append("## Set-up\n")
+    out.append(_table(
+        ["", ""],
+        [
+            ["backbone", f"`{cfg['model']}` (timm, random initialisation), "
+                         f"{num(cfg['image_size'])} × {num(cfg['image_size'])} px inputs"],
+            ["source classes", f"{num(src['n_classes'])} glyph classes: {count(src['n_train'])} "
+                               f"training images; {count(src['n_test'])} test images drawn by "
+                               f"{num(src['n_test_typefaces'])} held-out typefaces"],
+            ["novel classes", f"{num(nov['n_classes'])} glyph classes never trained on, "
+                              f"{count(nov['n_images'])} images"],
+            ["pre-training", f"{num(cfg['epochs'])} epochs, AdamW, learning rate "
+                             f"{num(cfg['lr'])} (cosine schedule), batch {num(cfg['batch_size'])}"],
+            ["checkpoints", f"epoch {num(r['collapse']['epoch'][0])} (initial weights) to epoch "
+                            f"{num(r['collapse']['epoch'][-1])}, one per epoch"],
+            ["transfer data", f"{ds['name']}: {num(ds['n_classes'])} classes, "
+                              f"{count(ds['n_train'])} training / {count(ds['n_test'])} "
+                              "test images"],
+            ["scarce fine-tuning data", f"{sc['name']}: {pct(sc['fraction'])}% of "
+                                        f"{count(sc['n_train_full'])} training images = "
+                                        f"{count(sc['n_train'])} images, "
+                                        f"{count(sc['n_test'])} test images"],
+            ["compute", f"{env['device']}, {num(env['threads'])} torch threads, seed "
+                        f"{num(cfg['seed'])}, total {secs(timing['total'])} s"],
+        ],
+    ))
+    out.append("")
+
+    # --- Galanti: three curves
+    claim = r["claims"]["collapse_generalizes"]
+    col = r["collapse"]
+    out.append(f"## {claim['title']}\n")
+    out.append(f"**Claim** ({claim['paper']}). {claim['claim']}\n")
+    out.append(_figure(r, "cdnv_curves", "CDNV and NC1 per epoch") + "\n")
+    rows = []
+    for i, ep in enumerate(col["epoch"]):
+        rows.append([num(ep)] + [num(col[part][m][i]) for m in ("cdnv", "nc1")
+                                 for part in ("source_train", "source_test", "novel")])
+    out.append(_table(
+        ["epoch", "CDNV source train", "CDNV source test", "CDNV novel",
+         "NC1 source train", "NC1 source test", "NC1 novel"], rows))
+    out.append("")
+    out.append(_verdict(claim) + "\n")
+
+    # --- Galanti: few-shot
+    claim = r["claims"]["fewshot"]
+    fs = r["few_shot"]
+    out.append(f"## {claim['title']}\n")
+    out.append(f"**Claim** ({claim['paper']}). {claim['claim']}\n")
+    out.append(_figure(r, "fewshot_vs_cdnv", "few-shot accuracy against novel-class CDNV") + "\n")
+    shots = list(fs["shots"])
+    header = ["epoch", "CDNV novel"] + [
+        f"{num(fs['n_way'])}-way {num(fs['shots'][k]['n_shot'])}-shot" for k in shots]
+    rows = []
+    for i, ep in enumerate(fs["epoch"]):
+        rows.append([num(ep), num(fs["novel_cdnv"][i])] + [
+            _pm(fs["shots"][k]["mean"][i], fs["shots"][k]["ci95"][i]) for k in shots])
+    out.append(
+        f"Nearest-class-centre accuracy over {count(fs['n_episodes'])} episodes per protocol "
+        f"({num(fs['n_query'])} queries per class), mean ± {num(fs['confidence_level'])}% "
+        f"confidence interval; "
+        f"rank correlation over epochs between novel-class CDNV and "
+        f"{num(fs['shots'][shots[-1]]['n_shot'])}-shot accuracy: Spearman "
+        f"{pval(fs['correlation']['spearman'])}.\n"
+    )
+    out.append(_table(header, rows))
+    out.append("")
+    out.append(_verdict(claim) + "\n")
+
+    # --- Li: NC1 predicts transfer
+    claim = r["claims"]["collapse_predicts_transfer"]
+    tr = r["transfer"]
+    out.append(f"## {claim['title']}\n")
+    out.append(f"**Claim** ({claim['paper']}). {claim['claim']}\n")
+    out.append(_figure(r, "nc_vs_accuracy", "NC1 against linear-probe accuracy") + "\n")
+    out.append(
+        f"Each checkpoint is a candidate backbone. NC1 (and CDNV) are measured on its frozen "
+        f"penultimate features of the training images of the transfer data "
+        f"({tr['downstream']}); a linear probe (standardised features, logistic regression) "
+        f"trained on the same features is scored on the test images. Ranking with "
+        f"`sknc.model_selection.rank_backbones`.\n"
+    )
+    rows = [[num(ep), num(tr["nc1"][i]), num(tr["cdnv"][i]), f"{pct(tr['accuracy'][i])}%"]
+            for i, ep in enumerate(tr["epoch"])]
+    out.append(_table(["epoch", "NC1 (downstream train)", "CDNV (downstream train)",
+                       "linear-probe accuracy"], rows))
+    out.append("")
+    rows = []
+    for metric, c in tr["correlations"].items():
+        rows.append([f"{metric.upper()} vs accuracy", pval(c["spearman"]),
+                     pval(c["spearman_pvalue"]), pval(c["kendall"]), pval(c["kendall_pvalue"])])
+    out.append(_table(["", "Spearman ρ", "p-value", "Kendall τ", "p-value"], rows))
+    out.append("")
+    out.append(_verdict(claim) + "\n")
+
+    # --- Li: SCL-FT
+    claim = r["claims"]["scl_ft"]
+    ft = r["finetune"]
+    out.append(f"## {claim['title']}\n")
+    out.append(f"**Claim** ({claim['paper']}). {claim['claim']}\n")
+    out.append(_figure(r, "finetune_comparison", "fine-tuning comparison") + "\n")
+    out.append(
+        f"Starting point: the epoch {num(ft['backbone_epoch'])} checkpoint. Each method "
+        f"trains with AdamW (epochs: {num(ft['epochs'])}, learning rate {num(ft['lr'])}, "
+        f"batch {num(ft['batch_size'])}) on the {count(sc['n_train'])} scarce "
+        f"{sc['name']} training images and is scored on the {count(sc['n_test'])} test "
+        f"images (`sknc.finetune.FineTuningClassifier`). NC1 is that of the head-input "
+        f"features on the training images after fine-tuning.\n"
+    )
+    rows = []
+    for m in ft["methods"]:
+        rows.append([
+            f"`{m['method']}`" + (f" (`{m['tuned_block']}`)" if m.get("tuned_block") else ""),
+            f"{pct(m['accuracy'])}%", count(m["n_trainable_params"]),
+            f"{pct(m['trainable_vs_full'])}%", secs(m["seconds"]), num(m["train_nc1"]),
+        ])
+    out.append(_table(["method", "test accuracy", "trainable parameters",
+                       "share of full FT's", "seconds", "train NC1"], rows))
+    out.append("")
+    out.append(_verdict(claim) + "\n")
+
+    # --- files and timing
+    out.append("## Files and timing\n")
+    rows = [[f"`{name}`", desc] for name, desc in r["files"].items()]
+    out.append(_table(["file", "contents"], rows))
+    out.append("")
+    out.append(_table(["step", "seconds"], [[k.replace("_", " "), secs(v)]
+                                            for k, v in timing.items()]))
+    out.append("")
+    out.append(f"Re-run with `{r['command_line']}`.\n")
+    out.append(REFERENCES_HEADING + "\n")
+    out.append(f"- {_GALANTI}\n- {_LI}\n")
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------
+# sknc evaluate
+# ----------------------------------------------------------------------------
+def render_evaluate_report(results):
+    """Render the ``sknc evaluate`` report (Markdown) from its results dict.
+
+    Parameters
+    ----------
+    results : dict
+        The dict written to ``results.json``.
+
+    Returns
+    -------
+    str
+    """
+    r = results
+    cfg, data, timing, env = r["config"], r["data"], r["timing"], r["environment"]
+    out = []
+    weights = f", weights `{cfg['weights']}`" if cfg.get("weights") else (
+        ", pretrained hub weights" if cfg.get("pretrained") else ", random initialisation")
+    out.append(f"# sknc evaluate: `{cfg['model']}` on `{data['path']}`\n")
+    out.append(
+        f"Frozen features of `{cfg['model']}`{weights}, at "
+        f"{num(cfg['input_size'][0])} × {num(cfg['input_size'][1])} px, on "
+        f"{count(data['n_images'])} images of {num(data['n_classes'])} classes "
+        f"({num(data['min_class_size'])} to {num(data['max_class_size'])} images per class); "
+        f"{env['device']}, {num(env['threads'])} torch threads, {secs(timing['total'])} s. "
+        f"Lower NC1, CDNV and NC2 mean more collapse: tighter classes, farther apart.\n"
+    )
+    out.append("## Collapse per block\n")
+    out.append(_figure(r, "layerwise_nc", "NC1, CDNV and NC2 per block") + "\n")
+    rows = [[f"`{row['layer']}`", count(row["n_features"]), num(row["nc1"]), num(row["cdnv"]),
+             num(row["nc2"])] for row in r["layers"]]
+    out.append(_table(["layer", "features", "NC1", "CDNV", "NC2"], rows))
+    out.append("")
+    best, sug = r["most_collapsed_block"], r["suggested_tuned_block"]
+    out.append(
+        f"Most collapsed block: `{best['layer']}` (NC1 {num(best['nc1'])}). "
+    )
+    if sug is not None:
+        out.append(
+            f"As SCL-FT's `tuned_block` (the skip connection carries a block's output to the "
+            f"penultimate features, so the last block is left out), start from `{sug['layer']}` "
+            f"(NC1 {num(sug['nc1'])}), the most collapsed of the earlier blocks:\n"
+        )
+        w = f", weights=\"{cfg['weights']}\"" if cfg.get("weights") else ""
+        out.append(
+            "```python\nfrom sknc.finetune import FineTuningClassifier\n"
+            f"clf = FineTuningClassifier(\"{cfg['model']}\", method=\"scl-ft\", "
+            f"tuned_block=\"{sug['layer']}\"{w})\n```\n"
+        )
+    else:
+        out.append("The model has a single block, so there is no earlier block to suggest as "
+                   "SCL-FT's `tuned_block`.\n")
+    lp, fs = r["linear_probe"], r["few_shot"]
+    out.append("## Transfer from the penultimate features\n")
+    out.append(_table(
+        ["evaluation", "accuracy", "protocol"],
+        [[f"linear probe", f"{pct(lp['accuracy'])}% ± {pct(lp['std'])}%",
+          f"{lp['protocol']} ({num(lp['n_splits'])} folds), standardised features, "
+          f"logistic regression; ± one standard deviation over folds"]]
+        + [[f"{num(fs['n_way'])}-way {num(s['n_shot'])}-shot", _pm(s["mean"], s["ci95"]),
+            f"nearest class centre, {count(fs['n_episodes'])} episodes, "
+            f"{num(fs['n_query'])} queries per class; ± {num(fs['confidence_level'])}% "
+            "confidence interval"]
+           for s in fs["shots"].values()],
+    ))
+    out.append("")
+    for note in fs["notes"]:
+        out.append(f"- {note}")
+    if fs["notes"]:
+        out.append("")
+    out.append("## Files and timing\n")
+    out.append(_table(["file", "contents"], [[f"`{k}`", v] for k, v in r["files"].items()]))
+    out.append("")
+    out.append(_table(["step", "seconds"], [[k.replace("_", " "), secs(v)]
+                                            for k, v in timing.items()]))
+    out.append("")
+    out.append(f"Re-run with `{r['command_line']}`.\n")
+    return "\n".join(out)

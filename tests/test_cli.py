@@ -1,0 +1,461 @@
+"""Tests of the ``sknc`` command: ``sknc demo`` and ``sknc evaluate``, end to end."""
+
+import contextlib
+import io
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from sknc.cli import build_parser, main  # noqa: E402
+from sknc.experiments import InputError, run_evaluate  # noqa: E402
+from sknc.experiments._report import FORMATTERS, REFERENCES_HEADING  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+DEMO_FILES = ["cdnv_curves.png", "fewshot_vs_cdnv.png", "finetune_comparison.png",
+              "nc_vs_accuracy.png", "report.md", "results.json"]
+METHODS = ["linear-probe", "layer-ft", "scl-ft", "full-ft"]
+
+
+# ----------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------
+def _json_numbers(obj):
+    """Every number (not bool) anywhere in a JSON document."""
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _json_numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _json_numbers(v)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield obj
+
+
+_NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?(?![\w])")
+
+
+def _report_numbers(text):
+    """Numbers in the prose, tables and verdicts of a report.
+
+    Code (model names, paths, the command line), image links and the
+    references (years, arXiv numbers) are left out.
+    """
+    body = text.split(REFERENCES_HEADING)[0]
+    body = re.sub(r"```.*?```", " ", body, flags=re.S)
+    body = re.sub(r"`[^`]*`", " ", body)
+    body = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", body)
+    return _NUMBER.findall(body)
+
+
+def _check_report_matches_json(report, results):
+    allowed = set()
+    for value in _json_numbers(results):
+        allowed.update(f(value) for f in FORMATTERS)
+    found = _report_numbers(report)
+    assert len(found) > 20
+    stray = sorted(set(found) - allowed)
+    assert not stray, f"numbers in report.md that are not in results.json: {stray}"
+
+
+def _write_png(path, pixels):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """3 classes x 6 images, 16 x 16 RGB PNGs; each class has its own colour."""
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(["circle", "square", "triangle"]):
+        for i in range(6):
+            pixels = rng.integers(0, 60, size=(16, 16, 3), dtype=np.uint8)
+            pixels[4:12, 4:12, k] = 220
+            _write_png(str(root / name / f"{i}.png"), pixels)
+    return root
+
+
+# ----------------------------------------------------------------------------
+# sknc demo
+# ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        # one torch thread: fast in the test suite even when other processes share the cores
+        code = main(["demo", "--tiny", "--out", str(out), "--threads", "1"])
+    assert code == 0
+    with open(out / "results.json", encoding="utf-8") as f:
+        results = json.load(f)
+    report = (out / "report.md").read_text(encoding="utf-8")
+    return SimpleNamespace(out=out, results=results, report=report, stdout=stdout.getvalue(),
+                           stderr=stderr.getvalue())
+
+
+def test_demo_writes_every_promised_file(demo_run):
+    out, results, report = demo_run.out, demo_run.results, demo_run.report
+    assert sorted(os.listdir(out)) == DEMO_FILES
+    for name in DEMO_FILES:
+        if name.endswith(".png"):
+            with Image.open(out / name) as im:
+                assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 200
+    for key, name in results["figures"].items():
+        assert f"]({name})" in report, key  # embedded in the report
+    assert set(results["files"]) == set(DEMO_FILES)
+
+
+def test_demo_report_numbers_are_those_of_results_json(demo_run):
+    results, report = demo_run.results, demo_run.report
+    _check_report_matches_json(report, results)
+    # and the headline numbers are in the report, formatted as promised
+    fs = results["few_shot"]["shots"]["5"]
+    assert f"{100 * fs['mean'][-1]:.1f}% ± {100 * fs['ci95'][-1]:.1f}%" in report
+    for m in results["finetune"]["methods"]:
+        assert f"{100 * m['accuracy']:.1f}%" in report
+        assert f"{m['n_trainable_params']:,}" in report
+
+
+def test_demo_report_has_one_section_per_claim_with_verdict(demo_run):
+    results, report = demo_run.results, demo_run.report
+    claims = results["claims"]
+    assert list(claims) == ["collapse_generalizes", "fewshot", "collapse_predicts_transfer",
+                            "scl_ft"]
+    for claim in claims.values():
+        assert f"## {claim['title']}" in report
+        assert claim["claim"] in report
+        assert claim["verdict"] in report
+        prefix = {True: "held:", False: "did not hold here:"}.get(claim["held"])
+        if prefix is not None:
+            assert claim["verdict"].startswith(prefix)
+    assert report.count("**Verdict**") == 4
+
+
+def test_demo_results_are_consistent(demo_run):
+    results = demo_run.results
+    cfg = results["config"]
+    assert cfg["preset"] == "tiny" and cfg["epochs"] == 2
+    assert results["environment"]["threads"] == 1
+    epochs = [0, 1, 2]  # epoch 0 = the initial weights
+    col = results["collapse"]
+    assert col["epoch"] == epochs
+    for part in ("source_train", "source_test", "novel"):
+        for metric in ("cdnv", "nc1"):
+            values = col[part][metric]
+            assert len(values) == 3 and all(v > 0 for v in values)
+    pre = results["pretraining"]
+    assert pre["epoch"] == [1, 2] and len(pre["train_loss"]) == 2
+    fs = results["few_shot"]
+    assert fs["epoch"] == epochs and fs["novel_cdnv"] == col["novel"]["cdnv"]
+    assert fs["n_way"] == 5 and fs["n_episodes"] == 20
+    for k, shot in fs["shots"].items():
+        assert shot["n_shot"] == int(k)
+        assert all(0 <= a <= 1 for a in shot["mean"]) and all(c >= 0 for c in shot["ci95"])
+    tr = results["transfer"]
+    assert tr["epoch"] == epochs and tr["n_checkpoints"] == 3
+    assert all(0 <= a <= 1 for a in tr["accuracy"])
+    assert sorted(tr["rank_by_nc1"]) == [1, 2, 3]
+    assert np.argmin(tr["nc1"]) == tr["rank_by_nc1"].index(1)
+    assert set(tr["correlations"]) == {"nc1", "cdnv"}
+    ft = results["finetune"]
+    assert [m["method"] for m in ft["methods"]] == METHODS
+    params = [m["n_trainable_params"] for m in ft["methods"]]
+    assert params == sorted(params) and params[0] < params[-1]
+    assert ft["methods"][-1]["trainable_vs_full"] == 1.0
+    assert ft["methods"][2]["tuned_block"] == ft["methods"][1]["tuned_block"] is not None
+    data = results["data"]
+    assert data["scarce"]["n_train"] < 0.2 * data["scarce"]["n_train_full"]
+    assert data["novel"]["n_classes"] + data["source"]["n_classes"] == data["glyphs"]["n_classes"]
+    timing = results["timing"]
+    assert timing["total"] >= sum(v for k, v in timing.items() if k != "total") - 1e-6
+
+
+def test_demo_verdicts_follow_the_numbers(demo_run):
+    results = demo_run.results
+    col = results["collapse"]
+    fell = all(col[p]["cdnv"][-1] < col[p]["cdnv"][0]
+               for p in ("source_train", "source_test", "novel"))
+    assert results["claims"]["collapse_generalizes"]["held"] is fell
+    rows = {m["method"]: m for m in results["finetune"]["methods"]}
+    assert results["claims"]["scl_ft"]["held"] is (
+        rows["scl-ft"]["accuracy"] >= rows["full-ft"]["accuracy"])
+    fs = results["few_shot"]
+    top = fs["shots"]["5"]["mean"]
+    rho = fs["correlation"]["spearman"]
+    expected = (fs["novel_cdnv"][-1] < fs["novel_cdnv"][0] and top[-1] > top[0]
+                and rho is not None and rho < 0)
+    assert results["claims"]["fewshot"]["held"] is expected
+
+
+def test_demo_json_is_strict(demo_run):
+    out = demo_run.out
+    text = (out / "results.json").read_text(encoding="utf-8")
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+def test_demo_rerun_overwrites_in_place(tmp_path, monkeypatch):
+    """Same folder twice: same files, no leftovers; --keep-checkpoints adds the weights."""
+    from sknc.experiments import _demo
+
+    # a smaller tiny: 1 epoch, 5 episodes
+    tiny = _demo.PRESETS["tiny"]
+    monkeypatch.setitem(_demo.PRESETS, "tiny", type(tiny)(**{**tiny.__dict__, "n_episodes": 5}))
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    for _ in range(2):
+        assert main(["demo", "--tiny", "--epochs", "1", "--out", str(out), "-q", "--threads", "1",
+                     "--keep-checkpoints", "--downstream", "digits"]) == 0
+    assert sorted(os.listdir(out)) == sorted(DEMO_FILES + ["checkpoints", "notes.txt"])
+    assert sorted(os.listdir(out / "checkpoints")) == ["epoch_000.safetensors",
+                                                       "epoch_001.safetensors"]
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["transfer"]["downstream"] == "scikit-learn digits"
+    assert results["claims"]["collapse_predicts_transfer"]["held"] is None  # 2 checkpoints
+    assert "could not be assessed" in results["claims"]["collapse_predicts_transfer"]["verdict"]
+    _check_report_matches_json((out / "report.md").read_text(encoding="utf-8"), results)
+    # a checkpoint is usable by sknc evaluate's feature extractor
+    from sknc.features import BackboneFeatures
+
+    weights = str(out / "checkpoints" / "epoch_001.safetensors")
+    feats = BackboneFeatures("test_resnet", weights=weights, input_size=16).fit()
+    assert feats.transform(np.zeros((2, 16, 16), dtype=np.uint8)).shape[0] == 2
+
+
+def test_demo_progress_goes_to_stderr_summary_to_stdout(demo_run):
+    results, out, err = demo_run.results, demo_run.stdout, demo_run.stderr
+    for i in range(1, 7):
+        assert f"[{i}/6]" in err
+    assert "pre-training" in err and "checkpoints" in err  # the progress bars
+    lines = out.splitlines()
+    assert lines[0].startswith("sknc demo: report written to") and lines[0].endswith(" s)")
+    assert lines[1:] == [f"  {c['title']}: {c['verdict']}" for c in results["claims"].values()]
+
+
+def test_quiet_runs_print_no_progress(tmp_path, image_folder, capsys):
+    assert main(["evaluate", "--model", "test_resnet", "--data", str(image_folder),
+                 "--input-size", "16", "--episodes", "5", "--out", str(tmp_path), "-q",
+                 "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out.startswith("sknc evaluate: report written to")
+    assert "suggested SCL-FT tuned_block" in captured.out
+
+
+# ----------------------------------------------------------------------------
+# sknc evaluate
+# ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def evaluate_run(image_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluate") / "out"
+    code = main(["evaluate", "--model", "test_resnet", "--data", str(image_folder),
+                 "--input-size", "16", "--episodes", "30", "--out", str(out), "-q",
+                 "--threads", "1"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    return out, results, (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_evaluate_writes_report_figure_and_json(evaluate_run):
+    out, results, report = evaluate_run
+    assert sorted(os.listdir(out)) == ["layerwise_nc.png", "report.md", "results.json"]
+    with Image.open(out / "layerwise_nc.png") as im:
+        assert im.format == "PNG"
+    assert "](layerwise_nc.png)" in report
+    _check_report_matches_json(report, results)
+
+
+def test_evaluate_results(evaluate_run, image_folder):
+    _, results, report = evaluate_run
+    from sknc.features import list_layers
+
+    layers = [row["layer"] for row in results["layers"]]
+    assert layers == list_layers("test_resnet") + ["penultimate"]
+    for row in results["layers"]:
+        assert row["nc1"] > 0 and row["cdnv"] > 0 and row["nc2"] >= 0
+    data = results["data"]
+    assert data["n_images"] == 18 and data["n_classes"] == 3
+    assert data["class_names"] == ["circle", "square", "triangle"]
+    assert data["min_class_size"] == data["max_class_size"] == 6
+    assert results["config"]["input_size"] == [16, 16]
+    blocks = [r for r in results["layers"] if r["layer"] != "penultimate"]
+    best = min(blocks, key=lambda r: r["nc1"])
+    assert results["most_collapsed_block"]["layer"] == best["layer"]
+    earlier = min(blocks[:-1], key=lambda r: r["nc1"])
+    assert results["suggested_tuned_block"]["layer"] == earlier["layer"]
+    assert f'tuned_block="{earlier["layer"]}"' in report
+    lp = results["linear_probe"]
+    assert lp["n_splits"] == 5 and len(lp["fold_accuracy"]) == 5
+    assert lp["accuracy"] == pytest.approx(np.mean(lp["fold_accuracy"]))
+    fs = results["few_shot"]
+    # capped: 3 classes -> 3-way; 6 images per class -> 5 shots leave 1 query
+    assert fs["n_way"] == 3 and fs["n_query"] == 1
+    assert sorted(int(k) for k in fs["shots"]) == [1, 5]
+    assert len(fs["notes"]) == 2 and all(note in report for note in fs["notes"])
+    assert "3-way" in fs["notes"][0]
+
+
+def test_evaluate_features_match_backbone_features(image_folder, tmp_path):
+    """The per-layer metrics are those of BackboneFeatures + collapse_report."""
+    from sknc.datasets import load_image_folder
+    from sknc.features import BackboneFeatures
+    from sknc.metrics import collapse_report
+
+    res = run_evaluate("test_resnet", image_folder, layers="layer2,-1", input_size=16,
+                       n_episodes=10, out_dir=tmp_path, progress=False, seed=3, threads=1)
+    assert [r["layer"] for r in res["layers"]] == ["layer2", "layer4", "penultimate"]
+    files, y = load_image_folder(image_folder, return_X_y=True)
+    Z = BackboneFeatures("test_resnet", layers=["layer2", -1, "penultimate"], input_size=16,
+                         random_state=3).fit().transform_layers(files)
+    for row in res["layers"]:
+        rep = collapse_report(Z[row["layer"]], y)
+        assert row["nc1"] == pytest.approx(rep.nc1, rel=1e-5)
+        assert row["cdnv"] == pytest.approx(rep.cdnv, rel=1e-5)
+        assert row["nc2"] == pytest.approx(rep.nc2, rel=1e-5)
+
+
+def test_evaluate_with_weights_file(image_folder, tmp_path):
+    from safetensors.torch import save_file
+
+    from sknc.features._backbone import create_backbone
+
+    path = str(tmp_path / "w.safetensors")
+    module = create_backbone("test_resnet", seed=7)
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, path)
+    a = run_evaluate("test_resnet", image_folder, weights=path, input_size=16, n_episodes=5,
+                     out_dir=tmp_path / "a", progress=False, seed=0, threads=1)
+    b = run_evaluate("test_resnet", image_folder, weights=path, input_size=16, n_episodes=5,
+                     out_dir=tmp_path / "b", progress=False, seed=1, threads=1)
+    # the seed does not matter once the weights are given
+    assert [r["nc1"] for r in a["layers"]] == [r["nc1"] for r in b["layers"]]
+    assert a["config"]["weights"] == path
+    assert "weights=" in (tmp_path / "a" / "report.md").read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------
+# errors: message on stderr, exit status 2, no traceback
+# ----------------------------------------------------------------------------
+def _expect_usage_error(argv, capsys, *fragments):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "error:" in err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def test_error_missing_folder(tmp_path, capsys):
+    err = _expect_usage_error(["evaluate", "--model", "test_resnet", "--data",
+                               str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
+                              capsys, "does not exist")
+    assert err.splitlines()[-1].startswith("sknc evaluate: error:")
+    assert not (tmp_path / "o").exists()
+
+
+def test_error_empty_class(tmp_path, capsys):
+    _write_png(str(tmp_path / "data" / "cat" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    _write_png(str(tmp_path / "data" / "cat" / "b.png"), np.zeros((8, 8, 3), np.uint8))
+    os.makedirs(tmp_path / "data" / "dog")
+    (tmp_path / "data" / "dog" / "readme.txt").write_text("no images here")
+    _expect_usage_error(["evaluate", "--model", "test_resnet", "--data", str(tmp_path / "data")],
+                        capsys, "without images", "dog")
+
+
+def test_error_class_with_one_image_and_single_class(tmp_path, capsys):
+    for name, n in (("cat", 3), ("dog", 1)):
+        for i in range(n):
+            _write_png(str(tmp_path / "d" / name / f"{i}.png"), np.zeros((8, 8, 3), np.uint8))
+    _expect_usage_error(["evaluate", "--model", "test_resnet", "--data", str(tmp_path / "d")],
+                        capsys, "single image", "'dog'")
+    for i in range(2):
+        _write_png(str(tmp_path / "one" / "cat" / f"{i}.png"), np.zeros((8, 8, 3), np.uint8))
+    _expect_usage_error(["evaluate", "--model", "test_resnet", "--data", str(tmp_path / "one")],
+                        capsys, "single class folder")
+
+
+def test_error_unknown_model(image_folder, tmp_path, capsys):
+    _expect_usage_error(["evaluate", "--model", "resnet_does_not_exist", "--data",
+                         str(image_folder)], capsys, "Unknown timm model name")
+    _expect_usage_error(["demo", "--model", "resnet_does_not_exist", "--out", str(tmp_path)],
+                        capsys, "Unknown timm model name", "sknc demo: error:")
+
+
+def test_error_model_that_cannot_take_the_image_size(tmp_path, capsys):
+    _expect_usage_error(["demo", "--model", "test_vit", "--size", "24", "--out", str(tmp_path)],
+                        capsys, "does not run on 24 x 24 images")
+
+
+def test_error_unknown_layer_and_bad_weights(image_folder, tmp_path, capsys):
+    _expect_usage_error(["evaluate", "--model", "test_resnet", "--data", str(image_folder),
+                         "--layers", "layer9"], capsys, "layer9")
+    _expect_usage_error(["evaluate", "--model", "test_resnet", "--data", str(image_folder),
+                         "--weights", str(tmp_path / "missing.safetensors")], capsys,
+                        "missing.safetensors")
+
+
+def test_error_bad_options(capsys):
+    _expect_usage_error(["demo", "--epochs", "0"], capsys, "positive integer")
+    _expect_usage_error(["demo", "--quick", "--tiny"], capsys, "exclude each other")
+    _expect_usage_error(["demo", "--downstream", "imagenet"], capsys, "invalid choice")
+    _expect_usage_error(["evaluate", "--data", "x"], capsys, "--model")
+    _expect_usage_error([], capsys)
+
+
+def test_run_evaluate_docstring_example():
+    import doctest
+
+    from sknc.experiments import _evaluate
+
+    result = doctest.testmod(_evaluate, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 5 and result.failed == 0
+
+
+def test_python_api_raises_input_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        run_evaluate("test_resnet", tmp_path / "nope", progress=False)
+    assert issubclass(InputError, ValueError)
+
+
+def test_python_dash_m_sknc_in_a_subprocess(tmp_path):
+    """The real process: help works, and a bad folder gives status 2 without a traceback."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    ok = subprocess.run([sys.executable, "-m", "sknc", "demo", "--help"], capture_output=True,
+                        text=True, env=env)
+    assert ok.returncode == 0 and "--quick" in ok.stdout and "--tiny" not in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "sknc", "evaluate", "--model", "resnet18",
+                          "--data", str(tmp_path / "missing")], capture_output=True, text=True,
+                         env=env)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr and "does not exist" in bad.stderr
+
+
+def test_parser_defaults():
+    args = build_parser().parse_args(["demo"])
+    assert args.out == os.path.join("sknc_results", "demo").replace(os.sep, "/")
+    assert (args.quick, args.tiny, args.epochs, args.model, args.size) == (
+        False, False, None, None, None)
+    assert args.progress is True and args.downstream == "novel" and args.device == "auto"
+    args = build_parser().parse_args(["evaluate", "--model", "m", "--data", "d", "-q"])
+    assert args.out == "sknc_results/evaluate" and args.progress is False
+    assert args.batch_size == 64 and args.episodes == 600 and args.layers is None
+
+
+def test_report_formatters_handle_missing_values():
+    for f in FORMATTERS:
+        assert f(None) == "n/a" and f(math.nan) == "n/a"
