@@ -29,7 +29,7 @@ CDNV/NC1 on source-train, source-test and novel-class features per epoch;
 5-way 1-/5-shot nearest-class-centre accuracy on the novel classes; NC1 of
 each checkpoint on a downstream training set against its linear-probe
 accuracy (Spearman, Kendall); linear probe / Layer FT / SCL-FT / full FT on
-10%% of the digits training set. Writes results.json, four PNG figures and
+10% of the digits training set. Writes results.json, four PNG figures and
 report.md to --out. About 10 minutes on a 2-core CPU (--quick: about 2).
 """
 

@@ -1,1 +1,5 @@
-"""sknc.neighbors (under construction)."""
+"""Nearest-class-centre classifier for few-shot transfer."""
+
+from ._nearest_class_center import NearestClassCenter
+
+__all__ = ["NearestClassCenter"]

@@ -1,0 +1,349 @@
+"""Tests for sknc.model_selection.evaluate_episodes (the NCC fast path)."""
+
+import doctest
+import itertools
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import KFold, cross_val_score
+
+from sknc.metrics import cdnv
+from sknc.model_selection import EpisodeSplit, FewShotResult, evaluate_episodes
+from sknc.model_selection import _fewshot
+from sknc.neighbors import NearestClassCenter
+
+METRICS = ["euclidean", "cosine"]
+NORMALIZE = [None, "l2", "center+l2"]
+
+
+def _slow(X, y, cv, metric="euclidean", normalize=None):
+    est = NearestClassCenter(metric=metric, normalize=normalize)
+    return cross_val_score(est, X, y, cv=cv, error_score="raise")
+
+
+def _gaussian(rng, n_classes=12, per_class=25, d=10, spread=0.8, dtype=np.float64):
+    means = rng.normal(size=(n_classes, d)) * spread
+    y = np.repeat(np.arange(n_classes), per_class)
+    return (means[y] + rng.normal(size=(y.size, d))).astype(dtype), y
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("normalize", NORMALIZE)
+@pytest.mark.parametrize("n_shot", [1, 5])
+def test_equals_cross_val_score(metric, normalize, n_shot, rng):
+    X, y = _gaussian(rng, dtype=np.float32)
+    cv = EpisodeSplit(5, n_shot, 6, n_episodes=120, random_state=0)
+    res = evaluate_episodes(X, y, cv, metric=metric, normalize=normalize, return_cdnv=False)
+    np.testing.assert_array_equal(res.scores, _slow(X, y, cv, metric, normalize))
+    assert 0.2 < res.mean < 1.0  # a real few-shot problem, not a trivial one
+
+
+def _tie_dataset(name, rng):
+    y = np.repeat(np.arange(6), 10)
+    if name == "int-grid":  # small integers: many exact ties between centres
+        return rng.integers(-1, 2, size=(60, 2)).astype(np.float64), y
+    if name == "binary-float32":
+        return rng.integers(0, 2, size=(60, 3)).astype(np.float32), y
+    if name == "constant":  # every point identical: every query is a tie
+        return np.ones((60, 4)), y
+    if name == "midpoints":  # queries at (ulp-perturbed) midpoints of other classes' points
+        base = rng.normal(size=(6, 3))
+        X = np.repeat(base, 10, axis=0)
+        mids = (base + np.roll(base, 1, axis=0)) / 2
+        X[4::10] = mids
+        X[5::10] = mids + 1e-15 * rng.normal(size=mids.shape)
+        X[6::10] = mids * (1 + 1e-14)
+        return X, y
+    if name == "midpoints-float32":
+        base = rng.normal(size=(6, 8)).astype(np.float32)
+        X = np.repeat(base, 10, axis=0)
+        mids = (base + np.roll(base, 1, axis=0)) / np.float32(2)
+        X[4::10] = mids
+        X[5::10] = np.nextafter(mids, np.float32(np.inf))
+        X[6::10] = np.nextafter(mids, np.float32(-np.inf))
+        return X + np.float32(3), y
+    if name == "zeros-duplicates":
+        X = rng.normal(size=(60, 3))
+        X[::4] = 0.0
+        X[1::9] = X[2::9][: X[1::9].shape[0]]
+        return X, y
+    if name == "offset":  # a huge common offset
+        return rng.normal(size=(60, 3)) + 1e7, y
+    if name == "offset-float32":
+        return (rng.normal(size=(60, 3)) + 1e4).astype(np.float32), y
+    if name == "offset-midpoints-float32":
+        # float32 rounding of the centring point matters at this offset
+        base = (3000 + 0.01 * rng.normal(size=(6, 8))).astype(np.float32)
+        X = np.repeat(base, 10, axis=0) + (0.003 * rng.normal(size=(60, 8))).astype(np.float32)
+        mids = (base + np.roll(base, 1, axis=0)) / np.float32(2)
+        X[4::10] = mids
+        X[5::10] = np.nextafter(mids, np.float32(np.inf))
+        return X, y
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "int-grid",
+        "binary-float32",
+        "constant",
+        "midpoints",
+        "midpoints-float32",
+        "zeros-duplicates",
+        "offset",
+        "offset-float32",
+        "offset-midpoints-float32",
+    ],
+)
+def test_equals_cross_val_score_with_exact_and_near_ties(name, rng):
+    X, y = _tie_dataset(name, rng)
+    n_exact = 0
+    for metric, normalize, n_shot in itertools.product(METRICS, NORMALIZE, [1, 3]):
+        cv = EpisodeSplit(4, n_shot, 3, n_episodes=25, random_state=1)
+        res = evaluate_episodes(X, y, cv, metric=metric, normalize=normalize, return_cdnv=False)
+        np.testing.assert_array_equal(
+            res.scores, _slow(X, y, cv, metric, normalize), err_msg=f"{metric} {normalize}"
+        )
+        n_exact += res.n_exact
+    if name.endswith("float32") and name != "binary-float32":
+        # near-ties for the float32 first pass, settled by the float64 second
+        return
+    assert n_exact > 0  # exact ties: settled by NearestClassCenter itself
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_no_spurious_near_ties_on_ordinary_data(dtype, rng):
+    X, y = _gaussian(rng, n_classes=10, per_class=30, d=64, spread=0.3)
+    X = np.maximum(X + 1.0, 0.0).astype(dtype)  # ReLU-like features with an offset
+    for metric, normalize in itertools.product(METRICS, NORMALIZE):
+        cv = EpisodeSplit(5, 5, 10, n_episodes=100, random_state=0)
+        res = evaluate_episodes(X, y, cv, metric=metric, normalize=normalize, return_cdnv=False)
+        assert res.n_exact <= 2, (metric, normalize, res.n_exact)
+
+
+def test_result_summary_and_repr(rng):
+    X, y = _gaussian(rng)
+    cv = EpisodeSplit(4, 2, 5, n_episodes=50, classes=np.arange(8), random_state=3)
+    res = evaluate_episodes(X, y, cv)
+    assert isinstance(res, FewShotResult)
+    assert res.scores.shape == (50,) and res.scores.dtype == np.float64
+    assert res.mean == pytest.approx(res.scores.mean())
+    assert res.std == pytest.approx(np.std(res.scores, ddof=0))
+    assert res.ci95 == pytest.approx(1.96 * np.std(res.scores) / np.sqrt(50))
+    assert (res.n_episodes, res.n_way, res.n_shot, res.n_query) == (50, 4, 2, 5)
+    np.testing.assert_array_equal(res.classes, np.arange(8))
+    novel = np.isin(y, np.arange(8))
+    assert res.cdnv == pytest.approx(cdnv(X[novel], y[novel]), rel=1e-12)
+    text = repr(res)
+    assert text == (
+        f"4-way 2-shot: {100 * res.mean:.1f}% \u00b1 {100 * res.ci95:.1f}% (CDNV {res.cdnv:.3g})"
+    )
+    d = res.as_dict()
+    assert d["scores"] == res.scores.tolist() and d["cdnv"] == res.cdnv
+    res = evaluate_episodes(X, y, cv, return_cdnv=False)
+    assert res.cdnv is None and "CDNV" not in repr(res)
+
+
+def test_lower_cdnv_goes_with_higher_accuracy(rng):
+    # the paper's claim, in one call each: tighter classes, lower CDNV, better NCC
+    y = np.repeat(np.arange(10), 30)
+    means = rng.normal(size=(10, 16))
+    noise = rng.normal(size=(300, 16))
+    cv = EpisodeSplit(5, 1, 10, n_episodes=200, random_state=0)
+    loose = evaluate_episodes(means[y] + 1.5 * noise, y, cv)
+    tight = evaluate_episodes(means[y] + 0.5 * noise, y, cv)
+    assert tight.cdnv < loose.cdnv
+    assert tight.mean > loose.mean
+
+
+def test_string_labels_classes_and_int_features(rng):
+    X, y = _gaussian(rng, n_classes=9, per_class=12)
+    X = np.round(X * 3).astype(np.int64)
+    labels = np.array([f"c{c}" for c in y])
+    cv = EpisodeSplit(3, 2, 4, n_episodes=60, classes=["c1", "c4", "c5", "c8"], random_state=0)
+    res = evaluate_episodes(X, labels, cv, normalize="l2")
+    np.testing.assert_array_equal(res.scores, _slow(X, labels, cv, normalize="l2"))
+    np.testing.assert_array_equal(res.classes, ["c1", "c4", "c5", "c8"])
+
+
+def test_torch_tensor_input(rng):
+    torch = pytest.importorskip("torch")
+    X, y = _gaussian(rng, dtype=np.float32)
+    cv = EpisodeSplit(5, 3, 4, n_episodes=80, random_state=2)
+    res = evaluate_episodes(torch.from_numpy(X), torch.from_numpy(y), cv, normalize="center+l2")
+    np.testing.assert_array_equal(res.scores, _slow(X, y, cv, normalize="center+l2"))
+    assert res.cdnv == pytest.approx(cdnv(X, y), rel=1e-6)
+
+
+def test_explicit_device_copies_only_the_drawn_classes(rng):
+    # "cpu:0" differs from the array's "cpu" device: the rows of the drawn
+    # classes are copied there and indexed through a remapping
+    X, y = _gaussian(rng, dtype=np.float32)
+    novel = [1, 4, 7, 8, 10]
+    cv = EpisodeSplit(4, 3, 5, n_episodes=60, classes=novel, random_state=6)
+    res = evaluate_episodes(X, y, cv, normalize="l2", device="cpu:0")
+    np.testing.assert_array_equal(res.scores, _slow(X, y, cv, normalize="l2"))
+    mask = np.isin(y, novel)
+    assert res.cdnv == pytest.approx(cdnv(X[mask], y[mask]), rel=1e-6)
+    # the tie fallback indexes the original X, not the copy
+    Xi = rng.integers(-1, 2, size=X.shape).astype(np.float32)
+    res = evaluate_episodes(Xi, y, cv, device="cpu:0", return_cdnv=False)
+    assert res.n_exact > 0
+    np.testing.assert_array_equal(res.scores, _slow(Xi, y, cv))
+
+
+@pytest.mark.parametrize("batch_size, n_jobs", [(1, 1), (7, 1), (1000, 1), (3, 2), (None, -1)])
+def test_batching_and_threads_do_not_change_results(batch_size, n_jobs, rng, monkeypatch):
+    monkeypatch.setattr(_fewshot, "_BATCH_ELEMENTS", 2000)  # several default batches
+    X, y = _gaussian(rng)
+    cv = EpisodeSplit(3, 2, 3, n_episodes=50, random_state=4)
+    ref = _slow(X, y, cv, "cosine", "l2")
+    res = evaluate_episodes(
+        X, y, cv, metric="cosine", normalize="l2", batch_size=batch_size, n_jobs=n_jobs,
+        return_cdnv=False,
+    )
+    np.testing.assert_array_equal(res.scores, ref)
+
+
+@pytest.mark.parametrize("flush_every, n_jobs", [(1, 1), (7, 2), (10**6, 2)])
+def test_second_pass_flushes(flush_every, n_jobs, rng, monkeypatch):
+    # float32 near-ties queued for the float64 pass, settled every few
+    # queries or at the end, by one thread or several
+    monkeypatch.setattr(_fewshot, "_PENDING_QUERIES", flush_every)
+    X, y = _tie_dataset("midpoints-float32", rng)  # near-ties, settled in float64
+    grid = np.zeros_like(X)
+    grid[:, 0] = rng.integers(-1, 2, size=X.shape[0])  # exact ties
+    X = np.vstack([X, grid])
+    y = np.concatenate([y, y + 6])
+    cv = EpisodeSplit(4, 2, 3, n_episodes=80, random_state=0)
+    for normalize in NORMALIZE:
+        res = evaluate_episodes(
+            X, y, cv, normalize=normalize, batch_size=5, n_jobs=n_jobs, return_cdnv=False
+        )
+        np.testing.assert_array_equal(res.scores, _slow(X, y, cv, normalize=normalize))
+        assert res.n_exact > 0
+
+
+def test_many_episodes_across_sampler_chunks(monkeypatch, rng):
+    from sknc.model_selection import _episodes
+
+    monkeypatch.setattr(_episodes, "_CHUNK_EPISODES", 64)
+    X, y = _gaussian(rng, n_classes=8, per_class=10, d=4)
+    cv = EpisodeSplit(4, 1, 2, n_episodes=300, random_state=9)
+    res = evaluate_episodes(X, y, cv, batch_size=50, return_cdnv=False)
+    np.testing.assert_array_equal(res.scores, _slow(X, y, cv))
+
+
+def test_torch_threads_restored(rng):
+    torch = pytest.importorskip("torch")
+    X, y = _gaussian(rng)
+    before = torch.get_num_threads()
+    evaluate_episodes(X, y, EpisodeSplit(3, 1, 1, n_episodes=5, random_state=0))
+    assert torch.get_num_threads() == before
+
+
+def test_verbose_progress_bar(capsys, rng):
+    X, y = _gaussian(rng)
+    evaluate_episodes(X, y, EpisodeSplit(3, 1, 1, n_episodes=20, random_state=0), verbose=True)
+    assert "episodes" in capsys.readouterr().err
+
+
+def test_digits_end_to_end():
+    X, y = load_digits(return_X_y=True)
+    cv = EpisodeSplit(5, 5, 15, n_episodes=200, classes=[5, 6, 7, 8, 9], random_state=0)
+    res = evaluate_episodes(X, y, cv, normalize="center+l2")
+    np.testing.assert_array_equal(res.scores, _slow(X, y, cv, normalize="center+l2"))
+    assert res.mean > 0.85 and 0 < res.ci95 < 0.02
+
+
+def test_errors(rng):
+    X, y = _gaussian(rng)
+    cv = EpisodeSplit(3, 1, 1, n_episodes=5, random_state=0)
+    with pytest.raises(TypeError, match="cv must be an EpisodeSplit"):
+        evaluate_episodes(X, y, KFold(3))
+    with pytest.raises(ValueError, match="metric must be one of"):
+        evaluate_episodes(X, y, cv, metric="l1")
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        evaluate_episodes(X, y, cv, normalize="zscore")
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate_episodes(X, y, cv, batch_size=0)
+    with pytest.raises(ValueError, match="n_jobs"):
+        evaluate_episodes(X, y, cv, n_jobs=0)
+    Xn = X.copy()
+    Xn[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate_episodes(Xn, y, cv)
+    with pytest.raises(ValueError, match="2D array"):
+        evaluate_episodes(X[:, 0], y, cv)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        evaluate_episodes(X[:-1], y, cv)
+    with pytest.raises(ValueError, match="needs the class labels y"):
+        evaluate_episodes(X, None, cv)
+    with pytest.raises(ValueError, match="fewer than n_shot"):
+        evaluate_episodes(X, y, EpisodeSplit(3, 20, 20, n_episodes=5))
+    torch = pytest.importorskip("torch")
+    Xt = torch.from_numpy(X)
+    Xt[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        evaluate_episodes(Xt, y, cv)
+    with pytest.raises(ValueError, match="2-D"):
+        evaluate_episodes(Xt[:, 0], y, cv)
+
+
+def test_docstring_examples():
+    result = doctest.testmod(_fewshot, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("normalize", NORMALIZE)
+def test_cuda_tensors(normalize, rng):
+    torch = pytest.importorskip("torch")
+    X, y = _gaussian(rng, n_classes=12, per_class=40, d=32, dtype=np.float32)
+    novel = np.arange(6, 12)
+    cv = EpisodeSplit(5, 5, 10, n_episodes=300, classes=novel, random_state=0)
+    ref = _slow(X, y, cv, "euclidean", normalize)
+    # data already on the GPU: computed there
+    Xc = torch.from_numpy(X).cuda()
+    res = evaluate_episodes(Xc, torch.from_numpy(y).cuda(), cv, normalize=normalize)
+    np.testing.assert_array_equal(res.scores, ref)
+    mask = np.isin(y, novel)
+    assert res.cdnv == pytest.approx(cdnv(X[mask], y[mask]), rel=1e-5)
+    # numpy input sent to the GPU (only the rows of the novel classes)
+    res = evaluate_episodes(X, y, cv, normalize=normalize, device="cuda")
+    np.testing.assert_array_equal(res.scores, ref)
+    assert res.cdnv == pytest.approx(cdnv(X[mask], y[mask]), rel=1e-5)
+    # ties on the GPU
+    Xi = rng.integers(-1, 2, size=X.shape).astype(np.float32)
+    Xi_gpu = torch.from_numpy(Xi).cuda()
+    res = evaluate_episodes(Xi_gpu, y, cv, metric="cosine", normalize=normalize)
+    np.testing.assert_array_equal(res.scores, _slow(Xi, y, cv, "cosine", normalize))
+
+
+def test_integer_torch_tensor(rng):
+    torch = pytest.importorskip("torch")
+    X, y = _gaussian(rng)
+    Xi = np.round(X * 4).astype(np.int32)
+    cv = EpisodeSplit(4, 2, 3, n_episodes=40, random_state=0)
+    res = evaluate_episodes(torch.from_numpy(Xi), y, cv, metric="cosine", return_cdnv=False)
+    np.testing.assert_array_equal(res.scores, _slow(Xi, y, cv, "cosine"))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_tensors(dtype, rng):
+    torch = pytest.importorskip("torch")
+    X, y = _gaussian(rng)
+    X[: X.shape[0] // 2] = 0.0  # half the rows on an integer grid: exact ties
+    X[: X.shape[0] // 2, :2] = rng.integers(-1, 2, size=(X.shape[0] // 2, 2))
+    Xh = torch.from_numpy(X).to(getattr(torch, dtype))
+    X_exact = Xh.to(torch.float64).numpy()  # the same values, as numpy sees them
+    cv = EpisodeSplit(4, 1, 3, n_episodes=60, random_state=0)
+    n_exact = 0
+    for normalize in NORMALIZE:
+        res = evaluate_episodes(Xh, y, cv, normalize=normalize, return_cdnv=False)
+        np.testing.assert_array_equal(res.scores, _slow(X_exact, y, cv, normalize=normalize))
+        n_exact += res.n_exact
+    assert n_exact > 0  # ties settled by NearestClassCenter on the half-precision rows
