@@ -1,0 +1,263 @@
+"""Shared pieces of the real-data reproductions (``benchmarks/reproduce_*.py``).
+
+Not part of the package: the scripts put ``benchmarks/`` on ``sys.path`` and
+import this module. It holds what both reproductions must agree on (the
+emoji source / novel split, image resizing, where data and caches live) and
+small I/O helpers (atomic JSON, the command line that produced a result).
+"""
+
+import contextlib
+import json
+import math
+import numbers
+import os
+import shlex
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(BENCH_DIR)
+#: Where ``benchmarks/fetch_data.py`` puts the real data (git-ignored).
+DATA_DIR = os.path.join(BENCH_DIR, "data")
+#: On-disk feature cache shared by the scripts (``BackboneFeatures(memory=...)``).
+CACHE_DIR = os.path.join(DATA_DIR, "cache")
+#: Default parent of the scripts' output folders (git-ignored).
+RESULTS_DIR = os.path.join(BENCH_DIR, "results")
+
+#: The emoji protocol both scripts share: emoji drawn by >= 4 of the 7
+#: vendors, a quarter of the emoji (stratified by Unicode category) are the
+#: novel classes, and two vendors are held out of source training (two, so
+#: that the held-out drawings of a class have a variance: CDNV needs two
+#: samples per class).
+EMOJI_MIN_VENDORS = 4
+EMOJI_N_NOVEL = 0.25
+EMOJI_TEST_VENDORS = 2
+EMOJI_NATIVE_SIZE = 64  # the vendors' PNGs are 64 x 64
+
+IMAGENET_BACKBONES = ("mobilenetv2_100", "tf_efficientnet_lite0", "tf_efficientnet_lite1",
+                      "tf_efficientnet_lite2")
+SHORT_NAMES = {"mobilenetv2_100": "MobileNetV2", "tf_efficientnet_lite0": "EffNet-Lite0",
+               "tf_efficientnet_lite1": "EffNet-Lite1", "tf_efficientnet_lite2": "EffNet-Lite2"}
+
+
+def set_threads(n_threads):
+    """One process, ``n_threads`` torch intra-op threads (1 is fastest on a busy CPU)."""
+    import torch
+
+    torch.set_num_threads(int(n_threads))
+    os.environ.setdefault("OMP_NUM_THREADS", str(n_threads))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def command_line(argv=None):
+    """The command that is running, relative to the repository root."""
+    argv = sys.argv if argv is None else argv
+    script = os.path.relpath(os.path.abspath(argv[0]), REPO_DIR)
+    return " ".join(["python", shlex.quote(script)] + [shlex.quote(a) for a in argv[1:]])
+
+
+def log(message):
+    """A time-stamped progress line on stdout (the scripts run under nohup)."""
+    print(time.strftime("[%H:%M:%S] ") + message, flush=True)
+
+
+def to_jsonable(obj):
+    """Plain JSON types: numpy scalars/arrays to Python, NaN and inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if obj is None or isinstance(obj, str):
+        return obj
+    return str(obj)
+
+
+def write_json(path, obj):
+    """Write ``obj`` as indented JSON, atomically (a crash never leaves half a file)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(to_jsonable(obj), fh, indent=1, ensure_ascii=False)
+            fh.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def read_json(path, default=None):
+    """The JSON in ``path``, or ``default`` when the file does not exist."""
+    if not os.path.exists(path):
+        return default
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def resize_rgb(images, size, resample="bicubic"):
+    """Images (N, H, W) or (N, H, W, 3) uint8 -> (N, size, size, 3) uint8 RGB, with PIL.
+
+    Greyscale images are repeated to three channels. Images already at
+    ``size`` are only converted.
+    """
+    from PIL import Image
+
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images, got {images.dtype}.")
+    if images.ndim == 3:
+        images = np.repeat(images[..., None], 3, axis=-1)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected (N, H, W) or (N, H, W, 3) images, got {images.shape}.")
+    if images.shape[1:3] == (size, size):
+        return np.ascontiguousarray(images)
+    method = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR,
+              "lanczos": Image.LANCZOS}[resample]
+    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    for i, img in enumerate(images):
+        out[i] = np.asarray(Image.fromarray(img).resize((size, size), method))
+    return out
+
+
+def _subset_classes(emoji, keep, **extra):
+    """``emoji`` restricted to the sorted class indices ``keep`` (re-encoded 0 .. k-1)."""
+    from sklearn.utils import Bunch
+
+    keep = np.asarray(keep)
+    mask = np.isin(emoji.target, keep)
+    return Bunch(
+        images=emoji.images[mask], target=np.searchsorted(keep, emoji.target[mask]),
+        target_names=emoji.target_names[keep], emoji=emoji.emoji[keep],
+        unified=emoji.unified[keep], vendor=emoji.vendor[mask], category=emoji.category[mask],
+        subcategory=emoji.subcategory[mask], DESCR=emoji.DESCR, **extra,
+    )
+
+
+def _drop_duplicate_emoji(emoji):
+    """Keep one emoji of each group whose drawings coincide pixel for pixel.
+
+    Several vendors draw two code points with the very same image (the
+    gender-neutral "PEDESTRIAN" as "MAN WALKING", "COOK" as "MAN COOK", ...).
+    Two classes with an identical sample are not separable; when all their
+    held-out drawings coincide their class means are equal and the CDNV is
+    infinite. Classes linked by an identical drawing of the same vendor are
+    grouped (transitively) and only the first of each group is kept.
+    """
+    import hashlib
+
+    n = len(emoji.target_names)
+    parent = list(range(n))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = {}
+    for img, vendor, k in zip(emoji.images, emoji.vendor, emoji.target):
+        key = (str(vendor), hashlib.sha1(img.tobytes()).hexdigest())
+        if key in first:
+            a, b = find(first[key]), find(int(k))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        else:
+            first[key] = int(k)
+    roots = np.array([find(i) for i in range(n)])
+    keep = np.flatnonzero(roots == np.arange(n))
+    dropped = [str(emoji.target_names[i]) for i in range(n) if roots[i] != i]
+    return _subset_classes(emoji, keep, duplicates_dropped=dropped)
+
+
+def load_emoji_protocol(seed=0, max_classes=None):
+    """The multi-vendor emoji at 64 px and the source / novel split of both papers' runs.
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the split (novel classes stratified by category, two held-out
+        vendors).
+    max_classes : int or None
+        Keep only this many emoji (a random, category-stratified subset;
+        for ``--quick`` smoke runs).
+
+    Returns
+    -------
+    emoji : Bunch
+        From :func:`sknc.datasets.load_emoji`, without duplicate emoji (see
+        ``_drop_duplicate_emoji``; their names in ``duplicates_dropped``),
+        possibly subset, with ``target`` re-encoded to 0 .. n_classes - 1.
+    split : Bunch
+        From :func:`sknc.datasets.source_novel_split`.
+    """
+    from sknc.datasets import load_emoji, source_novel_split, split_classes
+
+    emoji = load_emoji(data_home=DATA_DIR, min_vendors=EMOJI_MIN_VENDORS,
+                       size=EMOJI_NATIVE_SIZE)
+    emoji = _drop_duplicate_emoji(emoji)
+    if max_classes is not None and max_classes < len(emoji.target_names):
+        _, keep = split_classes(emoji.target, n_novel=int(max_classes),
+                                strata=emoji.category, random_state=seed)
+        emoji = _subset_classes(emoji, keep, duplicates_dropped=emoji.duplicates_dropped)
+    split = source_novel_split(emoji.target, emoji.vendor, n_novel=EMOJI_N_NOVEL,
+                               test_size=EMOJI_TEST_VENDORS, strata=emoji.category,
+                               random_state=seed)
+    return emoji, split
+
+
+def imagenet_backbone(name):
+    """(module with ImageNet weights, its data config) from the fetched weight files."""
+    from sknc.datasets import load_pretrained_backbone
+
+    return load_pretrained_backbone(name, data_home=DATA_DIR)
+
+
+def git_revision():
+    """The repository's HEAD commit (and '+dirty' for local changes), or None."""
+    import subprocess
+
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO_DIR, capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev + ("+dirty" if dirty else "")
+
+
+def environment():
+    """Versions and hardware, stored in every results.json."""
+    import platform
+
+    import sklearn
+    import timm
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "scikit-learn": sklearn.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "git": git_revision(),
+    }
