@@ -138,27 +138,3 @@ os.environ.setdefault("MPLBACKEND", "agg")
 # doctest), not by a Sphinx builder.
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="timm")
-
-
-# -- docstring fix-ups ---------------------------------------------------------------
-
-# Fitted-attribute names inside a shape, as in "ndarray of shape
-# (n_samples, n_features_out_)", end with an underscore, which
-# reStructuredText reads as a hyperlink reference ("Unknown target name").
-# scikit-learn writes them in backticks; this hook does the same, only for
-# bare names ending in "_" inside "of shape (...)" and nothing else.
-_SHAPE = re.compile(r"of shape \(([^()]*)\)")
-_BARE_FITTED_NAME = re.compile(r"(?<![`\w])([A-Za-z]\w*_)(?![`\w])")
-
-
-def _quote_fitted_names_in_shapes(app, what, name, obj, options, lines):
-    def quote(match):
-        return "of shape (" + _BARE_FITTED_NAME.sub(r"`\1`", match.group(1)) + ")"
-
-    for i, line in enumerate(lines):
-        if "of shape (" in line:
-            lines[i] = _SHAPE.sub(quote, line)
-
-
-def setup(app):
-    app.connect("autodoc-process-docstring", _quote_fitted_names_in_shapes)

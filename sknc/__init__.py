@@ -13,7 +13,13 @@ model_selection
 finetune
     skorch fine-tuners: linear probe, full FT, Layer FT and SCL-FT.
 datasets
-    Embedded default data and loaders for image folders.
+    Embedded default data, image folders and loaders for fetched real data.
+plotting
+    Matplotlib figures of the papers' claims.
+parallel
+    Dask: partitioned feature extraction and map-reduce NC statistics.
+experiments
+    ``sknc demo`` and ``sknc evaluate`` as Python functions.
 
 The top-level package imports nothing heavy; import the subpackages you use,
 e.g. ``from sknc.metrics import nc1``.

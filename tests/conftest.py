@@ -1,4 +1,5 @@
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -32,6 +33,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One torch intra-op thread in every test module, restored afterwards.
+
+    Tiny models gain nothing from more threads, and on a shared 2-core machine
+    oversubscribed OpenMP threads spin: convolutions then run 10-100x slower.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:  # torch is not installed
+        yield
+        return
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
 
 
 @pytest.fixture

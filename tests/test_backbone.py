@@ -35,31 +35,7 @@ from sknc.features._images import (  # noqa: E402
     resolve_data_config,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The test machines' cores are shared: oversubscribed OpenMP threads crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-VIT_KW = dict(img_size=32, patch_size=8, depth=3, embed_dim=48, num_heads=2)
-
-
-class TinyNet(nn.Module):
-    def __init__(self, in_chans=3, width=8, n_classes=5):
-        super().__init__()
-        self.conv = nn.Conv2d(in_chans, width, 3, padding=1)
-        self.act = nn.ReLU()
-        self.block = nn.Sequential(nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU())
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flat = nn.Flatten()
-        self.fc = nn.Linear(2 * width, n_classes)
-
-    def forward(self, x):
-        return self.fc(self.flat(self.pool(self.block(self.act(self.conv(x))))))
-
+from _helpers import VIT_KW, TinyNet  # noqa: E402
 
 @pytest.fixture(scope="module")
 def resnet():

@@ -67,14 +67,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RTOL = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------------------
 # helpers that run in the worker processes (imported there as ``test_dask``)
 # ----------------------------------------------------------------------------
@@ -384,6 +376,18 @@ def test_statistics_input_errors():
         nc4_counter_from_partitions(counter, Xd)
     with pytest.raises(ValueError, match="intercept was given without coef"):
         collapse_report_from_partitions(Xd, y, intercept=np.zeros(6))
+
+
+def _never_computed():
+    raise AssertionError("a partition was computed")
+
+
+@pytest.mark.parametrize("option", [{"center": "median"}, {"cdnv_variant": "squared"},
+                                    {"nc3_variant": "other"}])
+def test_collapse_report_from_partitions_checks_options_before_any_pass(option):
+    parts = [dask.delayed(_never_computed)() for _ in range(2)]
+    with pytest.raises(ValueError, match=next(iter(option))):
+        collapse_report_from_partitions(parts, **option)
 
 
 def test_extract_features_local_scheduler_equals_transform(tmp_path):

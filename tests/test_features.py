@@ -18,33 +18,10 @@ timm = pytest.importorskip("timm")
 from sknc.features import BackboneFeatures, ImageDataset, list_layers  # noqa: E402
 from sknc.features._backbone import create_backbone  # noqa: E402
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The test machines' cores are shared: oversubscribed OpenMP threads crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from _helpers import VIT_KW, TinyNet  # noqa: E402
 
-
-VIT_KW = dict(img_size=32, patch_size=8, depth=3, embed_dim=48, num_heads=2)
 MEAN = np.array([0.485, 0.456, 0.406])[:, None, None]
 STD = np.array([0.229, 0.224, 0.225])[:, None, None]
-
-
-class TinyNet(torch.nn.Module):
-    def __init__(self, in_chans=3, width=8, n_classes=4):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(in_chans, width, 3, padding=1)
-        self.act = torch.nn.ReLU()
-        self.block = torch.nn.Sequential(torch.nn.Conv2d(width, 2 * width, 3, padding=1),
-                                         torch.nn.ReLU())
-        self.pool = torch.nn.AdaptiveAvgPool2d(1)
-        self.flat = torch.nn.Flatten()
-        self.fc = torch.nn.Linear(2 * width, n_classes)
-
-    def forward(self, x):
-        return self.fc(self.flat(self.pool(self.block(self.act(self.conv(x))))))
 
 
 @pytest.fixture(scope="module")

@@ -22,20 +22,12 @@ from sknc.finetune._modules import (  # noqa: E402
     split_backbone,
 )
 
-VIT_KW = dict(img_size=32, patch_size=8, depth=4, embed_dim=48, num_heads=2)
+from _helpers import VIT_KW as TINY_VIT_KW  # noqa: E402
+
+VIT_KW = dict(TINY_VIT_KW, depth=4)
 RESNET_KW = dict(channels=(16, 32, 64, 128), stem_width=8)  # a narrow resnet10t
 RESNET = dict(model="resnet10t", input_size=32, model_kwargs=RESNET_KW)
 VIT = dict(model="vit_tiny_patch16_224", model_kwargs=VIT_KW)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared 2-core
-    # machine two spinning threads per process slow these tests down 10-50x.
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
 
 
 class TinyNet(nn.Module):
@@ -400,6 +392,28 @@ def test_pickle_round_trip(spec):
     assert again.get_params(deep=False).keys() == est.get_params(deep=False).keys()
     again.net_.module_.train()  # hooks and the BN handling survive the round trip
     assert not again.net_.module_.backbone.training
+
+
+def test_device_follows_the_net_after_unpickling_without_cuda(monkeypatch):
+    """A CUDA-fitted estimator unpickled where there is no CUDA reports the CPU."""
+    from skorch.exceptions import DeviceWarning
+
+    X = _images(6)
+    est = _fit("layer-ft", X=X, y=_labels(6), max_epochs=1)
+    assert est.device_ == torch.device("cpu")
+    assert not hasattr(clone(est), "device_")  # a fitted attribute
+    expected = est.decision_function(X)
+    # what a fit on a GPU leaves behind (pickling moves the tensors to the CPU anyway)
+    est.net_.device = "cuda"
+    assert est.device_ == torch.device("cuda")
+    payload = pickle.dumps(est)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(DeviceWarning):
+        again = pickle.loads(payload)
+    assert torch.device(again.net_.device) == torch.device("cpu")
+    assert again.device_ == torch.device("cpu")
+    assert {p.device.type for p in again.net_.module_.parameters()} == {"cpu"}
+    np.testing.assert_array_equal(again.decision_function(X), expected)
 
 
 def test_input_validation_errors():

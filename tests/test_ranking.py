@@ -1,6 +1,7 @@
 """Tests of sknc.model_selection.rank_backbones."""
 
 import doctest
+import warnings
 
 import numpy as np
 import pytest
@@ -85,7 +86,8 @@ def test_table_values_match_hand_computation(data):
         "proj": GaussianRandomProjection(5, random_state=0),
         "identity": FunctionTransformer(),
     }
-    result = rank_backbones(candidates, X, y, random_state=3)
+    with pytest.warns(UserWarning, match=r"n_classes - 1 = 4: 'pca3' \(3\)\."):
+        result = rank_backbones(candidates, X, y, random_state=3)
     # the hold-out split the helper uses, reproduced by hand
     seed = np.random.RandomState(3).randint(np.iinfo(np.int32).max)
     tr, te = train_test_split(np.arange(len(y)), test_size=0.25, stratify=y, random_state=seed)
@@ -154,7 +156,8 @@ def test_refit_false_uses_fitted_candidates(data):
     X, y = data
     pca = PCA(3).fit(X[:100])
     cands = {"pca": pca, "raw": FunctionTransformer().fit(X)}
-    result = rank_backbones(cands, X, y, refit=False, accuracy=False)
+    with pytest.warns(UserWarning, match="'pca' \\(3\\)"):
+        result = rank_backbones(cands, X, y, refit=False, accuracy=False)
     row = next(r for r in result.table if r["backbone"] == "pca")
     assert row["nc1"] == pytest.approx(nc1(pca.transform(X), y))
     assert result.correlations == {}
@@ -209,8 +212,28 @@ def test_bad_arguments(data):
         rank_backbones({"a": PCA(2)}, X, y, X_test=X)
     with pytest.raises(ValueError, match="test_size"):
         rank_backbones({"a": PCA(2)}, X, y, test_size=1.5)
-    with pytest.raises(ValueError, match="metric must be"):
+    with pytest.raises(ValueError, match="metric must be"), pytest.warns(UserWarning, match="'a'"):
         rank_backbones({"a": PCA(2)}, X, y).plot(metric="nc2")
+
+
+def test_warns_about_candidates_with_fewer_than_k_minus_1_features(data):
+    X, y = data  # 5 classes, 8 features
+    cands = {"pca2": PCA(2), "pca4": PCA(4), "pca3": PCA(3), "raw": FunctionTransformer()}
+    with pytest.warns(UserWarning, match="not comparable") as record:
+        result = rank_backbones(cands, X, y, random_state=0)
+    narrow = [w for w in record if "n_classes - 1" in str(w.message)]
+    assert len(narrow) == 1  # one warning naming every narrow candidate
+    message = str(narrow[0].message)
+    assert "n_classes - 1 = 4: 'pca2' (2), 'pca3' (3)." in message
+    assert "'pca4'" not in message and "'raw'" not in message
+    assert narrow[0].filename == __file__  # points at the caller
+    # the table is complete all the same
+    assert sorted(result.ranking) == sorted(cands)
+    # candidates with at least K - 1 features: no warning
+    for wide in ({"pca4": PCA(4), "raw": FunctionTransformer()}, {"pca4": PCA(4)}):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*n_classes - 1", category=UserWarning)
+            rank_backbones(wide, X, y, accuracy=False)
 
 
 def test_docstring_example():

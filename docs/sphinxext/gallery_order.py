@@ -14,6 +14,7 @@ FIRST = (
     "plot_layerwise_collapse.py",
     "plot_few_shot_transfer.py",
     "plot_rank_feature_maps.py",
+    "plot_rank_backbones.py",
 )
 
 

@@ -69,9 +69,6 @@ def _flat_blocks(model):
     return [f"blocks.{s}.{j}" for s, stage in enumerate(model.blocks) for j in range(len(stage))]
 
 
-_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
-
 def _check_block_count(n_source, blocks, what):
     if n_source != len(blocks):
         raise ValueError(

@@ -16,8 +16,13 @@ single_threaded_blas
 to_jsonable, write_json, write_text, save_figure
     ``results.json`` (NaN becomes null) and files written atomically, so an
     interrupted run never leaves half-written files behind.
-check_model
-    Build the model once to turn an unknown name into an :class:`InputError`.
+check_model, check_int, check_device
+    Turn an unknown model name, a bad count or an unavailable device into an
+    :class:`InputError`.
+environment
+    The ``environment`` entry of ``results.json`` (device, threads, versions).
+write_results
+    Finish a run: total time, ``results.json`` and ``report.md``.
 """
 
 import contextlib
@@ -25,8 +30,10 @@ import json
 import math
 import numbers
 import os
+import platform
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -134,6 +141,50 @@ def check_model(model, image_size=None):
                 f"({str(exc).strip() or type(exc).__name__}); choose another size or model."
             ) from exc
     return module
+
+
+def check_int(value, name, low):
+    """``value`` as an int, or an InputError if it is not an int ``>= low``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise InputError(f"{name} must be an int >= {low}, got {value!r}.")
+    return int(value)
+
+
+def check_device(device):
+    """The torch device ``device`` resolves to; an unavailable one is an InputError."""
+    from ..utils import resolve_device
+
+    try:
+        return resolve_device(device)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise InputError(str(exc)) from exc
+
+
+def environment(device, n_threads):
+    """Where and with what a run was computed, for ``results.json``."""
+    import sklearn
+    import timm
+    import torch
+
+    from .. import __version__
+
+    return {"device": str(device), "threads": n_threads, "sknc": __version__,
+            "torch": torch.__version__, "timm": timm.__version__,
+            "scikit-learn": sklearn.__version__, "python": platform.python_version()}
+
+
+def write_results(out_dir, results, timing, t_start, render):
+    """Add the timings, then write ``results.json`` and ``report.md`` to ``out_dir``.
+
+    The report is rendered by ``render`` from what ``results.json`` holds
+    (NaN as None), so both always agree. Returns that JSON-ready dict.
+    """
+    timing["total"] = time.perf_counter() - t_start
+    results["timing"] = timing
+    results = to_jsonable(results)
+    write_json(os.path.join(out_dir, "results.json"), results)
+    write_text(os.path.join(out_dir, "report.md"), render(results))
+    return results
 
 
 def to_jsonable(obj):

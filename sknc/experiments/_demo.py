@@ -20,7 +20,6 @@ and ``sknc.plotting`` (figures).
 """
 
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -31,14 +30,15 @@ import numpy as np
 from ._common import (
     InputError,
     Progress,
+    check_device,
+    check_int,
     check_model,
+    environment,
     new_figure,
     save_figure,
     single_threaded_blas,
-    to_jsonable,
     torch_threads,
-    write_json,
-    write_text,
+    write_results,
 )
 from ._report import num, pct, pval, render_demo_report
 
@@ -124,12 +124,6 @@ _CLAIMS = {
 # ----------------------------------------------------------------------------
 # checks
 # ----------------------------------------------------------------------------
-def _check_int(value, name, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise InputError(f"{name} must be an int >= {low}, got {value!r}.")
-    return int(value)
-
-
 def _command_line(out_dir, preset, epochs, model, image_size, downstream, device, seed):
     parts = ["sknc", "demo", "--out", out_dir]
     if preset == "quick":
@@ -565,22 +559,17 @@ def run_demo(out_dir=DEFAULT_DEMO_DIR, *, preset="default", epochs=None, model=N
     """
     import joblib
 
-    from ..utils import resolve_device
-
     t_start = time.perf_counter()
     if preset not in PRESETS:
         raise InputError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}.")
     p = PRESETS[preset]
-    epochs = _check_int(p.epochs if epochs is None else epochs, "epochs", 1)
-    image_size = _check_int(p.image_size if image_size is None else image_size, "image size", 8)
-    seed = _check_int(seed, "seed", 0)
+    epochs = check_int(p.epochs if epochs is None else epochs, "epochs", 1)
+    image_size = check_int(p.image_size if image_size is None else image_size, "image size", 8)
+    seed = check_int(seed, "seed", 0)
     model = p.model if model is None else model
     if downstream not in _DOWNSTREAMS:
         raise InputError(f"downstream must be one of {_DOWNSTREAMS}, got {downstream!r}.")
-    try:
-        resolved = resolve_device(device)
-    except (ValueError, RuntimeError, TypeError) as exc:
-        raise InputError(str(exc)) from exc
+    resolved = check_device(device)
     out_dir = os.fspath(out_dir)
     steps = Progress(progress, n_steps=6)
     check_model(model, image_size)
@@ -596,17 +585,7 @@ def run_demo(out_dir=DEFAULT_DEMO_DIR, *, preset="default", epochs=None, model=N
     timing = {}
     with torch_threads(threads) as n_threads, tempfile.TemporaryDirectory(
             prefix="sknc-demo-") as work:
-        import sklearn
-        import timm
-        import torch
-
-        from .. import __version__
-
-        results["environment"] = {
-            "device": str(resolved), "threads": n_threads, "sknc": __version__,
-            "torch": torch.__version__, "timm": timm.__version__,
-            "scikit-learn": sklearn.__version__, "python": platform.python_version(),
-        }
+        results["environment"] = environment(resolved, n_threads)
         t = time.perf_counter()
         steps.step("loading the glyph and digits data")
         sets, results["data"] = _load_data(p, image_size, downstream, seed)
@@ -675,9 +654,4 @@ def run_demo(out_dir=DEFAULT_DEMO_DIR, *, preset="default", epochs=None, model=N
     }
     if keep_checkpoints:
         results["files"]["checkpoints/"] = "the weights after every epoch (safetensors)"
-    timing["total"] = time.perf_counter() - t_start
-    results["timing"] = timing
-    results = to_jsonable(results)  # the report is rendered from what results.json holds
-    write_json(os.path.join(out_dir, "results.json"), results)
-    write_text(os.path.join(out_dir, "report.md"), render_demo_report(results))
-    return results
+    return write_results(out_dir, results, timing, t_start, render_demo_report)

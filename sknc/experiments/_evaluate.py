@@ -10,7 +10,6 @@ run_evaluate(model, data, *, weights=None, ...)
 """
 
 import os
-import platform
 import time
 import warnings
 
@@ -19,14 +18,15 @@ import numpy as np
 from ._common import (
     InputError,
     Progress,
+    check_device,
+    check_int,
     check_model,
+    environment,
     new_figure,
     save_figure,
     single_threaded_blas,
-    to_jsonable,
     torch_threads,
-    write_json,
-    write_text,
+    write_results,
 )
 from ._report import count, num, render_evaluate_report
 
@@ -180,21 +180,16 @@ def run_evaluate(model, data, *, weights=None, pretrained=False, layers=None, in
     from ..features import BackboneFeatures, list_layers
     from ..metrics import collapse_report
     from ..model_selection import EpisodeSplit, evaluate_episodes
-    from ..utils import resolve_device
 
     t_start = time.perf_counter()
     for value, name, low in ((batch_size, "batch size", 1), (n_episodes, "episodes", 1),
                              (seed, "seed", 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise InputError(f"{name} must be an int >= {low}, got {value!r}.")
+        check_int(value, name, low)
     if input_size is not None and (isinstance(input_size, bool)
                                    or not isinstance(input_size, (int, np.integer))
                                    or input_size < 1):
         raise InputError(f"input size must be a positive int, got {input_size!r}.")
-    try:
-        resolved = resolve_device(device)
-    except (ValueError, RuntimeError, TypeError) as exc:
-        raise InputError(str(exc)) from exc
+    resolved = check_device(device)
     out_dir = os.fspath(out_dir)
     steps = Progress(progress, n_steps=4)
     timing = {}
@@ -209,12 +204,6 @@ def run_evaluate(model, data, *, weights=None, pretrained=False, layers=None, in
         specs = list(specs) + [_PENULTIMATE]
 
     with torch_threads(threads) as n_threads:
-        import sklearn
-        import timm
-        import torch
-
-        from .. import __version__
-
         t = time.perf_counter()
         feats = BackboneFeatures(model, pretrained=pretrained, weights=weights, layers=specs,
                                  input_size=input_size, batch_size=batch_size, device=device,
@@ -284,10 +273,7 @@ def run_evaluate(model, data, *, weights=None, pretrained=False, layers=None, in
                        "pretrained": bool(pretrained), "layers": [str(s) for s in specs],
                        "input_size": [int(size[1]), int(size[2])], "batch_size": batch_size,
                        "device": str(device), "seed": seed, "n_episodes": n_episodes},
-            "environment": {"device": str(resolved), "threads": n_threads, "sknc": __version__,
-                            "torch": torch.__version__, "timm": timm.__version__,
-                            "scikit-learn": sklearn.__version__,
-                            "python": platform.python_version()},
+            "environment": environment(resolved, n_threads),
             "data": {"path": os.path.abspath(os.fspath(data)), "n_images": int(len(y)),
                      "n_classes": int(len(folder.target_names)),
                      "class_names": folder.target_names.tolist(),
@@ -317,12 +303,7 @@ def run_evaluate(model, data, *, weights=None, pretrained=False, layers=None, in
         "results.json": "every number of this report, and the configuration",
         "layerwise_nc.png": "NC1, CDNV and NC2 per layer",
     }
-    timing["total"] = time.perf_counter() - t_start
-    results["timing"] = timing
-    results = to_jsonable(results)
-    write_json(os.path.join(out_dir, "results.json"), results)
-    write_text(os.path.join(out_dir, "report.md"), render_evaluate_report(results))
-    return results
+    return write_results(out_dir, results, timing, t_start, render_evaluate_report)
 
 
 def _command_line(model, data, weights, pretrained, layers, input_size, batch_size, device,

@@ -78,6 +78,19 @@ def _table(header, rows):
     return "\n".join(lines)
 
 
+def _files_and_timing(r):
+    """The closing section of both reports: files written, seconds per step, command."""
+    return [
+        "## Files and timing\n",
+        _table(["file", "contents"], [[f"`{name}`", desc] for name, desc in r["files"].items()]),
+        "",
+        _table(["step", "seconds"], [[k.replace("_", " "), secs(v)]
+                                     for k, v in r["timing"].items()]),
+        "",
+        f"Re-run with `{r['command_line']}`.\n",
+    ]
+
+
 def _verdict(claim):
     held = claim.get("held")
     mark = {True: "✅", False: "❌", None: "➖"}[held]
@@ -240,15 +253,7 @@ def render_demo_report(results):
     out.append("")
     out.append(_verdict(claim) + "\n")
 
-    # --- files and timing
-    out.append("## Files and timing\n")
-    rows = [[f"`{name}`", desc] for name, desc in r["files"].items()]
-    out.append(_table(["file", "contents"], rows))
-    out.append("")
-    out.append(_table(["step", "seconds"], [[k.replace("_", " "), secs(v)]
-                                            for k, v in timing.items()]))
-    out.append("")
-    out.append(f"Re-run with `{r['command_line']}`.\n")
+    out += _files_and_timing(r)
     out.append(REFERENCES_HEADING + "\n")
     out.append(f"- {_GALANTI}\n- {_LI}\n")
     return "\n".join(out)
@@ -326,11 +331,5 @@ def render_evaluate_report(results):
         out.append(f"- {note}")
     if fs["notes"]:
         out.append("")
-    out.append("## Files and timing\n")
-    out.append(_table(["file", "contents"], [[f"`{k}`", v] for k, v in r["files"].items()]))
-    out.append("")
-    out.append(_table(["step", "seconds"], [[k.replace("_", " "), secs(v)]
-                                            for k, v in timing.items()]))
-    out.append("")
-    out.append(f"Re-run with `{r['command_line']}`.\n")
+    out += _files_and_timing(r)
     return "\n".join(out)

@@ -545,7 +545,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        Z : ndarray of shape (n_samples, n_features_out_), float32
+        Z : ndarray of shape (n_samples, `n_features_out_`), float32
             Or a float32 torch tensor on the compute device with
             ``output="torch"``.
         """
@@ -569,7 +569,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        Z : ndarray or tensor of shape (n_samples, n_features_out_)
+        Z : ndarray or tensor of shape (n_samples, `n_features_out_`)
 
         Returns
         -------

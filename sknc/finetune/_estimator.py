@@ -229,6 +229,10 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
     data_config_ : dict
         The preprocessing config (input size, interpolation, mean, std, ...).
     device_ : torch.device
+        Where the fitted network is: the resolved ``device`` after ``fit``.
+        It follows ``net_.device``, so after a CUDA-fitted estimator is
+        unpickled on a machine without CUDA (skorch then loads the network
+        on the CPU) it is the CPU.
     checkpoint_dir_ : str or None
         The directory of this fit's checkpoints.
     checkpoints_ : list of str
@@ -570,7 +574,6 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
             module = net.module_
             self.classes_ = classes
             self.net_ = net
-            self.device_ = device
             self.tuned_block_ = module.tuned_block
             self.data_config_ = resolve_data_config(
                 module.backbone, input_size=self.input_size, mean=self.mean, std=self.std)
@@ -692,6 +695,16 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         except ValueError:
             return float("nan")
 
+    @property
+    def device_(self):
+        # Derived from the net rather than stored: skorch loads an unpickled
+        # net on the CPU when CUDA is missing, and a stored copy would still
+        # say "cuda". Unfitted, ``self.net_`` raises AttributeError, so
+        # ``hasattr(clf, "device_")`` is False as for any fitted attribute.
+        import torch
+
+        return torch.device(self.net_.device)
+
     # ------------------------------------------------------------------
     # inference
     # ------------------------------------------------------------------
@@ -701,8 +714,7 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         from ..features._images import iter_batches
 
         module = self.net_.module_
-        # skorch moves an unpickled net to the CPU when CUDA is missing
-        device = torch.device(self.net_.device)
+        device = self.device_
         was_training = module.training
         module.eval()
         outs = []

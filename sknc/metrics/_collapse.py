@@ -400,23 +400,61 @@ class CollapseReport:
         return "\n".join(lines)
 
 
+def _centred_class_means(X, y, center, chunk_size):
+    """Pass 1 only: the prepared input and its centred class means ``Mc``."""
+    check_center(center)
+    prep = _Prepared(X, y, chunk_size)
+    return prep, centered_means(prep.means, prep.counts, center)
+
+
 def _safe_equiangularity(Mc):
     """Equiangularity pair for the report: NaN with a warning if undefined."""
     try:
         return equiangularity_value(Mc, "std"), equiangularity_value(Mc, "max-angle")
     except ValueError as exc:
-        warnings.warn(f"{exc} Reporting NaN.", NCDegenerateWarning, stacklevel=3)
+        # stack: here, _build_report, the report function, its caller
+        warnings.warn(f"{exc} Reporting NaN.", NCDegenerateWarning, stacklevel=4)
         return float("nan"), float("nan")
+
+
+def check_report_options(center, cdnv_variant, nc3_variant):
+    """Validate the options of a :class:`CollapseReport` before any pass over data."""
+    check_center(center)
+    check_option(cdnv_variant, "cdnv_variant", _CDNV_VARIANTS)
+    check_option(nc3_variant, "nc3_variant", _NC3_VARIANTS)
+
+
+def _build_report(Mc, W_y, *, nc1, cdnv, nc4, n_samples, n_features, classes, center,
+                  cdnv_variant, nc3_variant):
+    """The report of :func:`collapse_report` and :meth:`NCStatistics.report`.
+
+    NC1, CDNV and NC4 come from the passes over the data; NC2, equinorm,
+    equiangularity and (with the classifier rows ``W_y``) NC3 follow from the
+    centred class means ``Mc``.
+    """
+    eqa, max_angle = _safe_equiangularity(Mc)
+    return CollapseReport(
+        n_samples=int(n_samples),
+        n_features=int(n_features),
+        n_classes=len(classes),
+        nc1=nc1,
+        cdnv=cdnv,
+        nc2=nc2_value(Mc),
+        equinorm=equinorm_value(Mc),
+        equiangularity=eqa,
+        max_angle=max_angle,
+        nc3=None if W_y is None else nc3_value(W_y, Mc, nc3_variant),
+        nc4=None if nc4 is None else float(nc4),
+        center=center,
+        cdnv_variant=cdnv_variant,
+        nc3_variant=nc3_variant,
+        classes=classes,
+    )
 
 
 # --------------------------------------------------------------------------
 # public functions
 # --------------------------------------------------------------------------
-
-_DATA_DOC = """X : array-like or torch.Tensor of shape (n_samples, n_features)
-        Features. numpy input is validated like scikit-learn estimators do;
-        torch tensors are processed on their own device."""
-
 
 @_lean_blas
 def nc1(X, y, *, center="global", chunk_size=None):
@@ -554,9 +592,8 @@ def nc2(X, y, *, center="global", chunk_size=None):
     >>> round(nc2(X, [0, 1]), 12)
     0.0
     """
-    check_center(center)
-    prep = _Prepared(X, y, chunk_size)
-    return nc2_value(centered_means(prep.means, prep.counts, center))
+    _, Mc = _centred_class_means(X, y, center, chunk_size)
+    return nc2_value(Mc)
 
 
 @_lean_blas
@@ -590,9 +627,8 @@ def equinorm(X, y, *, center="global", chunk_size=None):
     >>> round(equinorm(X, [0, 1, 2]), 4)
     0.1716
     """
-    check_center(center)
-    prep = _Prepared(X, y, chunk_size)
-    return equinorm_value(centered_means(prep.means, prep.counts, center))
+    _, Mc = _centred_class_means(X, y, center, chunk_size)
+    return equinorm_value(Mc)
 
 
 @_lean_blas
@@ -635,10 +671,9 @@ def equiangularity(X, y, *, center="global", kind="std", chunk_size=None):
     >>> round(equiangularity(X, [0, 1, 2], kind="max-angle"), 12)
     0.0
     """
-    check_center(center)
     check_option(kind, "kind", _EQUIANGULARITY_KINDS)
-    prep = _Prepared(X, y, chunk_size)
-    return equiangularity_value(centered_means(prep.means, prep.counts, center), kind)
+    _, Mc = _centred_class_means(X, y, center, chunk_size)
+    return equiangularity_value(Mc, kind)
 
 
 @_lean_blas
@@ -684,11 +719,10 @@ def nc3(X, y, coef, *, center="global", variant="papyan", classes=None, chunk_si
     >>> round(nc3(X, [0, 1], coef=[[2.0, 0.0], [-2.0, 0.0]]), 12)
     0.0
     """
-    check_center(center)
     check_option(variant, "variant", _NC3_VARIANTS)
-    prep = _Prepared(X, y, chunk_size)
+    prep, Mc = _centred_class_means(X, y, center, chunk_size)
     _, _, _, W_y = check_coef(coef, None, prep.classes, prep.n_features, classes)
-    return nc3_value(W_y, centered_means(prep.means, prep.counts, center), variant)
+    return nc3_value(W_y, Mc, variant)
 
 
 @_lean_blas
@@ -799,11 +833,9 @@ def collapse_report(
     >>> sorted(report.as_dict())[:4]
     ['cdnv', 'equiangularity', 'equinorm', 'max_angle']
     """
-    check_center(center)
-    check_option(cdnv_variant, "cdnv_variant", _CDNV_VARIANTS)
-    check_option(nc3_variant, "nc3_variant", _NC3_VARIANTS)
+    check_report_options(center, cdnv_variant, nc3_variant)
     prep = _Prepared(X, y, chunk_size)
-    linear = None
+    linear = W_y = None
     if coef is not None:
         W, b, row_codes, W_y = check_coef(
             coef, intercept, prep.classes, prep.n_features, classes
@@ -813,23 +845,16 @@ def collapse_report(
         raise ValueError("intercept was given without coef.")
     geom = prep.geometry(center)
     ss, nc1_sum, n_dis = prep.pass2(want_var=True, geometry=geom, linear=linear)
-    Mc = geom.Mc
-    cdnv_value, _ = cdnv_values(ss / prep.counts, prep.means, cdnv_variant)
-    eqa, max_angle = _safe_equiangularity(Mc)
-    return CollapseReport(
-        n_samples=int(prep.n_samples),
-        n_features=int(prep.n_features),
-        n_classes=int(prep.n_classes),
+    return _build_report(
+        geom.Mc,
+        W_y,
         nc1=nc1_sum / prep.n_samples,
-        cdnv=cdnv_value,
-        nc2=nc2_value(Mc),
-        equinorm=equinorm_value(Mc),
-        equiangularity=eqa,
-        max_angle=max_angle,
-        nc3=None if coef is None else nc3_value(W_y, Mc, nc3_variant),
+        cdnv=cdnv_values(ss / prep.counts, prep.means, cdnv_variant)[0],
         nc4=None if coef is None else n_dis / prep.n_samples,
+        n_samples=prep.n_samples,
+        n_features=prep.n_features,
+        classes=prep.classes,
         center=center,
         cdnv_variant=cdnv_variant,
         nc3_variant=nc3_variant,
-        classes=prep.classes,
     )

@@ -9,8 +9,8 @@ from ._collapse import (
     _CDNV_VARIANTS,
     _EQUIANGULARITY_KINDS,
     _NC3_VARIANTS,
-    CollapseReport,
-    _safe_equiangularity,
+    _build_report,
+    check_report_options,
 )
 from ._core import (
     BetweenGeometry,
@@ -696,34 +696,26 @@ class NCStatistics:
         CollapseReport
             The report (``nc4`` is None unless given).
         """
-        check_option(cdnv_variant, "cdnv_variant", _CDNV_VARIANTS)
-        check_option(nc3_variant, "nc3_variant", _NC3_VARIANTS)
+        check_report_options(center, cdnv_variant, nc3_variant)
         snap = self._snapshot()
         Mc = self._centered(snap, center)
-        geom = BetweenGeometry(Mc)
-        nc3 = None
+        W_y = None
         if coef is not None:
             _, _, _, W_y = check_coef(coef, None, snap["classes"], self._n_features, classes)
-            nc3 = nc3_value(W_y, Mc, nc3_variant)
         if isinstance(nc4, NC4Counter):
             nc4 = nc4.value
-        eqa, max_angle = _safe_equiangularity(Mc)
-        return CollapseReport(
-            n_samples=snap["n"],
-            n_features=int(self._n_features),
-            n_classes=len(snap["counts"]),
-            nc1=nc1_from_scatter(to_numpy(self._scatter), geom, snap["n"]),
+        return _build_report(
+            Mc,
+            W_y,
+            nc1=nc1_from_scatter(to_numpy(self._scatter), BetweenGeometry(Mc), snap["n"]),
             cdnv=cdnv_values(snap["ss"] / snap["counts"], snap["means"], cdnv_variant)[0],
-            nc2=nc2_value(Mc),
-            equinorm=equinorm_value(Mc),
-            equiangularity=eqa,
-            max_angle=max_angle,
-            nc3=nc3,
-            nc4=None if nc4 is None else float(nc4),
+            nc4=nc4,
+            n_samples=snap["n"],
+            n_features=self._n_features,
+            classes=snap["classes"],
             center=center,
             cdnv_variant=cdnv_variant,
             nc3_variant=nc3_variant,
-            classes=snap["classes"],
         )
 
     def __repr__(self):

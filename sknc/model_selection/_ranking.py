@@ -195,6 +195,23 @@ def _correlations(table):
     return out
 
 
+def _warn_narrow(table, n_classes):
+    """Warn about candidates whose NC1 is not comparable (fewer than K - 1 features)."""
+    narrow = [row for row in table if row["n_features"] < n_classes - 1]
+    if not narrow:
+        return
+    names = ", ".join(f"{row['backbone']!r} ({row['n_features']})" for row in narrow)
+    warnings.warn(
+        f"Candidate(s) with fewer features than n_classes - 1 = {n_classes - 1}: {names}. "
+        "Their class means span fewer than K - 1 directions, so their NC1 measures the "
+        "within-class variance along fewer directions and is not comparable with the NC1 of "
+        "candidates with at least K - 1 features; rank them separately or with "
+        "rank_by='cdnv'.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def rank_backbones(
     candidates,
     X,
@@ -264,6 +281,23 @@ def rank_backbones(
         The table (``.table``, ``.to_records()``, ``.to_pandas()``), the
         correlations, and ``.plot()``.
 
+    Warns
+    -----
+    UserWarning
+        When a candidate has fewer features than ``n_classes - 1``; the
+        message names every such candidate (see Notes).
+
+    Notes
+    -----
+    Compare NC1 only between candidates with at least ``n_classes - 1``
+    features. With ``d < K - 1`` features the class means span at most
+    ``d`` of the ``K - 1`` between-class directions and NC1 measures the
+    within-class variance along those only, so its value depends on how the
+    few directions happen to be spread and is not comparable with the NC1 of
+    wider candidates (a narrow candidate can look well collapsed while its
+    classes overlap). Rank such candidates separately, or by CDNV
+    (``rank_by="cdnv"``), which has no such restriction.
+
     Examples
     --------
     >>> from sklearn.datasets import load_digits
@@ -272,10 +306,10 @@ def rank_backbones(
     >>> from sknc.model_selection import rank_backbones
     >>> X, y = load_digits(return_X_y=True)
     >>> X, y = X[:500], y[:500]
-    >>> candidates = {"raw": FunctionTransformer(), "pca16": PCA(16), "pca4": PCA(4)}
+    >>> candidates = {"raw": FunctionTransformer(), "pca16": PCA(16), "pca9": PCA(9)}
     >>> result = rank_backbones(candidates, X, y, random_state=0)
     >>> result.ranking
-    ['pca4', 'raw', 'pca16']
+    ['raw', 'pca16', 'pca9']
     >>> sorted(result.table[0])
     ['accuracy', 'backbone', 'cdnv', 'n_features', 'nc1', 'rank', 'transform_time']
     """
@@ -365,6 +399,7 @@ def rank_backbones(
                     row["accuracy_std"] = float(scores.std())
         row["transform_time"] = elapsed
         table.append(row)
+    _warn_narrow(table, len(np.unique(y)))
 
     table.sort(key=lambda r: r[rank_by])
     for i, row in enumerate(table, start=1):

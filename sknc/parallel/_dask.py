@@ -37,6 +37,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ..metrics import NC4Counter, NCStatistics
+from ..metrics._collapse import check_report_options
 from ..utils import is_torch_tensor, to_numpy
 
 __all__ = [
@@ -715,6 +716,8 @@ def collapse_report_from_partitions(
     >>> bool(np.isclose(report.nc1, local.nc1)), report.nc4 == local.nc4
     (True, True)
     """
+    # bad options fail here, before any pass over the partitions
+    check_report_options(center, cdnv_variant, nc3_variant)
     if coef is None and intercept is not None:
         raise ValueError("intercept was given without coef; pass the classifier weights too.")
     stats = nc_statistics_from_partitions(X, y, split_every=split_every, chunk_size=chunk_size)
