@@ -336,10 +336,9 @@ class _EpisodeKernel:
         tol = torch.nan_to_num(8.0 * E64 + 4.0 * E32, nan=inf)
         # best and second-best score; with a tie both are equal (margin 0), and
         # which index min() reports does not matter: the query is unsure
-        best, pos = scores.min(dim=-2, keepdim=True)
-        second = scores.scatter(-2, pos, inf).amin(dim=-2)
-        sure = (second - best.squeeze(-2)) > tol  # False for NaN / inf too
-        return pos.squeeze(-2), sure
+        two, pos = torch.topk(scores, 2, dim=-2, largest=False, sorted=True)
+        sure = (two[..., 1, :] - two[..., 0, :]) > tol  # False for NaN / inf too
+        return pos[..., 0, :], sure
 
     def __call__(self, support, query, first=0):
         """Run a batch.
@@ -432,7 +431,7 @@ class _EpisodeKernel:
         ep = {"vv": vv, "v_max": v_max, "delta": delta}
         if self.has_a:
             M[:, W] = a
-            ep["av"] = (V * a.unsqueeze(1)).sum(dim=2)  # (B, W)
+            ep["av"] = torch.bmm(V, a.unsqueeze(2)).squeeze(2)  # (B, W)
             ep["aa"] = a_norm * a_norm
             ep["a_norm"] = a_norm
 
