@@ -667,6 +667,13 @@ def iter_batches(X, data_config, *, batch_size=64, device="cpu", memory_format=N
                                     memory_format=memory_format)
         return _pin(batch) if pin else batch
 
+    if on_host and source.kind != "list" and torch.get_num_threads() >= (os.cpu_count() or 1):
+        # In-memory arrays on a CPU whose every core already runs the forward
+        # pass: slicing and normalising a batch is cheap, and a background
+        # thread would only take a core from torch's worker threads (which
+        # then wait on each other at every operation), slowing the forward
+        # pass far more than the preprocessing it hides.
+        prefetch = False
     reader = ThreadPoolExecutor(max_workers=1) if prefetch and len(bounds) > 1 else None
     try:
         pending = reader.submit(read, bounds[0]) if reader else None
