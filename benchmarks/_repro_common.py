@@ -149,42 +149,6 @@ def _subset_classes(emoji, keep, **extra):
     )
 
 
-def _drop_duplicate_emoji(emoji):
-    """Keep one emoji of each group whose drawings coincide pixel for pixel.
-
-    Several vendors draw two code points with the very same image (the
-    gender-neutral "PEDESTRIAN" as "MAN WALKING", "COOK" as "MAN COOK", ...).
-    Two classes with an identical sample are not separable; when all their
-    held-out drawings coincide their class means are equal and the CDNV is
-    infinite. Classes linked by an identical drawing of the same vendor are
-    grouped (transitively) and only the first of each group is kept.
-    """
-    import hashlib
-
-    n = len(emoji.target_names)
-    parent = list(range(n))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first = {}
-    for img, vendor, k in zip(emoji.images, emoji.vendor, emoji.target):
-        key = (str(vendor), hashlib.sha1(img.tobytes()).hexdigest())
-        if key in first:
-            a, b = find(first[key]), find(int(k))
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-        else:
-            first[key] = int(k)
-    roots = np.array([find(i) for i in range(n)])
-    keep = np.flatnonzero(roots == np.arange(n))
-    dropped = [str(emoji.target_names[i]) for i in range(n) if roots[i] != i]
-    return _subset_classes(emoji, keep, duplicates_dropped=dropped)
-
-
 def load_emoji_protocol(seed=0, max_classes=None):
     """The multi-vendor emoji at 64 px and the source / novel split of both papers' runs.
 
@@ -200,17 +164,17 @@ def load_emoji_protocol(seed=0, max_classes=None):
     Returns
     -------
     emoji : Bunch
-        From :func:`sknc.datasets.load_emoji`, without duplicate emoji (see
-        ``_drop_duplicate_emoji``; their names in ``duplicates_dropped``),
-        possibly subset, with ``target`` re-encoded to 0 .. n_classes - 1.
+        From :func:`sknc.datasets.load_emoji` with ``dedupe=True`` (emoji
+        that a vendor draws exactly like another are dropped; their names in
+        ``duplicates_dropped``), possibly subset, with ``target`` re-encoded
+        to 0 .. n_classes - 1.
     split : Bunch
         From :func:`sknc.datasets.source_novel_split`.
     """
     from sknc.datasets import load_emoji, source_novel_split, split_classes
 
     emoji = load_emoji(data_home=DATA_DIR, min_vendors=EMOJI_MIN_VENDORS,
-                       size=EMOJI_NATIVE_SIZE)
-    emoji = _drop_duplicate_emoji(emoji)
+                       size=EMOJI_NATIVE_SIZE, dedupe=True)
     if max_classes is not None and max_classes < len(emoji.target_names):
         _, keep = split_classes(emoji.target, n_novel=int(max_classes),
                                 strata=emoji.category, random_state=seed)

@@ -301,20 +301,6 @@ def measure_baselines(cfg, X_own, X_native, y, split):
 # ----------------------------------------------------------------------------
 # verdicts, computed from the numbers
 # ----------------------------------------------------------------------------
-def _rank_corr(x, y):
-    from scipy import stats
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        nan = float("nan")
-        return {"spearman": nan, "spearman_pvalue": nan, "kendall": nan, "kendall_pvalue": nan,
-                "n": int(len(x))}
-    rho, p_rho = stats.spearmanr(x, y)
-    tau, p_tau = stats.kendalltau(x, y)
-    return {"spearman": float(rho), "spearman_pvalue": float(p_rho), "kendall": float(tau),
-            "kendall_pvalue": float(p_tau), "n": int(len(x))}
-
-
 def _finite(x):
     """False for None (NaN after a JSON round trip) and NaN / inf."""
     return x is not None and bool(np.isfinite(x))
@@ -480,6 +466,8 @@ def figures(res, out):
 
 # ----------------------------------------------------------------------------
 def main(argv=None):
+    from sknc.model_selection import rank_correlation
+
     args, cfg = parse_args(argv)
     rc.set_threads(cfg["threads"])
     out = os.path.abspath(args.out)
@@ -555,9 +543,11 @@ def main(argv=None):
         "fewshot": shots,
         "feature_sets": feature_sets,
     }
-    k_epochs = {k: _rank_corr(collapse["novel"]["cdnv"], s["mean"]) for k, s in shots.items()}
-    k_sets = {k: _rank_corr([r["cdnv"] for r in feature_sets],
-                            [r["fewshot"][k]["mean"] for r in feature_sets]) for k in shots}
+    k_epochs = {k: rank_correlation(collapse["novel"]["cdnv"], s["mean"])
+                for k, s in shots.items()}
+    k_sets = {k: rank_correlation([r["cdnv"] for r in feature_sets],
+                                  [r["fewshot"][k]["mean"] for r in feature_sets])
+              for k in shots}
     res["correlations"] = {"epochs": k_epochs, "feature_sets": k_sets}
     res["claims"] = claims(res)
     res["figures"] = figures(res, out)

@@ -234,7 +234,7 @@ def candidates(cfg, own, own_cfg):
 
 
 def rank(cfg, tasks, cands, meta):
-    from sknc.model_selection import rank_backbones
+    from sknc.model_selection import rank_backbones, rank_correlation
 
     out = {}
     for task, t in tasks.items():
@@ -245,8 +245,8 @@ def rank(cfg, tasks, cands, meta):
         table = [dict(row, **meta[row["backbone"]]) for row in r.table]
         imagenet = [row for row in table if row["kind"] == "imagenet"]
         out[task] = {"table": table, "correlations": r.correlations,
-                     "imagenet_only": _corr([row["nc1"] for row in imagenet],
-                                            [row["accuracy"] for row in imagenet]),
+                     "imagenet_only": rank_correlation([row["nc1"] for row in imagenet],
+                                                       [row["accuracy"] for row in imagenet]),
                      "seconds": time.perf_counter() - t0}
         for row in table:
             rc.log(f"  {row['backbone']:<24} NC1 {row['nc1']:8.3f}  CDNV {row['cdnv']:.3f}  "
@@ -255,20 +255,6 @@ def rank(cfg, tasks, cands, meta):
         rc.log(f"  NC1 vs accuracy: Spearman {c['spearman']:.2f} (p={c['spearman_pvalue']:.2g}), "
                f"Kendall {c['kendall']:.2f} (p={c['kendall_pvalue']:.2g})")
     return out
-
-
-def _corr(x, y):
-    from scipy import stats
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    nan = float("nan")
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return {"spearman": nan, "spearman_pvalue": nan, "kendall": nan, "kendall_pvalue": nan,
-                "n": int(len(x))}
-    rho, p_rho = stats.spearmanr(x, y)
-    tau, p_tau = stats.kendalltau(x, y)
-    return {"spearman": float(rho), "spearman_pvalue": float(p_rho), "kendall": float(tau),
-            "kendall_pvalue": float(p_tau), "n": int(len(x))}
 
 
 # ----------------------------------------------------------------------------

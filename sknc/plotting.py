@@ -109,17 +109,6 @@ def _annotate_apart(ax, x, y, labels, offset, min_pixels=18, **kwargs):
                     **kwargs)
 
 
-def _rank_correlations(x, y):
-    """(Spearman, Kendall) of the finite pairs; NaN with fewer than 3 or a constant side."""
-    from scipy import stats
-
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan"), float("nan")
-    return float(stats.spearmanr(x, y)[0]), float(stats.kendalltau(x, y)[0])
-
-
 def plot_cdnv_curves(epochs, curves, *, ylabel="CDNV", log=True, ax=None):
     """Plot a collapse metric per epoch, one line per feature set.
 
@@ -254,8 +243,10 @@ def plot_nc_vs_accuracy(nc, accuracy, *, labels=None, metric="NC1", log=True, ax
 
     Li et al. (TMLR 2024): the lower the NC1 of a backbone's frozen features
     on the downstream training data, the higher its linear-probe accuracy.
-    The title gives Spearman's rho and Kendall's tau over the points (NaN
-    with fewer than three points); negative values agree with the claim.
+    The title gives Spearman's rho and Kendall's tau over the points
+    (:func:`sknc.model_selection.rank_correlation`: points with a NaN or
+    infinite value are left out, NaN with fewer than three points left);
+    negative values agree with the claim.
 
     Parameters
     ----------
@@ -300,8 +291,10 @@ def plot_nc_vs_accuracy(nc, accuracy, *, labels=None, metric="NC1", log=True, ax
         _log_if_positive(ax, x, axis="x")
     if labels is not None:
         _annotate_apart(ax, x, 100 * y, labels, (4, 4), fontsize=7)
-    rho, tau = _rank_correlations(x, y)
-    ax.set_title(f"Spearman ρ = {rho:.2f}, Kendall τ = {tau:.2f}")
+    from .model_selection import rank_correlation
+
+    corr = rank_correlation(x, y)
+    ax.set_title(f"Spearman ρ = {corr['spearman']:.2f}, Kendall τ = {corr['kendall']:.2f}")
     ax.set_xlabel(f"{metric} on downstream training data (lower = more collapse)")
     ax.set_ylabel("linear-probe accuracy (%)")
     ax.grid(True, alpha=0.3)

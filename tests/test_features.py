@@ -487,6 +487,44 @@ def test_local_weight_file_round_trip(tmp_path, images):
         BackboneFeatures("resnet34", weights=pth).fit()
 
 
+def _zero_scale_warnings(record):
+    return [w for w in record if "all-zero scales" in str(w.message)]
+
+
+def test_random_init_with_zero_scales_warns(tmp_path, images):
+    from safetensors.torch import save_file
+
+    from sknc.features._backbone import zero_scale_layers
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _resnet().fit(images)
+    (w,) = _zero_scale_warnings(record)
+    assert w.category is UserWarning and w.filename == __file__  # points at the caller
+    assert "_resnet().fit(images)" in open(__file__).read().splitlines()[w.lineno - 1]
+    message = str(w.message)
+    assert "8 layer(s) with all-zero scales (layer1.0.bn2, layer1.1.bn2," in message
+    assert "(+2 more)" in message and "model_kwargs={'zero_init_last': False}" in message
+    assert "pretrained=True or weights=" in message
+    # the zero scales are timm's zero_init_last: the last BatchNorm of every block
+    module = create_backbone("resnet18")
+    assert zero_scale_layers(module) == [f"layer{i}.{j}.bn2" for i in range(1, 5) for j in (0, 1)]
+    assert zero_scale_layers(create_backbone("resnet18", model_kwargs={"zero_init_last": False})) == []
+    # a factory building such a model warns too, without the timm-only hint
+    with pytest.warns(UserWarning, match="all-zero scales") as record:
+        BackboneFeatures(lambda: timm.create_model("resnet18"), input_size=32).fit()
+    assert "zero_init_last': False}" not in str(_zero_scale_warnings(record)[0].message)
+    # no warning: no zero scales, loaded weights (whatever they hold), a module instance
+    path = str(tmp_path / "zero_init.safetensors")
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, path)
+    for quiet in (_resnet(model_kwargs={"zero_init_last": False}), _resnet(weights=path),
+                  BackboneFeatures(module, input_size=32), _vit()):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            quiet.fit(images)
+        assert _zero_scale_warnings(record) == [], quiet
+
+
 def test_pretrained_offline_fails_fast(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()

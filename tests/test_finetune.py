@@ -479,6 +479,85 @@ def test_identity_augmentation_matches_plain_preprocessing():
                                [r["train_loss"] for r in plain.history_], rtol=1e-6)
 
 
+def test_crop_pct_and_interpolation_match_backbone_features(tmp_path):
+    import torch.nn.functional as F
+    from safetensors.torch import save_file
+
+    from sknc.features import BackboneFeatures
+    from sknc.features._images import preprocess_batch
+
+    backbone = create_backbone("resnet10t", model_kwargs=RESNET_KW, seed=0)
+    path = str(tmp_path / "init.safetensors")
+    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, path)
+    rng = np.random.default_rng(1)
+    X = rng.integers(0, 256, size=(6, 48, 40, 3), dtype=np.uint8)  # oversized, not square
+    y = _labels(6)
+    common = dict(weights=path, input_size=32, model_kwargs=RESNET_KW)
+    for crop_pct, interpolation in ((1.0, "bicubic"), (0.5, "nearest")):
+        clf = FineTuningClassifier("resnet10t", method="linear-probe", max_epochs=0,
+                                   crop_pct=crop_pct, interpolation=interpolation,
+                                   random_state=0, **common).fit(X, y)
+        feats = BackboneFeatures("resnet10t", crop_pct=crop_pct, interpolation=interpolation,
+                                 device="cpu", **common).fit(X)
+        assert clf.data_config_ == feats.data_config_
+        assert clf.data_config_["crop_pct"] == crop_pct
+        assert clf.data_config_["interpolation"] == interpolation
+        np.testing.assert_allclose(clf.transform(X), feats.transform(X), rtol=1e-5, atol=1e-6)
+    # the default is the model's own data config, which crops (timm: 0.95 for resnet10t)
+    default = FineTuningClassifier("resnet10t", method="linear-probe", max_epochs=0,
+                                   random_state=0, **common).fit(X, y)
+    assert default.data_config_ == BackboneFeatures("resnet10t", **common).fit().data_config_
+    assert default.data_config_["crop_pct"] < 1.0
+    assert not np.allclose(default.transform(X), clf.transform(X))
+    # crop_pct=1.0 keeps a square image's whole field of view: a plain resize, no crop
+    square = torch.from_numpy(rng.integers(0, 256, size=(2, 3, 48, 48), dtype=np.uint8))
+    full = FineTuningClassifier("resnet10t", method="linear-probe", max_epochs=0, crop_pct=1.0,
+                                interpolation="bilinear", **common).fit(X, y)
+    resized = F.interpolate(square.float() / 255, size=(32, 32), mode="bilinear",
+                            align_corners=False, antialias=True)
+    mean = torch.tensor(full.data_config_["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(full.data_config_["std"]).view(1, 3, 1, 1)
+    torch.testing.assert_close(preprocess_batch(square, full.data_config_), (resized - mean) / std)
+    cropped = preprocess_batch(square, default.data_config_)
+    assert not torch.allclose(cropped, (resized - mean) / std, atol=1e-2)
+    # pretrain_backbone passes them on
+    est = pretrain_backbone("resnet10t", _images(8), np.arange(8) % 4, max_epochs=1,
+                            batch_size=8, input_size=32, model_kwargs=RESNET_KW,
+                            checkpoint_dir=tmp_path, crop_pct=1.0, interpolation="nearest",
+                            random_state=0)
+    assert est.data_config_["crop_pct"] == 1.0 and est.data_config_["interpolation"] == "nearest"
+
+
+def test_random_init_linear_probe_warns_about_zero_scales():
+    import warnings
+
+    X, y = _images(6), _labels(6)
+    for method in ("linear-probe", "layer-ft", "scl-ft", "full-ft"):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            _fit(method, X=X, y=y, max_epochs=0)
+        zero = [w for w in record if "all-zero scales" in str(w.message)]
+        if method == "linear-probe":  # the only method that keeps every block frozen
+            assert len(zero) == 1 and zero[0].filename == __file__
+            assert "linear-probe features" in str(zero[0].message)
+        else:
+            assert zero == [], method
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _fit("linear-probe", X=X, y=y, max_epochs=0,
+             model_kwargs=dict(RESNET_KW, zero_init_last=False))
+    assert not [w for w in record if "all-zero scales" in str(w.message)]
+
+
+def test_crop_pct_and_interpolation_are_validated():
+    X, y = _images(6), _labels(6)
+    for bad in (0, 1.5, "full", True):
+        with pytest.raises(ValueError, match="crop_pct must be a number in"):
+            FineTuningClassifier("resnet10t", crop_pct=bad).fit(X, y)
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        FineTuningClassifier("resnet10t", interpolation="lanczos").fit(X, y)
+
+
 def test_custom_module_and_augmentation():
     X = _images(12, size=20)
     est = _fit("scl-ft", dict(model=TinyNet, input_size=16), X=X, y=_labels(12),

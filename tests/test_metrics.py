@@ -549,6 +549,48 @@ def test_zero_centred_mean_equiangularity():
     assert np.isnan(rep.equiangularity) and np.isfinite(rep.nc2)
 
 
+_SAME_MEANS = (np.array([[0.0, 1.0], [0.0, -1.0], [0.0, 2.0], [0.0, -2.0], [5.0, 0.0],
+                         [5.0, 0.1]]), [0, 0, 1, 1, 2, 2])
+_CENTRED_MEAN = (np.array([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]]), [0, 1, 2])
+
+
+@pytest.mark.parametrize("call, data", [
+    (lambda X, y: cdnv(X, y), _SAME_MEANS),
+    (lambda X, y: cdnv(X, y, variant="asymmetric", return_matrix=True), _SAME_MEANS),
+    (lambda X, y: collapse_report(X, y), _SAME_MEANS),
+    (lambda X, y: collapse_report(X, y), _CENTRED_MEAN),  # equiangularity undefined
+    (lambda X, y: NCStatistics().update(X, y).cdnv(), _SAME_MEANS),
+    (lambda X, y: NCStatistics().update(X, y).report(), _SAME_MEANS),
+    (lambda X, y: NCStatistics().update(X, y).report(), _CENTRED_MEAN),
+], ids=["cdnv", "cdnv-matrix", "report", "report-equiangularity", "stats-cdnv",
+        "stats-report", "stats-report-equiangularity"])
+def test_degenerate_warnings_point_at_the_caller(call, data):
+    X, y = data
+    with pytest.warns(NCDegenerateWarning) as record:
+        call(X, y)
+    assert record[0].filename == __file__, record[0].filename
+    # the line of the call, inside the lambda of the parametrisation above
+    assert "lambda X, y:" in open(__file__).read().splitlines()[record[0].lineno - 1]
+
+
+def test_warn_external_skips_every_sknc_frame():
+    import warnings
+
+    from sknc.utils._warnings import external_stacklevel, warn_external
+
+    def user_code():
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            warn_external("from here", RuntimeWarning)
+            line = record[0].lineno
+        return record, line
+
+    record, line = user_code()
+    assert record[0].filename == __file__ and record[0].category is RuntimeWarning
+    assert "warn_external(" in open(__file__).read().splitlines()[line - 1]
+    assert external_stacklevel() == 1  # called outside sknc: this very frame
+
+
 @pytest.mark.parametrize(
     "X, y, match",
     [

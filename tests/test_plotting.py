@@ -148,6 +148,9 @@ def test_nc_vs_accuracy_too_few_points_gives_nan_title():
     # a missing point is ignored by the correlation
     ax = plot_nc_vs_accuracy([3.0, 2.0, 1.0, None], [0.1, 0.2, 0.3, 0.9])
     assert ax.get_title() == "Spearman ρ = -1.00, Kendall τ = -1.00"
+    # so is an infinite one (e.g. the CDNV of coinciding class means)
+    ax = plot_nc_vs_accuracy([3.0, np.inf, 2.0, 1.0], [0.1, 0.9, 0.2, 0.3], metric="CDNV")
+    assert ax.get_title() == "Spearman ρ = -1.00, Kendall τ = -1.00"
 
 
 def test_nc_vs_accuracy_bad_input():

@@ -1,4 +1,4 @@
-"""Tests of sknc.model_selection.rank_backbones."""
+"""Tests of sknc.model_selection.rank_backbones and rank_correlation."""
 
 import doctest
 import warnings
@@ -15,7 +15,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.random_projection import GaussianRandomProjection
 
 from sknc.metrics import cdnv, nc1
-from sknc.model_selection import BackboneRanking, rank_backbones
+from sknc.model_selection import BackboneRanking, rank_backbones, rank_correlation
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -240,3 +240,73 @@ def test_docstring_example():
     from sknc.model_selection import _ranking
 
     assert doctest.testmod(_ranking).failed == 0
+
+
+# ---------------------------------------------------------------------------
+# rank_correlation: the one NaN / inf policy
+# ---------------------------------------------------------------------------
+_KEYS = {"spearman", "spearman_pvalue", "kendall", "kendall_pvalue", "n"}
+
+
+def test_rank_correlation_equals_scipy_on_finite_data():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=12)
+    y = -x + rng.normal(scale=0.5, size=12)
+    r = rank_correlation(x, y)
+    assert set(r) == _KEYS and r["n"] == 12
+    rho, p_rho = stats.spearmanr(x, y)
+    tau, p_tau = stats.kendalltau(x, y)
+    assert r["spearman"] == rho and r["spearman_pvalue"] == p_rho
+    assert r["kendall"] == tau and r["kendall_pvalue"] == p_tau
+    assert r["spearman"] < -0.5
+    assert all(type(r[k]) is float for k in _KEYS - {"n"}) and type(r["n"]) is int
+
+
+def test_rank_correlation_drops_non_finite_pairs():
+    x = [0.5, np.inf, 1.0, np.nan, 2.0, 4.0, 3.0, -np.inf, 5.0]
+    y = [0.9, 0.1, 0.8, 0.2, 0.7, 0.3, np.nan, 0.5, 0.6]
+    r = rank_correlation(x, y)
+    keep = [0, 2, 4, 5, 8]  # both values finite
+    xs, ys = np.array(x)[keep], np.array(y)[keep]
+    assert r["n"] == 5
+    assert r["spearman"] == pytest.approx(stats.spearmanr(xs, ys)[0])
+    assert r["kendall"] == pytest.approx(stats.kendalltau(xs, ys)[0])
+    assert r["kendall_pvalue"] == pytest.approx(stats.kendalltau(xs, ys)[1])
+    # None (NaN after a JSON round trip) is a missing value too
+    assert rank_correlation([None if v is np.nan else v for v in x], y) == r
+
+
+@pytest.mark.parametrize("x, y, n", [
+    ([], [], 0),
+    ([1.0, 2.0], [0.3, 0.1], 2),
+    ([1.0, 2.0, np.inf, np.nan], [0.3, 0.1, 0.2, 0.4], 2),  # 2 finite pairs left
+    ([1.0, 1.0, 1.0, 1.0], [0.3, 0.1, 0.2, 0.4], 4),  # constant x
+    ([1.0, 2.0, 3.0, np.nan], [0.5, 0.5, 0.5, 0.1], 3),  # constant y among finite pairs
+])
+def test_rank_correlation_undefined_gives_nan_without_warning(x, y, n):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = rank_correlation(x, y)
+    assert set(r) == _KEYS and r["n"] == n
+    assert all(np.isnan(r[k]) for k in _KEYS - {"n"})
+
+
+def test_rank_correlation_bad_input():
+    with pytest.raises(ValueError, match="same length, got 3 and 2"):
+        rank_correlation([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="x must be one-dimensional"):
+        rank_correlation(np.ones((3, 2)), np.ones(3))
+    with pytest.raises(ValueError, match="y must be a sequence of numbers"):
+        rank_correlation([1, 2, 3], ["a", "b", "c"])
+    with pytest.raises(ValueError, match="x must be a sequence of numbers"):
+        rank_correlation("abc", [1, 2, 3])
+
+
+def test_ranking_correlations_use_rank_correlation(data):
+    X, y = data
+    result = rank_backbones(_noise_candidates(), X, y, random_state=0)
+    acc = [row["accuracy"] for row in result.table]
+    for metric in ("nc1", "cdnv"):
+        expected = rank_correlation([row[metric] for row in result.table], acc)
+        assert result.correlations[metric] == expected
+        assert expected["n"] == 5

@@ -110,7 +110,7 @@ def test_load_fashion_mnist_missing_and_mismatched(tmp_path):
 
 
 def _fake_emoji(root):
-    """3 emoji; vendor 'google' draws all, 'twitter' two, 'openmoji' one."""
+    """3 emoji; vendor 'google' draws all, 'twitter' two, 'openmoji' one (all different)."""
     meta = [
         {"unified": "1F600", "image": "1f600.png", "name": "GRINNING FACE", "sort_order": 1,
          "category": "Smileys & Emotion", "subcategory": "face-smiling"},
@@ -123,11 +123,12 @@ def _fake_emoji(root):
     (root / "emoji.json").write_text(json.dumps(meta))
     colours = {"google": (255, 0, 0, 255), "twitter": (0, 0, 255, 128), "openmoji": (0, 255, 0, 255)}
     drawn = {"google": ["1f600", "1f34c", "2764-fe0f"], "twitter": ["1f600", "2764-fe0f"], "openmoji": ["1f34c"]}
+    shift = {"1f600": 0, "1f34c": 2, "2764-fe0f": 4}  # no two drawings of a vendor coincide
     for vendor, codes in drawn.items():
         (root / vendor).mkdir()
         for code in codes:
             im = Image.new("RGBA", (64, 64), (0, 0, 0, 0))  # transparent background
-            im.paste(Image.new("RGBA", (32, 32), colours[vendor]), (16, 16))
+            im.paste(Image.new("RGBA", (32, 32), colours[vendor]), (16 + shift[code], 16))
             im.save(root / vendor / f"{code}.png")
     (root / "_cache").mkdir()  # folders starting with '_' or '.' are not vendors
     return meta
@@ -169,6 +170,74 @@ def test_load_emoji_options_and_errors(tmp_path):
         load_emoji(path, vendors=["twitter", "openmoji"], min_vendors=2)
     with pytest.raises(FileNotFoundError, match="fetch_data.py"):
         load_emoji(tmp_path / "nothing")
+
+
+def _fake_emoji_with_duplicates(root):
+    """5 emoji; some vendors draw two of them with the very same image.
+
+    google: A and B identical; twitter: B and C identical (so A, B, C are one
+    group); openmoji draws D exactly like google draws E, which links nothing
+    (different vendors). Returns the meta entries in emoji order.
+    """
+    names = ["A", "B", "C", "D", "E"]
+    meta = [{"unified": f"1F60{i}", "image": f"1f60{i}.png", "name": n, "sort_order": i,
+             "category": "cat" + n, "subcategory": "sub" + n} for i, n in enumerate(names)]
+    root.mkdir(parents=True)
+    (root / "emoji.json").write_text(json.dumps(meta))
+
+    def square(value, at):
+        im = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+        im.paste(Image.new("RGBA", (20, 20), value), (at, at))
+        return im
+
+    drawings = {  # vendor -> emoji -> (colour, offset)
+        "google": {"A": ((255, 0, 0, 255), 5), "B": ((255, 0, 0, 255), 5),
+                   "C": ((0, 0, 255, 255), 9), "D": ((9, 9, 9, 255), 3),
+                   "E": ((7, 7, 7, 255), 30)},
+        "twitter": {"A": ((1, 2, 3, 255), 5), "B": ((0, 255, 0, 255), 7),
+                    "C": ((0, 255, 0, 255), 7), "D": ((50, 50, 50, 255), 4),
+                    "E": ((60, 60, 60, 255), 4)},
+        "openmoji": {"B": ((100, 0, 0, 255), 11), "D": ((7, 7, 7, 255), 30)},
+    }
+    for vendor, drawn in drawings.items():
+        (root / vendor).mkdir()
+        for name, (colour, at) in drawn.items():
+            square(colour, at).save(root / vendor / f"1f60{names.index(name)}.png")
+    return meta
+
+
+def test_load_emoji_dedupe(tmp_path):
+    path = tmp_path / "emoji"
+    _fake_emoji_with_duplicates(path)
+    full = load_emoji(path, dedupe=False)
+    assert list(full.target_names) == ["A", "B", "C", "D", "E"]
+    assert full.duplicates_dropped == [] and "kept (dedupe=False)" in full.DESCR
+    assert np.array_equal(np.bincount(full.target), [2, 3, 2, 3, 2])
+    e = load_emoji(path)  # dedupe=True is the default
+    assert list(e.target_names) == ["A", "D", "E"]
+    assert e.duplicates_dropped == ["B", "C"]
+    assert "2 emoji drawn by some vendor exactly like another emoji were dropped" in e.DESCR
+    # the kept emoji keep all of their own samples, target is re-encoded 0 .. 2
+    keep = np.isin(full.target, [0, 3, 4])
+    assert np.array_equal(e.images, full.images[keep])
+    assert np.array_equal(e.target, np.searchsorted([0, 3, 4], full.target[keep]))
+    assert e.target.dtype == np.int64
+    for key in ("vendor", "category", "subcategory"):
+        assert np.array_equal(e[key], full[key][keep]), key
+    assert list(e.unified) == ["1F600", "1F603", "1F604"]
+    assert list(e.emoji) == ["\U0001F600", "\U0001F603", "\U0001F604"]
+    assert list(e.category[e.target == 1]) == ["catD"] * 3
+    X, y = load_emoji(path, return_X_y=True)
+    assert np.array_equal(X, e.images) and np.array_equal(y, e.target)
+    # every vendor's drawings of the kept emoji differ now
+    for v in np.unique(e.vendor):
+        flat = e.images[e.vendor == v].reshape(int(np.sum(e.vendor == v)), -1)
+        assert len(np.unique(flat, axis=0)) == len(flat)
+    # only the selected vendors count: without google, A and B are no longer linked
+    tw = load_emoji(path, vendors=["twitter", "openmoji"], min_vendors=1)
+    assert list(tw.target_names) == ["A", "B", "D", "E"] and tw.duplicates_dropped == ["C"]
+    with pytest.raises(ValueError, match="dedupe must be True or False"):
+        load_emoji(path, dedupe="yes")
 
 
 # --------------------------------------------------------------------------- pretrained

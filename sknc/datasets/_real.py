@@ -18,6 +18,7 @@ EMOJI_VENDORS
 """
 
 import gzip
+import hashlib
 import json
 import os
 
@@ -227,6 +228,33 @@ def _load_rgb_on_white(path, size):
     return np.asarray(Image.alpha_composite(white, im).convert("RGB"))
 
 
+def _identical_drawing_roots(images, target, vendor, n_classes):
+    """For each class, the first class linked to it by identical drawings of one vendor.
+
+    Two classes are linked when one vendor draws them with exactly the same
+    pixels; links are followed transitively (union-find), and every group is
+    represented by its lowest class index.
+    """
+    parent = list(range(n_classes))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = {}
+    for img, v, k in zip(images, vendor, target):
+        key = (str(v), hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest())
+        if key in first:
+            a, b = find(first[key]), find(int(k))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        else:
+            first[key] = int(k)
+    return np.array([find(i) for i in range(n_classes)], dtype=np.int64)
+
+
 def load_emoji(
     path=None,
     *,
@@ -234,6 +262,7 @@ def load_emoji(
     vendors=None,
     min_vendors=2,
     size=64,
+    dedupe=True,
     return_X_y=False,
     verbose=False,
 ):
@@ -250,6 +279,16 @@ def load_emoji(
 
     Transparent pixels are composited on **white**, so the images are RGB.
 
+    Some vendors draw two emoji with exactly the same image (the
+    gender-neutral "COOK" as "MAN COOK", "PEDESTRIAN" as "MAN WALKING", ...;
+    84 emoji among those drawn by at least 4 of the 7 vendors). Two classes
+    sharing a sample cannot be told apart on it, and when all their drawings
+    coincide their class means are equal and the CDNV is infinite. By
+    default (``dedupe=True``) such emoji are merged: classes linked by an
+    identical drawing of the same vendor are grouped (transitively) and only
+    the first of each group in the emoji order is kept, with all of its own
+    samples; the names of the others are in ``duplicates_dropped``.
+
     Parameters
     ----------
     path : str or path-like, default=None
@@ -265,6 +304,10 @@ def load_emoji(
         Keep only emoji drawn by at least this many of the selected vendors.
     size : int, default=64
         Side of the square output images (the files are 64x64 PNGs).
+    dedupe : bool, default=True
+        Drop the emoji that a vendor draws with exactly the same pixels (at
+        ``size``, among the selected vendors) as an emoji kept (see above).
+        False keeps every emoji.
     return_X_y : bool, default=False
         If True, return ``(images, target)`` instead of a Bunch.
     verbose : bool, default=False
@@ -280,6 +323,8 @@ def load_emoji(
         unified : ndarray of shape (n_classes,), code points such as ``'1F600'``
         vendor : ndarray of shape (n_samples,), the designer of each sample
         category, subcategory : ndarray of shape (n_samples,)
+        duplicates_dropped : list of str, names of the emoji dropped by
+        ``dedupe`` (empty without it), in the emoji order
         DESCR : str
 
     (images, target) : tuple if ``return_X_y`` is True
@@ -290,7 +335,7 @@ def load_emoji(
         If the emoji folder or ``emoji.json`` is missing.
     ValueError
         For unknown vendors, ``min_vendors`` larger than the number of
-        vendors, or no emoji left.
+        vendors, a ``dedupe`` that is not a bool, or no emoji left.
 
     Examples
     --------
@@ -300,6 +345,8 @@ def load_emoji(
     (32, 32, 3)
     """
     size = _check_size(size)
+    if not isinstance(dedupe, (bool, np.bool_)):
+        raise ValueError(f"dedupe must be True or False, got {dedupe!r}.")
     folder = (
         os.path.abspath(os.path.expanduser(os.fspath(path)))
         if path is not None
@@ -354,6 +401,19 @@ def load_emoji(
         iterator = tqdm(samples, desc="decoding emoji", unit="image")
     images = np.stack([_load_rgb_on_white(f, size) for _, _, f in iterator])
     target = np.asarray([k for k, _, _ in samples], dtype=np.int64)
+    vendor = np.asarray([v for _, v, _ in samples])
+    names = [c.get("name") or c.get("short_name") or c["unified"] for c in classes]
+    dropped = []
+    if dedupe:
+        roots = _identical_drawing_roots(images, target, vendor, len(classes))
+        keep = np.flatnonzero(roots == np.arange(len(classes)))
+        if len(keep) < len(classes):
+            dropped = [names[i] for i in range(len(classes)) if roots[i] != i]
+            mask = np.isin(target, keep)
+            images, vendor = images[mask], vendor[mask]
+            target = np.searchsorted(keep, target[mask]).astype(np.int64)
+            classes = [classes[i] for i in keep]
+            names = [names[i] for i in keep]
     if return_X_y:
         return images, target
     category = np.asarray([c.get("category") or "" for c in classes])
@@ -362,22 +422,26 @@ def load_emoji(
     descr = (
         "Multi-vendor emoji (sknc)\n-------------------------\n\n"
         f"{len(classes)} emoji (classes) drawn by at least {min_vendors} of the vendors "
-        f"{vendors}; {len(samples)} images of {size}x{size} RGB (transparent pixels on white). "
+        f"{vendors}; {len(target)} images of {size}x{size} RGB (transparent pixels on white). "
         f"Samples per class: min {n_per_class.min()}, median {int(np.median(n_per_class))}, "
         f"max {n_per_class.max()}. {len(np.unique(category))} categories, "
         f"{len(np.unique(subcategory))} subcategories (from emoji-datasource's emoji.json).\n"
         "Licences: Google Noto and Noto v1 (Apache-2.0), Twitter Twemoji (CC-BY-4.0), "
         "OpenMoji (CC-BY-SA-4.0), Microsoft Fluent (MIT), EmojiOne 2 (CC-BY-4.0), "
-        "Firefox OS emoji (Apache-2.0)."
+        "Firefox OS emoji (Apache-2.0).\n"
+        + (f"{len(dropped)} emoji drawn by some vendor exactly like another emoji were "
+           "dropped (dedupe=True; names in duplicates_dropped)." if dedupe else
+           "Emoji drawn by some vendor exactly like another emoji are kept (dedupe=False).")
     )
     return Bunch(
         images=images,
         target=target,
-        target_names=np.asarray([c.get("name") or c.get("short_name") or c["unified"] for c in classes]),
+        target_names=np.asarray(names),
         emoji=np.asarray([_emoji_char(c["unified"]) for c in classes]),
         unified=np.asarray([c["unified"] for c in classes]),
-        vendor=np.asarray([v for _, v, _ in samples]),
+        vendor=vendor,
         category=category[target],
         subcategory=subcategory[target],
+        duplicates_dropped=dropped,
         DESCR=descr,
     )

@@ -352,16 +352,6 @@ def _finetune(p, model, size, checkpoint, sets, device, seed, progress):
 # ----------------------------------------------------------------------------
 # verdicts: computed from the numbers, never fixed in advance
 # ----------------------------------------------------------------------------
-def _spearman(x, y):
-    from scipy import stats
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return {"spearman": float("nan"), "spearman_pvalue": float("nan")}
-    rho, p = stats.spearmanr(x, y)
-    return {"spearman": float(rho), "spearman_pvalue": float(p)}
-
-
 def _claims(results):
     claims = {key: dict(value) for key, value in _CLAIMS.items()}
     col = results["collapse"]
@@ -559,6 +549,8 @@ def run_demo(out_dir=DEFAULT_DEMO_DIR, *, preset="default", epochs=None, model=N
     """
     import joblib
 
+    from ..model_selection import rank_correlation
+
     t_start = time.perf_counter()
     if preset not in PRESETS:
         raise InputError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}.")
@@ -606,7 +598,8 @@ def run_demo(out_dir=DEFAULT_DEMO_DIR, *, preset="default", epochs=None, model=N
         results["collapse"], results["few_shot"] = _measure_checkpoints(
             p, model, image_size, checkpoints, sets, memory, device, seed, n_threads, steps)
         fs = results["few_shot"]
-        fs["correlation"] = _spearman(fs["novel_cdnv"], fs["shots"][str(max(_SHOTS))]["mean"])
+        fs["correlation"] = rank_correlation(fs["novel_cdnv"],
+                                             fs["shots"][str(max(_SHOTS))]["mean"])
         timing["checkpoint_metrics"] = time.perf_counter() - t
 
         t = time.perf_counter()

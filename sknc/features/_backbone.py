@@ -33,6 +33,9 @@ LayerTap
     hooks; stops the forward early when only intermediate blocks are needed.
 weights_fingerprint(module)
     Content hash of a module's state dict (names, dtypes, shapes, values).
+zero_scale_layers(module), warn_identity_blocks(module, model, *, what)
+    Layers with all-zero scales (timm's ``zero_init_last``) and the warning
+    for random-init backbones used frozen.
 PENULTIMATE
     The layer name ``"penultimate"``: the pre-logits features (model output
     after :func:`strip_classifier`).
@@ -65,7 +68,9 @@ __all__ = [
     "resolve_layer",
     "strip_classifier",
     "token_info",
+    "warn_identity_blocks",
     "weights_fingerprint",
+    "zero_scale_layers",
 ]
 
 PENULTIMATE = "penultimate"
@@ -459,6 +464,65 @@ def weights_fingerprint(module):
         if flat.numel():
             h.update(flat.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def zero_scale_layers(module):
+    """Paths of the layers of ``module`` that output zero: all-zero scales.
+
+    Normalisation layers whose weight (scale) is all zeros, and convolutions
+    whose weight or ``gain`` (timm's scaled weight-standardised convolutions)
+    is all zeros. Random initialisation never gives such a layer except on
+    purpose: timm's ``zero_init_last=True`` (the default of its ResNets,
+    RegNets, CSP and NF nets, ...) zeroes the last BatchNorm (or gain) of
+    every residual block so that its residual branch starts switched off.
+    """
+    import torch
+    from torch import nn
+
+    norms = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
+             nn.GroupNorm, nn.LayerNorm)
+
+    def zero(t):
+        return isinstance(t, torch.Tensor) and t.numel() > 0 and not bool(t.any())
+
+    found = []
+    with torch.no_grad():
+        for name, mod in module.named_modules():
+            if isinstance(mod, norms):
+                scales = [getattr(mod, "weight", None)]
+            elif isinstance(mod, nn.modules.conv._ConvNd):
+                scales = [mod.weight, getattr(mod, "gain", None)]
+            else:
+                continue
+            if any(zero(t) for t in scales):
+                found.append(name)
+    return found
+
+
+def warn_identity_blocks(module, model, *, what):
+    """Warn when a random-init ``module`` has zero-scale layers (residual branches off).
+
+    ``model`` is what the user passed (a timm name gets the ``zero_init_last``
+    hint); ``what`` names the frozen use, e.g. ``"features"``. Call it only
+    for backbones built with random weights (no ``pretrained``, no
+    ``weights``, not a module instance the user may have trained).
+    """
+    from ..utils._warnings import warn_external
+
+    zero = zero_scale_layers(module)
+    if not zero:
+        return
+    fix = "build it without zero scales"
+    if isinstance(model, str):
+        fix += " (model_kwargs={'zero_init_last': False} for timm's ResNets, RegNets, ...)"
+    warn_external(
+        f"The backbone has random weights (pretrained=False, weights=None) and "
+        f"{len(zero)} layer(s) with all-zero scales ({_few(zero)}), as timm's "
+        "zero_init_last=True leaves them: those residual branches output zero until trained, "
+        f"so the frozen {what} barely use their blocks. For pretrained {what} pass "
+        f"pretrained=True or weights=...; for a random baseline, {fix}.",
+        UserWarning,
+    )
 
 
 # --------------------------------------------------------------------------

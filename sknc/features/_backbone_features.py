@@ -7,7 +7,6 @@ import numbers
 import os
 import threading
 import types
-import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -15,6 +14,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, check_memory
 
 from ..utils import resolve_device
+from ..utils._warnings import warn_external
 from ._backbone import (
     PENULTIMATE,
     classifier_name,
@@ -22,6 +22,7 @@ from ._backbone import (
     resolve_layer,
     strip_classifier,
     token_info,
+    warn_identity_blocks,
     weights_fingerprint,
 )
 from ._images import check_images, fingerprint_images, iter_batches, resolve_data_config
@@ -230,6 +231,20 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
     config and runs one dummy image to learn the output widths; it ignores
     ``y`` and only validates ``X``.
 
+    **Random weights.** With ``pretrained=False`` and no ``weights`` the
+    model keeps its random initialisation. timm initialises the last
+    BatchNorm of every residual block of its ResNets (and RegNets, ...) to
+    zero (``zero_init_last=True``), which is what training from scratch
+    wants, but for *frozen* features it turns every residual branch off:
+    the features then barely depend on the blocks (a random ``resnet18`` on
+    32-pixel digits gives about 21% linear-probe accuracy, against 88% with
+    ``model_kwargs={"zero_init_last": False}``). ``fit`` warns when a model
+    it built with random weights has such all-zero scales (BatchNorm
+    weights, or convolution gains of NF nets); sknc does not change timm's
+    default, so that ``BackboneFeatures(name)`` is always
+    ``timm.create_model(name)``. For a random baseline pass
+    ``model_kwargs={"zero_init_last": False}``.
+
     **Pickling.** The model is pickled on CPU and moved to the device given
     by ``device`` at the next ``transform``.
 
@@ -361,6 +376,9 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         module = create_backbone(self.model, pretrained=self.pretrained, weights=self.weights,
                                  model_kwargs=self.model_kwargs, seed=seed)
+        if (not self.pretrained and self.weights is None
+                and not isinstance(self.model, torch.nn.Module)):
+            warn_identity_blocks(module, self.model, what="features")
 
         clf = classifier_name(module)
         layers = []
@@ -389,9 +407,9 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
 
         device = resolve_device(self.device)
         if self.amp not in (False, None) and device.type != "cuda":
-            warnings.warn(
+            warn_external(
                 f"amp={self.amp!r} only applies on CUDA; on {device.type!r} features are "
-                "computed in float32.", UserWarning, stacklevel=2,
+                "computed in float32.", UserWarning,
             )
         self.model_ = module
         self.layers_ = layers

@@ -30,11 +30,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from ..utils._warnings import warn_external
+
 __all__ = ["FineTuningClassifier"]
 
 _METHODS = ("linear-probe", "layer-ft", "scl-ft", "full-ft")
 _OPTIMIZERS = ("adamw", "adam", "sgd")
 _AMP = (False, True, "bf16", "fp16")
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 # "auto" prefix caching is skipped (with a warning) above this many bytes.
 AUTO_CACHE_MAX_BYTES = 4 * 1024**3
 
@@ -94,6 +97,13 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         ``tuned_block_``.
     pretrained : bool, default=False
         Load timm's hub weights (timm names only; fails fast offline).
+        Without them (and without ``weights``) training starts from timm's
+        random initialisation, in which the last BatchNorm of every residual
+        block is zero (``zero_init_last=True``). That suits training from
+        scratch (``"full-ft"``, :func:`~sknc.finetune.pretrain_backbone`),
+        but a frozen random backbone then barely uses its blocks, so
+        ``method="linear-probe"`` warns in that case (see
+        :class:`~sknc.features.BackboneFeatures`, *Random weights*).
     weights : str, path-like, mapping or None, default=None
         A local weight file (``.safetensors``, ``.pth``) or state dict loaded
         into the backbone; the classifier head may mismatch.
@@ -160,9 +170,21 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         ``valid_loss`` (``train_loss`` without a validation split) and
         restore the best weights.
     input_size : int, (H, W), (C, H, W) or None, default=None
-        Model input size (default: the model's data config).
+        Model input size (default: the model's data config). Images already
+        at this size are used as they are; others are resized and
+        centre-cropped like timm's eval transform (also for training, after
+        ``augment``).
     mean, std : float, sequence or None, default=None
         Normalisation (default: the model's data config).
+    crop_pct : float in (0, 1] or None, default=None
+        Centre-crop fraction of that resize: the image is resized so that
+        the crop of ``input_size`` is ``crop_pct`` of it (default: the
+        model's data config, e.g. 0.875 or 0.95 for timm models). ``1.0``
+        keeps the whole field of view of a square image; the same value as
+        :class:`~sknc.features.BackboneFeatures` gives the same input
+        tensors.
+    interpolation : {"bilinear", "bicubic", "nearest"} or None, default=None
+        Resize interpolation (default: the model's data config).
     device : str or torch.device, default="auto"
         ``"auto"`` is CUDA when available, else CPU.
     amp : bool or {"bf16", "fp16"}, default=False
@@ -227,7 +249,8 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
     prefix_cached_ : bool
         Whether training ran on cached prefix activations.
     data_config_ : dict
-        The preprocessing config (input size, interpolation, mean, std, ...).
+        The preprocessing: ``input_size``, ``mean``, ``std``, ``crop_pct``,
+        ``interpolation``, ``crop_mode`` (as ``BackboneFeatures.data_config_``).
     device_ : torch.device
         Where the fitted network is: the resolved ``device`` after ``fit``.
         It follows ``net_.device``, so after a CUDA-fitted estimator is
@@ -289,7 +312,8 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
                  projection_rank="auto", skip_pool="auto", skip_norm=False, lr=1e-3,
                  optimizer="adamw", weight_decay=0.0, momentum=0.9, max_epochs=10,
                  batch_size=32, augment=None, cache_prefix="auto", validation_fraction=None,
-                 patience=None, input_size=None, mean=None, std=None, device="auto",
+                 patience=None, input_size=None, mean=None, std=None, crop_pct=None,
+                 interpolation=None, device="auto",
                  amp=False, num_workers=0, checkpoint_dir=None, save_checkpoints=False,
                  on_epoch_end=None, compute_train_nc1=True, callbacks=None,
                  random_state=None, verbose=0):
@@ -317,6 +341,8 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         self.input_size = input_size
         self.mean = mean
         self.std = std
+        self.crop_pct = crop_pct
+        self.interpolation = interpolation
         self.device = device
         self.amp = amp
         self.num_workers = num_workers
@@ -372,6 +398,15 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
             raise ValueError(
                 f"optimizer must be one of {_OPTIMIZERS} or a torch.optim.Optimizer class, "
                 f"got {type(self.optimizer).__name__}."
+            )
+        cp = self.crop_pct
+        if cp is not None and not (isinstance(cp, numbers.Real) and not isinstance(cp, bool)
+                                   and 0 < cp <= 1):
+            raise ValueError(f"crop_pct must be a number in (0, 1] or None, got {cp!r}.")
+        if self.interpolation is not None and self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be one of {_INTERPOLATIONS} or None, "
+                f"got {self.interpolation!r}."
             )
         if not _is_int(self.max_epochs) or self.max_epochs < 0:
             raise ValueError(f"max_epochs must be an int >= 0, got {self.max_epochs!r}.")
@@ -572,11 +607,17 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
             torch.manual_seed(seed)
             net.initialize()
             module = net.module_
+            if (self.method == "linear-probe" and not self.pretrained and self.weights is None
+                    and not isinstance(self.model, torch.nn.Module)):
+                from ..features._backbone import warn_identity_blocks
+
+                warn_identity_blocks(module.backbone, self.model, what="linear-probe features")
             self.classes_ = classes
             self.net_ = net
             self.tuned_block_ = module.tuned_block
             self.data_config_ = resolve_data_config(
-                module.backbone, input_size=self.input_size, mean=self.mean, std=self.std)
+                module.backbone, input_size=self.input_size, mean=self.mean, std=self.std,
+                crop_pct=self.crop_pct, interpolation=self.interpolation)
             source = check_images(X, n_channels=self.data_config_["input_size"][0])
             self.n_params_, self.n_trainable_params_ = count_parameters(module)
             self.trainable_fraction_ = self.n_trainable_params_ / max(self.n_params_, 1)
@@ -634,18 +675,17 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
             if self.cache_prefix is True:
                 raise ValueError(f"cache_prefix=True but the backbone cannot be split at "
                                  f"{module.tuned_block!r}: {exc}") from exc
-            warnings.warn(f"Prefix caching disabled, training without it: {exc}",
-                          UserWarning, stacklevel=3)
+            warn_external(f"Prefix caching disabled, training without it: {exc}", UserWarning)
             return None
         with torch.no_grad(), self.net_._autocast():
             per_sample = sum(t[0].numel() * t.element_size()
                              for t in module.prefix_outputs(example))
         estimate = per_sample * len(source)
         if self.cache_prefix == "auto" and estimate > AUTO_CACHE_MAX_BYTES:
-            warnings.warn(
+            warn_external(
                 f"Prefix caching disabled: the cache would take {estimate / 1024**3:.1f} GiB "
                 f"(> {AUTO_CACHE_MAX_BYTES / 1024**3:.0f} GiB); pass cache_prefix=True to "
-                "cache anyway.", UserWarning, stacklevel=3)
+                "cache anyway.", UserWarning)
             module.__dict__["_split"] = None
             return None
         chunks = None

@@ -16,8 +16,9 @@ def pretrain_backbone(model, X, y, *, checkpoint_dir=None, pretrained=False, wei
                       model_kwargs=None, max_epochs=30, lr=1e-3, optimizer="adamw",
                       weight_decay=5e-4, momentum=0.9, batch_size=64, augment=None,
                       validation_fraction=None, patience=None, input_size=None, mean=None,
-                      std=None, device="auto", amp=False, num_workers=0, on_epoch_end=None,
-                      callbacks=None, random_state=None, verbose=0):
+                      std=None, crop_pct=None, interpolation=None, device="auto", amp=False,
+                      num_workers=0, on_epoch_end=None, callbacks=None, random_state=None,
+                      verbose=0):
     """Train a backbone on source classes and save a checkpoint after every epoch.
 
     The first half of Galanti et al.'s experiment (*On the Role of Neural
@@ -52,8 +53,10 @@ def pretrain_backbone(model, X, y, *, checkpoint_dir=None, pretrained=False, wei
         Training augmentation (see :class:`FineTuningClassifier`).
     validation_fraction, patience : optional
         Validation split and early stopping.
-    input_size, mean, std : optional
-        Preprocessing overrides.
+    input_size, mean, std, crop_pct, interpolation : optional
+        Preprocessing overrides (see :class:`FineTuningClassifier`); use the
+        same values for the feature extractor that later loads the
+        checkpoints.
     device, amp, num_workers : optional
         Where and how to train.
     on_epoch_end : callable or None, default=None
@@ -93,7 +96,8 @@ def pretrain_backbone(model, X, y, *, checkpoint_dir=None, pretrained=False, wei
         model_kwargs=model_kwargs, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
         momentum=momentum, max_epochs=max_epochs, batch_size=batch_size, augment=augment,
         cache_prefix=False, validation_fraction=validation_fraction, patience=patience,
-        input_size=input_size, mean=mean, std=std, device=device, amp=amp,
+        input_size=input_size, mean=mean, std=std, crop_pct=crop_pct,
+        interpolation=interpolation, device=device, amp=amp,
         num_workers=num_workers, checkpoint_dir=checkpoint_dir, save_checkpoints=True,
         on_epoch_end=on_epoch_end, compute_train_nc1=True, callbacks=callbacks,
         random_state=random_state, verbose=verbose,

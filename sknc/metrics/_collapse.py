@@ -30,12 +30,12 @@ algebra runs single-threaded.
 """
 
 import functools
-import warnings
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..utils._warnings import warn_external
 from ._core import (
     BetweenGeometry,
     NCDegenerateWarning,
@@ -412,8 +412,7 @@ def _safe_equiangularity(Mc):
     try:
         return equiangularity_value(Mc, "std"), equiangularity_value(Mc, "max-angle")
     except ValueError as exc:
-        # stack: here, _build_report, the report function, its caller
-        warnings.warn(f"{exc} Reporting NaN.", NCDegenerateWarning, stacklevel=4)
+        warn_external(f"{exc} Reporting NaN.", NCDegenerateWarning)
         return float("nan"), float("nan")
 
 

@@ -7,11 +7,12 @@ projection on the between-class subspace.
 """
 
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
+
+from ..utils._warnings import warn_external
 
 
 @lru_cache(maxsize=1)
@@ -191,12 +192,11 @@ def cdnv_values(variances, means, variant):
         mat = np.where(off, num / np.where(zero, 1.0, D), 0.0)
     if zero.any():
         i, j = np.argwhere(zero)[0]
-        warnings.warn(
+        warn_external(
             f"{int(np.triu(zero).sum())} pair(s) of classes have "
             f"identical means (e.g. classes at positions {i} and {j}); their "
             "CDNV is infinite.",
             NCDegenerateWarning,
-            stacklevel=3,
         )
         mat[zero] = np.inf
     value = float(mat[off].mean())

@@ -1,8 +1,8 @@
-"""Episodic few-shot splitter, fast episode evaluation, backbone ranking."""
+"""Episodic few-shot splitter, fast episode evaluation, backbone ranking, rank correlations."""
 
 from ._episodes import EpisodeSplit
 from ._fewshot import FewShotResult, evaluate_episodes
-from ._ranking import BackboneRanking, rank_backbones
+from ._ranking import BackboneRanking, rank_backbones, rank_correlation
 
 __all__ = [
     "BackboneRanking",
@@ -10,4 +10,5 @@ __all__ = [
     "FewShotResult",
     "evaluate_episodes",
     "rank_backbones",
+    "rank_correlation",
 ]

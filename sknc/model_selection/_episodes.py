@@ -1,7 +1,6 @@
 """N-way K-shot episodes as a scikit-learn cross-validation splitter."""
 
 import numbers
-import warnings
 
 import numpy as np
 from sklearn.model_selection import BaseCrossValidator
@@ -10,6 +9,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, column_or_1d
 
 from ..utils import to_numpy
+from ..utils._warnings import warn_external
 
 # Episodes are drawn in chunks of this many (the last one truncated), one
 # random stream for the whole run: ``split`` and ``evaluate_episodes`` both go
@@ -357,7 +357,7 @@ class EpisodeSplit(BaseCrossValidator):
             Query indices of the episode, laid out like ``train``.
         """
         if groups is not None:
-            warnings.warn(
+            warn_external(
                 f"The groups parameter is ignored by {type(self).__name__}", UserWarning
             )
         y = self._check_y(X, y)

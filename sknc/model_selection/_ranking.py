@@ -22,6 +22,7 @@ from sklearn.utils import check_random_state
 
 from ..metrics import collapse_report
 from ..utils import to_numpy
+from ..utils._warnings import warn_external
 
 _NC_COLUMNS = ("nc1", "cdnv")
 
@@ -37,11 +38,12 @@ class BackboneRanking:
         ``transform_time`` and, when measured, ``accuracy`` (plus
         ``accuracy_std`` with cross-validation).
     correlations : dict
-        For each of ``"nc1"`` and ``"cdnv"``: a dict with ``spearman``,
-        ``spearman_pvalue``, ``kendall`` and ``kendall_pvalue`` between that
-        score and the accuracy over the candidates (negative values mean
-        that more collapse goes with higher accuracy). Empty when accuracy
-        was not measured.
+        For each of ``"nc1"`` and ``"cdnv"``: the :func:`rank_correlation`
+        of that score and the accuracy over the candidates (``spearman``,
+        ``spearman_pvalue``, ``kendall``, ``kendall_pvalue`` and ``n``, the
+        number of candidates with finite values; negative values mean that
+        more collapse goes with higher accuracy). Empty when accuracy was
+        not measured.
     rank_by : str
         The metric the rows are sorted by.
     ranking : list of str
@@ -175,24 +177,85 @@ def _default_probe():
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
 
 
+def rank_correlation(x, y):
+    """Spearman's and Kendall's rank correlations, with their p-values, over finite pairs.
+
+    The one place where sknc correlates a collapse score with an accuracy
+    (:func:`rank_backbones`, :func:`sknc.plotting.plot_nc_vs_accuracy`, the
+    ``sknc demo`` report and the real-data reproductions all call it), so
+    they share one policy for values that cannot be ranked:
+
+    - a pair ``(x[i], y[i])`` is used only if both values are finite: NaN,
+      ``+inf``, ``-inf`` and None (NaN after a JSON round trip) drop the
+      pair. An infinite score (e.g. the CDNV of coinciding class means) is a
+      failed measurement, not the largest value;
+    - with fewer than 3 finite pairs, or when the ``x`` or the ``y`` values
+      of the finite pairs are all equal, every statistic is NaN (no warning);
+    - ``n`` is the number of finite pairs used.
+
+    Parameters
+    ----------
+    x, y : array-like of shape (n_points,)
+        Paired values, e.g. NC1 of each candidate backbone and its
+        linear-probe accuracy.
+
+    Returns
+    -------
+    dict
+        ``spearman``, ``spearman_pvalue``, ``kendall``, ``kendall_pvalue``
+        (floats, as from :func:`scipy.stats.spearmanr` and
+        :func:`scipy.stats.kendalltau` on the finite pairs) and ``n`` (int).
+        Negative correlations mean that a lower score (more collapse) goes
+        with a higher accuracy.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` or ``y`` is not one-dimensional, holds something other than
+        numbers, or they differ in length.
+
+    Examples
+    --------
+    >>> from sknc.model_selection import rank_correlation
+    >>> nc1 = [0.5, 1.0, float("nan"), 2.0, 4.0]
+    >>> accuracy = [0.9, 0.85, 0.99, 0.7, 0.75]
+    >>> r = rank_correlation(nc1, accuracy)
+    >>> round(r["spearman"], 2), round(r["kendall"], 2), r["n"]
+    (-0.8, -0.67, 4)
+    """
+    x, y = _as_paired(x, "x"), _as_paired(y, "y")
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}.")
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = int(x.shape[0])
+    nan = float("nan")
+    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {"spearman": nan, "spearman_pvalue": nan, "kendall": nan, "kendall_pvalue": nan,
+                "n": n}
+    rho, p_rho = stats.spearmanr(x, y)
+    tau, p_tau = stats.kendalltau(x, y)
+    return {"spearman": float(rho), "spearman_pvalue": float(p_rho), "kendall": float(tau),
+            "kendall_pvalue": float(p_tau), "n": n}
+
+
+def _as_paired(values, name):
+    """``values`` as a 1-D float64 array (None entries become NaN)."""
+    if isinstance(values, (str, bytes)):
+        raise ValueError(f"{name} must be a sequence of numbers, got a string.")
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a sequence of numbers: {exc}") from exc
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}.")
+    return arr
+
+
 def _correlations(table):
-    out = {}
-    acc = np.array([row["accuracy"] for row in table])
-    for metric in _NC_COLUMNS:
-        x = np.array([row[metric] for row in table])
-        if len(table) < 3 or np.ptp(acc) == 0 or np.ptp(x) == 0:
-            nan = float("nan")
-            out[metric] = dict(spearman=nan, spearman_pvalue=nan, kendall=nan, kendall_pvalue=nan)
-            continue
-        rho, p_rho = stats.spearmanr(x, acc)
-        tau, p_tau = stats.kendalltau(x, acc)
-        out[metric] = dict(
-            spearman=float(rho),
-            spearman_pvalue=float(p_rho),
-            kendall=float(tau),
-            kendall_pvalue=float(p_tau),
-        )
-    return out
+    acc = [row["accuracy"] for row in table]
+    return {metric: rank_correlation([row[metric] for row in table], acc)
+            for metric in _NC_COLUMNS}
 
 
 def _warn_narrow(table, n_classes):
@@ -201,14 +264,13 @@ def _warn_narrow(table, n_classes):
     if not narrow:
         return
     names = ", ".join(f"{row['backbone']!r} ({row['n_features']})" for row in narrow)
-    warnings.warn(
+    warn_external(
         f"Candidate(s) with fewer features than n_classes - 1 = {n_classes - 1}: {names}. "
         "Their class means span fewer than K - 1 directions, so their NC1 measures the "
         "within-class variance along fewer directions and is not comparable with the NC1 of "
         "candidates with at least K - 1 features; rank them separately or with "
         "rank_by='cdnv'.",
         UserWarning,
-        stacklevel=3,
     )
 
 

@@ -1,0 +1,69 @@
+"""Warnings that point at the user's code, not at sknc's internals.
+
+Contents
+--------
+warn_external(message, category=UserWarning)
+    ``warnings.warn`` with the stack level of the first frame outside the
+    sknc package, so that the warning names the line of the caller (the
+    user's script, test or notebook cell) however deep inside sknc it was
+    raised and whatever wrappers are in between.
+
+``warnings.warn(..., skip_file_prefixes=...)`` does the same from Python 3.12
+on; sknc supports 3.10, so the stack level is computed here for every version.
+"""
+
+import os
+import sys
+import warnings
+
+__all__ = ["warn_external"]
+
+_PACKAGE_DIR = os.path.normcase(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_PREFIX = _PACKAGE_DIR + os.sep
+
+
+def _in_package(frame):
+    filename = frame.f_code.co_filename
+    return os.path.normcase(os.path.abspath(filename)).startswith(_PREFIX)
+
+
+def external_stacklevel():
+    """The ``stacklevel`` naming the first frame outside sknc, seen from the caller.
+
+    For a function ``f`` inside sknc, ``warnings.warn(msg, stacklevel=
+    external_stacklevel())`` written in ``f`` points at the first frame,
+    going up from ``f``, whose file is not in the sknc package (``f``
+    itself counts as level 1). When every frame is inside sknc (e.g.
+    ``python -m sknc``) it names the outermost one.
+    """
+    frame = sys._getframe(1)  # the caller: stack level 1 for its warnings.warn
+    level = 1
+    while frame.f_back is not None and _in_package(frame):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def warn_external(message, category=UserWarning):
+    """Issue a warning attributed to the first caller outside the sknc package.
+
+    Parameters
+    ----------
+    message : str
+        The warning message.
+    category : Warning subclass, default=UserWarning
+        The warning category.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from sknc.utils._warnings import warn_external
+    >>> with warnings.catch_warnings(record=True) as record:
+    ...     warnings.simplefilter("always")
+    ...     warn_external("careful")
+    >>> str(record[0].message), record[0].category.__name__
+    ('careful', 'UserWarning')
+    """
+    # level 1 of external_stacklevel() is this function; warnings.warn in
+    # here sees the same stack
+    warnings.warn(message, category, stacklevel=external_stacklevel())
