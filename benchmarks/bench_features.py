@@ -27,12 +27,17 @@ Random weights are used (pretrained=False): speed does not depend on values.
 import argparse
 import statistics
 import time
+import warnings
 
 import numpy as np
 import torch
 
 from sknc.features import BackboneFeatures
 from sknc.features._images import iter_batches, preprocess_batch
+
+# Random weights are fine for timing: silence sknc's warning about them
+# (timm's zero_init_last), which is about the features' quality.
+warnings.filterwarnings("ignore", message="The backbone has random weights")
 
 
 def _sync(device):

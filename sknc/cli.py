@@ -30,7 +30,7 @@ CDNV/NC1 on source-train, source-test and novel-class features per epoch;
 each checkpoint on a downstream training set against its linear-probe
 accuracy (Spearman, Kendall); linear probe / Layer FT / SCL-FT / full FT on
 10% of the digits training set. Writes results.json, four PNG figures and
-report.md to --out. About 10 minutes on a 2-core CPU (--quick: about 2).
+report.md to --out. About 3 minutes on a quiet 2-core CPU, at most 10 (--quick: about 1).
 """
 
 _EVALUATE_HELP = """\
@@ -99,7 +99,7 @@ def build_parser():
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(demo, "sknc_results/demo")
     demo.add_argument("--quick", action="store_true",
-                      help="fewer epochs and episodes: about 2 minutes on a 2-core CPU")
+                      help="fewer epochs and episodes: about 1 minute on a quiet 2-core CPU")
     demo.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     default, quick = PRESETS["default"], PRESETS["quick"]
     demo.add_argument("--epochs", type=_positive_int, default=None,

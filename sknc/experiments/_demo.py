@@ -73,8 +73,8 @@ class DemoPreset:
     test_typefaces: float = 0.25
 
 
-#: Configurations: ``default`` (``sknc demo``, within 10 minutes on a quiet
-#: 2-core CPU), ``quick`` (``--quick``, about 2 minutes) and ``tiny`` (the
+#: Configurations: ``default`` (``sknc demo``, about 3 minutes on a quiet
+#: 2-core CPU, within 10), ``quick`` (``--quick``, about 1 minute) and ``tiny`` (the
 #: test suite's: a few classes, two epochs, tiny images, seconds).
 PRESETS = {
     "default": DemoPreset(model="resnet10t", image_size=32, epochs=20, lr=2e-3, batch_size=64,
