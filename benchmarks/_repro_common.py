@@ -110,6 +110,24 @@ def read_json(path, default=None):
         return json.load(fh)
 
 
+def replot(out, claims, figures):
+    """``--replot``: the verdicts and figures again from ``out/results.json``.
+
+    ``claims(res)`` recomputes the verdicts and ``figures(res, out)`` redraws
+    the figures of a reproduction script; the results file is updated and
+    returned. No measurement is re-run.
+    """
+    path = os.path.join(out, "results.json")
+    res = read_json(path)
+    if res is None:
+        raise SystemExit(f"--replot: no results.json in {out}")
+    res["claims"] = claims(res)
+    res["figures"] = figures(res, out)
+    write_json(path, res)
+    log(f"recomputed the verdicts, redrew {sorted(res['figures'].values())} in {out}")
+    return res
+
+
 def resize_rgb(images, size, resample="bicubic"):
     """Images (N, H, W) or (N, H, W, 3) uint8 -> (N, size, size, 3) uint8 RGB, with PIL.
 

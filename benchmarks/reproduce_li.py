@@ -552,14 +552,7 @@ def main(argv=None):
     rc.set_threads(cfg["threads"])
     out = os.path.abspath(args.out)
     if cfg.pop("replot"):
-        res = rc.read_json(os.path.join(out, "results.json"))
-        if res is None:
-            raise SystemExit(f"--replot: no results.json in {out}")
-        res["claims"] = claims(res)
-        res["figures"] = figures(res, out)
-        rc.write_json(os.path.join(out, "results.json"), res)
-        rc.log(f"recomputed the verdicts, redrew {sorted(res['figures'].values())} in {out}")
-        return res
+        return rc.replot(out, claims, figures)
     os.makedirs(out, exist_ok=True)
     t_start = time.perf_counter()
     rc.log(f"Li et al. on Fashion-MNIST and emoji categories ({cfg['preset']}), output in {out}")
