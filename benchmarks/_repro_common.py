@@ -6,17 +6,15 @@ emoji source / novel split, image resizing, where data and caches live) and
 small I/O helpers (atomic JSON, the command line that produced a result).
 """
 
-import contextlib
 import json
-import math
-import numbers
 import os
 import shlex
 import sys
-import tempfile
 import time
 
 import numpy as np
+
+from sknc.experiments._common import to_jsonable, write_text
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(BENCH_DIR)
@@ -64,42 +62,13 @@ def log(message):
     print(time.strftime("[%H:%M:%S] ") + message, flush=True)
 
 
-def to_jsonable(obj):
-    """Plain JSON types: numpy scalars/arrays to Python, NaN and inf to None."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, numbers.Integral):
-        return int(obj)
-    if isinstance(obj, numbers.Real):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if obj is None or isinstance(obj, str):
-        return obj
-    return str(obj)
-
-
 def write_json(path, obj):
-    """Write ``obj`` as indented JSON, atomically (a crash never leaves half a file)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(to_jsonable(obj), fh, indent=1, ensure_ascii=False)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    return path
+    """Write ``obj`` as JSON (indent 1), atomically (a crash never leaves half a file).
+
+    ``obj`` goes through :func:`to_jsonable` (sknc's: numpy to Python, NaN
+    and inf to None).
+    """
+    return write_text(path, json.dumps(to_jsonable(obj), indent=1, ensure_ascii=False) + "\n")
 
 
 def read_json(path, default=None):
@@ -108,6 +77,21 @@ def read_json(path, default=None):
         return default
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def finite(x):
+    """False for None (NaN after a JSON round trip) and NaN / inf."""
+    return x is not None and bool(np.isfinite(x))
+
+
+def fmt(x, digits):
+    """``x`` with ``digits`` significant digits, or ``"n/a"`` when not :func:`finite`."""
+    return f"{x:.{digits}g}" if finite(x) else "n/a"
+
+
+def percent(x):
+    """A fraction as a percentage with one decimal (``"n/a"`` when not finite)."""
+    return f"{100 * x:.1f}%" if finite(x) else "n/a"
 
 
 def replot(out, claims, figures):

@@ -21,8 +21,6 @@ import statistics
 import time
 import warnings
 
-import numpy as np
-
 # Random weights are fine for timing: silence sknc's warning about them
 # (timm's zero_init_last), which is about the features' quality.
 warnings.filterwarnings("ignore", message="The backbone has random weights")

@@ -301,17 +301,8 @@ def measure_baselines(cfg, X_own, X_native, y, split):
 # ----------------------------------------------------------------------------
 # verdicts, computed from the numbers
 # ----------------------------------------------------------------------------
-def _finite(x):
-    """False for None (NaN after a JSON round trip) and NaN / inf."""
-    return x is not None and bool(np.isfinite(x))
-
-
 def _f(x, digits=3):
-    return f"{x:.{digits}g}" if _finite(x) else "n/a"
-
-
-def _pct(x):
-    return f"{100 * x:.1f}%" if _finite(x) else "n/a"
+    return rc.fmt(x, digits)
 
 
 def claims(res):
@@ -344,10 +335,10 @@ def claims(res):
     moves = []
     ok = True
     for k, s in fs.items():
-        moves.append(f"{N_WAY}-way {k}-shot {_pct(s['mean'][0])} to {_pct(s['mean'][-1])} "
-                     f"(± {_pct(s['ci95'][-1])})")
+        moves.append(f"{N_WAY}-way {k}-shot {rc.percent(s['mean'][0])} to {rc.percent(s['mean'][-1])} "
+                     f"(± {rc.percent(s['ci95'][-1])})")
         rho = corr[k]["spearman"]
-        ok &= bool(s["mean"][-1] > s["mean"][0] and _finite(rho) and rho < 0)
+        ok &= bool(s["mean"][-1] > s["mean"][0] and rc.finite(rho) and rho < 0)
     c["status"] = "held" if ok else "did not hold"
     c["verdict"] = ("Over training, " + " and ".join(moves) + "; Spearman ρ between novel CDNV "
                     "and accuracy over the epochs: "
@@ -362,13 +353,13 @@ def claims(res):
     k = str(max(SHOTS))
     beats_raw = own["fewshot"][k]["mean"] > raw["fewshot"][k]["mean"]
     fcorr = res["correlations"]["feature_sets"][k]
-    text = (f"{N_WAY}-way {k}-shot: own source-trained backbone {_pct(own['fewshot'][k]['mean'])} "
-            f"(novel CDNV {_f(own['cdnv'])}) against raw pixels {_pct(raw['fewshot'][k]['mean'])} "
+    text = (f"{N_WAY}-way {k}-shot: own source-trained backbone {rc.percent(own['fewshot'][k]['mean'])} "
+            f"(novel CDNV {_f(own['cdnv'])}) against raw pixels {rc.percent(raw['fewshot'][k]['mean'])} "
             f"(CDNV {_f(raw['cdnv'])})")
     if imagenet:
         best = max(imagenet, key=lambda r: r["fewshot"][k]["mean"])
         text += (f" and the best ImageNet backbone, {best['name']}, "
-                 f"{_pct(best['fewshot'][k]['mean'])} (CDNV {_f(best['cdnv'])})")
+                 f"{rc.percent(best['fewshot'][k]['mean'])} (CDNV {_f(best['cdnv'])})")
     text += (f". Across the {fcorr['n']} feature sets, Spearman ρ between novel CDNV and "
              f"{k}-shot accuracy is {_f(fcorr['spearman'], 2)} "
              f"(p = {_f(fcorr['spearman_pvalue'], 2)}),"
@@ -380,7 +371,7 @@ def claims(res):
     text += (f" The own backbone's novel CDNV ranks {1 + order.index(own)} of {len(sets)} "
              "(1 = lowest); its accuracy ranks "
              + ", ".join(f"{ranks[kk]} ({kk}-shot)" for kk in ranks) + ".")
-    agrees = _finite(fcorr["spearman"]) and fcorr["spearman"] < 0
+    agrees = rc.finite(fcorr["spearman"]) and fcorr["spearman"] < 0
     c["status"] = ("held" if beats_raw and agrees
                    else "partly held" if beats_raw or agrees else "did not hold")
     c["verdict"] = text

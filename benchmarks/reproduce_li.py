@@ -358,7 +358,7 @@ def _summarise(rows):
         fit_seconds=_mean([r["fit_seconds"] for r in rows]),
         train_nc1=_mean([r["train_nc1"] for r in rows]),
         train_nc1_std=(float(np.std([r["train_nc1"] for r in rows], ddof=1))
-                       if len(rows) > 1 and all(_finite(r["train_nc1"]) for r in rows)
+                       if len(rows) > 1 and all(rc.finite(r["train_nc1"]) for r in rows)
                        else None),
     )
     return out
@@ -367,23 +367,14 @@ def _summarise(rows):
 # ----------------------------------------------------------------------------
 # verdicts, computed from the numbers
 # ----------------------------------------------------------------------------
-def _finite(x):
-    """False for None (NaN after a JSON round trip) and NaN / inf."""
-    return x is not None and bool(np.isfinite(x))
-
-
 def _f(x, d=2):
-    return f"{x:.{d}g}" if _finite(x) else "n/a"
-
-
-def _pct(x):
-    return f"{100 * x:.1f}%" if _finite(x) else "n/a"
+    return rc.fmt(x, d)
 
 
 def _pm(row):
     """Mean accuracy ± std over the seeds of a fine-tuning summary row."""
-    if not _finite(row.get("accuracy_std")):
-        return _pct(row["accuracy"])
+    if not rc.finite(row.get("accuracy_std")):
+        return rc.percent(row["accuracy"])
     return f"{100 * row['accuracy']:.1f} ± {100 * row['accuracy_std']:.1f}%"
 
 
@@ -397,10 +388,10 @@ def claims(res):
     for task, r in res["ranking"].items():
         k, i = r["correlations"]["nc1"], r["imagenet_only"]
         n = len(r["table"])
-        signs.append(_finite(k["spearman"]) and k["spearman"] < 0)
-        signif.append(_finite(k["kendall_pvalue"]) and k["kendall_pvalue"] < 0.05
+        signs.append(rc.finite(k["spearman"]) and k["spearman"] < 0)
+        signif.append(rc.finite(k["kendall_pvalue"]) and k["kendall_pvalue"] < 0.05
                       and k["kendall"] < 0)
-        within.append(_finite(i["spearman"]) and i["spearman"] < 0)
+        within.append(rc.finite(i["spearman"]) and i["spearman"] < 0)
         best_nc1 = r["table"][0]
         best_acc = max(r["table"], key=lambda row: row["accuracy"])
         texts.append(
@@ -408,8 +399,8 @@ def claims(res):
             f"(p = {_f(k['spearman_pvalue'])}), Kendall τ = {_f(k['kendall'])} "
             f"(p = {_f(k['kendall_pvalue'])}), among the {i['n']} ImageNet backbones alone "
             f"ρ = {_f(i['spearman'])}; lowest NC1: {best_nc1['backbone']} "
-            f"({_pct(best_nc1['accuracy'])}), best probe: {best_acc['backbone']} "
-            f"({_pct(best_acc['accuracy'])})")
+            f"({rc.percent(best_nc1['accuracy'])}), best probe: {best_acc['backbone']} "
+            f"({rc.percent(best_acc['accuracy'])})")
     c["status"] = ("held" if all(signif) and all(within)
                    else "partly held" if any(signs) else "did not hold")
     c["verdict"] = "; ".join(texts) + "."
@@ -440,7 +431,7 @@ def claims(res):
                          f"{_pm(scl)} vs full FT {_pm(full)} ({_WORDS[sign]})")
         scl = by[("full", "scl-ft")]
         texts.append(f"{TASKS[task]}: " + ", ".join(parts)
-                     + f" (SCL-FT trains {_pct(scl['trainable_vs_full'])} of full FT's parameters)")
+                     + f" (SCL-FT trains {rc.percent(scl['trainable_vs_full'])} of full FT's parameters)")
     not_worse = {regime: [sign >= 0 for sign in signs] for regime, signs in outcome.items()}
     # held: at most 10% of the parameters and never clearly below full FT; partly:
     # at most 10% and level or better somewhere (e.g. on the scarce sets only)
@@ -490,7 +481,7 @@ def _compare(a, b, key):
     n = max(int(a.get("n_seeds") or 1), 1)
     sa, sb = a.get(f"{key}_std"), b.get(f"{key}_std")
     se = np.sqrt(((sa or 0.0) ** 2 + (sb or 0.0) ** 2) / n)
-    if not _finite(diff):
+    if not rc.finite(diff):
         return 0
     return int(np.sign(diff)) if abs(diff) > 2 * se else 0
 
@@ -529,7 +520,7 @@ def figures(res, out):
                                      [r["n_trainable_params"] for r in sel],
                                      [r["fit_seconds"] for r in sel], axes=ax_row)
             std = [r.get("accuracy_std") for r in sel]
-            if all(_finite(v) for v in std):  # error bars: std over the seeds
+            if all(rc.finite(v) for v in std):  # error bars: std over the seeds
                 ax_row[0].errorbar(np.arange(len(sel)), [100 * r["accuracy"] for r in sel],
                                    yerr=[100 * v for v in std], fmt="none", ecolor="0.2",
                                    capsize=4)

@@ -18,8 +18,6 @@ import os
 import shutil
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _repro_common as rc  # noqa: E402
@@ -81,16 +79,12 @@ def _caveats(res):
 # ----------------------------------------------------------------------------
 # formatting
 # ----------------------------------------------------------------------------
-def _finite(x):
-    return x is not None and np.isfinite(x)
-
-
 def num(x, digits=3):
-    return "n/a" if not _finite(x) else f"{x:.{digits}g}"
+    return "n/a" if not rc.finite(x) else f"{x:.{digits}g}"
 
 
 def pct(x, digits=1):
-    return "n/a" if not _finite(x) else f"{100 * x:.{digits}f}"
+    return "n/a" if not rc.finite(x) else f"{100 * x:.{digits}f}"
 
 
 def pm(mean, spread):
@@ -102,12 +96,12 @@ def count(x):
 
 
 def secs(x):
-    return "n/a" if not _finite(x) else f"{x:.0f}"
+    return "n/a" if not rc.finite(x) else f"{x:.0f}"
 
 
 def pval(x):
     """'= 0.012' or '< 1e-4' (to follow a 'p')."""
-    if not _finite(x):
+    if not rc.finite(x):
         return "= n/a"
     return f"= {x:.2g}" if x >= 1e-4 else "< 1e-4"
 
@@ -320,7 +314,7 @@ including the pass that caches the frozen prefix.
                     "full" if r["regime"] == "full" else "10%", count(r["n_train"]),
                     METHOD_NAMES[r["method"]],
                     f"``{r['tuned_block']}``" if r["tuned_block"] else "",
-                    pm(r["accuracy"], r["accuracy_std"]) if _finite(r["accuracy_std"])
+                    pm(r["accuracy"], r["accuracy_std"]) if rc.finite(r["accuracy_std"])
                     else pct(r["accuracy"]),
                     pct(r["train_accuracy"]) if r["train_accuracy"] is not None else "",
                     count(r["n_trainable_params"]), pct(r["trainable_vs_full"]),

@@ -459,3 +459,18 @@ def test_parser_defaults():
 def test_report_formatters_handle_missing_values():
     for f in FORMATTERS:
         assert f(None) == "n/a" and f(math.nan) == "n/a"
+
+
+def test_results_json_conversion(tmp_path):
+    from sknc.experiments._common import to_jsonable, write_json
+
+    obj = {1: np.float32(0.5), "inf": np.inf, "nan": float("nan"), "flag": np.bool_(True),
+           "n": np.int64(3), "scalar": np.array(2.5), "int0d": np.array(7),
+           "rows": np.array([[1, 2], [3, 4]]), "mixed": (np.nan, "a", None)}
+    expected = {"1": 0.5, "inf": None, "nan": None, "flag": True, "n": 3, "scalar": 2.5,
+                "int0d": 7, "rows": [[1, 2], [3, 4]], "mixed": [None, "a", None]}
+    assert to_jsonable(obj) == expected
+    assert type(to_jsonable(np.array(7))) is int  # 0-d arrays become scalars
+    path = write_json(tmp_path / "results.json", obj)
+    with open(path, encoding="utf-8") as fh:
+        assert json.load(fh) == expected

@@ -194,7 +194,7 @@ def to_jsonable(obj):
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return [to_jsonable(v) for v in obj.tolist()]
+        return to_jsonable(obj.tolist())  # a list, or a scalar for 0-d arrays
     if isinstance(obj, (bool, np.bool_)):
         return bool(obj)
     if isinstance(obj, numbers.Integral):

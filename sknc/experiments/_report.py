@@ -317,7 +317,7 @@ def render_evaluate_report(results):
     out.append("## Transfer from the penultimate features\n")
     out.append(_table(
         ["evaluation", "accuracy", "protocol"],
-        [[f"linear probe", f"{pct(lp['accuracy'])}% ± {pct(lp['std'])}%",
+        [["linear probe", f"{pct(lp['accuracy'])}% ± {pct(lp['std'])}%",
           f"{lp['protocol']} ({num(lp['n_splits'])} folds), standardised features, "
           f"logistic regression; ± one standard deviation over folds"]]
         + [[f"{num(fs['n_way'])}-way {num(s['n_shot'])}-shot", _pm(s["mean"], s["ci95"]),
