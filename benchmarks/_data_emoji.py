@@ -84,8 +84,13 @@ def iconify_svgs(icons_json):
         parent = icons.get(alias.get("parent"))
         if parent is None or alias.get("rotate") or alias.get("vFlip"):
             continue
-        yield name, svg({**parent, **{k: v for k, v in alias.items() if k != "parent"}},
-                        hflip=bool(alias.get("hFlip")))
+        yield (
+            name,
+            svg(
+                {**parent, **{k: v for k, v in alias.items() if k != "parent"}},
+                hflip=bool(alias.get("hFlip")),
+            ),
+        )
 
 
 def render_png(svg, size, path):

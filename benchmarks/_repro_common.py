@@ -35,10 +35,18 @@ EMOJI_N_NOVEL = 0.25
 EMOJI_TEST_VENDORS = 2
 EMOJI_NATIVE_SIZE = 64  # the vendors' PNGs are 64 x 64
 
-IMAGENET_BACKBONES = ("mobilenetv2_100", "tf_efficientnet_lite0", "tf_efficientnet_lite1",
-                      "tf_efficientnet_lite2")
-SHORT_NAMES = {"mobilenetv2_100": "MobileNetV2", "tf_efficientnet_lite0": "EffNet-Lite0",
-               "tf_efficientnet_lite1": "EffNet-Lite1", "tf_efficientnet_lite2": "EffNet-Lite2"}
+IMAGENET_BACKBONES = (
+    "mobilenetv2_100",
+    "tf_efficientnet_lite0",
+    "tf_efficientnet_lite1",
+    "tf_efficientnet_lite2",
+)
+SHORT_NAMES = {
+    "mobilenetv2_100": "MobileNetV2",
+    "tf_efficientnet_lite0": "EffNet-Lite0",
+    "tf_efficientnet_lite1": "EffNet-Lite1",
+    "tf_efficientnet_lite2": "EffNet-Lite2",
+}
 
 
 def set_threads(n_threads):
@@ -129,8 +137,9 @@ def resize_rgb(images, size, resample="bicubic"):
         raise ValueError(f"expected (N, H, W) or (N, H, W, 3) images, got {images.shape}.")
     if images.shape[1:3] == (size, size):
         return np.ascontiguousarray(images)
-    method = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR,
-              "lanczos": Image.LANCZOS}[resample]
+    method = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS}[
+        resample
+    ]
     out = np.empty((len(images), size, size, 3), dtype=np.uint8)
     for i, img in enumerate(images):
         out[i] = np.asarray(Image.fromarray(img).resize((size, size), method))
@@ -144,10 +153,16 @@ def _subset_classes(emoji, keep, **extra):
     keep = np.asarray(keep)
     mask = np.isin(emoji.target, keep)
     return Bunch(
-        images=emoji.images[mask], target=np.searchsorted(keep, emoji.target[mask]),
-        target_names=emoji.target_names[keep], emoji=emoji.emoji[keep],
-        unified=emoji.unified[keep], vendor=emoji.vendor[mask], category=emoji.category[mask],
-        subcategory=emoji.subcategory[mask], DESCR=emoji.DESCR, **extra,
+        images=emoji.images[mask],
+        target=np.searchsorted(keep, emoji.target[mask]),
+        target_names=emoji.target_names[keep],
+        emoji=emoji.emoji[keep],
+        unified=emoji.unified[keep],
+        vendor=emoji.vendor[mask],
+        category=emoji.category[mask],
+        subcategory=emoji.subcategory[mask],
+        DESCR=emoji.DESCR,
+        **extra,
     )
 
 
@@ -175,15 +190,22 @@ def load_emoji_protocol(seed=0, max_classes=None):
     """
     from sknc.datasets import load_emoji, source_novel_split, split_classes
 
-    emoji = load_emoji(data_home=DATA_DIR, min_vendors=EMOJI_MIN_VENDORS,
-                       size=EMOJI_NATIVE_SIZE, dedupe=True)
+    emoji = load_emoji(
+        data_home=DATA_DIR, min_vendors=EMOJI_MIN_VENDORS, size=EMOJI_NATIVE_SIZE, dedupe=True
+    )
     if max_classes is not None and max_classes < len(emoji.target_names):
-        _, keep = split_classes(emoji.target, n_novel=int(max_classes),
-                                strata=emoji.category, random_state=seed)
+        _, keep = split_classes(
+            emoji.target, n_novel=int(max_classes), strata=emoji.category, random_state=seed
+        )
         emoji = _subset_classes(emoji, keep, duplicates_dropped=emoji.duplicates_dropped)
-    split = source_novel_split(emoji.target, emoji.vendor, n_novel=EMOJI_N_NOVEL,
-                               test_size=EMOJI_TEST_VENDORS, strata=emoji.category,
-                               random_state=seed)
+    split = source_novel_split(
+        emoji.target,
+        emoji.vendor,
+        n_novel=EMOJI_N_NOVEL,
+        test_size=EMOJI_TEST_VENDORS,
+        strata=emoji.category,
+        random_state=seed,
+    )
     return emoji, split
 
 
@@ -199,11 +221,20 @@ def git_revision():
     import subprocess
 
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR,
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=REPO_DIR, capture_output=True, text=True,
-                               check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return rev + ("+dirty" if dirty else "")

@@ -57,15 +57,25 @@ def _time(fn, device, repeats):
 
 
 def bench(model, device, X, batch_size, amp, channels_last, repeats):
-    est = BackboneFeatures(model, input_size=X.shape[1], batch_size=batch_size,
-                           device=device, amp=amp, channels_last=channels_last,
-                           random_state=0).fit()
+    est = BackboneFeatures(
+        model,
+        input_size=X.shape[1],
+        batch_size=batch_size,
+        device=device,
+        amp=amp,
+        channels_last=channels_last,
+        random_state=0,
+    ).fit()
     dev = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     # the same preprocessed tensors for the baseline, resident where the model runs
     batches = [
-        preprocess_batch(torch.from_numpy(X[s:s + batch_size]).permute(0, 3, 1, 2),
-                         est.data_config_, device=dev, memory_format=fmt)
+        preprocess_batch(
+            torch.from_numpy(X[s : s + batch_size]).permute(0, 3, 1, 2),
+            est.data_config_,
+            device=dev,
+            memory_format=fmt,
+        )
         for s in range(0, len(X), batch_size)
     ]
     model_ = est.model_
@@ -73,8 +83,11 @@ def bench(model, device, X, batch_size, amp, channels_last, repeats):
 
     def baseline():
         outs = []
-        ctx = (torch.autocast(device_type=dev.type, dtype=amp_dtype) if amp_dtype
-               else torch.autocast(device_type=dev.type, enabled=False))
+        ctx = (
+            torch.autocast(device_type=dev.type, dtype=amp_dtype)
+            if amp_dtype
+            else torch.autocast(device_type=dev.type, enabled=False)
+        )
         with torch.inference_mode(), ctx:
             for xb in batches:
                 outs.append(model_(xb).float())
@@ -84,8 +97,13 @@ def bench(model, device, X, batch_size, amp, channels_last, repeats):
         return est.transform(X)
 
     def input_only():
-        for _ in iter_batches(X, est.data_config_, batch_size=batch_size, device=dev,
-                              memory_format=fmt if channels_last else None):
+        for _ in iter_batches(
+            X,
+            est.data_config_,
+            batch_size=batch_size,
+            device=dev,
+            memory_format=fmt if channels_last else None,
+        ):
             pass
 
     # warm-up (cudnn autotuning, allocator), and a correctness check
@@ -98,9 +116,13 @@ def bench(model, device, X, batch_size, amp, channels_last, repeats):
     best_b, best_t = min(tb), min(tt)
     med_b, med_t = statistics.median(tb), statistics.median(tt)
     row = {
-        "device": device, "amp": amp, "channels_last": channels_last,
-        "baseline_img_s": len(X) / best_b, "transformer_img_s": len(X) / best_t,
-        "overhead_best": best_t / best_b - 1, "overhead_median": med_t / med_b - 1,
+        "device": device,
+        "amp": amp,
+        "channels_last": channels_last,
+        "baseline_img_s": len(X) / best_b,
+        "transformer_img_s": len(X) / best_t,
+        "overhead_best": best_t / best_b - 1,
+        "overhead_median": med_t / med_b - 1,
         "max_rel_diff": err,
     }
     if dev.type == "cuda":
@@ -111,16 +133,24 @@ def bench(model, device, X, batch_size, amp, channels_last, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None,
-                        help="timm name (default: resnet18 on CPU, resnet50 on CUDA)")
-    parser.add_argument("--size", type=int, default=None,
-                        help="image size (default: 112 on CPU, 224 on CUDA)")
-    parser.add_argument("--n-images", type=int, default=None,
-                        help="images per run (default: 128 on CPU, 2048 on CUDA)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="default: 32 on CPU, 128 on CUDA")
-    parser.add_argument("--devices", nargs="+", default=None,
-                        help="default: cpu, plus cuda when available")
+    parser.add_argument(
+        "--model", default=None, help="timm name (default: resnet18 on CPU, resnet50 on CUDA)"
+    )
+    parser.add_argument(
+        "--size", type=int, default=None, help="image size (default: 112 on CPU, 224 on CUDA)"
+    )
+    parser.add_argument(
+        "--n-images",
+        type=int,
+        default=None,
+        help="images per run (default: 128 on CPU, 2048 on CUDA)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default: 32 on CPU, 128 on CUDA"
+    )
+    parser.add_argument(
+        "--devices", nargs="+", default=None, help="default: cpu, plus cuda when available"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
@@ -139,20 +169,26 @@ def main():
         configs = [(False, False)]
         if gpu:
             configs += [(True, False), (True, True), ("bfloat16", True)]
-            print(f"\n{model} on {torch.cuda.get_device_name(torch.device(device))}, "
-                  f"{n} images {size}x{size}, batch {bs}")
+            print(
+                f"\n{model} on {torch.cuda.get_device_name(torch.device(device))}, "
+                f"{n} images {size}x{size}, batch {bs}"
+            )
         else:
             print(f"\n{model} on CPU, {n} images {size}x{size}, batch {bs}")
-        header = (f"{'amp':>9} {'ch_last':>7} {'baseline img/s':>15} {'transformer img/s':>18} "
-                  f"{'overhead(best)':>15} {'overhead(median)':>17} {'max rel diff':>13}")
+        header = (
+            f"{'amp':>9} {'ch_last':>7} {'baseline img/s':>15} {'transformer img/s':>18} "
+            f"{'overhead(best)':>15} {'overhead(median)':>17} {'max rel diff':>13}"
+        )
         if gpu:
             header += f" {'input path img/s':>17}"
         print(header)
         for amp, cl in configs:
             r = bench(model, device, X, bs, amp, cl, args.repeats)
-            line = (f"{str(amp):>9} {str(cl):>7} {r['baseline_img_s']:15.1f} "
-                    f"{r['transformer_img_s']:18.1f} {r['overhead_best']:+15.1%} "
-                    f"{r['overhead_median']:+17.1%} {r['max_rel_diff']:13.1e}")
+            line = (
+                f"{str(amp):>9} {str(cl):>7} {r['baseline_img_s']:15.1f} "
+                f"{r['transformer_img_s']:18.1f} {r['overhead_best']:+15.1%} "
+                f"{r['overhead_median']:+17.1%} {r['max_rel_diff']:13.1e}"
+            )
             if gpu:
                 line += f" {r['input_only_img_s']:17.0f}"
             print(line, flush=True)

@@ -133,8 +133,7 @@ def main():
     b = 0.1 * rng.standard_normal(args.k)
     R = rng.standard_normal((args.d, 200), dtype=np.float32)
     print(
-        f"case: N={args.n}, d={args.d}, K={args.k}, float32, CPU; "
-        f"X is {X.nbytes / 2**20:.0f} MiB"
+        f"case: N={args.n}, d={args.d}, K={args.k}, float32, CPU; X is {X.nbytes / 2**20:.0f} MiB"
     )
 
     collapse_report(X[:2000], y[:2000], W, b)  # warm-up (imports, BLAS threads)
@@ -151,10 +150,7 @@ def main():
         c_sknc = min(c_sknc, time.process_time() - c0)
         t_sknc = min(t_sknc, t)
     print(f"floor   X @ R (512x200)            {t_floor:8.3f} s")
-    print(
-        f"sknc    collapse_report (NC1-4...)  {t_sknc:8.3f} s   "
-        f"= {t_sknc / t_floor:.2f} x floor"
-    )
+    print(f"sknc    collapse_report (NC1-4...)  {t_sknc:8.3f} s   = {t_sknc / t_floor:.2f} x floor")
     print(
         f"        CPU time (all threads): floor {c_floor:.3f} s, sknc {c_sknc:.3f} s "
         f"= {c_sknc / c_floor:.2f} x (less sensitive to other jobs on the machine)"
@@ -162,8 +158,7 @@ def main():
     if not args.skip_textbook:
         t_text, ref = best_time(lambda: textbook_numpy(X, y, W, b), 1)
         worst = max(
-            abs(getattr(rep, key) - value) / max(abs(value), 1e-300)
-            for key, value in ref.items()
+            abs(getattr(rep, key) - value) / max(abs(value), 1e-300) for key, value in ref.items()
         )
         print(
             f"numpy   textbook (float64, pinv)     {t_text:8.3f} s   "

@@ -30,12 +30,15 @@ def main(argv=None):
     X, y = load_digits_images(return_X_y=True)
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     acc = {}
-    for name, kwargs in (("zero_init_last=True (timm default)", {}),
-                         ("zero_init_last=False", {"zero_init_last": False})):
+    for name, kwargs in (
+        ("zero_init_last=True (timm default)", {}),
+        ("zero_init_last=False", {"zero_init_last": False}),
+    ):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the zero-scale warning itself
-            Z = BackboneFeatures(args.model, input_size=32, random_state=args.seed,
-                                 model_kwargs=kwargs, device="cpu").fit_transform(X)
+            Z = BackboneFeatures(
+                args.model, input_size=32, random_state=args.seed, model_kwargs=kwargs, device="cpu"
+            ).fit_transform(X)
         acc[name] = cross_val_score(probe, Z, y, cv=5).mean()
         print(f"{args.model} random init, {name:<36} linear probe {100 * acc[name]:5.1f}%")
     base, other = acc.values()

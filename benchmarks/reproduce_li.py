@@ -56,22 +56,46 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _repro_common as rc  # noqa: E402
+import _repro_common as rc
 
 METHODS = ("linear-probe", "layer-ft", "scl-ft", "full-ft")
 TASKS = {"fashion_mnist": "Fashion-MNIST", "emoji_category": "emoji categories"}
 
 PRESETS = {
-    "release": dict(imagenet=rc.IMAGENET_BACKBONES, imagenet_size=96, fmnist_train=2000,
-                    fmnist_test=2000, emoji_test_fraction=0.3, min_category_emoji=10,
-                    scarce_fraction=0.1, ft_model="mobilenetv2_100", ft_lr=5e-4,
-                    ft_batch_size=32, ft_epochs_full=3, ft_epochs_scarce=30, ft_seeds=(0, 1, 2),
-                    galanti="galanti", max_classes=None),
-    "quick": dict(imagenet=("mobilenetv2_100", "tf_efficientnet_lite0"), imagenet_size=64,
-                  fmnist_train=300, fmnist_test=200, emoji_test_fraction=0.3,
-                  min_category_emoji=3, scarce_fraction=0.1, ft_model="mobilenetv2_100",
-                  ft_lr=5e-4, ft_batch_size=32, ft_epochs_full=1, ft_epochs_scarce=2,
-                  ft_seeds=(0,), galanti="galanti_quick", max_classes=160),
+    "release": dict(
+        imagenet=rc.IMAGENET_BACKBONES,
+        imagenet_size=96,
+        fmnist_train=2000,
+        fmnist_test=2000,
+        emoji_test_fraction=0.3,
+        min_category_emoji=10,
+        scarce_fraction=0.1,
+        ft_model="mobilenetv2_100",
+        ft_lr=5e-4,
+        ft_batch_size=32,
+        ft_epochs_full=3,
+        ft_epochs_scarce=30,
+        ft_seeds=(0, 1, 2),
+        galanti="galanti",
+        max_classes=None,
+    ),
+    "quick": dict(
+        imagenet=("mobilenetv2_100", "tf_efficientnet_lite0"),
+        imagenet_size=64,
+        fmnist_train=300,
+        fmnist_test=200,
+        emoji_test_fraction=0.3,
+        min_category_emoji=3,
+        scarce_fraction=0.1,
+        ft_model="mobilenetv2_100",
+        ft_lr=5e-4,
+        ft_batch_size=32,
+        ft_epochs_full=1,
+        ft_epochs_scarce=2,
+        ft_seeds=(0,),
+        galanti="galanti_quick",
+        max_classes=160,
+    ),
 }
 
 CLAIMS = {
@@ -79,50 +103,67 @@ CLAIMS = {
         paper="Li et al., TMLR 2024",
         title="More collapse on the downstream data, better linear-probe transfer",
         claim="The lower the NC1 of a backbone's frozen features on the downstream training "
-              "data, the higher its linear-probe accuracy, so NC1 ranks backbones without "
-              "training anything.",
+        "data, the higher its linear-probe accuracy, so NC1 ranks backbones without "
+        "training anything.",
     ),
     "scl_ft_efficient": dict(
         paper="Li et al., TMLR 2024",
         title="SCL-FT: >= 90% fewer trainable parameters, competitive accuracy, "
-              "robust to scarce data",
+        "robust to scarce data",
         claim="Fine-tuning one intermediate block and the classifier with a skip connection "
-              "(SCL-FT) trains at least 90% fewer parameters than full fine-tuning and matches "
-              "or beats it, in particular when the downstream training set is small.",
+        "(SCL-FT) trains at least 90% fewer parameters than full fine-tuning and matches "
+        "or beats it, in particular when the downstream training set is small.",
     ),
     "scl_ft_collapse": dict(
         paper="Li et al., TMLR 2024",
         title="The skip connection induces collapse and helps over Layer FT",
         claim="Adding the skip connection to Layer FT makes the fine-tuned features collapse "
-              "more on the downstream training data (lower NC1) and improves accuracy.",
+        "more on the downstream training data (lower NC1) and improves accuracy.",
     ),
 }
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="smoke run (a few minutes)")
-    p.add_argument("--out", default=None,
-                   help="output folder (default benchmarks/results/li[_quick])")
-    p.add_argument("--galanti-dir", default=None,
-                   help="output folder of reproduce_galanti.py (own backbones' checkpoints)")
+    p.add_argument(
+        "--out", default=None, help="output folder (default benchmarks/results/li[_quick])"
+    )
+    p.add_argument(
+        "--galanti-dir",
+        default=None,
+        help="output folder of reproduce_galanti.py (own backbones' checkpoints)",
+    )
     p.add_argument("--imagenet-size", type=int, default=None)
-    p.add_argument("--fmnist-train", type=int, default=None,
-                   help="Fashion-MNIST training images (stratified subsample)")
+    p.add_argument(
+        "--fmnist-train",
+        type=int,
+        default=None,
+        help="Fashion-MNIST training images (stratified subsample)",
+    )
     p.add_argument("--fmnist-test", type=int, default=None)
     p.add_argument("--ft-epochs-full", type=int, default=None)
     p.add_argument("--ft-epochs-scarce", type=int, default=None)
     p.add_argument("--skip-finetune", action="store_true", help="only the ranking study")
-    p.add_argument("--replot", action="store_true",
-                   help="only recompute the verdicts and redraw the figures from the "
-                        "results.json in --out (no new measurement)")
+    p.add_argument(
+        "--replot",
+        action="store_true",
+        help="only recompute the verdicts and redraw the figures from the "
+        "results.json in --out (no new measurement)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     cfg = dict(PRESETS["quick" if args.quick else "release"])
-    for key in ("imagenet_size", "fmnist_train", "fmnist_test", "ft_epochs_full",
-                "ft_epochs_scarce"):
+    for key in (
+        "imagenet_size",
+        "fmnist_train",
+        "fmnist_test",
+        "ft_epochs_full",
+        "ft_epochs_scarce",
+    ):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     cfg["seed"] = args.seed
@@ -149,17 +190,22 @@ def load_tasks(cfg):
 
     tr = load_fashion_mnist(data_home=rc.DATA_DIR, subset="train")
     te = load_fashion_mnist(data_home=rc.DATA_DIR, subset="test")
-    i_tr = subsample_per_class(tr.target, n_per_class=cfg["fmnist_train"] // 10,
-                               random_state=seed)
-    i_te = subsample_per_class(te.target, n_per_class=cfg["fmnist_test"] // 10,
-                               random_state=seed)
+    i_tr = subsample_per_class(tr.target, n_per_class=cfg["fmnist_train"] // 10, random_state=seed)
+    i_te = subsample_per_class(te.target, n_per_class=cfg["fmnist_test"] // 10, random_state=seed)
     names = tr.target_names
     tasks["fashion_mnist"] = dict(
-        X_train=rc.resize_rgb(tr.images[i_tr], size), y_train=names[tr.target[i_tr]],
-        X_test=rc.resize_rgb(te.images[i_te], size), y_test=names[te.target[i_te]],
-        info={"source": "Fashion-MNIST (real, 28 px greyscale), stratified subsample of the "
-                        "official train / test sets",
-              "n_classes": 10, "n_train": int(len(i_tr)), "n_test": int(len(i_te))})
+        X_train=rc.resize_rgb(tr.images[i_tr], size),
+        y_train=names[tr.target[i_tr]],
+        X_test=rc.resize_rgb(te.images[i_te], size),
+        y_test=names[te.target[i_te]],
+        info={
+            "source": "Fashion-MNIST (real, 28 px greyscale), stratified subsample of the "
+            "official train / test sets",
+            "n_classes": 10,
+            "n_train": int(len(i_tr)),
+            "n_test": int(len(i_te)),
+        },
+    )
 
     emoji, split = rc.load_emoji_protocol(seed=seed, max_classes=cfg["max_classes"])
     nov = split.novel
@@ -170,25 +216,37 @@ def load_tasks(cfg):
     kept = sorted(c for c, n in per_cat.items() if n >= cfg["min_category_emoji"])
     keep = np.isin(cat, kept)
     nov, cat, cls = nov[keep], cat[keep], cls[keep]
-    _, test_emoji = split_classes(cls, n_novel=cfg["emoji_test_fraction"], strata=cat,
-                                  random_state=seed)
+    _, test_emoji = split_classes(
+        cls, n_novel=cfg["emoji_test_fraction"], strata=cat, random_state=seed
+    )
     is_test = np.isin(cls, test_emoji)
     X = rc.resize_rgb(emoji.images[nov], size)
     tasks["emoji_category"] = dict(
-        X_train=X[~is_test], y_train=cat[~is_test], X_test=X[is_test], y_test=cat[is_test],
-        info={"source": "the novel emoji of the Galanti split (never seen by the own "
-                        "backbones), labelled by Unicode category; test = drawings of "
-                        f"{int(100 * cfg['emoji_test_fraction'])}% of the emoji of each "
-                        "category (other emoji than in training)",
-              "categories": kept, "dropped_categories": sorted(set(per_cat) - set(kept)),
-              "n_classes": len(kept), "n_emoji": int(len(np.unique(cls))),
-              "n_train": int((~is_test).sum()), "n_test": int(is_test.sum())})
-    for name, t in tasks.items():
-        t["scarce"] = subsample_per_class(t["y_train"], fraction=cfg["scarce_fraction"],
-                                          random_state=seed)
+        X_train=X[~is_test],
+        y_train=cat[~is_test],
+        X_test=X[is_test],
+        y_test=cat[is_test],
+        info={
+            "source": "the novel emoji of the Galanti split (never seen by the own "
+            "backbones), labelled by Unicode category; test = drawings of "
+            f"{int(100 * cfg['emoji_test_fraction'])}% of the emoji of each "
+            "category (other emoji than in training)",
+            "categories": kept,
+            "dropped_categories": sorted(set(per_cat) - set(kept)),
+            "n_classes": len(kept),
+            "n_emoji": int(len(np.unique(cls))),
+            "n_train": int((~is_test).sum()),
+            "n_test": int(is_test.sum()),
+        },
+    )
+    for _name, t in tasks.items():
+        t["scarce"] = subsample_per_class(
+            t["y_train"], fraction=cfg["scarce_fraction"], random_state=seed
+        )
         t["info"]["n_train_scarce"] = int(len(t["scarce"]))
-        t["info"]["train_class_counts"] = dict(zip(*[a.tolist() for a in np.unique(
-            t["y_train"], return_counts=True)]))
+        t["info"]["train_class_counts"] = dict(
+            zip(*[a.tolist() for a in np.unique(t["y_train"], return_counts=True)])
+        )
     return tasks
 
 
@@ -199,14 +257,16 @@ def own_checkpoints(galanti_dir):
     if res is None or manifest is None:
         raise FileNotFoundError(
             f"no results of reproduce_galanti.py in {galanti_dir!r}; run "
-            "`python benchmarks/reproduce_galanti.py` (or pass --galanti-dir).")
+            "`python benchmarks/reproduce_galanti.py` (or pass --galanti-dir)."
+        )
     files = manifest["files"]
     last = len(files) - 1
     picks = sorted({1, max(1, last // 2), last})
     out = {}
     for e in picks:
-        out[f"own {res['config']['model']} ep {e}"] = os.path.join(galanti_dir, "checkpoints",
-                                                                  files[e])
+        out[f"own {res['config']['model']} ep {e}"] = os.path.join(
+            galanti_dir, "checkpoints", files[e]
+        )
     return out, res["config"]
 
 
@@ -220,16 +280,36 @@ def candidates(cfg, own, own_cfg):
     for name in cfg["imagenet"]:
         module, _ = rc.imagenet_backbone(name)
         label = rc.SHORT_NAMES[name]
-        cands[label] = BackboneFeatures(module, input_size=cfg["imagenet_size"], crop_pct=1.0,
-                                        batch_size=128, device="cpu", memory=rc.CACHE_DIR)
-        meta[label] = {"kind": "imagenet", "model": name, "input_size": cfg["imagenet_size"],
-                       "weights": "ImageNet-1k"}
+        cands[label] = BackboneFeatures(
+            module,
+            input_size=cfg["imagenet_size"],
+            crop_pct=1.0,
+            batch_size=128,
+            device="cpu",
+            memory=rc.CACHE_DIR,
+        )
+        meta[label] = {
+            "kind": "imagenet",
+            "model": name,
+            "input_size": cfg["imagenet_size"],
+            "weights": "ImageNet-1k",
+        }
     for label, path in own.items():
-        cands[label] = BackboneFeatures(own_cfg["model"], weights=path,
-                                        input_size=own_cfg["size"], crop_pct=1.0,
-                                        batch_size=256, device="cpu", memory=rc.CACHE_DIR)
-        meta[label] = {"kind": "own", "model": own_cfg["model"], "input_size": own_cfg["size"],
-                       "weights": os.path.relpath(path, rc.REPO_DIR)}
+        cands[label] = BackboneFeatures(
+            own_cfg["model"],
+            weights=path,
+            input_size=own_cfg["size"],
+            crop_pct=1.0,
+            batch_size=256,
+            device="cpu",
+            memory=rc.CACHE_DIR,
+        )
+        meta[label] = {
+            "kind": "own",
+            "model": own_cfg["model"],
+            "input_size": own_cfg["size"],
+            "weights": os.path.relpath(path, rc.REPO_DIR),
+        }
     return cands, meta
 
 
@@ -240,20 +320,34 @@ def rank(cfg, tasks, cands, meta):
     for task, t in tasks.items():
         t0 = time.perf_counter()
         rc.log(f"ranking {len(cands)} backbones on {TASKS[task]}")
-        r = rank_backbones(cands, t["X_train"], t["y_train"], X_test=t["X_test"],
-                           y_test=t["y_test"], random_state=cfg["seed"])
+        r = rank_backbones(
+            cands,
+            t["X_train"],
+            t["y_train"],
+            X_test=t["X_test"],
+            y_test=t["y_test"],
+            random_state=cfg["seed"],
+        )
         table = [dict(row, **meta[row["backbone"]]) for row in r.table]
         imagenet = [row for row in table if row["kind"] == "imagenet"]
-        out[task] = {"table": table, "correlations": r.correlations,
-                     "imagenet_only": rank_correlation([row["nc1"] for row in imagenet],
-                                                       [row["accuracy"] for row in imagenet]),
-                     "seconds": time.perf_counter() - t0}
+        out[task] = {
+            "table": table,
+            "correlations": r.correlations,
+            "imagenet_only": rank_correlation(
+                [row["nc1"] for row in imagenet], [row["accuracy"] for row in imagenet]
+            ),
+            "seconds": time.perf_counter() - t0,
+        }
         for row in table:
-            rc.log(f"  {row['backbone']:<24} NC1 {row['nc1']:8.3f}  CDNV {row['cdnv']:.3f}  "
-                   f"LP acc {100 * row['accuracy']:.1f}%")
+            rc.log(
+                f"  {row['backbone']:<24} NC1 {row['nc1']:8.3f}  CDNV {row['cdnv']:.3f}  "
+                f"LP acc {100 * row['accuracy']:.1f}%"
+            )
         c = r.correlations["nc1"]
-        rc.log(f"  NC1 vs accuracy: Spearman {c['spearman']:.2f} (p={c['spearman_pvalue']:.2g}), "
-               f"Kendall {c['kendall']:.2f} (p={c['kendall_pvalue']:.2g})")
+        rc.log(
+            f"  NC1 vs accuracy: Spearman {c['spearman']:.2f} (p={c['spearman_pvalue']:.2g}), "
+            f"Kendall {c['kendall']:.2f} (p={c['kendall_pvalue']:.2g})"
+        )
     return out
 
 
@@ -283,60 +377,105 @@ def finetune(cfg, tasks, out):
             for method in METHODS:
                 rows = []
                 for seed in cfg["ft_seeds"]:
-                    key_src = json.dumps([task, regime, method, cfg["ft_model"],
-                                          cfg["imagenet_size"], cfg["ft_lr"],
-                                          cfg["ft_batch_size"], epochs, seed, len(idx),
-                                          int(np.sum(idx)), len(t["y_test"])])
+                    key_src = json.dumps(
+                        [
+                            task,
+                            regime,
+                            method,
+                            cfg["ft_model"],
+                            cfg["imagenet_size"],
+                            cfg["ft_lr"],
+                            cfg["ft_batch_size"],
+                            epochs,
+                            seed,
+                            len(idx),
+                            int(np.sum(idx)),
+                            len(t["y_test"]),
+                        ]
+                    )
                     key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
                     if key in runs:
                         reused += 1
                     else:
-                        runs[key] = rc.to_jsonable(_finetune_run(
-                            FineTuningClassifier, LRScheduler, module, cfg, t, task, regime,
-                            method, idx, epochs, seed))
+                        runs[key] = rc.to_jsonable(
+                            _finetune_run(
+                                FineTuningClassifier,
+                                LRScheduler,
+                                module,
+                                cfg,
+                                t,
+                                task,
+                                regime,
+                                method,
+                                idx,
+                                epochs,
+                                seed,
+                            )
+                        )
                         rc.write_json(store, runs)
                         computed += 1
                     rows.append(dict(runs[key], seed=seed))
                 per_run[task].extend(rows)
                 summary[task].append(_summarise(rows))
-        full_params = {r["regime"]: r["n_trainable_params"] for r in summary[task]
-                       if r["method"] == "full-ft"}
+        full_params = {
+            r["regime"]: r["n_trainable_params"] for r in summary[task] if r["method"] == "full-ft"
+        }
         for r in summary[task]:
             r["trainable_vs_full"] = r["n_trainable_params"] / full_params[r["regime"]]
-    cache = {"reused_runs": reused, "computed_runs": computed,
-             "fit_seconds_all_runs": sum(r["fit_seconds"] for rows in per_run.values()
-                                         for r in rows)}
+    cache = {
+        "reused_runs": reused,
+        "computed_runs": computed,
+        "fit_seconds_all_runs": sum(r["fit_seconds"] for rows in per_run.values() for r in rows),
+    }
     return per_run, summary, cache
 
 
-def _finetune_run(estimator, scheduler, module, cfg, t, task, regime, method, idx, epochs,
-                  seed):
-    rc.log(f"fine-tuning {cfg['ft_model']} on {TASKS[task]} ({regime}: {len(idx)} images), "
-           f"{method}, {epochs} epochs, seed {seed}")
+def _finetune_run(estimator, scheduler, module, cfg, t, task, regime, method, idx, epochs, seed):
+    rc.log(
+        f"fine-tuning {cfg['ft_model']} on {TASKS[task]} ({regime}: {len(idx)} images), "
+        f"{method}, {epochs} epochs, seed {seed}"
+    )
     clf = estimator(
-        module, method=method, input_size=cfg["imagenet_size"], max_epochs=epochs,
-        lr=cfg["ft_lr"], batch_size=cfg["ft_batch_size"], device="cpu", random_state=seed,
+        module,
+        method=method,
+        input_size=cfg["imagenet_size"],
+        max_epochs=epochs,
+        lr=cfg["ft_lr"],
+        batch_size=cfg["ft_batch_size"],
+        device="cpu",
+        random_state=seed,
         callbacks=[("cosine", scheduler(policy="CosineAnnealingLR", T_max=epochs))],
     )
     clf.fit(t["X_train"][idx], t["y_train"][idx])
     t1 = time.perf_counter()
     acc = float(clf.score(t["X_test"], t["y_test"]))
     row = {
-        "task": task, "regime": regime, "method": method, "n_train": int(len(idx)),
-        "epochs": epochs, "tuned_block": clf.tuned_block_, "accuracy": acc,
+        "task": task,
+        "regime": regime,
+        "method": method,
+        "n_train": int(len(idx)),
+        "epochs": epochs,
+        "tuned_block": clf.tuned_block_,
+        "accuracy": acc,
         # the gap to the test accuracy shows overfitting (scarce sets only: a pass
         # over a full training set costs as much as an epoch)
-        "train_accuracy": (float(clf.score(t["X_train"][idx], t["y_train"][idx]))
-                           if regime == "scarce" else None),
-        "n_trainable_params": int(clf.n_trainable_params_), "n_params": int(clf.n_params_),
+        "train_accuracy": (
+            float(clf.score(t["X_train"][idx], t["y_train"][idx])) if regime == "scarce" else None
+        ),
+        "n_trainable_params": int(clf.n_trainable_params_),
+        "n_params": int(clf.n_params_),
         "trainable_fraction": float(clf.trainable_fraction_),
-        "fit_seconds": float(clf.fit_time_), "predict_seconds": time.perf_counter() - t1,
-        "train_nc1": clf.train_nc1_, "prefix_cached": bool(clf.prefix_cached_),
+        "fit_seconds": float(clf.fit_time_),
+        "predict_seconds": time.perf_counter() - t1,
+        "train_nc1": clf.train_nc1_,
+        "prefix_cached": bool(clf.prefix_cached_),
         "final_train_loss": float(clf.history_[-1, "train_loss"]),
     }
-    rc.log(f"  test acc {100 * acc:.1f}%, trainable {row['n_trainable_params']:,} "
-           f"({100 * row['trainable_fraction']:.1f}%), fit {row['fit_seconds']:.0f} s, "
-           f"train NC1 {row['train_nc1']:.3g}")
+    rc.log(
+        f"  test acc {100 * acc:.1f}%, trainable {row['n_trainable_params']:,} "
+        f"({100 * row['trainable_fraction']:.1f}%), fit {row['fit_seconds']:.0f} s, "
+        f"train NC1 {row['train_nc1']:.3g}"
+    )
     return row
 
 
@@ -349,17 +488,34 @@ def _summarise(rows):
     """One row for the runs of a (task, regime, method) over the seeds."""
     first = rows[0]
     acc = [r["accuracy"] for r in rows]
-    out = {k: first[k] for k in ("task", "regime", "method", "n_train", "epochs", "tuned_block",
-                                 "n_trainable_params", "n_params", "trainable_fraction")}
+    out = {
+        k: first[k]
+        for k in (
+            "task",
+            "regime",
+            "method",
+            "n_train",
+            "epochs",
+            "tuned_block",
+            "n_trainable_params",
+            "n_params",
+            "trainable_fraction",
+        )
+    }
     out.update(
-        n_seeds=len(rows), seeds=[r["seed"] for r in rows], accuracy=_mean(acc),
+        n_seeds=len(rows),
+        seeds=[r["seed"] for r in rows],
+        accuracy=_mean(acc),
         accuracy_std=float(np.std(acc, ddof=1)) if len(acc) > 1 else None,
-        accuracy_runs=acc, train_accuracy=_mean([r["train_accuracy"] for r in rows]),
+        accuracy_runs=acc,
+        train_accuracy=_mean([r["train_accuracy"] for r in rows]),
         fit_seconds=_mean([r["fit_seconds"] for r in rows]),
         train_nc1=_mean([r["train_nc1"] for r in rows]),
-        train_nc1_std=(float(np.std([r["train_nc1"] for r in rows], ddof=1))
-                       if len(rows) > 1 and all(rc.finite(r["train_nc1"]) for r in rows)
-                       else None),
+        train_nc1_std=(
+            float(np.std([r["train_nc1"] for r in rows], ddof=1))
+            if len(rows) > 1 and all(rc.finite(r["train_nc1"]) for r in rows)
+            else None
+        ),
     )
     return out
 
@@ -389,8 +545,9 @@ def claims(res):
         k, i = r["correlations"]["nc1"], r["imagenet_only"]
         n = len(r["table"])
         signs.append(rc.finite(k["spearman"]) and k["spearman"] < 0)
-        signif.append(rc.finite(k["kendall_pvalue"]) and k["kendall_pvalue"] < 0.05
-                      and k["kendall"] < 0)
+        signif.append(
+            rc.finite(k["kendall_pvalue"]) and k["kendall_pvalue"] < 0.05 and k["kendall"] < 0
+        )
         within.append(rc.finite(i["spearman"]) and i["spearman"] < 0)
         best_nc1 = r["table"][0]
         best_acc = max(r["table"], key=lambda row: row["accuracy"])
@@ -400,14 +557,18 @@ def claims(res):
             f"(p = {_f(k['kendall_pvalue'])}), among the {i['n']} ImageNet backbones alone "
             f"ρ = {_f(i['spearman'])}; lowest NC1: {best_nc1['backbone']} "
             f"({rc.percent(best_nc1['accuracy'])}), best probe: {best_acc['backbone']} "
-            f"({rc.percent(best_acc['accuracy'])})")
-    c["status"] = ("held" if all(signif) and all(within)
-                   else "partly held" if any(signs) else "did not hold")
+            f"({rc.percent(best_acc['accuracy'])})"
+        )
+    c["status"] = (
+        "held" if all(signif) and all(within) else "partly held" if any(signs) else "did not hold"
+    )
     c["verdict"] = "; ".join(texts) + "."
     if all(signif) and not all(within):
-        c["verdict"] += (" The correlation is significant over all backbones, but it comes "
-                         "from the gap between the ImageNet and the own backbones: NC1 does "
-                         "not order the ImageNet backbones by accuracy.")
+        c["verdict"] += (
+            " The correlation is significant over all backbones, but it comes "
+            "from the gap between the ImageNet and the own backbones: NC1 does "
+            "not order the ImageNet backbones by accuracy."
+        )
 
     if not res.get("finetune"):
         for key in ("scl_ft_efficient", "scl_ft_collapse"):
@@ -427,11 +588,16 @@ def claims(res):
             sign = _compare(scl, full, "accuracy")
             outcome[regime].append(sign)
             small.append(scl["trainable_vs_full"] <= 0.1)
-            parts.append(f"{'10%' if regime == 'scarce' else 'full'} data SCL-FT "
-                         f"{_pm(scl)} vs full FT {_pm(full)} ({_WORDS[sign]})")
+            parts.append(
+                f"{'10%' if regime == 'scarce' else 'full'} data SCL-FT "
+                f"{_pm(scl)} vs full FT {_pm(full)} ({_WORDS[sign]})"
+            )
         scl = by[("full", "scl-ft")]
-        texts.append(f"{TASKS[task]}: " + ", ".join(parts)
-                     + f" (SCL-FT trains {rc.percent(scl['trainable_vs_full'])} of full FT's parameters)")
+        texts.append(
+            f"{TASKS[task]}: "
+            + ", ".join(parts)
+            + f" (SCL-FT trains {rc.percent(scl['trainable_vs_full'])} of full FT's parameters)"
+        )
     not_worse = {regime: [sign >= 0 for sign in signs] for regime, signs in outcome.items()}
     # held: at most 10% of the parameters and never clearly below full FT; partly:
     # at most 10% and level or better somewhere (e.g. on the scarce sets only)
@@ -452,10 +618,12 @@ def claims(res):
             scl, layer = by[(regime, "scl-ft")], by[(regime, "layer-ft")]
             nc1_signs.append(-_compare(scl, layer, "train_nc1"))  # +1: SCL-FT lower NC1
             acc_signs.append(_compare(scl, layer, "accuracy"))
-            parts.append(f"{'10%' if regime == 'scarce' else 'full'} data: train NC1 "
-                         f"{_f(scl['train_nc1'], 3)} vs {_f(layer['train_nc1'], 3)} "
-                         f"({_NC1_WORDS[nc1_signs[-1]]}), accuracy {_pm(scl)} vs {_pm(layer)} "
-                         f"({_WORDS[acc_signs[-1]]})")
+            parts.append(
+                f"{'10%' if regime == 'scarce' else 'full'} data: train NC1 "
+                f"{_f(scl['train_nc1'], 3)} vs {_f(layer['train_nc1'], 3)} "
+                f"({_NC1_WORDS[nc1_signs[-1]]}), accuracy {_pm(scl)} vs {_pm(layer)} "
+                f"({_WORDS[acc_signs[-1]]})"
+            )
         texts.append(f"{TASKS[task]} (SCL-FT vs Layer FT): " + "; ".join(parts))
     # held: clearly lower NC1 everywhere and accuracy never clearly lower; did not hold:
     # neither a clearly lower NC1 nor a clearly higher accuracy anywhere
@@ -471,8 +639,10 @@ def claims(res):
 
 _WORDS = {1: "better", 0: "level", -1: "worse"}
 _NC1_WORDS = {1: "lower", 0: "level", -1: "higher"}
-_NOISE_RULE = ("A difference counts as better or worse only when it exceeds twice its "
-               "standard error over the training seeds.")
+_NOISE_RULE = (
+    "A difference counts as better or worse only when it exceeds twice its "
+    "standard error over the training seeds."
+)
 
 
 def _compare(a, b, key):
@@ -499,15 +669,18 @@ def figures(res, out):
 
     files = {}
     ranking = res["ranking"]
-    fig, axes = plt.subplots(1, len(ranking), figsize=(6 * len(ranking), 4.6),
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, len(ranking), figsize=(6 * len(ranking), 4.6), constrained_layout=True
+    )
     for ax, (task, r) in zip(np.atleast_1d(axes), ranking.items()):
-        plot_nc_vs_accuracy([row["nc1"] for row in r["table"]],
-                            [row["accuracy"] for row in r["table"]],
-                            labels=[row["backbone"] for row in r["table"]], ax=ax)
+        plot_nc_vs_accuracy(
+            [row["nc1"] for row in r["table"]],
+            [row["accuracy"] for row in r["table"]],
+            labels=[row["backbone"] for row in r["table"]],
+            ax=ax,
+        )
         ax.set_title(f"{TASKS[task]}: {ax.get_title()}", fontsize=10)
-    fig.suptitle("NC1 of frozen features on the downstream training set vs linear-probe "
-                 "accuracy")
+    fig.suptitle("NC1 of frozen features on the downstream training set vs linear-probe accuracy")
     files["nc_vs_accuracy"] = "nc_vs_accuracy.png"
     fig.savefig(os.path.join(out, files["nc_vs_accuracy"]), dpi=90)
     plt.close(fig)
@@ -516,21 +689,34 @@ def figures(res, out):
         fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), constrained_layout=True)
         for ax_row, regime in zip(axes, ("full", "scarce")):
             sel = [r for r in rows if r["regime"] == regime]
-            plot_finetune_comparison([r["method"] for r in sel], [r["accuracy"] for r in sel],
-                                     [r["n_trainable_params"] for r in sel],
-                                     [r["fit_seconds"] for r in sel], axes=ax_row)
+            plot_finetune_comparison(
+                [r["method"] for r in sel],
+                [r["accuracy"] for r in sel],
+                [r["n_trainable_params"] for r in sel],
+                [r["fit_seconds"] for r in sel],
+                axes=ax_row,
+            )
             std = [r.get("accuracy_std") for r in sel]
             if all(rc.finite(v) for v in std):  # error bars: std over the seeds
-                ax_row[0].errorbar(np.arange(len(sel)), [100 * r["accuracy"] for r in sel],
-                                   yerr=[100 * v for v in std], fmt="none", ecolor="0.2",
-                                   capsize=4)
-            ax_row[0].set_title(f"{'full' if regime == 'full' else '10%'} training set "
-                                f"({sel[0]['n_train']} images): {ax_row[0].get_title()}",
-                                fontsize=9)
+                ax_row[0].errorbar(
+                    np.arange(len(sel)),
+                    [100 * r["accuracy"] for r in sel],
+                    yerr=[100 * v for v in std],
+                    fmt="none",
+                    ecolor="0.2",
+                    capsize=4,
+                )
+            ax_row[0].set_title(
+                f"{'full' if regime == 'full' else '10%'} training set "
+                f"({sel[0]['n_train']} images): {ax_row[0].get_title()}",
+                fontsize=9,
+            )
         model = rc.SHORT_NAMES[res["config"]["ft_model"]]
         n_seeds = rows[0].get("n_seeds", 1)
-        fig.suptitle(f"{TASKS[task]}: fine-tuning ImageNet {model} (means over {n_seeds} "
-                     "training seeds; bars: ± 1 std)")
+        fig.suptitle(
+            f"{TASKS[task]}: fine-tuning ImageNet {model} (means over {n_seeds} "
+            "training seeds; bars: ± 1 std)"
+        )
         files[f"finetune_{task}"] = f"finetune_{task}.png"
         fig.savefig(os.path.join(out, files[f"finetune_{task}"]), dpi=90)
         plt.close(fig)
@@ -557,11 +743,16 @@ def main(argv=None):
         "experiment": "li",
         "title": "Li et al. (TMLR 2024) on Fashion-MNIST and emoji categories",
         "command": rc.command_line(None if argv is None else [sys.argv[0], *argv]),
-        "config": {**cfg, "imagenet": list(cfg["imagenet"]), "ft_seeds": list(cfg["ft_seeds"]),
-                   "own_backbone": own_cfg["model"],
-                   "own_size": own_cfg["size"], "own_checkpoints": list(own),
-                   "probe": "StandardScaler + LogisticRegression(max_iter=1000)",
-                   "ft_optimizer": "AdamW, cosine schedule, no augmentation"},
+        "config": {
+            **cfg,
+            "imagenet": list(cfg["imagenet"]),
+            "ft_seeds": list(cfg["ft_seeds"]),
+            "own_backbone": own_cfg["model"],
+            "own_size": own_cfg["size"],
+            "own_checkpoints": list(own),
+            "probe": "StandardScaler + LogisticRegression(max_iter=1000)",
+            "ft_optimizer": "AdamW, cosine schedule, no augmentation",
+        },
         "environment": rc.environment(),
         "data": {task: t["info"] for task, t in tasks.items()},
         "ranking": ranking,

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.abspath(".."))
 # local Sphinx helpers (the gallery order)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "sphinxext"))
 
-import sknc  # noqa: E402
+import sknc
 
 # -- project -----------------------------------------------------------------
 

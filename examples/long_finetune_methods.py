@@ -57,8 +57,9 @@ X_train, y_train = train.images[keep], train.target[keep]
 rng = np.random.default_rng(0)
 test_idx = rng.choice(len(test.target), size=2000, replace=False)
 X_test, y_test = test.images[test_idx], test.target[test_idx]
-print(f"{len(y_train)} training images, {len(y_test)} test images, "
-      f"{len(train.target_names)} classes")
+print(
+    f"{len(y_train)} training images, {len(y_test)} test images, {len(train.target_names)} classes"
+)
 
 # %%
 # Four methods, one estimator
@@ -74,24 +75,33 @@ methods = ["linear-probe", "layer-ft", "scl-ft", "full-ft"]
 rows = []
 for method in methods:
     clf = FineTuningClassifier(
-        backbone, method=method, max_epochs=15, batch_size=32,
-        lr=3e-4 if method == "full-ft" else 1e-3, input_size=128, random_state=0,
+        backbone,
+        method=method,
+        max_epochs=15,
+        batch_size=32,
+        lr=3e-4 if method == "full-ft" else 1e-3,
+        input_size=128,
+        random_state=0,
     ).fit(X_train, y_train)
-    rows.append({
-        "method": method,
-        "tuned block": clf.tuned_block_,
-        "accuracy": clf.score(X_test, y_test),
-        "trainable": clf.n_trainable_params_,
-        "fraction": clf.trainable_fraction_,
-        "seconds": clf.fit_time_,
-        "cached": clf.prefix_cached_,
-        "train NC1": clf.train_nc1_,
-        "test NC1": nc1(clf.transform(X_test), y_test),
-    })
+    rows.append(
+        {
+            "method": method,
+            "tuned block": clf.tuned_block_,
+            "accuracy": clf.score(X_test, y_test),
+            "trainable": clf.n_trainable_params_,
+            "fraction": clf.trainable_fraction_,
+            "seconds": clf.fit_time_,
+            "cached": clf.prefix_cached_,
+            "train NC1": clf.train_nc1_,
+            "test NC1": nc1(clf.transform(X_test), y_test),
+        }
+    )
     row = rows[-1]
-    print(f"{method:<13} accuracy {row['accuracy']:.1%}  trained {row['fraction']:.2%} of "
-          f"{clf.n_params_:,} parameters  {row['seconds']:.0f} s  (prefix cached: "
-          f"{row['cached']})  NC1 train {row['train NC1']:.3f}, test {row['test NC1']:.3f}")
+    print(
+        f"{method:<13} accuracy {row['accuracy']:.1%}  trained {row['fraction']:.2%} of "
+        f"{clf.n_params_:,} parameters  {row['seconds']:.0f} s  (prefix cached: "
+        f"{row['cached']})  NC1 train {row['train NC1']:.3f}, test {row['test NC1']:.3f}"
+    )
 
 # %%
 # Accuracy, size and time

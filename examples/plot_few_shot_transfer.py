@@ -42,11 +42,12 @@ from sknc.model_selection import EpisodeSplit, evaluate_episodes
 glyphs = load_glyphs(size=32)
 X = glyphs.data / 255.0  # flattened 32 x 32 pixels
 y = glyphs.target
-split = source_novel_split(y, groups=glyphs.typeface, n_novel=50, test_size=0.25,
-                           random_state=0)
-print(f"{len(split.source_classes)} source classes: {len(split.source_train)} training "
-      f"glyphs, {len(split.source_test)} glyphs by held-out typefaces; "
-      f"{len(split.novel_classes)} novel classes: {len(split.novel)} glyphs")
+split = source_novel_split(y, groups=glyphs.typeface, n_novel=50, test_size=0.25, random_state=0)
+print(
+    f"{len(split.source_classes)} source classes: {len(split.source_train)} training "
+    f"glyphs, {len(split.source_test)} glyphs by held-out typefaces; "
+    f"{len(split.novel_classes)} novel classes: {len(split.novel)} glyphs"
+)
 print("held-out typefaces:", ", ".join(split.test_groups))
 
 # %%
@@ -65,9 +66,9 @@ P = pca.transform(X)
 
 features = {"pixels": X, "PCA": P}
 lda_pixels = LinearDiscriminantAnalysis(solver="eigen", shrinkage=1e-4, n_components=40)
-features["LDA on pixels"] = lda_pixels.fit(
-    X[split.source_train], y[split.source_train]
-).transform(X)
+features["LDA on pixels"] = lda_pixels.fit(X[split.source_train], y[split.source_train]).transform(
+    X
+)
 lda_variants = {"LDA": LinearDiscriminantAnalysis(n_components=40)}
 for shrinkage in (0.1, 0.5, 0.9):
     lda_variants[f"LDA, shrinkage {shrinkage}"] = LinearDiscriminantAnalysis(
@@ -89,14 +90,22 @@ results = {}
 for name, Z in features.items():
     row = {part: cdnv(Z[split[part]], y[split[part]]) for part in parts}
     for n_shot in (1, 5):
-        episodes = EpisodeSplit(n_way=5, n_shot=n_shot, n_query=10, n_episodes=600,
-                                classes=split.novel_classes, random_state=0)
+        episodes = EpisodeSplit(
+            n_way=5,
+            n_shot=n_shot,
+            n_query=10,
+            n_episodes=600,
+            classes=split.novel_classes,
+            random_state=0,
+        )
         row[n_shot] = evaluate_episodes(Z, y, episodes, return_cdnv=False)
     results[name] = row
-    print(f"{name:<20} CDNV source-train {row['source_train']:.2f}, held-out typefaces "
-          f"{row['source_test']:.2f}, novel {row['novel']:.2f} | 5-way 1-shot "
-          f"{row[1].mean:.1%} ± {row[1].ci95:.1%}, 5-shot {row[5].mean:.1%} ± "
-          f"{row[5].ci95:.1%}")
+    print(
+        f"{name:<20} CDNV source-train {row['source_train']:.2f}, held-out typefaces "
+        f"{row['source_test']:.2f}, novel {row['novel']:.2f} | 5-way 1-shot "
+        f"{row[1].mean:.1%} ± {row[1].ci95:.1%}, 5-shot {row[5].mean:.1%} ± "
+        f"{row[5].ci95:.1%}"
+    )
 
 # %%
 # Collapse on the three parts
@@ -110,13 +119,16 @@ for name, Z in features.items():
 names = list(results)
 width = 0.27
 positions = np.arange(len(names))
-labels = {"source_train": "source classes, training typefaces",
-          "source_test": "source classes, held-out typefaces",
-          "novel": "novel classes"}
+labels = {
+    "source_train": "source classes, training typefaces",
+    "source_test": "source classes, held-out typefaces",
+    "novel": "novel classes",
+}
 fig, ax = plt.subplots(figsize=(10, 4))
 for k, part in enumerate(parts):
-    ax.bar(positions + (k - 1) * width, [results[n][part] for n in names], width,
-           label=labels[part])
+    ax.bar(
+        positions + (k - 1) * width, [results[n][part] for n in names], width, label=labels[part]
+    )
 ax.set_xticks(positions, names, rotation=15)
 ax.set_ylabel("CDNV (lower is more collapse)")
 ax.legend()
@@ -140,8 +152,7 @@ for ax, part in zip(axes, ["novel", "source_train"]):
         ax.errorbar(x, acc, yerr=err, fmt=marker, capsize=3, label=f"5-way {n_shot}-shot")
         if n_shot == 1:
             for xi, ai, n in zip(x, acc, names):
-                ax.annotate(n, (xi, ai), textcoords="offset points", xytext=(4, -10),
-                            fontsize=7)
+                ax.annotate(n, (xi, ai), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel(f"CDNV, {labels[part]} (log scale)")
 axes[0].set_ylabel("NCC accuracy on novel classes")

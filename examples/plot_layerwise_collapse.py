@@ -80,12 +80,21 @@ random_metrics = per_layer_metrics(random_net)
 
 with tempfile.TemporaryDirectory() as checkpoints:
     trained = pretrain_backbone(
-        model, X_train, y_train, max_epochs=2, input_size=32,
-        model_kwargs=model_kwargs, checkpoint_dir=checkpoints, random_state=0,
+        model,
+        X_train,
+        y_train,
+        max_epochs=2,
+        input_size=32,
+        model_kwargs=model_kwargs,
+        checkpoint_dir=checkpoints,
+        random_state=0,
     )
     print("training loss per epoch:", np.round(trained.history_[:, "train_loss"], 3))
     trained_net = BackboneFeatures(
-        model, weights=trained.checkpoints_[-1], layers=layers, input_size=32,
+        model,
+        weights=trained.checkpoints_[-1],
+        layers=layers,
+        input_size=32,
         model_kwargs=model_kwargs,
     ).fit(X_train)
     trained_metrics = per_layer_metrics(trained_net)
@@ -102,12 +111,24 @@ with tempfile.TemporaryDirectory() as checkpoints:
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
 positions = np.arange(len(layers))
 for ax, metric in zip(axes, ["nc1", "cdnv"]):
-    for metrics, colour, label in [(random_metrics, "C0", "random weights"),
-                                   (trained_metrics, "C3", "trained 2 epochs")]:
-        ax.semilogy(positions, metrics["train"][metric], "o-", color=colour,
-                    label=f"{label}, training digits")
-        ax.semilogy(positions, metrics["test"][metric], "s--", color=colour,
-                    label=f"{label}, held-out digits")
+    for metrics, colour, label in [
+        (random_metrics, "C0", "random weights"),
+        (trained_metrics, "C3", "trained 2 epochs"),
+    ]:
+        ax.semilogy(
+            positions,
+            metrics["train"][metric],
+            "o-",
+            color=colour,
+            label=f"{label}, training digits",
+        )
+        ax.semilogy(
+            positions,
+            metrics["test"][metric],
+            "s--",
+            color=colour,
+            label=f"{label}, held-out digits",
+        )
     ax.set_xticks(positions, layers)
     ax.set_xlabel("layer")
     ax.set_title(metric.upper())

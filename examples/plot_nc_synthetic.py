@@ -69,8 +69,16 @@ for ax, t in zip(axes, [0.0, 0.6, 1.0]):
     Z = pca.transform(X)
     ax.scatter(Z[:, 0], Z[:, 1], c=y, s=6, cmap="tab10", vmax=9, alpha=0.6)
     centres = pca.transform(np.array([X[y == c].mean(0) for c in range(n_classes)]))
-    ax.scatter(centres[:, 0], centres[:, 1], c=np.arange(n_classes), cmap="tab10",
-               vmax=9, marker="X", s=120, edgecolor="k")
+    ax.scatter(
+        centres[:, 0],
+        centres[:, 1],
+        c=np.arange(n_classes),
+        cmap="tab10",
+        vmax=9,
+        marker="X",
+        s=120,
+        edgecolor="k",
+    )
     ax.set_title(f"t = {t:.1f}")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -104,8 +112,14 @@ print(report)
 # differs from the nearest-mean rule until the spread is small.
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-for name, style in [("nc1", "o-"), ("cdnv", "s-"), ("nc2", "^-"), ("nc3", "v-"),
-                    ("equinorm", "--"), ("equiangularity", ":")]:
+for name, style in [
+    ("nc1", "o-"),
+    ("cdnv", "s-"),
+    ("nc2", "^-"),
+    ("nc3", "v-"),
+    ("equinorm", "--"),
+    ("equiangularity", ":"),
+]:
     ax1.semilogy(ts, [r[name] for r in rows], style, label=name)
 ax1.set_xlabel("t (0: scattered, 1: collapsed)")
 ax1.set_ylabel("metric (log scale)")

@@ -53,12 +53,17 @@ y = glyphs.target
 split = source_novel_split(y, n_novel=50, test_size=0, random_state=0)
 X_source, y_source = glyphs.images[split.source_train], y[split.source_train]
 X_train, X_test, y_train, y_test = train_test_split(
-    glyphs.images[split.novel], y[split.novel], test_size=0.5, stratify=y[split.novel],
+    glyphs.images[split.novel],
+    y[split.novel],
+    test_size=0.5,
+    stratify=y[split.novel],
     random_state=0,
 )
-print(f"source: {len(split.source_classes)} classes, {len(y_source)} glyphs; downstream: "
-      f"{len(split.novel_classes)} classes, {len(y_train)} training and {len(y_test)} "
-      "test glyphs")
+print(
+    f"source: {len(split.source_classes)} classes, {len(y_source)} glyphs; downstream: "
+    f"{len(split.novel_classes)} classes, {len(y_train)} training and {len(y_test)} "
+    "test glyphs"
+)
 
 # %%
 # Candidate backbones
@@ -74,21 +79,38 @@ print(f"source: {len(split.source_classes)} classes, {len(y_source)} glyphs; dow
 # keeps the random candidate a fair baseline.
 
 architectures = {
-    "resnet": ("resnet10t", {"channels": (16, 32, 64, 128), "stem_width": 8,
-                             "zero_init_last": False}, 3, 2e-3),
+    "resnet": (
+        "resnet10t",
+        {"channels": (16, 32, 64, 128), "stem_width": 8, "zero_init_last": False},
+        3,
+        2e-3,
+    ),
     "mobilenet": ("mobilenetv3_small_050", {}, 2, 2e-3),
-    "vit": ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 4,
-                                     "embed_dim": 96, "num_heads": 3}, 2, 1e-3),
+    "vit": (
+        "vit_tiny_patch16_224",
+        {"img_size": 32, "patch_size": 8, "depth": 4, "embed_dim": 96, "num_heads": 3},
+        2,
+        1e-3,
+    ),
 }
 checkpoint_dir = tempfile.mkdtemp(prefix="sknc-rank-backbones-")
 candidates = {
-    "resnet, random": BackboneFeatures("resnet10t", input_size=32, random_state=0,
-                                       model_kwargs=architectures["resnet"][1]),
+    "resnet, random": BackboneFeatures(
+        "resnet10t", input_size=32, random_state=0, model_kwargs=architectures["resnet"][1]
+    ),
 }
 for short, (model, model_kwargs, epochs, lr) in architectures.items():
     trained = pretrain_backbone(
-        model, X_source, y_source, max_epochs=epochs, lr=lr, batch_size=64, input_size=32,
-        model_kwargs=model_kwargs, checkpoint_dir=checkpoint_dir, random_state=0,
+        model,
+        X_source,
+        y_source,
+        max_epochs=epochs,
+        lr=lr,
+        batch_size=64,
+        input_size=32,
+        model_kwargs=model_kwargs,
+        checkpoint_dir=checkpoint_dir,
+        random_state=0,
     )
     losses = ", ".join(f"{loss:.2f}" for loss in trained.history_[:, "train_loss"])
     print(f"{model}: training loss per epoch {losses}")
@@ -119,16 +141,21 @@ for name in ("mobilenetv2_100", "tf_efficientnet_lite0"):
 # (standardised features, logistic regression) is trained on them and
 # scored on the test features.
 
-ranking = rank_backbones(candidates, X_train, y_train, X_test=X_test, y_test=y_test,
-                         random_state=0)
+ranking = rank_backbones(candidates, X_train, y_train, X_test=X_test, y_test=y_test, random_state=0)
 print(ranking)
 
 corr = ranking.correlations["nc1"]
-print(f"NC1 vs linear-probe accuracy over {len(ranking.table)} backbones: "
-      f"Spearman {corr['spearman']:.2f} (p = {corr['spearman_pvalue']:.2g}), "
-      f"Kendall {corr['kendall']:.2f} (p = {corr['kendall_pvalue']:.2g})")
-print("predicted best:", ranking.best, "| most accurate:",
-      max(ranking.table, key=lambda row: row["accuracy"])["backbone"])
+print(
+    f"NC1 vs linear-probe accuracy over {len(ranking.table)} backbones: "
+    f"Spearman {corr['spearman']:.2f} (p = {corr['spearman_pvalue']:.2g}), "
+    f"Kendall {corr['kendall']:.2f} (p = {corr['kendall_pvalue']:.2g})"
+)
+print(
+    "predicted best:",
+    ranking.best,
+    "| most accurate:",
+    max(ranking.table, key=lambda row: row["accuracy"])["backbone"],
+)
 
 # %%
 # NC1 against accuracy

@@ -82,17 +82,19 @@ full = np.array([row["n_features"] >= n_classes - 1 for row in table])
 
 rho_all = ranking.correlations["nc1"]["spearman"]
 rho_full, _ = spearmanr(nc1[full], accuracy[full])
-print(f"Spearman correlation of NC1 and accuracy, all candidates: {rho_all:.2f}; "
-      f"candidates with d >= K - 1: {rho_full:.2f}")
+print(
+    f"Spearman correlation of NC1 and accuracy, all candidates: {rho_all:.2f}; "
+    f"candidates with d >= K - 1: {rho_full:.2f}"
+)
 
 fig, ax = plt.subplots(figsize=(8, 5))
 ax.scatter(nc1[full], accuracy[full], s=50, label="d ≥ K - 1")
-ax.scatter(nc1[~full], accuracy[~full], s=50, facecolors="none", edgecolors="C1",
-           label="d < K - 1")
+ax.scatter(nc1[~full], accuracy[~full], s=50, facecolors="none", edgecolors="C1", label="d < K - 1")
 for k, (name, xi, ai) in enumerate(zip(names, nc1, accuracy)):
     # alternate label positions so that close points stay readable
-    ax.annotate(name, (xi, ai), textcoords="offset points",
-                xytext=(5, 4 if k % 2 else -11), fontsize=8)
+    ax.annotate(
+        name, (xi, ai), textcoords="offset points", xytext=(5, 4 if k % 2 else -11), fontsize=8
+    )
 ax.set_xscale("log")
 ax.set_xlabel("NC1 on the training data (log scale, lower is more collapse)")
 ax.set_ylabel("linear-probe accuracy (3-fold CV)")

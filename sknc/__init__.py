@@ -25,6 +25,6 @@ The top-level package imports nothing heavy; import the subpackages you use,
 e.g. ``from sknc.metrics import nc1``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = ["__version__"]

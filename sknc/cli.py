@@ -62,17 +62,34 @@ _non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def _add_common(parser, default_out):
-    parser.add_argument("--out", default=default_out, metavar="DIR",
-                        help="output folder, overwritten on re-runs (default: %(default)s)")
-    parser.add_argument("--device", default="auto",
-                        help="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ... "
-                             "(default: %(default)s)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0,
-                        help="random seed (default: %(default)s)")
-    parser.add_argument("--threads", type=_positive_int, default=None,
-                        help="torch CPU threads (default: every usable core)")
-    parser.add_argument("--no-progress", "-q", "--quiet", dest="progress",
-                        action="store_false", help="no progress bars or step lines")
+    parser.add_argument(
+        "--out",
+        default=default_out,
+        metavar="DIR",
+        help="output folder, overwritten on re-runs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ... (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="random seed (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch CPU threads (default: every usable core)",
+    )
+    parser.add_argument(
+        "--no-progress",
+        "-q",
+        "--quiet",
+        dest="progress",
+        action="store_false",
+        help="no progress bars or step lines",
+    )
 
 
 def build_parser():
@@ -88,54 +105,101 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="sknc",
         description="Transfer learning through the lens of neural collapse "
-                    "(scikit-learn compatible).",
+        "(scikit-learn compatible).",
     )
     parser.add_argument("--version", action="version", version=f"sknc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{demo,evaluate}")
     sub.required = True
 
-    demo = sub.add_parser("demo", help="the embedded experiment, end to end (no download)",
-                          description=_DEMO_HELP,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo = sub.add_parser(
+        "demo",
+        help="the embedded experiment, end to end (no download)",
+        description=_DEMO_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _add_common(demo, "sknc_results/demo")
-    demo.add_argument("--quick", action="store_true",
-                      help="fewer epochs and episodes: about 1 minute on a quiet 2-core CPU")
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer epochs and episodes: about 1 minute on a quiet 2-core CPU",
+    )
     demo.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     default, quick = PRESETS["default"], PRESETS["quick"]
-    demo.add_argument("--epochs", type=_positive_int, default=None,
-                      help=f"pre-training epochs (default: {default.epochs}; "
-                           f"--quick: {quick.epochs})")
-    demo.add_argument("--model", default=None,
-                      help=f"timm model name (default: {default.model})")
-    demo.add_argument("--size", type=_positive_int, default=None, metavar="PX",
-                      help=f"image side in pixels (default: {default.image_size})")
-    demo.add_argument("--downstream", choices=("novel", "digits"), default="novel",
-                      help="data of the NC1-vs-transfer study: the novel glyph classes or "
-                           "scikit-learn's digits (default: %(default)s)")
-    demo.add_argument("--keep-checkpoints", action="store_true",
-                      help="copy the per-epoch checkpoints to OUT/checkpoints")
+    demo.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help=f"pre-training epochs (default: {default.epochs}; --quick: {quick.epochs})",
+    )
+    demo.add_argument("--model", default=None, help=f"timm model name (default: {default.model})")
+    demo.add_argument(
+        "--size",
+        type=_positive_int,
+        default=None,
+        metavar="PX",
+        help=f"image side in pixels (default: {default.image_size})",
+    )
+    demo.add_argument(
+        "--downstream",
+        choices=("novel", "digits"),
+        default="novel",
+        help="data of the NC1-vs-transfer study: the novel glyph classes or "
+        "scikit-learn's digits (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="copy the per-epoch checkpoints to OUT/checkpoints",
+    )
     demo.set_defaults(subparser=demo)
 
-    ev = sub.add_parser("evaluate", help="collapse and transfer of a backbone on your images",
-                        description=_EVALUATE_HELP,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev = sub.add_parser(
+        "evaluate",
+        help="collapse and transfer of a backbone on your images",
+        description=_EVALUATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ev.add_argument("--model", required=True, help="timm model name, e.g. resnet18")
-    ev.add_argument("--data", required=True, metavar="DIR",
-                    help="image folder: DIR/<class name>/<images>")
-    ev.add_argument("--weights", default=None, metavar="FILE",
-                    help="local weight file (.safetensors, .pth), e.g. a checkpoint of "
-                         "'sknc demo --keep-checkpoints'")
-    ev.add_argument("--pretrained", action="store_true",
-                    help="timm's hub weights (needs network access or a local cache)")
-    ev.add_argument("--layers", default=None,
-                    help="comma-separated block indices or module paths "
-                         "(default: every block; the penultimate features are always added)")
-    ev.add_argument("--input-size", type=_positive_int, default=None, metavar="PX",
-                    help="resize and centre-crop images to PX x PX (default: the model's)")
-    ev.add_argument("--batch-size", type=_positive_int, default=64,
-                    help="images per forward pass (default: %(default)s)")
-    ev.add_argument("--episodes", type=_positive_int, default=600,
-                    help="few-shot episodes per protocol (default: %(default)s)")
+    ev.add_argument(
+        "--data", required=True, metavar="DIR", help="image folder: DIR/<class name>/<images>"
+    )
+    ev.add_argument(
+        "--weights",
+        default=None,
+        metavar="FILE",
+        help="local weight file (.safetensors, .pth), e.g. a checkpoint of "
+        "'sknc demo --keep-checkpoints'",
+    )
+    ev.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="timm's hub weights (needs network access or a local cache)",
+    )
+    ev.add_argument(
+        "--layers",
+        default=None,
+        help="comma-separated block indices or module paths "
+        "(default: every block; the penultimate features are always added)",
+    )
+    ev.add_argument(
+        "--input-size",
+        type=_positive_int,
+        default=None,
+        metavar="PX",
+        help="resize and centre-crop images to PX x PX (default: the model's)",
+    )
+    ev.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=64,
+        help="images per forward pass (default: %(default)s)",
+    )
+    ev.add_argument(
+        "--episodes",
+        type=_positive_int,
+        default=600,
+        help="few-shot episodes per protocol (default: %(default)s)",
+    )
     _add_common(ev, "sknc_results/evaluate")
     ev.set_defaults(subparser=ev)
     return parser
@@ -148,27 +212,51 @@ def _run(args):
         if args.quick and args.tiny:
             raise _Usage("--quick and --tiny exclude each other")
         preset = "tiny" if args.tiny else "quick" if args.quick else "default"
-        results = run_demo(args.out, preset=preset, epochs=args.epochs, model=args.model,
-                           image_size=args.size, downstream=args.downstream,
-                           device=args.device, seed=args.seed, threads=args.threads,
-                           keep_checkpoints=args.keep_checkpoints, progress=args.progress)
+        results = run_demo(
+            args.out,
+            preset=preset,
+            epochs=args.epochs,
+            model=args.model,
+            image_size=args.size,
+            downstream=args.downstream,
+            device=args.device,
+            seed=args.seed,
+            threads=args.threads,
+            keep_checkpoints=args.keep_checkpoints,
+            progress=args.progress,
+        )
         verdicts = [f"  {c['title']}: {c['verdict']}" for c in results["claims"].values()]
-        lines = [f"sknc demo: report written to {args.out}/report.md "
-                 f"({results['timing']['total']:.0f} s)"] + verdicts
+        lines = [
+            f"sknc demo: report written to {args.out}/report.md "
+            f"({results['timing']['total']:.0f} s)"
+        ] + verdicts
     else:
-        results = run_evaluate(args.model, args.data, weights=args.weights,
-                               pretrained=args.pretrained, layers=args.layers,
-                               input_size=args.input_size, batch_size=args.batch_size,
-                               device=args.device, out_dir=args.out, seed=args.seed,
-                               n_episodes=args.episodes, threads=args.threads,
-                               progress=args.progress)
+        results = run_evaluate(
+            args.model,
+            args.data,
+            weights=args.weights,
+            pretrained=args.pretrained,
+            layers=args.layers,
+            input_size=args.input_size,
+            batch_size=args.batch_size,
+            device=args.device,
+            out_dir=args.out,
+            seed=args.seed,
+            n_episodes=args.episodes,
+            threads=args.threads,
+            progress=args.progress,
+        )
         lp, best = results["linear_probe"], results["suggested_tuned_block"]
-        lines = [f"sknc evaluate: report written to {args.out}/report.md "
-                 f"({results['timing']['total']:.0f} s)",
-                 f"  linear probe {100 * lp['accuracy']:.1f}%"]
+        lines = [
+            f"sknc evaluate: report written to {args.out}/report.md "
+            f"({results['timing']['total']:.0f} s)",
+            f"  linear probe {100 * lp['accuracy']:.1f}%",
+        ]
         for s in results["few_shot"]["shots"].values():
-            lines.append(f"  {results['few_shot']['n_way']}-way {s['n_shot']}-shot "
-                         f"{100 * s['mean']:.1f}% ± {100 * s['ci95']:.1f}%")
+            lines.append(
+                f"  {results['few_shot']['n_way']}-way {s['n_shot']}-shot "
+                f"{100 * s['mean']:.1f}% ± {100 * s['ci95']:.1f}%"
+            )
         if best is not None:
             lines.append(f"  suggested SCL-FT tuned_block: {best['layer']}")
     print("\n".join(lines))

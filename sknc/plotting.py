@@ -105,8 +105,7 @@ def _annotate_apart(ax, x, y, labels, offset, min_pixels=18, **kwargs):
         if any(np.hypot(*(screen[i] - screen[j])) < min_pixels for j in kept):
             continue
         kept.append(i)
-        ax.annotate(str(text), (x[i], y[i]), textcoords="offset points", xytext=offset,
-                    **kwargs)
+        ax.annotate(str(text), (x[i], y[i]), textcoords="offset points", xytext=offset, **kwargs)
 
 
 def plot_cdnv_curves(epochs, curves, *, ylabel="CDNV", log=True, ax=None):
@@ -360,8 +359,12 @@ def plot_finetune_comparison(methods, accuracy, trainable_params, seconds, *, ax
         ax.set_title(title)
         if log and np.all(values[np.isfinite(values)] > 0):
             ax.set_yscale("log")
-        ax.bar_label(bars, labels=[fmt.format(v) if np.isfinite(v) else "n/a" for v in values],
-                     fontsize=7, padding=2)
+        ax.bar_label(
+            bars,
+            labels=[fmt.format(v) if np.isfinite(v) else "n/a" for v in values],
+            fontsize=7,
+            padding=2,
+        )
         ax.margins(y=0.15)
         ax.grid(True, axis="y", alpha=0.3)
     finite = acc[np.isfinite(acc)]
@@ -410,8 +413,9 @@ def plot_layerwise_nc(layers, metrics, *, highlight=None, axes=None):
     if axes is None:
         import matplotlib.pyplot as plt
 
-        _, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8),
-                               layout="constrained", squeeze=False)
+        _, axes = plt.subplots(
+            1, len(metrics), figsize=(4.2 * len(metrics), 3.8), layout="constrained", squeeze=False
+        )
     axes = list(np.ravel(axes))
     if len(axes) != len(metrics):
         raise ValueError(f"axes must hold {len(metrics)} Axes (one per metric), got {len(axes)}.")
@@ -429,4 +433,3 @@ def plot_layerwise_nc(layers, metrics, *, highlight=None, axes=None):
         ax.set_title(f"{name} (lower = more collapse)")
         ax.grid(True, alpha=0.3)
     return axes[0].figure
-

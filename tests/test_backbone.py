@@ -10,6 +10,8 @@ from torch import nn
 
 timm = pytest.importorskip("timm")
 
+from _helpers import VIT_KW, TinyNet  # noqa: E402
+
 from sknc.features._backbone import (  # noqa: E402
     PENULTIMATE,
     LayerTap,
@@ -35,7 +37,6 @@ from sknc.features._images import (  # noqa: E402
     resolve_data_config,
 )
 
-from _helpers import VIT_KW, TinyNet  # noqa: E402
 
 @pytest.fixture(scope="module")
 def resnet():
@@ -105,9 +106,9 @@ def test_pretrained_offline_fails_fast(monkeypatch):
 
 def test_pretrained_unreachable_hub_fails_fast(monkeypatch):
     """Without HF_HUB_OFFLINE, a failed connectivity probe switches to offline mode."""
-    from sknc.features import _backbone
-
     import huggingface_hub.constants as hf_constants
+
+    from sknc.features import _backbone
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
@@ -222,12 +223,15 @@ def test_weights_into_plain_module(tmp_path):
 # ----------------------------------------------------------------------------
 # classifier, layers
 # ----------------------------------------------------------------------------
-@pytest.mark.parametrize("name,kwargs", [
-    ("resnet18", {}),
-    ("vit_tiny_patch16_224", VIT_KW),
-    ("convnext_atto", {}),
-    ("vit_tiny_patch16_224", dict(VIT_KW, class_token=False, global_pool="avg")),
-])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("resnet18", {}),
+        ("vit_tiny_patch16_224", VIT_KW),
+        ("convnext_atto", {}),
+        ("vit_tiny_patch16_224", dict(VIT_KW, class_token=False, global_pool="avg")),
+    ],
+)
 def test_strip_classifier_gives_pre_logits(name, kwargs):
     ref = create_backbone(name, model_kwargs=kwargs, seed=0)
     m = create_backbone(name, model_kwargs=kwargs, seed=0)
@@ -248,8 +252,7 @@ def test_head_hidden_size_differs_from_num_features():
     assert strip_classifier(m) == 20
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(
-            m(x), ref.forward_head(ref.forward_features(x), pre_logits=True))
+        torch.testing.assert_close(m(x), ref.forward_head(ref.forward_features(x), pre_logits=True))
 
 
 def test_classifier_and_layers_of_plain_modules():
@@ -309,9 +312,10 @@ def test_pool_features_shapes_and_modes():
 def test_token_info(vit, resnet):
     assert token_info(vit) == (1, True, "NCHW")
     assert token_info(resnet) == (0, False, "NCHW")
-    reg = create_backbone("vit_tiny_patch16_224",
-                          model_kwargs=dict(VIT_KW, class_token=False, reg_tokens=2,
-                                            global_pool="avg"))
+    reg = create_backbone(
+        "vit_tiny_patch16_224",
+        model_kwargs=dict(VIT_KW, class_token=False, reg_tokens=2, global_pool="avg"),
+    )
     assert token_info(reg) == (2, False, "NCHW")
 
 
@@ -334,9 +338,11 @@ def test_layer_tap_matches_forward_intermediates_cnn(resnet):
 def test_layer_tap_matches_forward_intermediates_vit(vit):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        spatial, prefix = zip(*vit.forward_intermediates(
-            x, indices=[1], return_prefix_tokens=True, output_fmt="NLC",
-            intermediates_only=True))
+        spatial, prefix = zip(
+            *vit.forward_intermediates(
+                x, indices=[1], return_prefix_tokens=True, output_fmt="NLC", intermediates_only=True
+            )
+        )
         with LayerTap(vit, ["blocks.1"]) as tap:
             (tok,) = tap(x)
         with LayerTap(vit, ["blocks.1"], pool="avg") as tap:
@@ -376,8 +382,9 @@ def test_resolve_data_config_fixes_and_overrides(resnet, vit):
     cfg = resolve_data_config(vit)
     assert cfg["input_size"] == (3, 32, 32)
     assert resolve_data_config(resnet)["input_size"] == (3, 224, 224)
-    cfg = resolve_data_config(resnet, input_size=48, mean=0.5, std=(0.2, 0.3, 0.4),
-                              crop_pct=1.0, interpolation="bilinear")
+    cfg = resolve_data_config(
+        resnet, input_size=48, mean=0.5, std=(0.2, 0.3, 0.4), crop_pct=1.0, interpolation="bilinear"
+    )
     assert cfg["input_size"] == (3, 48, 48) and cfg["mean"] == (0.5, 0.5, 0.5)
     assert cfg["std"] == (0.2, 0.3, 0.4) and cfg["crop_pct"] == 1.0
     grey = create_backbone("resnet18", model_kwargs={"in_chans": 1})
@@ -394,8 +401,14 @@ def test_resolve_data_config_fixes_and_overrides(resnet, vit):
 
 
 def _config(size=16, **kw):
-    cfg = {"input_size": (3, size, size), "mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3),
-           "crop_pct": 0.875, "interpolation": "bilinear", "crop_mode": "center"}
+    cfg = {
+        "input_size": (3, size, size),
+        "mean": (0.5, 0.4, 0.3),
+        "std": (0.2, 0.25, 0.3),
+        "crop_pct": 0.875,
+        "interpolation": "bilinear",
+        "crop_mode": "center",
+    }
     cfg.update(kw)
     return cfg
 
@@ -418,8 +431,13 @@ def test_preprocess_resize_and_crop_like_timm_eval(rng):
     cfg = _config(size=16, crop_pct=0.8)  # shorter side -> 20, crop 16
     out = preprocess_batch(torch.from_numpy(x), cfg, memory_format=torch.channels_last)
     assert out.shape == (1, 3, 16, 16) and out.is_contiguous(memory_format=torch.channels_last)
-    tf = timm.data.create_transform(input_size=(3, 16, 16), crop_pct=0.8,
-                                    interpolation="bilinear", mean=cfg["mean"], std=cfg["std"])
+    tf = timm.data.create_transform(
+        input_size=(3, 16, 16),
+        crop_pct=0.8,
+        interpolation="bilinear",
+        mean=cfg["mean"],
+        std=cfg["std"],
+    )
     want = tf(Image.fromarray(x[0].transpose(1, 2, 0)))
     # same geometry as timm's PIL pipeline; pixels differ only by PIL's rounding
     assert np.abs(out[0].numpy() - want.numpy()).mean() < 0.03
@@ -545,11 +563,13 @@ def test_image_dataset(tmp_path, rng):
 
     ds = ImageDataset(_png_files(tmp_path, X), data_config=cfg, transform=transform)
     assert ds[0].shape == (3, 8, 8) and seen == [(16, 16)]
-    tensor_ds = ImageDataset(X, data_config=cfg, transform=lambda t: t * 2,
-                             transform_input="tensor")
+    tensor_ds = ImageDataset(
+        X, data_config=cfg, transform=lambda t: t * 2, transform_input="tensor"
+    )
     assert float(tensor_ds[0].max()) <= 2.0
-    loader = torch.utils.data.DataLoader(ImageDataset(X, [0, 1, 0, 1], data_config=cfg),
-                                         batch_size=3)
+    loader = torch.utils.data.DataLoader(
+        ImageDataset(X, [0, 1, 0, 1], data_config=cfg), batch_size=3
+    )
     xb, yb = next(iter(loader))
     assert xb.shape == (3, 3, 16, 16) and yb.tolist() == [0, 1, 0]
     with pytest.raises(ValueError, match="4 images but y has 3"):

@@ -14,18 +14,24 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pytest
+from PIL import Image
 
-from sknc.cli import build_parser, main  # noqa: E402
-from sknc.experiments import InputError, run_evaluate  # noqa: E402
-from sknc.experiments._report import FORMATTERS, REFERENCES_HEADING  # noqa: E402
+from sknc.cli import build_parser, main
+from sknc.experiments import InputError, run_evaluate
+from sknc.experiments._report import FORMATTERS, REFERENCES_HEADING
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-DEMO_FILES = ["cdnv_curves.png", "fewshot_vs_cdnv.png", "finetune_comparison.png",
-              "nc_vs_accuracy.png", "report.md", "results.json"]
+DEMO_FILES = [
+    "cdnv_curves.png",
+    "fewshot_vs_cdnv.png",
+    "finetune_comparison.png",
+    "nc_vs_accuracy.png",
+    "report.md",
+    "results.json",
+]
 METHODS = ["linear-probe", "layer-ft", "scl-ft", "full-ft"]
 
 
@@ -102,8 +108,9 @@ def demo_run(tmp_path_factory):
     with open(out / "results.json", encoding="utf-8") as f:
         results = json.load(f)
     report = (out / "report.md").read_text(encoding="utf-8")
-    return SimpleNamespace(out=out, results=results, report=report, stdout=stdout.getvalue(),
-                           stderr=stderr.getvalue())
+    return SimpleNamespace(
+        out=out, results=results, report=report, stdout=stdout.getvalue(), stderr=stderr.getvalue()
+    )
 
 
 def test_demo_writes_every_promised_file(demo_run):
@@ -132,8 +139,12 @@ def test_demo_report_numbers_are_those_of_results_json(demo_run):
 def test_demo_report_has_one_section_per_claim_with_verdict(demo_run):
     results, report = demo_run.results, demo_run.report
     claims = results["claims"]
-    assert list(claims) == ["collapse_generalizes", "fewshot", "collapse_predicts_transfer",
-                            "scl_ft"]
+    assert list(claims) == [
+        "collapse_generalizes",
+        "fewshot",
+        "collapse_predicts_transfer",
+        "scl_ft",
+    ]
     for claim in claims.values():
         assert f"## {claim['title']}" in report
         assert claim["claim"] in report
@@ -186,17 +197,23 @@ def test_demo_results_are_consistent(demo_run):
 def test_demo_verdicts_follow_the_numbers(demo_run):
     results = demo_run.results
     col = results["collapse"]
-    fell = all(col[p]["cdnv"][-1] < col[p]["cdnv"][0]
-               for p in ("source_train", "source_test", "novel"))
+    fell = all(
+        col[p]["cdnv"][-1] < col[p]["cdnv"][0] for p in ("source_train", "source_test", "novel")
+    )
     assert results["claims"]["collapse_generalizes"]["held"] is fell
     rows = {m["method"]: m for m in results["finetune"]["methods"]}
     assert results["claims"]["scl_ft"]["held"] is (
-        rows["scl-ft"]["accuracy"] >= rows["full-ft"]["accuracy"])
+        rows["scl-ft"]["accuracy"] >= rows["full-ft"]["accuracy"]
+    )
     fs = results["few_shot"]
     top = fs["shots"]["5"]["mean"]
     rho = fs["correlation"]["spearman"]
-    expected = (fs["novel_cdnv"][-1] < fs["novel_cdnv"][0] and top[-1] > top[0]
-                and rho is not None and rho < 0)
+    expected = (
+        fs["novel_cdnv"][-1] < fs["novel_cdnv"][0]
+        and top[-1] > top[0]
+        and rho is not None
+        and rho < 0
+    )
     assert results["claims"]["fewshot"]["held"] is expected
 
 
@@ -217,11 +234,30 @@ def test_demo_rerun_overwrites_in_place(tmp_path, monkeypatch):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     for _ in range(2):
-        assert main(["demo", "--tiny", "--epochs", "1", "--out", str(out), "-q", "--threads", "1",
-                     "--keep-checkpoints", "--downstream", "digits"]) == 0
+        assert (
+            main(
+                [
+                    "demo",
+                    "--tiny",
+                    "--epochs",
+                    "1",
+                    "--out",
+                    str(out),
+                    "-q",
+                    "--threads",
+                    "1",
+                    "--keep-checkpoints",
+                    "--downstream",
+                    "digits",
+                ]
+            )
+            == 0
+        )
     assert sorted(os.listdir(out)) == sorted(DEMO_FILES + ["checkpoints", "notes.txt"])
-    assert sorted(os.listdir(out / "checkpoints")) == ["epoch_000.safetensors",
-                                                       "epoch_001.safetensors"]
+    assert sorted(os.listdir(out / "checkpoints")) == [
+        "epoch_000.safetensors",
+        "epoch_001.safetensors",
+    ]
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["transfer"]["downstream"] == "scikit-learn digits"
     assert results["claims"]["collapse_predicts_transfer"]["held"] is None  # 2 checkpoints
@@ -246,9 +282,27 @@ def test_demo_progress_goes_to_stderr_summary_to_stdout(demo_run):
 
 
 def test_quiet_runs_print_no_progress(tmp_path, image_folder, capsys):
-    assert main(["evaluate", "--model", "test_resnet", "--data", str(image_folder),
-                 "--input-size", "16", "--episodes", "5", "--out", str(tmp_path), "-q",
-                 "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                "test_resnet",
+                "--data",
+                str(image_folder),
+                "--input-size",
+                "16",
+                "--episodes",
+                "5",
+                "--out",
+                str(tmp_path),
+                "-q",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert captured.err == ""
     assert captured.out.startswith("sknc evaluate: report written to")
@@ -261,9 +315,24 @@ def test_quiet_runs_print_no_progress(tmp_path, image_folder, capsys):
 @pytest.fixture(scope="module")
 def evaluate_run(image_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluate") / "out"
-    code = main(["evaluate", "--model", "test_resnet", "--data", str(image_folder),
-                 "--input-size", "16", "--episodes", "30", "--out", str(out), "-q",
-                 "--threads", "1"])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "test_resnet",
+            "--data",
+            str(image_folder),
+            "--input-size",
+            "16",
+            "--episodes",
+            "30",
+            "--out",
+            str(out),
+            "-q",
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     return out, results, (out / "report.md").read_text(encoding="utf-8")
@@ -314,12 +383,26 @@ def test_evaluate_features_match_backbone_features(image_folder, tmp_path):
     from sknc.features import BackboneFeatures
     from sknc.metrics import collapse_report
 
-    res = run_evaluate("test_resnet", image_folder, layers="layer2,-1", input_size=16,
-                       n_episodes=10, out_dir=tmp_path, progress=False, seed=3, threads=1)
+    res = run_evaluate(
+        "test_resnet",
+        image_folder,
+        layers="layer2,-1",
+        input_size=16,
+        n_episodes=10,
+        out_dir=tmp_path,
+        progress=False,
+        seed=3,
+        threads=1,
+    )
     assert [r["layer"] for r in res["layers"]] == ["layer2", "layer4", "penultimate"]
     files, y = load_image_folder(image_folder, return_X_y=True)
-    Z = BackboneFeatures("test_resnet", layers=["layer2", -1, "penultimate"], input_size=16,
-                         random_state=3).fit().transform_layers(files)
+    Z = (
+        BackboneFeatures(
+            "test_resnet", layers=["layer2", -1, "penultimate"], input_size=16, random_state=3
+        )
+        .fit()
+        .transform_layers(files)
+    )
     for row in res["layers"]:
         rep = collapse_report(Z[row["layer"]], y)
         assert row["nc1"] == pytest.approx(rep.nc1, rel=1e-5)
@@ -335,10 +418,28 @@ def test_evaluate_with_weights_file(image_folder, tmp_path):
     path = str(tmp_path / "w.safetensors")
     module = create_backbone("test_resnet", seed=7)
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, path)
-    a = run_evaluate("test_resnet", image_folder, weights=path, input_size=16, n_episodes=5,
-                     out_dir=tmp_path / "a", progress=False, seed=0, threads=1)
-    b = run_evaluate("test_resnet", image_folder, weights=path, input_size=16, n_episodes=5,
-                     out_dir=tmp_path / "b", progress=False, seed=1, threads=1)
+    a = run_evaluate(
+        "test_resnet",
+        image_folder,
+        weights=path,
+        input_size=16,
+        n_episodes=5,
+        out_dir=tmp_path / "a",
+        progress=False,
+        seed=0,
+        threads=1,
+    )
+    b = run_evaluate(
+        "test_resnet",
+        image_folder,
+        weights=path,
+        input_size=16,
+        n_episodes=5,
+        out_dir=tmp_path / "b",
+        progress=False,
+        seed=1,
+        threads=1,
+    )
     # the seed does not matter once the weights are given
     assert [r["nc1"] for r in a["layers"]] == [r["nc1"] for r in b["layers"]]
     assert a["config"]["weights"] == path
@@ -361,9 +462,19 @@ def _expect_usage_error(argv, capsys, *fragments):
 
 
 def test_error_missing_folder(tmp_path, capsys):
-    err = _expect_usage_error(["evaluate", "--model", "test_resnet", "--data",
-                               str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
-                              capsys, "does not exist")
+    err = _expect_usage_error(
+        [
+            "evaluate",
+            "--model",
+            "test_resnet",
+            "--data",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+        "does not exist",
+    )
     assert err.splitlines()[-1].startswith("sknc evaluate: error:")
     assert not (tmp_path / "o").exists()
 
@@ -373,40 +484,74 @@ def test_error_empty_class(tmp_path, capsys):
     _write_png(str(tmp_path / "data" / "cat" / "b.png"), np.zeros((8, 8, 3), np.uint8))
     os.makedirs(tmp_path / "data" / "dog")
     (tmp_path / "data" / "dog" / "readme.txt").write_text("no images here")
-    _expect_usage_error(["evaluate", "--model", "test_resnet", "--data", str(tmp_path / "data")],
-                        capsys, "without images", "dog")
+    _expect_usage_error(
+        ["evaluate", "--model", "test_resnet", "--data", str(tmp_path / "data")],
+        capsys,
+        "without images",
+        "dog",
+    )
 
 
 def test_error_class_with_one_image_and_single_class(tmp_path, capsys):
     for name, n in (("cat", 3), ("dog", 1)):
         for i in range(n):
             _write_png(str(tmp_path / "d" / name / f"{i}.png"), np.zeros((8, 8, 3), np.uint8))
-    _expect_usage_error(["evaluate", "--model", "test_resnet", "--data", str(tmp_path / "d")],
-                        capsys, "single image", "'dog'")
+    _expect_usage_error(
+        ["evaluate", "--model", "test_resnet", "--data", str(tmp_path / "d")],
+        capsys,
+        "single image",
+        "'dog'",
+    )
     for i in range(2):
         _write_png(str(tmp_path / "one" / "cat" / f"{i}.png"), np.zeros((8, 8, 3), np.uint8))
-    _expect_usage_error(["evaluate", "--model", "test_resnet", "--data", str(tmp_path / "one")],
-                        capsys, "single class folder")
+    _expect_usage_error(
+        ["evaluate", "--model", "test_resnet", "--data", str(tmp_path / "one")],
+        capsys,
+        "single class folder",
+    )
 
 
 def test_error_unknown_model(image_folder, tmp_path, capsys):
-    _expect_usage_error(["evaluate", "--model", "resnet_does_not_exist", "--data",
-                         str(image_folder)], capsys, "Unknown timm model name")
-    _expect_usage_error(["demo", "--model", "resnet_does_not_exist", "--out", str(tmp_path)],
-                        capsys, "Unknown timm model name", "sknc demo: error:")
+    _expect_usage_error(
+        ["evaluate", "--model", "resnet_does_not_exist", "--data", str(image_folder)],
+        capsys,
+        "Unknown timm model name",
+    )
+    _expect_usage_error(
+        ["demo", "--model", "resnet_does_not_exist", "--out", str(tmp_path)],
+        capsys,
+        "Unknown timm model name",
+        "sknc demo: error:",
+    )
 
 
 def test_error_model_that_cannot_take_the_image_size(tmp_path, capsys):
-    _expect_usage_error(["demo", "--model", "test_vit", "--size", "24", "--out", str(tmp_path)],
-                        capsys, "does not run on 24 x 24 images")
+    _expect_usage_error(
+        ["demo", "--model", "test_vit", "--size", "24", "--out", str(tmp_path)],
+        capsys,
+        "does not run on 24 x 24 images",
+    )
 
 
 def test_error_unknown_layer_and_bad_weights(image_folder, tmp_path, capsys):
-    _expect_usage_error(["evaluate", "--model", "test_resnet", "--data", str(image_folder),
-                         "--layers", "layer9"], capsys, "layer9")
-    _expect_usage_error(["evaluate", "--model", "test_resnet", "--data", str(image_folder),
-                         "--weights", str(tmp_path / "missing.safetensors")], capsys,
-                        "missing.safetensors")
+    _expect_usage_error(
+        ["evaluate", "--model", "test_resnet", "--data", str(image_folder), "--layers", "layer9"],
+        capsys,
+        "layer9",
+    )
+    _expect_usage_error(
+        [
+            "evaluate",
+            "--model",
+            "test_resnet",
+            "--data",
+            str(image_folder),
+            "--weights",
+            str(tmp_path / "missing.safetensors"),
+        ],
+        capsys,
+        "missing.safetensors",
+    )
 
 
 def test_error_bad_options(capsys):
@@ -435,12 +580,25 @@ def test_python_api_raises_input_error(tmp_path):
 def test_python_dash_m_sknc_in_a_subprocess(tmp_path):
     """The real process: help works, and a bad folder gives status 2 without a traceback."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    ok = subprocess.run([sys.executable, "-m", "sknc", "demo", "--help"], capture_output=True,
-                        text=True, env=env)
+    ok = subprocess.run(
+        [sys.executable, "-m", "sknc", "demo", "--help"], capture_output=True, text=True, env=env
+    )
     assert ok.returncode == 0 and "--quick" in ok.stdout and "--tiny" not in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "sknc", "evaluate", "--model", "resnet18",
-                          "--data", str(tmp_path / "missing")], capture_output=True, text=True,
-                         env=env)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sknc",
+            "evaluate",
+            "--model",
+            "resnet18",
+            "--data",
+            str(tmp_path / "missing"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "does not exist" in bad.stderr
 
@@ -449,7 +607,12 @@ def test_parser_defaults():
     args = build_parser().parse_args(["demo"])
     assert args.out == os.path.join("sknc_results", "demo").replace(os.sep, "/")
     assert (args.quick, args.tiny, args.epochs, args.model, args.size) == (
-        False, False, None, None, None)
+        False,
+        False,
+        None,
+        None,
+        None,
+    )
     assert args.progress is True and args.downstream == "novel" and args.device == "auto"
     args = build_parser().parse_args(["evaluate", "--model", "m", "--data", "d", "-q"])
     assert args.out == "sknc_results/evaluate" and args.progress is False
@@ -464,11 +627,28 @@ def test_report_formatters_handle_missing_values():
 def test_results_json_conversion(tmp_path):
     from sknc.experiments._common import to_jsonable, write_json
 
-    obj = {1: np.float32(0.5), "inf": np.inf, "nan": float("nan"), "flag": np.bool_(True),
-           "n": np.int64(3), "scalar": np.array(2.5), "int0d": np.array(7),
-           "rows": np.array([[1, 2], [3, 4]]), "mixed": (np.nan, "a", None)}
-    expected = {"1": 0.5, "inf": None, "nan": None, "flag": True, "n": 3, "scalar": 2.5,
-                "int0d": 7, "rows": [[1, 2], [3, 4]], "mixed": [None, "a", None]}
+    obj = {
+        1: np.float32(0.5),
+        "inf": np.inf,
+        "nan": float("nan"),
+        "flag": np.bool_(True),
+        "n": np.int64(3),
+        "scalar": np.array(2.5),
+        "int0d": np.array(7),
+        "rows": np.array([[1, 2], [3, 4]]),
+        "mixed": (np.nan, "a", None),
+    }
+    expected = {
+        "1": 0.5,
+        "inf": None,
+        "nan": None,
+        "flag": True,
+        "n": 3,
+        "scalar": 2.5,
+        "int0d": 7,
+        "rows": [[1, 2], [3, 4]],
+        "mixed": [None, "a", None],
+    }
     assert to_jsonable(obj) == expected
     assert type(to_jsonable(np.array(7))) is int  # 0-d arrays become scalars
     path = write_json(tmp_path / "results.json", obj)

@@ -164,8 +164,9 @@ def _assert_stats_match(stats, X, y, W=None, b=None):
     np.testing.assert_array_equal(stats.classes_, np.unique(y))
     np.testing.assert_allclose(stats.nc1(), nc1(X, y), rtol=RTOL)
     np.testing.assert_allclose(stats.cdnv(), cdnv(X, y), rtol=RTOL)
-    np.testing.assert_allclose(stats.cdnv(variant="asymmetric"),
-                               cdnv(X, y, variant="asymmetric"), rtol=RTOL)
+    np.testing.assert_allclose(
+        stats.cdnv(variant="asymmetric"), cdnv(X, y, variant="asymmetric"), rtol=RTOL
+    )
     np.testing.assert_allclose(stats.nc2(), nc2(X, y), rtol=RTOL)
     np.testing.assert_allclose(stats.equinorm(), equinorm(X, y), rtol=RTOL)
     np.testing.assert_allclose(stats.equiangularity(), equiangularity(X, y), rtol=RTOL)
@@ -219,8 +220,9 @@ def test_statistics_of_a_dask_array_equal_in_memory_metrics(scheduler, split_eve
     X, y = _features()
     Xd = da.from_array(X, chunks=(300, 12))
     with dask.config.set(scheduler=scheduler):
-        stats = nc_statistics_from_partitions(Xd, da.from_array(y, chunks=300),
-                                              split_every=split_every)
+        stats = nc_statistics_from_partitions(
+            Xd, da.from_array(y, chunks=300), split_every=split_every
+        )
     assert isinstance(stats, NCStatistics)
     _assert_stats_match(stats, X, y, W=np.random.default_rng(1).normal(size=(6, 12)))
 
@@ -243,18 +245,23 @@ def test_statistics_of_bags_and_delayed_lists():
         rows = db.from_sequence(list(zip(X, y)), npartitions=7)
         _assert_stats_match(nc_statistics_from_partitions(rows), X, y)
         # a bag of (block, labels) pairs
-        blocks = db.from_sequence([(X[i:i + 100], y[i:i + 100]) for i in range(0, 900, 100)],
-                                  npartitions=4)
+        blocks = db.from_sequence(
+            [(X[i : i + 100], y[i : i + 100]) for i in range(0, 900, 100)], npartitions=4
+        )
         _assert_stats_match(nc_statistics_from_partitions(blocks), X, y)
         # a bag of rows and a bag of labels partitioned alike
-        _assert_stats_match(nc_statistics_from_partitions(
-            db.from_sequence(list(X), npartitions=5), db.from_sequence(list(y), npartitions=5)),
-            X, y)
+        _assert_stats_match(
+            nc_statistics_from_partitions(
+                db.from_sequence(list(X), npartitions=5), db.from_sequence(list(y), npartitions=5)
+            ),
+            X,
+            y,
+        )
         # delayed (X_block, y_block) pairs, and separate delayed blocks
-        pairs = [dask.delayed((X[i:i + 200], y[i:i + 200])) for i in range(0, 900, 200)]
+        pairs = [dask.delayed((X[i : i + 200], y[i : i + 200])) for i in range(0, 900, 200)]
         _assert_stats_match(nc_statistics_from_partitions(pairs), X, y)
-        xs = [dask.delayed(X[i:i + 300]) for i in range(0, 900, 300)]
-        ys = [dask.delayed(y[i:i + 300]) for i in range(0, 900, 300)]
+        xs = [dask.delayed(X[i : i + 300]) for i in range(0, 900, 300)]
+        ys = [dask.delayed(y[i : i + 300]) for i in range(0, 900, 300)]
         _assert_stats_match(nc_statistics_from_partitions(xs, ys), X, y)
 
 
@@ -272,8 +279,10 @@ def test_statistics_skip_empty_partitions_and_align_missing_classes():
 def test_statistics_of_torch_blocks_and_float32_offsets():
     X, y = _features(n=800, offset=1e4)
     X32 = X.astype(np.float32)
-    pairs = [dask.delayed((torch.from_numpy(X32[i:i + 200]), torch.from_numpy(y[i:i + 200])))
-             for i in range(0, 800, 200)]
+    pairs = [
+        dask.delayed((torch.from_numpy(X32[i : i + 200]), torch.from_numpy(y[i : i + 200])))
+        for i in range(0, 800, 200)
+    ]
     with dask.config.set(scheduler="sync"):
         stats = nc_statistics_from_partitions(pairs)
     local = NCStatistics().update(X32, y)
@@ -312,10 +321,10 @@ def test_nc4_and_collapse_report_equal_in_memory():
         filled = nc4_counter_from_partitions(counter, Xd, yd, split_every=3)
         # y=None with a dask array: features alone; with a bag: (row, label) pairs
         alone = nc4_counter_from_partitions(counter, Xd)
-        pairs = nc4_counter_from_partitions(counter, db.from_sequence(list(zip(X, y)),
-                                                                      npartitions=5))
-        report = collapse_report_from_partitions(Xd, yd, clf.coef_, clf.intercept_,
-                                                 split_every=2)
+        pairs = nc4_counter_from_partitions(
+            counter, db.from_sequence(list(zip(X, y)), npartitions=5)
+        )
+        report = collapse_report_from_partitions(Xd, yd, clf.coef_, clf.intercept_, split_every=2)
     expected = nc4(X, y, clf.coef_, clf.intercept_)
     assert 0 < expected < 1
     assert counter.n_samples_ == 0  # the given counter is not modified
@@ -359,7 +368,8 @@ def test_statistics_input_errors():
         with pytest.raises(ValueError, match="Partition 1: X has 50 rows but y has 40"):
             nc_statistics_from_partitions(
                 [dask.delayed(X[:50]), dask.delayed(X[50:100])],
-                [dask.delayed(y[:50]), dask.delayed(y[50:90])])
+                [dask.delayed(y[:50]), dask.delayed(y[50:90])],
+            )
         bad = X.copy()
         bad[130, 2] = np.nan
         with pytest.raises(ValueError, match="Partition 2: .*NaN"):
@@ -382,8 +392,9 @@ def _never_computed():
     raise AssertionError("a partition was computed")
 
 
-@pytest.mark.parametrize("option", [{"center": "median"}, {"cdnv_variant": "squared"},
-                                    {"nc3_variant": "other"}])
+@pytest.mark.parametrize(
+    "option", [{"center": "median"}, {"cdnv_variant": "squared"}, {"nc3_variant": "other"}]
+)
 def test_collapse_report_from_partitions_checks_options_before_any_pass(option):
     parts = [dask.delayed(_never_computed)() for _ in range(2)]
     with pytest.raises(ValueError, match=next(iter(option))):
@@ -403,8 +414,7 @@ def test_extract_features_local_scheduler_equals_transform(tmp_path):
         Z_arr = extract_features(da.from_array(np.array(paths), chunks=8), est)
         assert Z_arr.chunks == ((8, 8, 4), (est.n_features_out_,))
         np.testing.assert_allclose(Z_arr.compute(), expected, rtol=1e-6, atol=1e-6)
-        Z_img = extract_features(da.from_array(images, chunks=(4, 8, 8, 3)), est,
-                                 dtype=np.float64)
+        Z_img = extract_features(da.from_array(images, chunks=(4, 8, 8, 3)), est, dtype=np.float64)
         assert Z_img.dtype == np.float64
         np.testing.assert_array_equal(Z_img.compute(), expected.astype(np.float64))
         # delayed partitions, one of them empty
@@ -463,8 +473,12 @@ def client():
     # "features never move" test checks sknc's graph, not a scheduling choice.
     with dask.config.set({"distributed.scheduler.work-stealing": False}):
         cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=None, worker_dashboard_address=None,
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            worker_dashboard_address=None,
         )
     client = distributed.Client(cluster)
     try:
@@ -501,14 +515,19 @@ def test_grid_search_on_dask_equals_local_run(client, tmp_path):
     import joblib
 
     X, y = _digits()
-    scoring = {"accuracy": "accuracy", "neg_nc1": get_scorer("neg_nc1"),
-               "neg_cdnv": get_scorer("neg_cdnv")}
+    scoring = {
+        "accuracy": "accuracy",
+        "neg_nc1": get_scorer("neg_nc1"),
+        "neg_cdnv": get_scorer("neg_cdnv"),
+    }
 
     def grid(memory=None):
-        pipe = make_pipeline(_counting_features(input_size=8, memory=memory),
-                             LogisticRegression(max_iter=300))
-        return GridSearchCV(pipe, {"logisticregression__C": [0.1, 1.0]}, cv=3,
-                            scoring=scoring, refit="accuracy")
+        pipe = make_pipeline(
+            _counting_features(input_size=8, memory=memory), LogisticRegression(max_iter=300)
+        )
+        return GridSearchCV(
+            pipe, {"logisticregression__C": [0.1, 1.0]}, cv=3, scoring=scoring, refit="accuracy"
+        )
 
     local = grid().fit(X, y)
     before = _worker_counts(client)
@@ -533,9 +552,16 @@ def test_finetuning_cross_validate_on_dask_equals_local_run(client):
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, size=(12, 32, 32, 3), dtype=np.uint8)
     y = np.array(["a", "b", "c"] * 4)
-    est = FineTuningClassifier("resnet10t", method="scl-ft", input_size=32, max_epochs=1,
-                               batch_size=6, random_state=0, device="auto",
-                               model_kwargs=dict(channels=(16, 32, 64, 128), stem_width=8))
+    est = FineTuningClassifier(
+        "resnet10t",
+        method="scl-ft",
+        input_size=32,
+        max_epochs=1,
+        batch_size=6,
+        random_state=0,
+        device="auto",
+        model_kwargs=dict(channels=(16, 32, 64, 128), stem_width=8),
+    )
     kw = dict(cv=2, scoring=["accuracy", "neg_log_loss"], return_estimator=True)
     local = cross_validate(est, X, y, **kw)
     with joblib.parallel_config(backend="dask"):
@@ -545,14 +571,12 @@ def test_finetuning_cross_validate_on_dask_equals_local_run(client):
     # the fitted estimators came back from the workers by pickle and still work
     for a, b in zip(local["estimator"], remote["estimator"]):
         assert b.device_.type == "cpu" and b.net_.device == "cpu"
-        np.testing.assert_allclose(b.predict_proba(X), a.predict_proba(X), rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(b.predict_proba(X), a.predict_proba(X), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(b.train_nc1_, a.train_nc1_, rtol=1e-6)
 
 
 @pytest.mark.dask
-def test_partitioned_extraction_equals_single_process_and_loads_once_per_worker(
-        client, tmp_path):
+def test_partitioned_extraction_equals_single_process_and_loads_once_per_worker(client, tmp_path):
     paths = _write_pngs(tmp_path, _images(32))
     est = _counting_features(device="auto").fit()
     expected = est.transform(paths)
@@ -580,8 +604,7 @@ def test_statistics_on_the_cluster_equal_in_memory_and_never_gather_features(cli
     from dask.utils import key_split
 
     n, d = 600, 64
-    futures = [client.submit(_pair_block, seed, n, d, 100.0, pure=False)
-               for seed in range(8)]
+    futures = [client.submit(_pair_block, seed, n, d, 100.0, pure=False) for seed in range(8)]
     blocks = client.gather(futures)  # the reference, copied to the test process only
     X = np.concatenate([b[0] for b in blocks])
     y = np.concatenate([b[1] for b in blocks])
@@ -620,10 +643,12 @@ def test_feature_cache_hit_from_another_worker_process(client, tmp_path):
     workers = sorted(client.scheduler_info()["workers"])
     images = _images(12, seed=3)
     est = _counting_features(memory=str(tmp_path / "cache")).fit()
-    Z_a, forwards_a = client.submit(_transform_on_worker, est, images, workers=[workers[0]],
-                                    pure=False).result()
-    Z_b, forwards_b = client.submit(_transform_on_worker, est, images, workers=[workers[1]],
-                                    pure=False).result()
+    Z_a, forwards_a = client.submit(
+        _transform_on_worker, est, images, workers=[workers[0]], pure=False
+    ).result()
+    Z_b, forwards_b = client.submit(
+        _transform_on_worker, est, images, workers=[workers[1]], pure=False
+    ).result()
     pids = {w: c["pid"] for w, c in _worker_counts(client).items()}
     assert pids[workers[0]] != pids[workers[1]]
     assert forwards_a == 3 and forwards_b == 0  # computed in one process, read in the other
@@ -640,15 +665,15 @@ def test_gpu_resource_routes_joblib_and_extraction_tasks(client, tmp_path):
     try:
         X, y = _digits(60)
         with joblib.parallel_config(backend="dask", resources={"GPU": 1}):
-            res = cross_validate(WhereFitted(), X.reshape(60, -1), y, cv=4,
-                                 return_estimator=True)
+            res = cross_validate(WhereFitted(), X.reshape(60, -1), y, cv=4, return_estimator=True)
         assert {e.worker_ for e in res["estimator"]} == {gpu_worker}
 
         paths = _write_pngs(tmp_path, _images(16))
         est = _counting_features().fit()
         before = _worker_counts(client)
-        Z = client.persist(extract_features(db.from_sequence(paths, npartitions=4), est),
-                           resources={"GPU": 1})
+        Z = client.persist(
+            extract_features(db.from_sequence(paths, npartitions=4), est), resources={"GPU": 1}
+        )
         np.testing.assert_array_equal(Z.compute(), est.transform(paths))
         forwards = _delta(before, _worker_counts(client), "forward")
         assert forwards[gpu_worker] == 4 and sum(forwards.values()) == 4, forwards
@@ -678,8 +703,10 @@ _SKIP = ".. scaling-test: skip"
 def _page_blocks():
     text = (ROOT / "docs" / "user_guide" / "scaling.rst").read_text()
     blocks = []
-    pattern = re.compile(r"((?:\.\. scaling-test: skip\n\n)?)\.\. code-block:: python\n\n"
-                         r"((?:(?:   .*)?\n)+)")
+    pattern = re.compile(
+        r"((?:\.\. scaling-test: skip\n\n)?)\.\. code-block:: python\n\n"
+        r"((?:(?:   .*)?\n)+)"
+    )
     for match in pattern.finditer(text):
         code = "\n".join(line[3:] for line in match.group(2).splitlines())
         blocks.append((bool(match.group(1)), code))

@@ -293,7 +293,9 @@ def test_load_digits_images():
     small = load_digits_images(size=8)
     assert np.array_equal(small.images, np.round(raw.images * 255 / 16).astype(np.uint8))
     # upscaling keeps the picture: downscaled back it correlates with the original
-    back = np.stack([np.asarray(Image.fromarray(im).resize((8, 8), Image.BOX)) for im in d.images[:50]])
+    back = np.stack(
+        [np.asarray(Image.fromarray(im).resize((8, 8), Image.BOX)) for im in d.images[:50]]
+    )
     r = np.corrcoef(back.ravel().astype(float), small.images[:50].ravel().astype(float))[0, 1]
     assert r > 0.95
     X, y = load_digits_images(size=16, rgb=True, return_X_y=True)

@@ -56,8 +56,15 @@ def _pages_with_doctests():
 
 
 def test_docs_tree_exists():
-    for name in ["conf.py", "index.rst", "api.rst", "getting_started.rst",
-                 "contributing.rst", "references.rst", "user_guide/index.rst"]:
+    for name in [
+        "conf.py",
+        "index.rst",
+        "api.rst",
+        "getting_started.rst",
+        "contributing.rst",
+        "references.rst",
+        "user_guide/index.rst",
+    ]:
         assert (DOCS / name).is_file(), name
     assert (EXAMPLES / "README.rst").is_file()
     # the user guide pages with runnable code are found (guards the glob above)
@@ -124,7 +131,8 @@ def test_api_reference_lists_every_public_name(module_name):
 def test_every_public_module_has_an_api_section():
     listed = {mod for mod, _ in _api_rst_names()}
     missing = [
-        name for name in PUBLIC_MODULES
+        name
+        for name in PUBLIC_MODULES
         if getattr(importlib.import_module(name), "__all__", None) and name not in listed
     ]
     assert not missing, f"modules without an API section in docs/api.rst: {missing}"
@@ -188,8 +196,19 @@ def test_sphinx_build_without_warnings(tmp_path):
     pytest.importorskip("pydata_sphinx_theme")
     for name in ("gen_modules", "auto_examples"):
         shutil.rmtree(DOCS / name, ignore_errors=True)
-    cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html",
-           "-d", str(tmp_path / "doctrees"), str(DOCS), str(tmp_path / "html")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-W",
+        "--keep-going",
+        "-b",
+        "html",
+        "-d",
+        str(tmp_path / "doctrees"),
+        str(DOCS),
+        str(tmp_path / "html"),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
     assert (tmp_path / "html" / "index.html").is_file()

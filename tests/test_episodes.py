@@ -11,8 +11,7 @@ from sklearn.model_selection import BaseCrossValidator, check_cv, cross_val_scor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sknc.model_selection import EpisodeSplit
-from sknc.model_selection import _episodes
+from sknc.model_selection import EpisodeSplit, _episodes
 from sknc.neighbors import NearestClassCenter
 
 

@@ -15,10 +15,10 @@ from sklearn.pipeline import make_pipeline
 
 timm = pytest.importorskip("timm")
 
+from _helpers import VIT_KW, TinyNet  # noqa: E402
+
 from sknc.features import BackboneFeatures, ImageDataset, list_layers  # noqa: E402
 from sknc.features._backbone import create_backbone  # noqa: E402
-
-from _helpers import VIT_KW, TinyNet  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406])[:, None, None]
 STD = np.array([0.229, 0.224, 0.225])[:, None, None]
@@ -78,8 +78,9 @@ def test_intermediate_layers_match_forward_intermediates_cnn(images):
     assert list(parts) == ["layer1", "layer3", "layer4", "penultimate"]
     ref = _reference(est)
     with torch.no_grad():
-        inter = ref.forward_intermediates(_normalised(images), indices=[1, 3, 4],
-                                          intermediates_only=True)
+        inter = ref.forward_intermediates(
+            _normalised(images), indices=[1, 3, 4], intermediates_only=True
+        )
     for name, t in zip(["layer1", "layer3", "layer4"], inter):
         np.testing.assert_allclose(parts[name], t.mean(dim=(2, 3)).numpy(), atol=1e-5)
     np.testing.assert_allclose(parts["layer4"], parts["penultimate"], atol=1e-5)
@@ -91,28 +92,40 @@ def test_intermediate_layers_match_forward_intermediates_vit(pool, images):
     parts = est.transform_layers(images)
     ref = _reference(est)
     with torch.no_grad():
-        out = ref.forward_intermediates(_normalised(images, 0.5, 0.5), indices=[0, 2],
-                                        return_prefix_tokens=True, output_fmt="NLC",
-                                        intermediates_only=True)
+        out = ref.forward_intermediates(
+            _normalised(images, 0.5, 0.5),
+            indices=[0, 2],
+            return_prefix_tokens=True,
+            output_fmt="NLC",
+            intermediates_only=True,
+        )
     for name, (spatial, prefix) in zip(["blocks.0", "blocks.2"], out):
         want = {"auto": prefix[:, 0], "avg": spatial.mean(1), "max": spatial.amax(1)}[pool]
         np.testing.assert_allclose(parts[name], want.numpy(), atol=1e-5)
 
 
-SWIN_KW = dict(img_size=64, window_size=4, embed_dim=24, depths=(1, 1, 1, 1),
-               num_heads=(1, 1, 1, 1))
+SWIN_KW = dict(
+    img_size=64, window_size=4, embed_dim=24, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)
+)
 
 
-@pytest.mark.parametrize("name,kwargs", [
-    ("test_efficientnet", None), ("test_convnext", None), ("test_nfnet", None),
-    ("test_mambaout", None),  # head_hidden_size (256) != num_features (64)
-    ("test_vit2", None), ("swin_tiny_patch4_window7_224", SWIN_KW),  # NHWC stages
-])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("test_efficientnet", None),
+        ("test_convnext", None),
+        ("test_nfnet", None),
+        ("test_mambaout", None),  # head_hidden_size (256) != num_features (64)
+        ("test_vit2", None),
+        ("swin_tiny_patch4_window7_224", SWIN_KW),  # NHWC stages
+    ],
+)
 def test_other_timm_families(name, kwargs):
     from sknc.features._images import preprocess_batch
 
-    est = BackboneFeatures(name, layers=[0, -1, None], model_kwargs=kwargs, random_state=0,
-                           device="cpu").fit()
+    est = BackboneFeatures(
+        name, layers=[0, -1, None], model_kwargs=kwargs, random_state=0, device="cpu"
+    ).fit()
     _, h, w = est.data_config_["input_size"]
     X = np.random.default_rng(0).integers(0, 256, (2, h, w, 3), dtype=np.uint8)
     parts = est.transform_layers(X)
@@ -121,8 +134,9 @@ def test_other_timm_families(name, kwargs):
     with torch.no_grad():
         pen = ref.forward_head(ref.forward_features(x), pre_logits=True)
         last = len(list_layers(ref)) - 1
-        first_map, last_map = ref.forward_intermediates(x, indices=[0, last],
-                                                        intermediates_only=True)
+        first_map, last_map = ref.forward_intermediates(
+            x, indices=[0, last], intermediates_only=True
+        )
     assert parts["penultimate"].shape[1] == ref.head_hidden_size
     first, last_name = list(parts)[:2]
     np.testing.assert_allclose(parts["penultimate"], pen.numpy(), atol=1e-5)
@@ -143,8 +157,9 @@ def test_tiny_torch_module(images):
     assert list_layers(net) == ["conv", "act", "block", "pool", "flat"]
     block = BackboneFeatures(net, layers="block", input_size=32, mean=0.5, std=0.25).fit()
     np.testing.assert_allclose(block.transform(images), want, atol=1e-5)
-    factory = BackboneFeatures(TinyNet, model_kwargs={"width": 3}, input_size=32,
-                               random_state=0).fit()
+    factory = BackboneFeatures(
+        TinyNet, model_kwargs={"width": 3}, input_size=32, random_state=0
+    ).fit()
     assert factory.n_features_out_ == 6
 
 
@@ -153,8 +168,17 @@ def test_torchvision_model(images):
     torch.manual_seed(0)
     net = tv.models.resnet18(weights=None).eval()
     est = BackboneFeatures(net, layers=["layer3", None], input_size=32, device="cpu").fit()
-    assert list_layers(net) == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2",
-                                "layer3", "layer4", "avgpool"]
+    assert list_layers(net) == [
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "avgpool",
+    ]
     parts = est.transform_layers(images)
     x = _normalised(images)  # ImageNet defaults for non-timm modules
     with torch.no_grad():
@@ -180,10 +204,12 @@ def test_greyscale_model_and_images():
 def test_only_intermediate_layers_stop_early(images):
     est = _resnet(layers="layer2", batch_size=4).fit()
     calls = {"layer2": 0, "layer4": 0}
-    est.model_.layer2.register_forward_hook(lambda *a: calls.__setitem__("layer2",
-                                                                         calls["layer2"] + 1))
-    est.model_.layer4.register_forward_hook(lambda *a: calls.__setitem__("layer4",
-                                                                         calls["layer4"] + 1))
+    est.model_.layer2.register_forward_hook(
+        lambda *a: calls.__setitem__("layer2", calls["layer2"] + 1)
+    )
+    est.model_.layer4.register_forward_hook(
+        lambda *a: calls.__setitem__("layer4", calls["layer4"] + 1)
+    )
     est.transform(images)
     assert calls == {"layer2": 2, "layer4": 0}  # 2 batches, one pass each, stopped early
     est.set_params(layers=["layer2", "penultimate"]).fit()
@@ -214,8 +240,9 @@ def test_every_input_form_gives_the_same_features(tmp_path, images):
     for name, X in forms.items():
         np.testing.assert_allclose(est.transform(X), want, atol=1e-5, err_msg=name)
     grey = images[..., 0]
-    np.testing.assert_allclose(est.transform(grey), est.transform(np.stack([grey] * 3, -1)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        est.transform(grey), est.transform(np.stack([grey] * 3, -1)), atol=1e-5
+    )
 
 
 def test_resizing_inputs(images):
@@ -254,11 +281,18 @@ def test_unfitted_raises(images):
         _resnet().get_feature_names_out()
 
 
-@pytest.mark.parametrize("check", [
-    "check_no_attributes_set_in_init", "check_parameters_default_constructible",
-    "check_get_params_invariance", "check_set_params", "check_estimator_repr",
-    "check_estimator_cloneable", "check_valid_tag_types",
-])
+@pytest.mark.parametrize(
+    "check",
+    [
+        "check_no_attributes_set_in_init",
+        "check_parameters_default_constructible",
+        "check_get_params_invariance",
+        "check_set_params",
+        "check_estimator_repr",
+        "check_estimator_cloneable",
+        "check_valid_tag_types",
+    ],
+)
 def test_sklearn_api_checks(check):
     from sklearn.utils import estimator_checks
 
@@ -310,8 +344,7 @@ def test_pickle_round_trip(images):
 def test_cpu_copy_keeps_values_and_tied_weights():
     from sknc.features._backbone_features import _cpu_copy
 
-    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3),
-                              torch.nn.Linear(3, 3))
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 3))
     net[2].weight = net[0].weight
     net[0].bias.requires_grad_(False)
     copy_ = _cpu_copy(net, force=True)
@@ -385,8 +418,7 @@ def test_cache_hit_does_not_call_the_model(tmp_path, images):
     # new input, new layers, new weights, new preprocessing: misses
     est.transform(images[:3])
     assert len(calls) == 2
-    for changed in (dict(layers="layer2"), dict(random_state=1), dict(mean=0.5),
-                    dict(pool="max")):
+    for changed in (dict(layers="layer2"), dict(random_state=1), dict(mean=0.5), dict(pool="max")):
         miss = clone(est).set_params(**changed).fit()
         miss_calls = _count_forwards(miss)
         miss.transform(images)
@@ -432,8 +464,9 @@ def test_grid_search_over_classifier_reuses_cache(tmp_path):
     X, y = load_digits(return_X_y=True)
     X = (X[:90] / 16.0).reshape(-1, 8, 8)
     y = y[:90]
-    feats = BackboneFeatures(TinyNet(width=16), input_size=8, mean=0.5, std=0.5,
-                             memory=str(tmp_path))
+    feats = BackboneFeatures(
+        TinyNet(width=16), input_size=8, mean=0.5, std=0.5, memory=str(tmp_path)
+    )
     pipe = make_pipeline(feats, LogisticRegression(max_iter=200))
     grid = GridSearchCV(pipe, {"logisticregression__C": [0.01, 0.1, 1.0]}, cv=3)
     grid.fit(X, y)
@@ -456,8 +489,9 @@ def test_grid_search_n_jobs_2(tmp_path):
     X = (X[:60] / 16.0).reshape(-1, 8, 8)
     y = y[:60]
     pipe = make_pipeline(
-        BackboneFeatures(TinyNet(width=8), input_size=8, mean=0.5, std=0.5, device="cpu",
-                         memory=str(tmp_path)),
+        BackboneFeatures(
+            TinyNet(width=8), input_size=8, mean=0.5, std=0.5, device="cpu", memory=str(tmp_path)
+        ),
         LogisticRegression(max_iter=200),
     )
     grid = GridSearchCV(pipe, {"logisticregression__C": [0.1, 1.0]}, cv=2, n_jobs=2)
@@ -509,7 +543,9 @@ def test_random_init_with_zero_scales_warns(tmp_path, images):
     # the zero scales are timm's zero_init_last: the last BatchNorm of every block
     module = create_backbone("resnet18")
     assert zero_scale_layers(module) == [f"layer{i}.{j}.bn2" for i in range(1, 5) for j in (0, 1)]
-    assert zero_scale_layers(create_backbone("resnet18", model_kwargs={"zero_init_last": False})) == []
+    assert (
+        zero_scale_layers(create_backbone("resnet18", model_kwargs={"zero_init_last": False})) == []
+    )
     # a factory building such a model warns too, without the timm-only hint
     with pytest.warns(UserWarning, match="all-zero scales") as record:
         BackboneFeatures(lambda: timm.create_model("resnet18"), input_size=32).fit()
@@ -517,8 +553,12 @@ def test_random_init_with_zero_scales_warns(tmp_path, images):
     # no warning: no zero scales, loaded weights (whatever they hold), a module instance
     path = str(tmp_path / "zero_init.safetensors")
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, path)
-    for quiet in (_resnet(model_kwargs={"zero_init_last": False}), _resnet(weights=path),
-                  BackboneFeatures(module, input_size=32), _vit()):
+    for quiet in (
+        _resnet(model_kwargs={"zero_init_last": False}),
+        _resnet(weights=path),
+        BackboneFeatures(module, input_size=32),
+        _vit(),
+    ):
         with warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always")
             quiet.fit(images)
@@ -546,8 +586,13 @@ def test_errors(tmp_path, images):
         _resnet(layers=["layer4", -1]).fit()
     with pytest.raises(ValueError, match="layers must be"):
         _resnet(layers=[]).fit()
-    for bad in (dict(pool="mean"), dict(output="pandas"), dict(batch_size=0),
-                dict(amp="fp8"), dict(model_kwargs=[1])):
+    for bad in (
+        dict(pool="mean"),
+        dict(output="pandas"),
+        dict(batch_size=0),
+        dict(amp="fp8"),
+        dict(model_kwargs=[1]),
+    ):
         with pytest.raises(ValueError):
             _resnet(**bad).fit()
     est = _resnet().fit()
@@ -584,11 +629,11 @@ def test_docstring_examples_run():
 def test_cuda_matches_cpu(images):
     cpu = _resnet(layers=["layer2", None]).fit()
     gpu = clone(cpu).set_params(device="cuda").fit()
-    np.testing.assert_allclose(gpu.transform(images), cpu.transform(images), atol=1e-3,
-                               rtol=1e-3)
+    np.testing.assert_allclose(gpu.transform(images), cpu.transform(images), atol=1e-3, rtol=1e-3)
     vit_cpu, vit_gpu = _vit().fit(), _vit(device="cuda").fit()
-    np.testing.assert_allclose(vit_gpu.transform(images), vit_cpu.transform(images),
-                               atol=1e-3, rtol=1e-3)
+    np.testing.assert_allclose(
+        vit_gpu.transform(images), vit_cpu.transform(images), atol=1e-3, rtol=1e-3
+    )
 
 
 @pytest.mark.gpu

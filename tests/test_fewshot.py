@@ -9,8 +9,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import KFold, cross_val_score
 
 from sknc.metrics import cdnv
-from sknc.model_selection import EpisodeSplit, FewShotResult, evaluate_episodes
-from sknc.model_selection import _fewshot
+from sknc.model_selection import EpisodeSplit, FewShotResult, _fewshot, evaluate_episodes
 from sknc.neighbors import NearestClassCenter
 
 METRICS = ["euclidean", "cosine"]
@@ -201,7 +200,13 @@ def test_batching_and_threads_do_not_change_results(batch_size, n_jobs, rng, mon
     cv = EpisodeSplit(3, 2, 3, n_episodes=50, random_state=4)
     ref = _slow(X, y, cv, "cosine", "l2")
     res = evaluate_episodes(
-        X, y, cv, metric="cosine", normalize="l2", batch_size=batch_size, n_jobs=n_jobs,
+        X,
+        y,
+        cv,
+        metric="cosine",
+        normalize="l2",
+        batch_size=batch_size,
+        n_jobs=n_jobs,
         return_cdnv=False,
     )
     np.testing.assert_array_equal(res.scores, ref)

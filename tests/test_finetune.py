@@ -13,6 +13,8 @@ from torch import nn
 timm = pytest.importorskip("timm")
 pytest.importorskip("skorch")
 
+from _helpers import VIT_KW as TINY_VIT_KW  # noqa: E402
+
 from sknc.features._backbone import create_backbone, load_weights, strip_classifier  # noqa: E402
 from sknc.finetune import FineTuneNet, FineTuningClassifier, pretrain_backbone  # noqa: E402
 from sknc.finetune._modules import (  # noqa: E402
@@ -21,8 +23,6 @@ from sknc.finetune._modules import (  # noqa: E402
     default_tuned_block,
     split_backbone,
 )
-
-from _helpers import VIT_KW as TINY_VIT_KW  # noqa: E402
 
 VIT_KW = dict(TINY_VIT_KW, depth=4)
 RESNET_KW = dict(channels=(16, 32, 64, 128), stem_width=8)  # a narrow resnet10t
@@ -88,12 +88,14 @@ def _net(method, spec=RESNET, seed=0, **kw):
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("spec,block", [(RESNET, "layer3.0"), (VIT, "blocks.2")])
 def test_trainable_parameters_per_method(spec, block):
-    names = {m: _trainable(_net(m, spec)) for m in
-             ("linear-probe", "layer-ft", "scl-ft", "full-ft")}
+    names = {
+        m: _trainable(_net(m, spec)) for m in ("linear-probe", "layer-ft", "scl-ft", "full-ft")
+    }
     all_names = {n for n, _ in _net("scl-ft", spec).named_parameters()}
     assert names["linear-probe"] == {"head.weight", "head.bias"}
     assert names["layer-ft"] == {"head.weight", "head.bias"} | {
-        n for n in all_names if n.startswith(f"backbone.{block}.")}
+        n for n in all_names if n.startswith(f"backbone.{block}.")
+    }
     assert any(n.startswith(f"backbone.{block}.") for n in names["layer-ft"])
     skip = {n for n in all_names if n.startswith("skip.")}
     assert skip and names["scl-ft"] == names["layer-ft"] | skip
@@ -123,17 +125,24 @@ def test_train_mode_keeps_frozen_parts_in_eval():
 
 
 def _bn_buffers(module):
-    return {name: b.detach().clone() for name, b in module.named_buffers()
-            if "running_" in name}
+    return {name: b.detach().clone() for name, b in module.named_buffers() if "running_" in name}
 
 
-@pytest.mark.parametrize("method,cache", [("layer-ft", False), ("scl-ft", True),
-                                          ("linear-probe", False)])
+@pytest.mark.parametrize(
+    "method,cache", [("layer-ft", False), ("scl-ft", True), ("linear-probe", False)]
+)
 def test_frozen_batchnorm_statistics_unchanged(method, cache):
     model = create_backbone("resnet10t", model_kwargs=RESNET_KW, seed=1)
     before = _bn_buffers(model)
-    clf = FineTuningClassifier(model, method=method, input_size=32, max_epochs=2, batch_size=6,
-                               cache_prefix=cache, random_state=0).fit(_images(), _labels())
+    clf = FineTuningClassifier(
+        model,
+        method=method,
+        input_size=32,
+        max_epochs=2,
+        batch_size=6,
+        cache_prefix=cache,
+        random_state=0,
+    ).fit(_images(), _labels())
     after = _bn_buffers(clf.net_.module_.backbone)
     tuned = f"{clf.tuned_block_}." if clf.tuned_block_ else None
     changed = set()
@@ -155,6 +164,7 @@ def test_prefix_runs_without_grad_and_suffix_with_grad():
     def record(name):
         def hook(_m, _i, _o):
             seen[name] = torch.is_grad_enabled()
+
         return hook
 
     net.backbone.layer2.register_forward_hook(record("prefix"))
@@ -188,7 +198,7 @@ def test_scl_ft_at_init_equals_layer_ft(spec, combine):
         for p in scl.skip.parameters():
             p.add_(0.5)
         if combine == "concat":
-            scl.head.weight[:, layer.head.in_features:] += 0.5
+            scl.head.weight[:, layer.head.in_features :] += 0.5
         assert not torch.allclose(scl(x), ref)
 
 
@@ -265,8 +275,10 @@ def test_split_fails_cleanly_on_untraceable_module():
         split_backbone(BranchyNet(), "block1", torch.randn(2, 3, 16, 16))
 
 
-@pytest.mark.parametrize("spec,method", [(RESNET, "scl-ft"), (RESNET, "layer-ft"),
-                                         (VIT, "scl-ft"), (RESNET, "linear-probe")])
+@pytest.mark.parametrize(
+    "spec,method",
+    [(RESNET, "scl-ft"), (RESNET, "layer-ft"), (VIT, "scl-ft"), (RESNET, "linear-probe")],
+)
 def test_caching_gives_the_same_trajectory(spec, method):
     X, y = _images(14), _labels(14)
     kw = dict(max_epochs=3, batch_size=4, lr=1e-2)
@@ -277,8 +289,9 @@ def test_caching_gives_the_same_trajectory(spec, method):
     losses_p = [row["train_loss"] for row in plain.history_]
     np.testing.assert_allclose(losses_c, losses_p, rtol=1e-5, atol=1e-7)
     assert losses_c[0] != losses_c[-1]  # it did train
-    np.testing.assert_allclose(cached.decision_function(X), plain.decision_function(X),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        cached.decision_function(X), plain.decision_function(X), rtol=1e-4, atol=1e-5
+    )
     assert cached.train_nc1_ == pytest.approx(plain.train_nc1_, rel=1e-4)
 
 
@@ -301,8 +314,15 @@ def test_cache_auto_and_invalid_combinations():
 
 
 def test_validation_split_and_early_stopping_with_cache():
-    est = _fit("scl-ft", X=_images(24), y=_labels(24), max_epochs=6, lr=0.5,
-               validation_fraction=0.25, patience=1)
+    est = _fit(
+        "scl-ft",
+        X=_images(24),
+        y=_labels(24),
+        max_epochs=6,
+        lr=0.5,
+        validation_fraction=0.25,
+        patience=1,
+    )
     assert est.prefix_cached_
     assert "valid_loss" in est.history_[-1] and "valid_acc" in est.history_[-1]
     assert 1 <= est.n_iter_ <= 6
@@ -336,8 +356,9 @@ def test_labels_of_any_kind_and_outputs():
 def test_clone_after_fit_starts_fresh():
     X, y = _images(), _labels()
     model = create_backbone("resnet10t", model_kwargs=RESNET_KW, seed=5)
-    est = FineTuningClassifier(model, method="full-ft", input_size=32, max_epochs=2,
-                               batch_size=6, lr=1e-2, random_state=0).fit(X, y)
+    est = FineTuningClassifier(
+        model, method="full-ft", input_size=32, max_epochs=2, batch_size=6, lr=1e-2, random_state=0
+    ).fit(X, y)
     first = [row["train_loss"] for row in est.history_]
     twin = clone(est)
     assert not hasattr(twin, "net_")
@@ -363,8 +384,14 @@ def test_random_state_reproducibility_and_global_rng_untouched():
 def test_gridsearch_over_methods_and_blocks():
     X, y = _images(12), _labels(12)
     grid = GridSearchCV(
-        FineTuningClassifier("resnet10t", input_size=32, model_kwargs=RESNET_KW, max_epochs=1,
-                             batch_size=6, random_state=0),
+        FineTuningClassifier(
+            "resnet10t",
+            input_size=32,
+            model_kwargs=RESNET_KW,
+            max_epochs=1,
+            batch_size=6,
+            random_state=0,
+        ),
         {"method": ["layer-ft", "scl-ft"], "tuned_block": ["layer2.0", "layer3.0"]},
         cv=2,
     ).fit(X, y)
@@ -376,9 +403,17 @@ def test_gridsearch_over_methods_and_blocks():
 def test_gridsearch_n_jobs_2():
     X, y = _images(12), _labels(12)
     grid = GridSearchCV(
-        FineTuningClassifier("resnet10t", input_size=32, model_kwargs=RESNET_KW, max_epochs=1,
-                             batch_size=6, random_state=0),
-        {"method": ["linear-probe", "layer-ft", "scl-ft", "full-ft"]}, cv=2, n_jobs=2,
+        FineTuningClassifier(
+            "resnet10t",
+            input_size=32,
+            model_kwargs=RESNET_KW,
+            max_epochs=1,
+            batch_size=6,
+            random_state=0,
+        ),
+        {"method": ["linear-probe", "layer-ft", "scl-ft", "full-ft"]},
+        cv=2,
+        n_jobs=2,
     ).fit(X, y)
     assert np.all(np.isfinite(grid.cv_results_["mean_test_score"]))
 
@@ -444,12 +479,19 @@ def test_image_input_forms_agree(tmp_path):
         Image.fromarray(img).save(paths[-1])
     est = _fit("scl-ft", X=X, y=_labels(6), max_epochs=1)
     ref = est.decision_function(X)
-    for form in (paths, [Image.fromarray(img) for img in X], X.transpose(0, 3, 1, 2),
-                 torch.from_numpy(X).float().div(255)):
+    for form in (
+        paths,
+        [Image.fromarray(img) for img in X],
+        X.transpose(0, 3, 1, 2),
+        torch.from_numpy(X).float().div(255),
+    ):
         np.testing.assert_allclose(est.decision_function(form), ref, rtol=1e-4, atol=1e-5)
     from_paths = _fit("scl-ft", X=paths, y=_labels(6), max_epochs=1)
-    np.testing.assert_allclose([r["train_loss"] for r in from_paths.history_],
-                               [r["train_loss"] for r in est.history_], rtol=1e-5)
+    np.testing.assert_allclose(
+        [r["train_loss"] for r in from_paths.history_],
+        [r["train_loss"] for r in est.history_],
+        rtol=1e-5,
+    )
     with pytest.raises(ValueError, match="nope.png"):
         est.predict([str(tmp_path / "nope.png")])
 
@@ -473,10 +515,15 @@ def test_identity_augmentation_matches_plain_preprocessing():
 
     aug = _fit("layer-ft", X=X, y=y, augment=identity)
     assert not aug.prefix_cached_
-    assert all(d == torch.float32 and lo >= 0 and hi <= 1 and shape == (3, 40, 40)
-               for d, lo, hi, shape in seen)
-    np.testing.assert_allclose([r["train_loss"] for r in aug.history_],
-                               [r["train_loss"] for r in plain.history_], rtol=1e-6)
+    assert all(
+        d == torch.float32 and lo >= 0 and hi <= 1 and shape == (3, 40, 40)
+        for d, lo, hi, shape in seen
+    )
+    np.testing.assert_allclose(
+        [r["train_loss"] for r in aug.history_],
+        [r["train_loss"] for r in plain.history_],
+        rtol=1e-6,
+    )
 
 
 def test_crop_pct_and_interpolation_match_backbone_features(tmp_path):
@@ -494,37 +541,61 @@ def test_crop_pct_and_interpolation_match_backbone_features(tmp_path):
     y = _labels(6)
     common = dict(weights=path, input_size=32, model_kwargs=RESNET_KW)
     for crop_pct, interpolation in ((1.0, "bicubic"), (0.5, "nearest")):
-        clf = FineTuningClassifier("resnet10t", method="linear-probe", max_epochs=0,
-                                   crop_pct=crop_pct, interpolation=interpolation,
-                                   random_state=0, **common).fit(X, y)
-        feats = BackboneFeatures("resnet10t", crop_pct=crop_pct, interpolation=interpolation,
-                                 device="cpu", **common).fit(X)
+        clf = FineTuningClassifier(
+            "resnet10t",
+            method="linear-probe",
+            max_epochs=0,
+            crop_pct=crop_pct,
+            interpolation=interpolation,
+            random_state=0,
+            **common,
+        ).fit(X, y)
+        feats = BackboneFeatures(
+            "resnet10t", crop_pct=crop_pct, interpolation=interpolation, device="cpu", **common
+        ).fit(X)
         assert clf.data_config_ == feats.data_config_
         assert clf.data_config_["crop_pct"] == crop_pct
         assert clf.data_config_["interpolation"] == interpolation
         np.testing.assert_allclose(clf.transform(X), feats.transform(X), rtol=1e-5, atol=1e-6)
     # the default is the model's own data config, which crops (timm: 0.95 for resnet10t)
-    default = FineTuningClassifier("resnet10t", method="linear-probe", max_epochs=0,
-                                   random_state=0, **common).fit(X, y)
+    default = FineTuningClassifier(
+        "resnet10t", method="linear-probe", max_epochs=0, random_state=0, **common
+    ).fit(X, y)
     assert default.data_config_ == BackboneFeatures("resnet10t", **common).fit().data_config_
     assert default.data_config_["crop_pct"] < 1.0
     assert not np.allclose(default.transform(X), clf.transform(X))
     # crop_pct=1.0 keeps a square image's whole field of view: a plain resize, no crop
     square = torch.from_numpy(rng.integers(0, 256, size=(2, 3, 48, 48), dtype=np.uint8))
-    full = FineTuningClassifier("resnet10t", method="linear-probe", max_epochs=0, crop_pct=1.0,
-                                interpolation="bilinear", **common).fit(X, y)
-    resized = F.interpolate(square.float() / 255, size=(32, 32), mode="bilinear",
-                            align_corners=False, antialias=True)
+    full = FineTuningClassifier(
+        "resnet10t",
+        method="linear-probe",
+        max_epochs=0,
+        crop_pct=1.0,
+        interpolation="bilinear",
+        **common,
+    ).fit(X, y)
+    resized = F.interpolate(
+        square.float() / 255, size=(32, 32), mode="bilinear", align_corners=False, antialias=True
+    )
     mean = torch.tensor(full.data_config_["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(full.data_config_["std"]).view(1, 3, 1, 1)
     torch.testing.assert_close(preprocess_batch(square, full.data_config_), (resized - mean) / std)
     cropped = preprocess_batch(square, default.data_config_)
     assert not torch.allclose(cropped, (resized - mean) / std, atol=1e-2)
     # pretrain_backbone passes them on
-    est = pretrain_backbone("resnet10t", _images(8), np.arange(8) % 4, max_epochs=1,
-                            batch_size=8, input_size=32, model_kwargs=RESNET_KW,
-                            checkpoint_dir=tmp_path, crop_pct=1.0, interpolation="nearest",
-                            random_state=0)
+    est = pretrain_backbone(
+        "resnet10t",
+        _images(8),
+        np.arange(8) % 4,
+        max_epochs=1,
+        batch_size=8,
+        input_size=32,
+        model_kwargs=RESNET_KW,
+        checkpoint_dir=tmp_path,
+        crop_pct=1.0,
+        interpolation="nearest",
+        random_state=0,
+    )
     assert est.data_config_["crop_pct"] == 1.0 and est.data_config_["interpolation"] == "nearest"
 
 
@@ -544,8 +615,13 @@ def test_random_init_linear_probe_warns_about_zero_scales():
             assert zero == [], method
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        _fit("linear-probe", X=X, y=y, max_epochs=0,
-             model_kwargs=dict(RESNET_KW, zero_init_last=False))
+        _fit(
+            "linear-probe",
+            X=X,
+            y=y,
+            max_epochs=0,
+            model_kwargs=dict(RESNET_KW, zero_init_last=False),
+        )
     assert not [w for w in record if "all-zero scales" in str(w.message)]
 
 
@@ -560,9 +636,15 @@ def test_crop_pct_and_interpolation_are_validated():
 
 def test_custom_module_and_augmentation():
     X = _images(12, size=20)
-    est = _fit("scl-ft", dict(model=TinyNet, input_size=16), X=X, y=_labels(12),
-               model_kwargs={"n_classes": 7}, tuned_block="block1",
-               augment=lambda img: img.flip(-1))
+    est = _fit(
+        "scl-ft",
+        dict(model=TinyNet, input_size=16),
+        X=X,
+        y=_labels(12),
+        model_kwargs={"n_classes": 7},
+        tuned_block="block1",
+        augment=lambda img: img.flip(-1),
+    )
     assert est.tuned_block_ == "block1" and not est.prefix_cached_
     assert est.predict(X).shape == (12,)
     assert est.transform(X).shape == (12, 16)
@@ -573,10 +655,11 @@ def test_custom_module_and_augmentation():
 # --------------------------------------------------------------------------
 def test_checkpoints_unique_dirs_and_round_trip(tmp_path):
     X, y = _images(), _labels()
-    est = _fit("full-ft", X=X, y=y, max_epochs=2, save_checkpoints=True,
-               checkpoint_dir=tmp_path)
+    est = _fit("full-ft", X=X, y=y, max_epochs=2, save_checkpoints=True, checkpoint_dir=tmp_path)
     assert [os.path.basename(p) for p in est.checkpoints_] == [
-        "epoch_001.safetensors", "epoch_002.safetensors"]
+        "epoch_001.safetensors",
+        "epoch_002.safetensors",
+    ]
     assert os.path.dirname(est.checkpoints_[0]) == est.checkpoint_dir_
     assert os.path.dirname(est.checkpoint_dir_) == str(tmp_path)
     first_dir = est.checkpoint_dir_
@@ -589,11 +672,9 @@ def test_checkpoints_unique_dirs_and_round_trip(tmp_path):
         mean = torch.tensor(est.data_config_["mean"]).view(1, 3, 1, 1)
         std = torch.tensor(est.data_config_["std"]).view(1, 3, 1, 1)
         logits = timm_model.eval()((batch - mean) / std)
-    np.testing.assert_allclose(logits.numpy(), est.decision_function(X[:4]), rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(logits.numpy(), est.decision_function(X[:4]), rtol=1e-4, atol=1e-5)
     # ... and loads as a backbone (1000-class head skipped)
-    backbone = create_backbone("resnet10t", model_kwargs=RESNET_KW,
-                               weights=est.checkpoints_[0])
+    backbone = create_backbone("resnet10t", model_kwargs=RESNET_KW, weights=est.checkpoints_[0])
     assert backbone.fc.out_features == 1000
 
 
@@ -627,8 +708,17 @@ def test_on_epoch_end_hook_sees_current_features():
 
 def test_pretrain_backbone_round_trip(tmp_path):
     X, y = _images(16), np.arange(16) % 4
-    est = pretrain_backbone("resnet10t", X, y, max_epochs=2, batch_size=8, input_size=32,
-                            model_kwargs=RESNET_KW, checkpoint_dir=tmp_path, random_state=0)
+    est = pretrain_backbone(
+        "resnet10t",
+        X,
+        y,
+        max_epochs=2,
+        batch_size=8,
+        input_size=32,
+        model_kwargs=RESNET_KW,
+        checkpoint_dir=tmp_path,
+        random_state=0,
+    )
     assert est.method == "full-ft" and est.n_iter_ == 2 and len(est.checkpoints_) == 2
     assert est.trainable_fraction_ == 1.0
     backbone = create_backbone("resnet10t", model_kwargs=RESNET_KW, weights=est.checkpoints_[-1])
@@ -641,8 +731,13 @@ def test_pretrain_backbone_round_trip(tmp_path):
         from sknc.features import BackboneFeatures
     except ImportError:
         return
-    feats = BackboneFeatures("resnet10t", weights=est.checkpoints_[-1], input_size=32,
-                             model_kwargs=RESNET_KW, device="cpu").fit_transform(X)
+    feats = BackboneFeatures(
+        "resnet10t",
+        weights=est.checkpoints_[-1],
+        input_size=32,
+        model_kwargs=RESNET_KW,
+        device="cpu",
+    ).fit_transform(X)
     np.testing.assert_allclose(feats, est.transform(X), rtol=1e-4, atol=1e-5)
 
 
@@ -656,5 +751,8 @@ def test_cuda_amp_fit_and_predict():
         assert est.predict_proba(X).shape == (16, 3)
     plain = _fit("layer-ft", X=X, y=y, device="cuda", cache_prefix=False)
     cached = _fit("layer-ft", X=X, y=y, device="cuda", cache_prefix=True)
-    np.testing.assert_allclose([r["train_loss"] for r in plain.history_],
-                               [r["train_loss"] for r in cached.history_], rtol=1e-4)
+    np.testing.assert_allclose(
+        [r["train_loss"] for r in plain.history_],
+        [r["train_loss"] for r in cached.history_],
+        rtol=1e-4,
+    )

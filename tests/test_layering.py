@@ -57,8 +57,11 @@ def imported_modules(source, module, is_package, package_root):
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names
-                      if a.name == top or a.name.startswith(top + ".")]
+            found += [
+                (node.lineno, a.name)
+                for a in node.names
+                if a.name == top or a.name.startswith(top + ".")
+            ]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -88,27 +91,34 @@ def violations(package_root, levels):
         module = _module_name(path, package_root)
         part = _part(module)
         if part is None:  # the root __init__: it must import no part at all
-            imports = imported_modules(path.read_text(encoding="utf-8"), module, True,
-                                       package_root)
-            out += [f"{path.relative_to(package_root.parent)}:{line} imports {target}; the "
-                    "root package must stay empty (import sknc is light)"
-                    for line, target in imports if _part(target) is not None]
+            imports = imported_modules(path.read_text(encoding="utf-8"), module, True, package_root)
+            out += [
+                f"{path.relative_to(package_root.parent)}:{line} imports {target}; the "
+                "root package must stay empty (import sknc is light)"
+                for line, target in imports
+                if _part(target) is not None
+            ]
             continue
         if part not in levels:
-            out.append(f"{path.relative_to(package_root.parent)}: the part {part!r} has no "
-                       "level; add it to the layering in CONTRIBUTING.md and this test")
+            out.append(
+                f"{path.relative_to(package_root.parent)}: the part {part!r} has no "
+                "level; add it to the layering in CONTRIBUTING.md and this test"
+            )
             continue
         source = path.read_text(encoding="utf-8")
-        for line, target in imported_modules(source, module, path.name == "__init__.py",
-                                             package_root):
+        for line, target in imported_modules(
+            source, module, path.name == "__init__.py", package_root
+        ):
             other = _part(target)
             if other is None or other == part:
                 continue
             if other not in levels or levels[other] >= levels[part]:
                 where = "sideways" if levels.get(other) == levels[part] else "upwards"
-                out.append(f"{path.relative_to(package_root.parent)}:{line} imports {target} "
-                           f"({other}, level {levels.get(other)}) from {part} (level "
-                           f"{levels[part]}): {where}")
+                out.append(
+                    f"{path.relative_to(package_root.parent)}:{line} imports {target} "
+                    f"({other}, level {levels.get(other)}) from {part} (level "
+                    f"{levels[part]}): {where}"
+                )
     return out
 
 
@@ -118,9 +128,12 @@ def test_imports_only_go_downwards():
 
 
 def test_every_part_of_the_package_has_a_level():
-    parts = {p.stem for p in PACKAGE.iterdir()
-             if (p.suffix == ".py" and p.name != "__init__.py")
-             or (p.is_dir() and (p / "__init__.py").is_file())}
+    parts = {
+        p.stem
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" and p.name != "__init__.py")
+        or (p.is_dir() and (p / "__init__.py").is_file())
+    }
     assert parts == set(LEVEL)
 
 
@@ -142,28 +155,55 @@ def _package(tmp_path, files):
 LOW_HIGH = {"low": 0, "mid": 1, "side": 1, "high": 2}
 
 
-@pytest.mark.parametrize("files, expected", [
-    # allowed: downwards, within a part, the root, lazily inside a function
-    ({"low/__init__.py": "", "low/_a.py": "from ._b import x\n", "low/_b.py": "x = 1\n",
-      "mid/__init__.py": "from ..low import _a\nfrom pkg import __version__\n",
-      "high.py": "def f():\n    import pkg.mid\n    from .low._a import x\n"}, []),
-    # upwards, at the top
-    ({"low/__init__.py": "from ..mid import thing\n", "mid/__init__.py": "thing = 1\n"},
-     ["pkg/low/__init__.py:1 imports pkg.mid (mid, level 1) from low (level 0): upwards"]),
-    # upwards, lazily, absolute, through a submodule
-    ({"mid/__init__.py": "", "mid/_m.py": "def f():\n    from pkg.high import g\n",
-      "high.py": "def g():\n    pass\n"},
-     ["pkg/mid/_m.py:2 imports pkg.high (high, level 2) from mid (level 1): upwards"]),
-    # sideways between parts of one level; "from .. import part" names the part
-    ({"mid/__init__.py": "from .. import side\n", "side/__init__.py": ""},
-     ["pkg/mid/__init__.py:1 imports pkg.side (side, level 1) from mid (level 1): sideways"]),
-    # a part without a level, and a root package that imports a part
-    ({"new.py": "", "low/__init__.py": ""},
-     ["pkg/new.py: the part 'new' has no level; add it to the layering in CONTRIBUTING.md "
-      "and this test"]),
-    ({"__init__.py": "from . import low\n", "low/__init__.py": ""},
-     ["pkg/__init__.py:1 imports pkg.low; the root package must stay empty (import sknc is "
-      "light)"]),
-])
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        # allowed: downwards, within a part, the root, lazily inside a function
+        (
+            {
+                "low/__init__.py": "",
+                "low/_a.py": "from ._b import x\n",
+                "low/_b.py": "x = 1\n",
+                "mid/__init__.py": "from ..low import _a\nfrom pkg import __version__\n",
+                "high.py": "def f():\n    import pkg.mid\n    from .low._a import x\n",
+            },
+            [],
+        ),
+        # upwards, at the top
+        (
+            {"low/__init__.py": "from ..mid import thing\n", "mid/__init__.py": "thing = 1\n"},
+            ["pkg/low/__init__.py:1 imports pkg.mid (mid, level 1) from low (level 0): upwards"],
+        ),
+        # upwards, lazily, absolute, through a submodule
+        (
+            {
+                "mid/__init__.py": "",
+                "mid/_m.py": "def f():\n    from pkg.high import g\n",
+                "high.py": "def g():\n    pass\n",
+            },
+            ["pkg/mid/_m.py:2 imports pkg.high (high, level 2) from mid (level 1): upwards"],
+        ),
+        # sideways between parts of one level; "from .. import part" names the part
+        (
+            {"mid/__init__.py": "from .. import side\n", "side/__init__.py": ""},
+            ["pkg/mid/__init__.py:1 imports pkg.side (side, level 1) from mid (level 1): sideways"],
+        ),
+        # a part without a level, and a root package that imports a part
+        (
+            {"new.py": "", "low/__init__.py": ""},
+            [
+                "pkg/new.py: the part 'new' has no level; add it to the layering in CONTRIBUTING.md "
+                "and this test"
+            ],
+        ),
+        (
+            {"__init__.py": "from . import low\n", "low/__init__.py": ""},
+            [
+                "pkg/__init__.py:1 imports pkg.low; the root package must stay empty (import sknc is "
+                "light)"
+            ],
+        ),
+    ],
+)
 def test_the_checker_finds_bad_imports(tmp_path, files, expected):
     assert violations(_package(tmp_path, files), LOW_HIGH) == expected

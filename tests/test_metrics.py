@@ -75,9 +75,7 @@ def textbook(X, y, W=None, b=None, center="global"):
     out["nc2"] = np.linalg.norm(G / np.linalg.norm(G) - etf)
     norms = np.array([np.linalg.norm(m) for m in Mc])
     out["equinorm"] = np.std(norms) / np.mean(norms)
-    cosines = [
-        Mc[i] @ Mc[j] / (norms[i] * norms[j]) for i in range(K) for j in range(K) if i != j
-    ]
+    cosines = [Mc[i] @ Mc[j] / (norms[i] * norms[j]) for i in range(K) for j in range(K) if i != j]
     out["equiangularity"] = np.std(cosines)
     out["max_angle"] = np.mean([abs(c + 1 / (K - 1)) for c in cosines])
     if W is not None:
@@ -324,7 +322,7 @@ def test_merge_two_halves_equals_whole():
     X, y, W, b = _case("imbalanced")
     whole = NCStatistics().update(X, y)
     a = NCStatistics().update(X[:200], y[:200])
-    b_ = NCStatistics().update(X[200:] , y[200:])
+    b_ = NCStatistics().update(X[200:], y[200:])
     _assert_same_stats(a.merge(b_), whole)
     _close(whole.nc1(), textbook(X, y)["nc1"])
 
@@ -332,9 +330,7 @@ def test_merge_two_halves_equals_whole():
 def test_merge_random_order_batches_equals_whole():
     X, y, _, _ = _case("strings")
     whole = NCStatistics().update(X, y)
-    parts = [
-        NCStatistics().update(X[i : i + 7], y[i : i + 7]) for i in range(0, len(y), 7)
-    ]
+    parts = [NCStatistics().update(X[i : i + 7], y[i : i + 7]) for i in range(0, len(y), 7)]
     random.Random(0).shuffle(parts)
     total = NCStatistics()
     for part in parts:
@@ -443,7 +439,7 @@ def test_nc4_counter_merge_and_binding():
     with pytest.raises(ValueError, match="different class means"):
         c1.merge(stats.nc4_counter(W * 2, b))
     with pytest.raises(ValueError, match="no samples"):
-        stats.nc4_counter(W, b).value
+        _ = stats.nc4_counter(W, b).value
 
 
 # ---------------------------------------------------------------------------
@@ -549,21 +545,34 @@ def test_zero_centred_mean_equiangularity():
     assert np.isnan(rep.equiangularity) and np.isfinite(rep.nc2)
 
 
-_SAME_MEANS = (np.array([[0.0, 1.0], [0.0, -1.0], [0.0, 2.0], [0.0, -2.0], [5.0, 0.0],
-                         [5.0, 0.1]]), [0, 0, 1, 1, 2, 2])
+_SAME_MEANS = (
+    np.array([[0.0, 1.0], [0.0, -1.0], [0.0, 2.0], [0.0, -2.0], [5.0, 0.0], [5.0, 0.1]]),
+    [0, 0, 1, 1, 2, 2],
+)
 _CENTRED_MEAN = (np.array([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]]), [0, 1, 2])
 
 
-@pytest.mark.parametrize("call, data", [
-    (lambda X, y: cdnv(X, y), _SAME_MEANS),
-    (lambda X, y: cdnv(X, y, variant="asymmetric", return_matrix=True), _SAME_MEANS),
-    (lambda X, y: collapse_report(X, y), _SAME_MEANS),
-    (lambda X, y: collapse_report(X, y), _CENTRED_MEAN),  # equiangularity undefined
-    (lambda X, y: NCStatistics().update(X, y).cdnv(), _SAME_MEANS),
-    (lambda X, y: NCStatistics().update(X, y).report(), _SAME_MEANS),
-    (lambda X, y: NCStatistics().update(X, y).report(), _CENTRED_MEAN),
-], ids=["cdnv", "cdnv-matrix", "report", "report-equiangularity", "stats-cdnv",
-        "stats-report", "stats-report-equiangularity"])
+@pytest.mark.parametrize(
+    "call, data",
+    [
+        (lambda X, y: cdnv(X, y), _SAME_MEANS),
+        (lambda X, y: cdnv(X, y, variant="asymmetric", return_matrix=True), _SAME_MEANS),
+        (lambda X, y: collapse_report(X, y), _SAME_MEANS),
+        (lambda X, y: collapse_report(X, y), _CENTRED_MEAN),  # equiangularity undefined
+        (lambda X, y: NCStatistics().update(X, y).cdnv(), _SAME_MEANS),
+        (lambda X, y: NCStatistics().update(X, y).report(), _SAME_MEANS),
+        (lambda X, y: NCStatistics().update(X, y).report(), _CENTRED_MEAN),
+    ],
+    ids=[
+        "cdnv",
+        "cdnv-matrix",
+        "report",
+        "report-equiangularity",
+        "stats-cdnv",
+        "stats-report",
+        "stats-report-equiangularity",
+    ],
+)
 def test_degenerate_warnings_point_at_the_caller(call, data):
     X, y = data
     with pytest.warns(NCDegenerateWarning) as record:

@@ -14,8 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sknc.neighbors import NearestClassCenter
-from sknc.neighbors import _nearest_class_center
+from sknc.neighbors import NearestClassCenter, _nearest_class_center
 
 
 @parametrize_with_checks(

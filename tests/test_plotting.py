@@ -6,15 +6,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from scipy import stats  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from scipy import stats
 
-import sknc.plotting  # noqa: E402
-from sknc.plotting import (  # noqa: E402
+import sknc.plotting
+from sknc.plotting import (
     plot_cdnv_curves,
     plot_fewshot_vs_cdnv,
     plot_finetune_comparison,
@@ -37,8 +37,11 @@ def test_docstring_examples():
 def test_cdnv_curves_draws_one_line_per_curve_on_given_axes():
     fig = Figure()
     ax = fig.subplots()
-    curves = {"source train": [2.0, 0.5, 0.2], "source test": [1.5, 0.6, 0.3],
-              "novel classes": [2.5, 0.9, 0.5]}
+    curves = {
+        "source train": [2.0, 0.5, 0.2],
+        "source test": [1.5, 0.6, 0.3],
+        "novel classes": [2.5, 0.9, 0.5],
+    }
     out = plot_cdnv_curves([0, 1, 2], curves, ax=ax)
     assert out is ax
     lines = ax.get_lines()
@@ -122,7 +125,7 @@ def test_nc_vs_accuracy_title_has_rank_correlations():
     assert texts[:2] == ["ep 0", "ep 7"] and 2 <= len(texts) <= 8
     ax.figure.canvas.draw()
     where = np.array([ax.transData.transform(t.xy) for t in ax.texts])
-    gaps = [np.hypot(*(a - b)) for i, a in enumerate(where) for b in where[i + 1:]]
+    gaps = [np.hypot(*(a - b)) for i, a in enumerate(where) for b in where[i + 1 :]]
     assert min(gaps) >= 18
     assert ax.get_xscale() == "log"
     assert "NC1" in ax.get_xlabel()
@@ -131,8 +134,9 @@ def test_nc_vs_accuracy_title_has_rank_correlations():
 def test_empty_labels_are_not_drawn_and_log_ticks_are_plain():
     ax = plot_nc_vs_accuracy([10.0, 3.0, 1.0], [0.3, 0.6, 0.9], labels=["ep 0", "", "ep 2"])
     assert [t.get_text() for t in ax.texts] == ["ep 0", "ep 2"]
-    crowded = plot_nc_vs_accuracy([1.0, 1.0001, 1.0002, 5.0], [0.9, 0.9, 0.9, 0.2],
-                                  labels=["a", "b", "c", "d"])
+    crowded = plot_nc_vs_accuracy(
+        [1.0, 1.0001, 1.0002, 5.0], [0.9, 0.9, 0.9, 0.2], labels=["a", "b", "c", "d"]
+    )
     assert [t.get_text() for t in crowded.texts] == ["a", "d"]
     ax.figure.canvas.draw()
     ticks = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
@@ -193,8 +197,11 @@ def test_finetune_comparison_on_given_axes_and_errors():
 
 def test_layerwise_nc_one_panel_per_metric_with_highlight():
     layers = ["act1", "layer1", "layer2", "penultimate"]
-    metrics = {"NC1": [50.0, 20.0, 5.0, 2.0], "CDNV": [3.0, 2.0, 1.0, 0.5],
-               "NC2": [1.2, 1.1, 0.9, 0.8]}
+    metrics = {
+        "NC1": [50.0, 20.0, 5.0, 2.0],
+        "CDNV": [3.0, 2.0, 1.0, 0.5],
+        "NC2": [1.2, 1.1, 0.9, 0.8],
+    }
     fig = plot_layerwise_nc(layers, metrics, highlight="layer1")
     assert len(fig.axes) == 3
     for ax, (name, values) in zip(fig.axes, metrics.items()):
@@ -222,7 +229,9 @@ def test_importing_plotting_does_not_import_pyplot():
     import subprocess
     import sys
 
-    code = ("import sys, sknc.plotting; "
-            "print('matplotlib.pyplot' in sys.modules, 'torch' in sys.modules)")
+    code = (
+        "import sys, sknc.plotting; "
+        "print('matplotlib.pyplot' in sys.modules, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

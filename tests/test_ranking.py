@@ -276,13 +276,16 @@ def test_rank_correlation_drops_non_finite_pairs():
     assert rank_correlation([None if v is np.nan else v for v in x], y) == r
 
 
-@pytest.mark.parametrize("x, y, n", [
-    ([], [], 0),
-    ([1.0, 2.0], [0.3, 0.1], 2),
-    ([1.0, 2.0, np.inf, np.nan], [0.3, 0.1, 0.2, 0.4], 2),  # 2 finite pairs left
-    ([1.0, 1.0, 1.0, 1.0], [0.3, 0.1, 0.2, 0.4], 4),  # constant x
-    ([1.0, 2.0, 3.0, np.nan], [0.5, 0.5, 0.5, 0.1], 3),  # constant y among finite pairs
-])
+@pytest.mark.parametrize(
+    "x, y, n",
+    [
+        ([], [], 0),
+        ([1.0, 2.0], [0.3, 0.1], 2),
+        ([1.0, 2.0, np.inf, np.nan], [0.3, 0.1, 0.2, 0.4], 2),  # 2 finite pairs left
+        ([1.0, 1.0, 1.0, 1.0], [0.3, 0.1, 0.2, 0.4], 4),  # constant x
+        ([1.0, 2.0, 3.0, np.nan], [0.5, 0.5, 0.5, 0.1], 3),  # constant y among finite pairs
+    ],
+)
 def test_rank_correlation_undefined_gives_nan_without_warning(x, y, n):
     with warnings.catch_warnings():
         warnings.simplefilter("error")

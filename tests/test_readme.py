@@ -28,8 +28,9 @@ def test_the_tour_runs_as_written(capsys):
 
 
 def test_readme_shell_commands_name_real_things():
-    commands = [line.strip() for block in _blocks("bash") for line in block.splitlines()
-                if line.strip()]
+    commands = [
+        line.strip() for block in _blocks("bash") for line in block.splitlines() if line.strip()
+    ]
     assert commands, "the README has no shell commands"
     for command in commands:
         for part in command.split("&&"):
@@ -43,7 +44,7 @@ def test_readme_shell_commands_name_real_things():
                 build_parser().parse_args(words[1:])  # options exist
             if "pip" in words[0] and "-e" in words:
                 extra = words[words.index("-e") + 1]
-                m = re.fullmatch(r'\.(?:\[([a-z,]+)\])?', extra)
+                m = re.fullmatch(r"\.(?:\[([a-z,]+)\])?", extra)
                 assert m, part
                 pyproject = (ROOT / "pyproject.toml").read_text()
                 for name in (m.group(1) or "").split(","):

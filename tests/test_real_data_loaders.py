@@ -24,13 +24,17 @@ from sknc.datasets import (
 )
 from sknc.datasets._pretrained import convert_efficientnet_lite, convert_torchvision_mobilenet_v2
 
-REAL_DATA = Path(os.environ.get("SKNC_DATA") or Path(__file__).resolve().parents[1] / "benchmarks" / "data")
+REAL_DATA = Path(
+    os.environ.get("SKNC_DATA") or Path(__file__).resolve().parents[1] / "benchmarks" / "data"
+)
 
 # --------------------------------------------------------------------------- IDX
 
 
 def _write_idx(path, array, code):
-    header = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     big = array.astype(array.dtype.newbyteorder(">"))
     blob = header + big.tobytes()
     opener = gzip.open if str(path).endswith(".gz") else open
@@ -40,7 +44,12 @@ def _write_idx(path, array, code):
 
 @pytest.mark.parametrize(
     "dtype, code, suffix",
-    [(np.uint8, 0x08, ".gz"), (np.int32, 0x0C, ""), (np.float32, 0x0D, ".gz"), (np.int16, 0x0B, "")],
+    [
+        (np.uint8, 0x08, ".gz"),
+        (np.int32, 0x0C, ""),
+        (np.float32, 0x0D, ".gz"),
+        (np.int16, 0x0B, ""),
+    ],
 )
 def test_read_idx_roundtrip(tmp_path, dtype, code, suffix):
     rng = np.random.default_rng(0)
@@ -112,17 +121,43 @@ def test_load_fashion_mnist_missing_and_mismatched(tmp_path):
 def _fake_emoji(root):
     """3 emoji; vendor 'google' draws all, 'twitter' two, 'openmoji' one (all different)."""
     meta = [
-        {"unified": "1F600", "image": "1f600.png", "name": "GRINNING FACE", "sort_order": 1,
-         "category": "Smileys & Emotion", "subcategory": "face-smiling"},
-        {"unified": "1F34C", "image": "1f34c.png", "name": "BANANA", "sort_order": 3,
-         "category": "Food & Drink", "subcategory": "food-fruit"},
-        {"unified": "2764-FE0F", "image": "2764-fe0f.png", "name": "RED HEART", "sort_order": 2,
-         "category": "Smileys & Emotion", "subcategory": "heart"},
+        {
+            "unified": "1F600",
+            "image": "1f600.png",
+            "name": "GRINNING FACE",
+            "sort_order": 1,
+            "category": "Smileys & Emotion",
+            "subcategory": "face-smiling",
+        },
+        {
+            "unified": "1F34C",
+            "image": "1f34c.png",
+            "name": "BANANA",
+            "sort_order": 3,
+            "category": "Food & Drink",
+            "subcategory": "food-fruit",
+        },
+        {
+            "unified": "2764-FE0F",
+            "image": "2764-fe0f.png",
+            "name": "RED HEART",
+            "sort_order": 2,
+            "category": "Smileys & Emotion",
+            "subcategory": "heart",
+        },
     ]
     root.mkdir(parents=True)
     (root / "emoji.json").write_text(json.dumps(meta))
-    colours = {"google": (255, 0, 0, 255), "twitter": (0, 0, 255, 128), "openmoji": (0, 255, 0, 255)}
-    drawn = {"google": ["1f600", "1f34c", "2764-fe0f"], "twitter": ["1f600", "2764-fe0f"], "openmoji": ["1f34c"]}
+    colours = {
+        "google": (255, 0, 0, 255),
+        "twitter": (0, 0, 255, 128),
+        "openmoji": (0, 255, 0, 255),
+    }
+    drawn = {
+        "google": ["1f600", "1f34c", "2764-fe0f"],
+        "twitter": ["1f600", "2764-fe0f"],
+        "openmoji": ["1f34c"],
+    }
     shift = {"1f600": 0, "1f34c": 2, "2764-fe0f": 4}  # no two drawings of a vendor coincide
     for vendor, codes in drawn.items():
         (root / vendor).mkdir()
@@ -139,7 +174,7 @@ def test_load_emoji_join_by_code_point(tmp_path):
     e = load_emoji(data_home=tmp_path, min_vendors=2)
     # ordered by sort_order; BANANA is drawn by google + openmoji
     assert list(e.target_names) == ["GRINNING FACE", "RED HEART", "BANANA"]
-    assert list(e.emoji) == ["\U0001F600", "\u2764\ufe0f", "\U0001F34C"]
+    assert list(e.emoji) == ["\U0001f600", "\u2764\ufe0f", "\U0001f34c"]
     assert list(e.unified) == ["1F600", "2764-FE0F", "1F34C"]
     assert list(e.target) == [0, 0, 1, 1, 2, 2]
     assert list(e.vendor) == ["google", "twitter", "google", "twitter", "google", "openmoji"]
@@ -180,8 +215,17 @@ def _fake_emoji_with_duplicates(root):
     (different vendors). Returns the meta entries in emoji order.
     """
     names = ["A", "B", "C", "D", "E"]
-    meta = [{"unified": f"1F60{i}", "image": f"1f60{i}.png", "name": n, "sort_order": i,
-             "category": "cat" + n, "subcategory": "sub" + n} for i, n in enumerate(names)]
+    meta = [
+        {
+            "unified": f"1F60{i}",
+            "image": f"1f60{i}.png",
+            "name": n,
+            "sort_order": i,
+            "category": "cat" + n,
+            "subcategory": "sub" + n,
+        }
+        for i, n in enumerate(names)
+    ]
     root.mkdir(parents=True)
     (root / "emoji.json").write_text(json.dumps(meta))
 
@@ -191,12 +235,20 @@ def _fake_emoji_with_duplicates(root):
         return im
 
     drawings = {  # vendor -> emoji -> (colour, offset)
-        "google": {"A": ((255, 0, 0, 255), 5), "B": ((255, 0, 0, 255), 5),
-                   "C": ((0, 0, 255, 255), 9), "D": ((9, 9, 9, 255), 3),
-                   "E": ((7, 7, 7, 255), 30)},
-        "twitter": {"A": ((1, 2, 3, 255), 5), "B": ((0, 255, 0, 255), 7),
-                    "C": ((0, 255, 0, 255), 7), "D": ((50, 50, 50, 255), 4),
-                    "E": ((60, 60, 60, 255), 4)},
+        "google": {
+            "A": ((255, 0, 0, 255), 5),
+            "B": ((255, 0, 0, 255), 5),
+            "C": ((0, 0, 255, 255), 9),
+            "D": ((9, 9, 9, 255), 3),
+            "E": ((7, 7, 7, 255), 30),
+        },
+        "twitter": {
+            "A": ((1, 2, 3, 255), 5),
+            "B": ((0, 255, 0, 255), 7),
+            "C": ((0, 255, 0, 255), 7),
+            "D": ((50, 50, 50, 255), 4),
+            "E": ((60, 60, 60, 255), 4),
+        },
         "openmoji": {"B": ((100, 0, 0, 255), 11), "D": ((7, 7, 7, 255), 30)},
     }
     for vendor, drawn in drawings.items():
@@ -225,7 +277,7 @@ def test_load_emoji_dedupe(tmp_path):
     for key in ("vendor", "category", "subcategory"):
         assert np.array_equal(e[key], full[key][keep]), key
     assert list(e.unified) == ["1F600", "1F603", "1F604"]
-    assert list(e.emoji) == ["\U0001F600", "\U0001F603", "\U0001F604"]
+    assert list(e.emoji) == ["\U0001f600", "\U0001f603", "\U0001f604"]
     assert list(e.category[e.target == 1]) == ["catD"] * 3
     X, y = load_emoji(path, return_X_y=True)
     assert np.array_equal(X, e.images) and np.array_equal(y, e.target)
@@ -326,8 +378,15 @@ def test_real_emoji():
 
 @pytest.mark.slow
 @_needs_weights
-@pytest.mark.parametrize("name, res", [("mobilenetv2_100", 224), ("tf_efficientnet_lite0", 224),
-                                       ("tf_efficientnet_lite1", 240), ("tf_efficientnet_lite2", 260)])
+@pytest.mark.parametrize(
+    "name, res",
+    [
+        ("mobilenetv2_100", 224),
+        ("tf_efficientnet_lite0", 224),
+        ("tf_efficientnet_lite1", 240),
+        ("tf_efficientnet_lite2", 260),
+    ],
+)
 def test_real_pretrained_matches_reference_code(name, res):
     torch = pytest.importorskip("torch")
     import torchvision

@@ -48,8 +48,7 @@ def test_release_runs_only(results):
 def test_figures_exist(results):
     text = (DOCS / "results.rst").read_text(encoding="utf-8")
     shown = set(re.findall(r"\.\. figure:: results/(\S+)", text))
-    expected = {f"{name}_{fig}" for name, res in results.items()
-                for fig in res["figures"].values()}
+    expected = {f"{name}_{fig}" for name, res in results.items() for fig in res["figures"].values()}
     assert shown == expected
     for fig in shown:
         path = DOCS / "results" / fig
@@ -113,8 +112,11 @@ def test_finetune_summary_matches_runs(results):
     n_seeds = len(li["config"]["ft_seeds"])
     for task, rows in li["finetune"].items():
         for row in rows:
-            runs = [r for r in li["finetune_runs"][task]
-                    if (r["regime"], r["method"]) == (row["regime"], row["method"])]
+            runs = [
+                r
+                for r in li["finetune_runs"][task]
+                if (r["regime"], r["method"]) == (row["regime"], row["method"])
+            ]
             assert len(runs) == row["n_seeds"] == n_seeds
             acc = [r["accuracy"] for r in runs]
             assert math.isclose(row["accuracy"], statistics.fmean(acc), rel_tol=1e-12)
@@ -123,7 +125,7 @@ def test_finetune_summary_matches_runs(results):
 
 
 def test_finetune_parameter_counts(results):
-    for task, rows in results["li"]["finetune"].items():
+    for _task, rows in results["li"]["finetune"].items():
         by = {(r["regime"], r["method"]): r for r in rows}
         for regime in ("full", "scarce"):
             full = by[(regime, "full-ft")]
@@ -131,11 +133,12 @@ def test_finetune_parameter_counts(results):
             for method in ("linear-probe", "layer-ft", "scl-ft"):
                 r = by[(regime, method)]
                 assert r["n_trainable_params"] < full["n_trainable_params"]
-                assert math.isclose(r["trainable_vs_full"],
-                                    r["n_trainable_params"] / full["n_trainable_params"])
+                assert math.isclose(
+                    r["trainable_vs_full"], r["n_trainable_params"] / full["n_trainable_params"]
+                )
 
 
 def test_results_page_in_toctree():
     index = (DOCS / "index.rst").read_text(encoding="utf-8")
-    toctree = index[index.index(".. toctree::"):]
+    toctree = index[index.index(".. toctree::") :]
     assert re.search(r"^\s+results\s*$", toctree, flags=re.M)

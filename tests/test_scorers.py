@@ -36,7 +36,6 @@ from sknc.metrics import (
     nc_scorer,
 )
 
-
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
@@ -267,7 +266,11 @@ def test_feature_selection_options(digits):
     assert nc_scorer("nc3")(lr, X[:, :10], y) == pytest.approx(-nc3(X[:, :10], y, lr.coef_))
     # per-layer scorers share one extraction
     counting = Pipeline(
-        [("pca", CountingPCA(12)), ("blocks", TwoBlocks()), ("lr", LogisticRegression(max_iter=300))]
+        [
+            ("pca", CountingPCA(12)),
+            ("blocks", TwoBlocks()),
+            ("lr", LogisticRegression(max_iter=300)),
+        ]
     )
     counting.fit(X, y)
     CountingPCA.calls = 0

@@ -75,8 +75,7 @@ def load_digits_images(*, size=32, rgb=False, return_X_y=False):
     descr = (
         f"Digits as images (sknc)\n-----------------------\n\n"
         f"scikit-learn's 8x8 digits (grey 0..16) mapped to 0..255 and resized "
-        f"bilinearly to {size} x {size} uint8{' RGB' if rgb else ''} images.\n\n"
-        + raw.DESCR
+        f"bilinearly to {size} x {size} uint8{' RGB' if rgb else ''} images.\n\n" + raw.DESCR
     )
     return Bunch(
         images=images,

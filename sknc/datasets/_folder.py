@@ -15,7 +15,16 @@ from sklearn.utils import Bunch
 
 #: Extensions (lower case) that :func:`load_image_folder` treats as images.
 IMAGE_EXTENSIONS = (
-    ".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp",
+    ".bmp",
+    ".gif",
+    ".jpeg",
+    ".jpg",
+    ".pgm",
+    ".png",
+    ".ppm",
+    ".tif",
+    ".tiff",
+    ".webp",
 )
 
 
@@ -97,7 +106,9 @@ def load_image_folder(path, *, extensions=IMAGE_EXTENSIONS, allow_empty=False, r
     if not os.path.exists(root):
         raise FileNotFoundError(f"image folder {root!r} does not exist.")
     if not os.path.isdir(root):
-        raise NotADirectoryError(f"{root!r} is a file; pass the folder that holds one sub-folder per class.")
+        raise NotADirectoryError(
+            f"{root!r} is a file; pass the folder that holds one sub-folder per class."
+        )
     extensions = _normalise_extensions(extensions)
 
     with os.scandir(root) as it:

@@ -77,16 +77,11 @@ GLYPH_TYPEFACES = (
     ("cmsy10.ttf", "Computer Modern Symbols", "tex"),
 )
 
-_LATIN = "ABCDEFGHIJKLMNOPQRSTUVWXYZ" "abcdefghijkmnopqrstuvwxyz" "ÆŒØÞæœøþðß"
-_GREEK = "ΓΔΘΛΞΠΣΦΨΩ" "αβγδεζηθικλμξπσςτυφχψω"
-_CYRILLIC = "БДЖИЙЛУЦЧШЩЪЫЬЭЮЯ" "вгджзийлмнптцчшщъыьэюя"
+_LATIN = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkmnopqrstuvwxyzÆŒØÞæœøþðß"
+_GREEK = "ΓΔΘΛΞΠΣΦΨΩαβγδεζηθικλμξπσςτυφχψω"
+_CYRILLIC = "БДЖИЙЛУЦЧШЩЪЫЬЭЮЯвгджзийлмнптцчшщъыьэюя"
 _DIGITS = "0123456789"
-_SYMBOLS = (
-    "!#$%&()*+/<=>?@[\\]^{}~"
-    "÷±§¶©®°€£¥¢"
-    "∞√∫∇∀∃≤≥≈←→↑↓↔⊕⊗⊥"
-    "†‡•¬‰№¿"
-)
+_SYMBOLS = "!#$%&()*+/<=>?@[\\]^{}~÷±§¶©®°€£¥¢∞√∫∇∀∃≤≥≈←→↑↓↔⊕⊗⊥†‡•¬‰№¿"
 
 #: Candidate classes, in class order: (character, script).
 GLYPH_CHARACTERS = tuple(
@@ -161,7 +156,7 @@ def _font_dir():
     return os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _face_charmaps():
     """For each available typeface: (index, name, path, {char: code point to draw})."""
     from fontTools import agl
@@ -190,14 +185,14 @@ def _face_charmaps():
     return tuple(faces)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _font(path, px):
     from PIL import ImageFont
 
     return ImageFont.truetype(path, px, layout_engine=ImageFont.Layout.BASIC)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cap_height_per_em(path):
     """Ink height of 'H' per pixel of em size."""
     font = _font(path, 1000)
@@ -239,7 +234,7 @@ def _same_outline(a, b):
     return float(np.abs(a[:h, :w] - b[:h, :w]).mean()) < _COPY_TOLERANCE
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _glyph_table():
     """Class table: tuple of (char, script, ((face index, name, path, code), ...)).
 
@@ -409,7 +404,7 @@ def _glyph_descr(bunch, params, build_seconds):
 ---------------------
 
 Characters rendered from the fonts that ship with matplotlib: one class per
-character, one sample per typeface (x {params['samples_per_typeface']} jittered renderings).
+character, one sample per typeface (x {params["samples_per_typeface"]} jittered renderings).
 
 :Number of classes: {len(counts)} ({per_script})
 :Number of samples: {len(bunch.target)}
@@ -417,12 +412,12 @@ character, one sample per typeface (x {params['samples_per_typeface']} jittered 
     STIX General x 4 styles, Computer Modern Roman, Bold, Sans, Text Italic,
     Typewriter, Math Italic and Symbols (calligraphic capitals))
 :Typefaces per class: min {n_faces.min()}, median {np.median(n_faces):g}, max {n_faces.max()}
-:Image size: {params['size']} x {params['size']}, uint8, bright ink on black
-:Jitter: {params['jitter']} (1.0 = rotation +-8 deg, shear +-0.12, scale +-8%,
+:Image size: {params["size"]} x {params["size"]}, uint8, bright ink on black
+:Jitter: {params["jitter"]} (1.0 = rotation +-8 deg, shear +-0.12, scale +-8%,
     aspect +-5%, shift +-5% of the side)
-:Stroke noise: {params['noise']} (1.0 = stroke +-0.5 px, blur up to 0.5 px,
+:Stroke noise: {params["noise"]} (1.0 = stroke +-0.5 px, blur up to 0.5 px,
     ink contrast -15%, Gaussian noise sigma up to 6 grey levels)
-:random_state: {params['random_state']}
+:random_state: {params["random_state"]}
 
 A typeface counts for a character only if it really has that glyph (Unicode
 cmap, or glyph names for the TeX-encoded Computer Modern fonts) and its
@@ -437,7 +432,7 @@ look-alikes of kept Latin letters (Greek ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ ο ν ρ, 
 АВЕКМНОРСТХ аеорсух), of kept Greek letters (Cyrillic Г П Ф ф к), of digits
 (Cyrillic З б), of capital I (l, |), math symbols that look like letters
 (× ∧ ∨ ∪ ∩ ⊂ ∈ ∂ ∝ ¡) and marks with too little ink (- . , ' `).
-Candidates drawn by fewer than {MIN_TYPEFACES} distinct typefaces: {too_few or 'none'}.
+Candidates drawn by fewer than {MIN_TYPEFACES} distinct typefaces: {too_few or "none"}.
 
 Use ``typeface`` as ``groups`` to hold out whole typefaces, and
 ``sknc.datasets.source_novel_split`` for source / novel class splits.
@@ -563,9 +558,11 @@ def load_glyphs(
             raise ValueError(
                 f"scripts={scripts!r}: unknown script(s) {unknown}; choose among {list(SCRIPTS)}."
             )
-    if isinstance(samples_per_typeface, bool) or not isinstance(
-        samples_per_typeface, (int, np.integer)
-    ) or samples_per_typeface < 1:
+    if (
+        isinstance(samples_per_typeface, bool)
+        or not isinstance(samples_per_typeface, (int, np.integer))
+        or samples_per_typeface < 1
+    ):
         raise ValueError(
             f"samples_per_typeface must be a positive int, got {samples_per_typeface!r}."
         )
@@ -623,7 +620,12 @@ def load_glyphs(
         # A cached file holds every script (subsets are cut at load time);
         # without a cache, render only what was asked for.
         arrays = _build_glyphs(
-            size, int(samples_per_typeface), float(jitter), float(noise), seed, verbose,
+            size,
+            int(samples_per_typeface),
+            float(jitter),
+            float(noise),
+            seed,
+            verbose,
             scripts=SCRIPTS if path is not None else wanted,
         )
         build_seconds = time.perf_counter() - t0

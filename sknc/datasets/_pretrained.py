@@ -34,8 +34,12 @@ PRETRAINED_BACKBONES = {
         "format": "torchvision",
         # torchvision's ImageNet recipe: resize 256, centre crop 224, bilinear.
         "data_config": {
-            "input_size": (3, 224, 224), "interpolation": "bilinear", "crop_pct": 0.875,
-            "crop_mode": "center", "mean": _IMAGENET_MEAN, "std": _IMAGENET_STD,
+            "input_size": (3, 224, 224),
+            "interpolation": "bilinear",
+            "crop_pct": 0.875,
+            "crop_mode": "center",
+            "mean": _IMAGENET_MEAN,
+            "std": _IMAGENET_STD,
         },
     },
     **{
@@ -45,8 +49,12 @@ PRETRAINED_BACKBONES = {
             "format": "efficientnet_lite",
             # TF-Lite models take inputs in [-1, 1] (mean 127, std 128 on 0..255).
             "data_config": {
-                "input_size": (3, res, res), "interpolation": "bicubic", "crop_pct": crop,
-                "crop_mode": "center", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
+                "input_size": (3, res, res),
+                "interpolation": "bicubic",
+                "crop_pct": crop,
+                "crop_mode": "center",
+                "mean": (0.5, 0.5, 0.5),
+                "std": (0.5, 0.5, 0.5),
             },
         }
         for i, file, res, crop in (
@@ -118,14 +126,27 @@ def convert_torchvision_mobilenet_v2(state_dict, model):
                 # otherwise: conv.0 = [pw, bn], conv.1 = [dw, bn], conv.2 = pwl, conv.3 = bn
                 expand = any(k.startswith(f"features.{i}.conv.3.") for k in state_dict)
                 table = (
-                    {"conv.0.0": "conv_pw", "conv.0.1": "bn1", "conv.1.0": "conv_dw",
-                     "conv.1.1": "bn2", "conv.2": "conv_pwl", "conv.3": "bn3"}
+                    {
+                        "conv.0.0": "conv_pw",
+                        "conv.0.1": "bn1",
+                        "conv.1.0": "conv_dw",
+                        "conv.1.1": "bn2",
+                        "conv.2": "conv_pwl",
+                        "conv.3": "bn3",
+                    }
                     if expand
-                    else {"conv.0.0": "conv_dw", "conv.0.1": "bn1", "conv.1": "conv_pw", "conv.2": "bn2"}
+                    else {
+                        "conv.0.0": "conv_dw",
+                        "conv.0.1": "bn1",
+                        "conv.1": "conv_pw",
+                        "conv.2": "bn2",
+                    }
                 )
                 prefix, _, leaf = rest.rpartition(".")
                 if prefix not in table:
-                    raise ValueError(f"unexpected key {key!r} in a torchvision MobileNetV2 state dict.")
+                    raise ValueError(
+                        f"unexpected key {key!r} in a torchvision MobileNetV2 state dict."
+                    )
                 new = f"{block}.{table[prefix]}.{leaf}"
         out[new] = value
     return out
@@ -153,7 +174,13 @@ def convert_efficientnet_lite(state_dict, model):
     if not idx:
         raise ValueError("not an EfficientNet-Lite state dict (no '_blocks.N.' keys).")
     _check_block_count(idx[-1] + 1, blocks, "EfficientNet-Lite")
-    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    top = {
+        "_conv_stem": "conv_stem",
+        "_bn0": "bn1",
+        "_conv_head": "conv_head",
+        "_bn1": "bn2",
+        "_fc": "classifier",
+    }
     out = {}
     for key, value in state_dict.items():
         m = re.match(r"_blocks\.(\d+)\.(_\w+)\.(\w+)$", key)
@@ -166,10 +193,21 @@ def convert_efficientnet_lite(state_dict, model):
         i, layer, leaf = int(m.group(1)), m.group(2), m.group(3)
         expand = f"_blocks.{i}._expand_conv.weight" in state_dict
         table = (
-            {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
-             "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+            {
+                "_expand_conv": "conv_pw",
+                "_bn0": "bn1",
+                "_depthwise_conv": "conv_dw",
+                "_bn1": "bn2",
+                "_project_conv": "conv_pwl",
+                "_bn2": "bn3",
+            }
             if expand
-            else {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+            else {
+                "_depthwise_conv": "conv_dw",
+                "_bn1": "bn1",
+                "_project_conv": "conv_pw",
+                "_bn2": "bn2",
+            }
         )
         if layer not in table:
             raise ValueError(f"unexpected key {key!r} in an EfficientNet-Lite state dict.")
@@ -256,13 +294,17 @@ def load_pretrained_backbone(name, *, data_home=None, path=None):
     state = {k.removeprefix("module."): v for k, v in state.items()}
     model = timm.create_model(spec["arch"], pretrained=False)
     convert = (
-        convert_torchvision_mobilenet_v2 if spec["format"] == "torchvision" else convert_efficientnet_lite
+        convert_torchvision_mobilenet_v2
+        if spec["format"] == "torchvision"
+        else convert_efficientnet_lite
     )
     state = convert(state, model)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"weights in {file!r} do not match timm's {spec['arch']!r}: {exc}") from exc
+        raise ValueError(
+            f"weights in {file!r} do not match timm's {spec['arch']!r}: {exc}"
+        ) from exc
     config = dict(spec["data_config"])
     model.pretrained_cfg = {**model.pretrained_cfg, **config, "tag": "sknc_local", "file": file}
     model.eval()

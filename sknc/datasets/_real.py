@@ -28,8 +28,16 @@ from sklearn.utils import Bunch
 from ._base import DATA_HOME_ENV, _check_size, _fetch_hint
 
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 _FASHION_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -368,13 +376,21 @@ def load_emoji(
         vendors = [vendors] if isinstance(vendors, str) else list(vendors)
         unknown = [v for v in vendors if v not in present]
         if unknown or not vendors:
-            raise ValueError(f"vendors {unknown or vendors} not found in {folder!r}; present: {present}.")
+            raise ValueError(
+                f"vendors {unknown or vendors} not found in {folder!r}; present: {present}."
+            )
     if not vendors:
         raise ValueError(f"no vendor folders in {folder!r}; run benchmarks/fetch_data.py.")
-    if isinstance(min_vendors, bool) or not isinstance(min_vendors, (int, np.integer)) or min_vendors < 1:
+    if (
+        isinstance(min_vendors, bool)
+        or not isinstance(min_vendors, (int, np.integer))
+        or min_vendors < 1
+    ):
         raise ValueError(f"min_vendors must be a positive int, got {min_vendors!r}.")
     if min_vendors > len(vendors):
-        raise ValueError(f"min_vendors={min_vendors} but only {len(vendors)} vendors are selected: {vendors}.")
+        raise ValueError(
+            f"min_vendors={min_vendors} but only {len(vendors)} vendors are selected: {vendors}."
+        )
 
     with open(meta_file, encoding="utf-8") as fh:
         meta = json.load(fh)
@@ -429,9 +445,12 @@ def load_emoji(
         "Licences: Google Noto and Noto v1 (Apache-2.0), Twitter Twemoji (CC-BY-4.0), "
         "OpenMoji (CC-BY-SA-4.0), Microsoft Fluent (MIT), EmojiOne 2 (CC-BY-4.0), "
         "Firefox OS emoji (Apache-2.0).\n"
-        + (f"{len(dropped)} emoji drawn by some vendor exactly like another emoji were "
-           "dropped (dedupe=True; names in duplicates_dropped)." if dedupe else
-           "Emoji drawn by some vendor exactly like another emoji are kept (dedupe=False).")
+        + (
+            f"{len(dropped)} emoji drawn by some vendor exactly like another emoji were "
+            "dropped (dedupe=True; names in duplicates_dropped)."
+            if dedupe
+            else "Emoji drawn by some vendor exactly like another emoji are kept (dedupe=False)."
+        )
     )
     return Bunch(
         images=images,

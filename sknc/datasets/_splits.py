@@ -52,8 +52,7 @@ def _resolve_count(value, total, name, *, low, high):
         count = max(count, low) if value > 0 else count
     if not low <= count <= high:
         raise ValueError(
-            f"{name}={value!r} gives {count} out of {total}; it must give between "
-            f"{low} and {high}."
+            f"{name}={value!r} gives {count} out of {total}; it must give between {low} and {high}."
         )
     return count
 
@@ -206,7 +205,9 @@ def source_novel_split(
     if groups is not None:
         groups = _check_same_length(y, groups, "groups")
         src_groups = np.unique(groups[source_idx])
-        n_test = _resolve_count(test_size, len(src_groups), "test_size", low=0, high=len(src_groups) - 1)
+        n_test = _resolve_count(
+            test_size, len(src_groups), "test_size", low=0, high=len(src_groups) - 1
+        )
         test_groups = np.sort(rng.choice(src_groups, size=n_test, replace=False))
         in_test = np.isin(groups[source_idx], test_groups)
         train_idx, test_idx = source_idx[~in_test], source_idx[in_test]
@@ -283,10 +284,18 @@ def subsample_per_class(y, *, n_per_class=None, fraction=None, random_state=None
     if (n_per_class is None) == (fraction is None):
         raise ValueError("give exactly one of n_per_class and fraction.")
     if n_per_class is not None:
-        if isinstance(n_per_class, bool) or not isinstance(n_per_class, numbers.Integral) or n_per_class < 1:
+        if (
+            isinstance(n_per_class, bool)
+            or not isinstance(n_per_class, numbers.Integral)
+            or n_per_class < 1
+        ):
             raise ValueError(f"n_per_class must be a positive int, got {n_per_class!r}.")
     else:
-        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction <= 1:
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, numbers.Real)
+            or not 0 < fraction <= 1
+        ):
             raise ValueError(f"fraction must be a float in (0, 1], got {fraction!r}.")
     rng = check_random_state(random_state)
     classes, y_idx, counts = np.unique(y, return_inverse=True, return_counts=True)
@@ -300,6 +309,10 @@ def subsample_per_class(y, *, n_per_class=None, fraction=None, random_state=None
     parts = []
     for k in range(len(classes)):
         idx = np.flatnonzero(y_idx == k)
-        m = n_per_class if n_per_class is not None else max(1, int(np.floor(fraction * len(idx) + 0.5)))
+        m = (
+            n_per_class
+            if n_per_class is not None
+            else max(1, int(np.floor(fraction * len(idx) + 0.5)))
+        )
         parts.append(rng.choice(idx, size=m, replace=False))
     return np.sort(np.concatenate(parts))

@@ -112,8 +112,16 @@ class Progress:
         """A tqdm bar on the stream (disabled when progress is off)."""
         from tqdm.auto import tqdm
 
-        return tqdm(iterable, total=total, desc=desc, unit=unit, file=self.stream,
-                    disable=not self.enabled, leave=False, dynamic_ncols=True)
+        return tqdm(
+            iterable,
+            total=total,
+            desc=desc,
+            unit=unit,
+            file=self.stream,
+            disable=not self.enabled,
+            leave=False,
+            dynamic_ncols=True,
+        )
 
 
 def check_model(model, image_size=None):
@@ -168,9 +176,15 @@ def environment(device, n_threads):
 
     from .. import __version__
 
-    return {"device": str(device), "threads": n_threads, "sknc": __version__,
-            "torch": torch.__version__, "timm": timm.__version__,
-            "scikit-learn": sklearn.__version__, "python": platform.python_version()}
+    return {
+        "device": str(device),
+        "threads": n_threads,
+        "sknc": __version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "scikit-learn": sklearn.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def write_results(out_dir, results, timing, t_start, render):

@@ -77,16 +77,47 @@ class DemoPreset:
 #: 2-core CPU, within 10), ``quick`` (``--quick``, about 1 minute) and ``tiny`` (the
 #: test suite's: a few classes, two epochs, tiny images, seconds).
 PRESETS = {
-    "default": DemoPreset(model="resnet10t", image_size=32, epochs=20, lr=2e-3, batch_size=64,
-                          n_episodes=600, n_query=10, finetune_epochs=30, finetune_lr=1e-3,
-                          finetune_batch_size=32, scarce_fraction=0.1),
-    "quick": DemoPreset(model="resnet10t", image_size=32, epochs=5, lr=2e-3, batch_size=64,
-                        n_episodes=300, n_query=10, finetune_epochs=15, finetune_lr=1e-3,
-                        finetune_batch_size=32, scarce_fraction=0.1),
-    "tiny": DemoPreset(model="test_resnet", image_size=16, epochs=2, lr=2e-3, batch_size=64,
-                       n_episodes=20, n_query=5, finetune_epochs=1, finetune_lr=1e-3,
-                       finetune_batch_size=64, scarce_fraction=0.1, scripts=("greek",),
-                       glyph_cache=False),
+    "default": DemoPreset(
+        model="resnet10t",
+        image_size=32,
+        epochs=20,
+        lr=2e-3,
+        batch_size=64,
+        n_episodes=600,
+        n_query=10,
+        finetune_epochs=30,
+        finetune_lr=1e-3,
+        finetune_batch_size=32,
+        scarce_fraction=0.1,
+    ),
+    "quick": DemoPreset(
+        model="resnet10t",
+        image_size=32,
+        epochs=5,
+        lr=2e-3,
+        batch_size=64,
+        n_episodes=300,
+        n_query=10,
+        finetune_epochs=15,
+        finetune_lr=1e-3,
+        finetune_batch_size=32,
+        scarce_fraction=0.1,
+    ),
+    "tiny": DemoPreset(
+        model="test_resnet",
+        image_size=16,
+        epochs=2,
+        lr=2e-3,
+        batch_size=64,
+        n_episodes=20,
+        n_query=5,
+        finetune_epochs=1,
+        finetune_lr=1e-3,
+        finetune_batch_size=64,
+        scarce_fraction=0.1,
+        scripts=("greek",),
+        glyph_cache=False,
+    ),
 }
 
 _CLAIMS = {
@@ -94,29 +125,29 @@ _CLAIMS = {
         paper="Galanti et al.",
         title="Collapse generalises to unseen samples and to new classes",
         claim="While a network is trained on the source classes, the class-distance "
-              "normalised variance (CDNV) of its features falls not only on its training "
-              "samples but also on unseen samples of those classes and on classes it never saw.",
+        "normalised variance (CDNV) of its features falls not only on its training "
+        "samples but also on unseen samples of those classes and on classes it never saw.",
     ),
     "fewshot": dict(
         paper="Galanti et al.",
         title="Collapse on new classes makes a good few-shot learner",
         claim="As the CDNV of the novel classes falls, a nearest-class-centre classifier on "
-              "the frozen features gets better at few-shot episodes on those classes.",
+        "the frozen features gets better at few-shot episodes on those classes.",
     ),
     "collapse_predicts_transfer": dict(
         paper="Li et al.",
         title="More collapse on the downstream data, better transfer",
         claim="The lower the NC1 of a backbone's frozen features on the downstream training "
-              "data, the higher its linear-probe accuracy, so NC1 ranks backbones without "
-              "training anything.",
+        "data, the higher its linear-probe accuracy, so NC1 ranks backbones without "
+        "training anything.",
     ),
     "scl_ft": dict(
         paper="Li et al.",
         title="Tune one block with a skip connection when data is scarce",
         claim="Fine-tuning one intermediate block plus the classifier, with a skip connection "
-              "from that block to the penultimate features (SCL-FT), matches or beats full "
-              "fine-tuning on scarce downstream data while training a small fraction of the "
-              "parameters.",
+        "from that block to the penultimate features (SCL-FT), matches or beats full "
+        "fine-tuning on scarce downstream data while training a small fraction of the "
+        "parameters.",
     ),
 }
 
@@ -130,8 +161,20 @@ def _command_line(out_dir, preset, epochs, model, image_size, downstream, device
         parts.append("--quick")
     elif preset == "tiny":
         parts.append("--tiny")
-    parts += ["--epochs", str(epochs), "--model", model, "--size", str(image_size),
-              "--downstream", downstream, "--device", str(device), "--seed", str(seed)]
+    parts += [
+        "--epochs",
+        str(epochs),
+        "--model",
+        model,
+        "--size",
+        str(image_size),
+        "--downstream",
+        downstream,
+        "--device",
+        str(device),
+        "--seed",
+        str(seed),
+    ]
     return " ".join(parts)
 
 
@@ -150,20 +193,27 @@ def _load_data(p, image_size, downstream, seed):
 
     glyphs = load_glyphs(size=image_size, scripts=p.scripts, cache=p.glyph_cache)
     y = glyphs.target
-    split = source_novel_split(y, glyphs.typeface, n_novel=p.n_novel,
-                               test_size=p.test_typefaces, strata=glyphs.script[y],
-                               random_state=seed)
+    split = source_novel_split(
+        y,
+        glyphs.typeface,
+        n_novel=p.n_novel,
+        test_size=p.test_typefaces,
+        strata=glyphs.script[y],
+        random_state=seed,
+    )
     sets = {
         "source_train": (glyphs.images[split.source_train], y[split.source_train]),
         "source_test": (glyphs.images[split.source_test], y[split.source_test]),
     }
     digits = load_digits_images(size=image_size)
-    d_train, d_test = train_test_split(np.arange(len(digits.target)), test_size=0.25,
-                                       stratify=digits.target, random_state=seed)
+    d_train, d_test = train_test_split(
+        np.arange(len(digits.target)), test_size=0.25, stratify=digits.target, random_state=seed
+    )
     if downstream == "novel":
         # the novel classes, halved (stratified): probe training / test images
-        ds_train, ds_test = train_test_split(split.novel, test_size=0.5, stratify=y[split.novel],
-                                             random_state=seed)
+        ds_train, ds_test = train_test_split(
+            split.novel, test_size=0.5, stratify=y[split.novel], random_state=seed
+        )
         sets["downstream_train"] = (glyphs.images[ds_train], y[ds_train])
         sets["downstream_test"] = (glyphs.images[ds_test], y[ds_test])
         ds_name = "novel glyph classes"
@@ -172,24 +222,44 @@ def _load_data(p, image_size, downstream, seed):
         sets["downstream_train"] = (digits.images[d_train], digits.target[d_train])
         sets["downstream_test"] = (digits.images[d_test], digits.target[d_test])
         ds_name = "scikit-learn digits"
-    scarce = d_train[subsample_per_class(digits.target[d_train], fraction=p.scarce_fraction,
-                                         random_state=seed)]
+    scarce = d_train[
+        subsample_per_class(digits.target[d_train], fraction=p.scarce_fraction, random_state=seed)
+    ]
     sets["scarce_train"] = (digits.images[scarce], digits.target[scarce])
     sets["scarce_test"] = (digits.images[d_test], digits.target[d_test])
 
     novel_y = y[split.novel]
     info = {
-        "glyphs": {"n_classes": len(glyphs.target_names), "n_images": len(y),
-                   "n_typefaces": len(glyphs.typeface_names)},
-        "source": {"n_classes": len(split.source_classes), "n_train": len(split.source_train),
-                   "n_test": len(split.source_test), "n_test_typefaces": len(split.test_groups)},
-        "novel": {"n_classes": len(split.novel_classes), "n_images": len(split.novel),
-                  "min_class_size": int(np.bincount(novel_y)[split.novel_classes].min())},
-        "downstream": {"name": ds_name, "n_classes": len(np.unique(sets["downstream_train"][1])),
-                       "n_train": len(sets["downstream_train"][1]),
-                       "n_test": len(sets["downstream_test"][1])},
-        "scarce": {"name": "scikit-learn digits", "n_classes": 10, "fraction": p.scarce_fraction,
-                   "n_train_full": len(d_train), "n_train": len(scarce), "n_test": len(d_test)},
+        "glyphs": {
+            "n_classes": len(glyphs.target_names),
+            "n_images": len(y),
+            "n_typefaces": len(glyphs.typeface_names),
+        },
+        "source": {
+            "n_classes": len(split.source_classes),
+            "n_train": len(split.source_train),
+            "n_test": len(split.source_test),
+            "n_test_typefaces": len(split.test_groups),
+        },
+        "novel": {
+            "n_classes": len(split.novel_classes),
+            "n_images": len(split.novel),
+            "min_class_size": int(np.bincount(novel_y)[split.novel_classes].min()),
+        },
+        "downstream": {
+            "name": ds_name,
+            "n_classes": len(np.unique(sets["downstream_train"][1])),
+            "n_train": len(sets["downstream_train"][1]),
+            "n_test": len(sets["downstream_test"][1]),
+        },
+        "scarce": {
+            "name": "scikit-learn digits",
+            "n_classes": 10,
+            "fraction": p.scarce_fraction,
+            "n_train_full": len(d_train),
+            "n_train": len(scarce),
+            "n_test": len(d_test),
+        },
     }
     return sets, info
 
@@ -201,8 +271,11 @@ def _save_initial_weights(model, path, seed):
     from ..features._backbone import create_backbone
 
     module = create_backbone(model, seed=seed)
-    save_file({k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}, path,
-              metadata={"epoch": "0", "format": "pt"})
+    save_file(
+        {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()},
+        path,
+        metadata={"epoch": "0", "format": "pt"},
+    )
     return path
 
 
@@ -221,9 +294,18 @@ def _pretrain(p, model, size, epochs, sets, work, device, seed, progress):
 
     try:
         est = pretrain_backbone(
-            model, X, y, checkpoint_dir=work, weights=init, max_epochs=epochs, lr=p.lr,
-            batch_size=p.batch_size, input_size=size, device=device,
-            on_epoch_end=on_epoch_end, random_state=seed,
+            model,
+            X,
+            y,
+            checkpoint_dir=work,
+            weights=init,
+            max_epochs=epochs,
+            lr=p.lr,
+            batch_size=p.batch_size,
+            input_size=size,
+            device=device,
+            on_epoch_end=on_epoch_end,
+            random_state=seed,
             callbacks=[("cosine", LRScheduler(policy="CosineAnnealingLR", T_max=epochs))],
         )
     finally:
@@ -240,12 +322,12 @@ def _pretrain(p, model, size, epochs, sets, work, device, seed, progress):
 def _features(model, path, size, device, memory=None):
     from ..features import BackboneFeatures
 
-    return BackboneFeatures(model, weights=path, input_size=size, batch_size=256, device=device,
-                            memory=memory)
+    return BackboneFeatures(
+        model, weights=path, input_size=size, batch_size=256, device=device, memory=memory
+    )
 
 
-def _measure_checkpoints(p, model, size, checkpoints, sets, memory, device, seed, n_jobs,
-                         progress):
+def _measure_checkpoints(p, model, size, checkpoints, sets, memory, device, seed, n_jobs, progress):
     """Collapse of every checkpoint's features; few-shot accuracy on the novel classes."""
     from ..metrics import collapse_report
     from ..model_selection import EpisodeSplit, evaluate_episodes
@@ -262,11 +344,19 @@ def _measure_checkpoints(p, model, size, checkpoints, sets, memory, device, seed
     n_way = min(_N_WAY, len(np.unique(y_novel)))
     n_query = min(p.n_query, min_count - max(_SHOTS))
     if n_query < 1:
-        raise InputError(f"the smallest novel class has {min_count} images; few-shot episodes "
-                         f"need at least {max(_SHOTS) + 1}.")
-    few = {"epoch": [], "n_way": n_way, "n_query": n_query, "n_episodes": p.n_episodes,
-           "confidence_level": _CONFIDENCE, "novel_cdnv": [],
-           "shots": {str(k): {"n_shot": k, "mean": [], "ci95": []} for k in _SHOTS}}
+        raise InputError(
+            f"the smallest novel class has {min_count} images; few-shot episodes "
+            f"need at least {max(_SHOTS) + 1}."
+        )
+    few = {
+        "epoch": [],
+        "n_way": n_way,
+        "n_query": n_query,
+        "n_episodes": p.n_episodes,
+        "confidence_level": _CONFIDENCE,
+        "novel_cdnv": [],
+        "shots": {str(k): {"n_shot": k, "mean": [], "ci95": []} for k in _SHOTS},
+    }
     for epoch, path in enumerate(progress.bar(checkpoints, desc="checkpoints", unit="ckpt")):
         feats = _features(model, path, size, device, memory=memory).fit()
         Z = {}
@@ -289,8 +379,9 @@ def _measure_checkpoints(p, model, size, checkpoints, sets, memory, device, seed
         few["epoch"].append(epoch)
         few["novel_cdnv"].append(collapse["novel"]["cdnv"][-1])
         for k in _SHOTS:
-            cv = EpisodeSplit(n_way=n_way, n_shot=k, n_query=n_query, n_episodes=p.n_episodes,
-                              random_state=seed)
+            cv = EpisodeSplit(
+                n_way=n_way, n_shot=k, n_query=n_query, n_episodes=p.n_episodes, random_state=seed
+            )
             res = evaluate_episodes(Z["novel"], y_novel, cv, return_cdnv=False, n_jobs=n_jobs)
             few["shots"][str(k)]["mean"].append(float(res.mean))
             few["shots"][str(k)]["ci95"].append(float(res.ci95))
@@ -302,13 +393,22 @@ def _rank_checkpoints(model, size, checkpoints, sets, memory, device, seed, prog
     from ..model_selection import rank_backbones
 
     names = [f"epoch {e}" for e in range(len(checkpoints))]
-    candidates = {name: _features(model, path, size, device, memory=memory)
-                  for name, path in zip(names, checkpoints)}
+    candidates = {
+        name: _features(model, path, size, device, memory=memory)
+        for name, path in zip(names, checkpoints)
+    }
     X, y = sets["downstream_train"]
     X_test, y_test = sets["downstream_test"]
     with single_threaded_blas():  # small probes: see single_threaded_blas
-        ranking = rank_backbones(candidates, X, y, X_test=X_test, y_test=y_test,
-                                 random_state=seed, verbose=progress.enabled)
+        ranking = rank_backbones(
+            candidates,
+            X,
+            y,
+            X_test=X_test,
+            y_test=y_test,
+            random_state=seed,
+            verbose=progress.enabled,
+        )
     rows = {row["backbone"]: row for row in ranking.table}
     return {
         "n_checkpoints": len(checkpoints),
@@ -328,21 +428,30 @@ def _finetune(p, model, size, checkpoint, sets, device, seed, progress):
     X_test, y_test = sets["scarce_test"]
     rows = []
     for method in progress.bar(_METHODS, desc="fine-tuning", unit="method"):
-        clf = FineTuningClassifier(model, method=method, weights=checkpoint,
-                                   input_size=size, max_epochs=p.finetune_epochs,
-                                   lr=p.finetune_lr, batch_size=p.finetune_batch_size,
-                                   device=device, random_state=seed)
+        clf = FineTuningClassifier(
+            model,
+            method=method,
+            weights=checkpoint,
+            input_size=size,
+            max_epochs=p.finetune_epochs,
+            lr=p.finetune_lr,
+            batch_size=p.finetune_batch_size,
+            device=device,
+            random_state=seed,
+        )
         clf.fit(X, y)
-        rows.append({
-            "method": method,
-            "tuned_block": clf.tuned_block_,
-            "accuracy": float(clf.score(X_test, y_test)),
-            "n_trainable_params": int(clf.n_trainable_params_),
-            "n_params": int(clf.n_params_),
-            "trainable_fraction": float(clf.trainable_fraction_),
-            "seconds": float(clf.fit_time_),
-            "train_nc1": clf.train_nc1_,
-        })
+        rows.append(
+            {
+                "method": method,
+                "tuned_block": clf.tuned_block_,
+                "accuracy": float(clf.score(X_test, y_test)),
+                "n_trainable_params": int(clf.n_trainable_params_),
+                "n_params": int(clf.n_params_),
+                "trainable_fraction": float(clf.trainable_fraction_),
+                "seconds": float(clf.fit_time_),
+                "train_nc1": clf.train_nc1_,
+            }
+        )
     full = next(r for r in rows if r["method"] == "full-ft")["n_trainable_params"]
     for row in rows:
         row["trainable_vs_full"] = row["n_trainable_params"] / full
@@ -356,21 +465,22 @@ def _claims(results):
     claims = {key: dict(value) for key, value in _CLAIMS.items()}
     col = results["collapse"]
     first, last = col["epoch"][0], col["epoch"][-1]
-    names = {"source_train": "source-train", "source_test": "source-test",
-             "novel": "novel-class"}
-    moves = [f"{num(col[k]['cdnv'][0])} to {num(col[k]['cdnv'][-1])} on {names[k]}"
-             for k in names]
+    names = {"source_train": "source-train", "source_test": "source-test", "novel": "novel-class"}
+    moves = [f"{num(col[k]['cdnv'][0])} to {num(col[k]['cdnv'][-1])} on {names[k]}" for k in names]
     fell = [k for k in names if col[k]["cdnv"][-1] < col[k]["cdnv"][0]]
     c = claims["collapse_generalizes"]
     c["held"] = len(fell) == len(names)
     span = f"between epoch {num(first)} and epoch {num(last)}"
     if c["held"]:
-        c["verdict"] = (f"held: CDNV fell from {', '.join(moves[:-1])} and {moves[-1]} "
-                        f"features {span}.")
+        c["verdict"] = (
+            f"held: CDNV fell from {', '.join(moves[:-1])} and {moves[-1]} features {span}."
+        )
     else:
         stuck = [names[k] for k in names if k not in fell]
-        c["verdict"] = (f"did not hold here: CDNV did not fall on {', '.join(stuck)} features "
-                        f"{span} (it went from {'; '.join(moves)}).")
+        c["verdict"] = (
+            f"did not hold here: CDNV did not fall on {', '.join(stuck)} features "
+            f"{span} (it went from {'; '.join(moves)})."
+        )
 
     fs = results["few_shot"]
     top = fs["shots"][str(max(_SHOTS))]
@@ -380,10 +490,12 @@ def _claims(results):
     rho = fs["correlation"]["spearman"]
     c = claims["fewshot"]
     proto = f"{num(fs['n_way'])}-way {num(top['n_shot'])}-shot"
-    text = (f"novel-class CDNV went from {num(cd0)} to {num(cd1)} while {proto} accuracy "
-            f"went from {pct(a0)}% to {pct(a1)}% ({num(low['n_shot'])}-shot: "
-            f"{pct(low['mean'][0])}% to {pct(low['mean'][-1])}%); Spearman ρ between the two "
-            f"over the epochs is {pval(rho)}.")
+    text = (
+        f"novel-class CDNV went from {num(cd0)} to {num(cd1)} while {proto} accuracy "
+        f"went from {pct(a0)}% to {pct(a1)}% ({num(low['n_shot'])}-shot: "
+        f"{pct(low['mean'][0])}% to {pct(low['mean'][-1])}%); Spearman ρ between the two "
+        f"over the epochs is {pval(rho)}."
+    )
     c["held"] = bool(cd1 < cd0 and a1 > a0 and np.isfinite(rho) and rho < 0)
     c["verdict"] = ("held: " if c["held"] else "did not hold here: ") + text
 
@@ -392,25 +504,33 @@ def _claims(results):
     rho, p_rho = corr.get("spearman", float("nan")), corr.get("spearman_pvalue", float("nan"))
     tau, p = corr.get("kendall", float("nan")), corr.get("kendall_pvalue", float("nan"))
     c = claims["collapse_predicts_transfer"]
-    stats_text = (f"over {num(tr['n_checkpoints'])} checkpoints, Spearman ρ between NC1 and "
-                  f"linear-probe accuracy on {tr['downstream']} is {pval(rho)} "
-                  f"(p = {pval(p_rho)}), Kendall τ {pval(tau)} (p = {pval(p)})")
+    stats_text = (
+        f"over {num(tr['n_checkpoints'])} checkpoints, Spearman ρ between NC1 and "
+        f"linear-probe accuracy on {tr['downstream']} is {pval(rho)} "
+        f"(p = {pval(p_rho)}), Kendall τ {pval(tau)} (p = {pval(p)})"
+    )
     best = int(np.nanargmin(tr["nc1"])) if np.isfinite(tr["nc1"]).any() else None
     extra = ""
     if best is not None:
-        extra = (f"; the most collapsed checkpoint (epoch {num(tr['epoch'][best])}, NC1 "
-                 f"{num(tr['nc1'][best])}) reached {pct(tr['accuracy'][best])}%")
+        extra = (
+            f"; the most collapsed checkpoint (epoch {num(tr['epoch'][best])}, NC1 "
+            f"{num(tr['nc1'][best])}) reached {pct(tr['accuracy'][best])}%"
+        )
     if not np.isfinite(rho):
         c["held"] = None
-        c["verdict"] = ("could not be assessed: fewer than three checkpoints or a constant "
-                        "accuracy or NC1" + extra + ".")
+        c["verdict"] = (
+            "could not be assessed: fewer than three checkpoints or a constant "
+            "accuracy or NC1" + extra + "."
+        )
     elif rho < 0 and tau < 0 and p < 0.05:  # Kendall's p-value is exact for few points
         c["held"] = True
         c["verdict"] = f"held: {stats_text}{extra}."
     elif rho < 0:
         c["held"] = None
-        c["verdict"] = ("inconclusive: the sign agrees but the correlation is not significant; "
-                        f"{stats_text}{extra}.")
+        c["verdict"] = (
+            "inconclusive: the sign agrees but the correlation is not significant; "
+            f"{stats_text}{extra}."
+        )
     else:
         c["held"] = False
         c["verdict"] = f"did not hold here: {stats_text}{extra}."
@@ -419,10 +539,12 @@ def _claims(results):
     scl, full, layer = rows["scl-ft"], rows["full-ft"], rows["layer-ft"]
     c = claims["scl_ft"]
     c["held"] = bool(scl["accuracy"] >= full["accuracy"])
-    text = (f"SCL-FT reached {pct(scl['accuracy'])}% against full fine-tuning's "
-            f"{pct(full['accuracy'])}%, training {pct(scl['trainable_vs_full'])}% of the "
-            f"parameters full fine-tuning trains (Layer FT: {pct(layer['accuracy'])}%, linear "
-            f"probe: {pct(rows['linear-probe']['accuracy'])}%).")
+    text = (
+        f"SCL-FT reached {pct(scl['accuracy'])}% against full fine-tuning's "
+        f"{pct(full['accuracy'])}%, training {pct(scl['trainable_vs_full'])}% of the "
+        f"parameters full fine-tuning trains (Layer FT: {pct(layer['accuracy'])}%, linear "
+        f"probe: {pct(rows['linear-probe']['accuracy'])}%)."
+    )
     c["verdict"] = ("held: " if c["held"] else "did not hold here: ") + text
     return claims
 
@@ -440,21 +562,29 @@ def _figures(results, out_dir):
 
     files = {}
     col = results["collapse"]
-    labels = {"source_train": "source train", "source_test": "source test (unseen typefaces)",
-              "novel": "novel classes"}
+    labels = {
+        "source_train": "source train",
+        "source_test": "source test (unseen typefaces)",
+        "novel": "novel classes",
+    }
     fig, axes = new_figure(2, figsize=(11, 4))
     for ax, metric in zip(axes, ("cdnv", "nc1")):
-        plot_cdnv_curves(col["epoch"], {labels[k]: col[k][metric] for k in labels},
-                         ylabel=metric.upper(), ax=ax)
+        plot_cdnv_curves(
+            col["epoch"], {labels[k]: col[k][metric] for k in labels}, ylabel=metric.upper(), ax=ax
+        )
     fig.suptitle("Collapse per epoch of source pre-training")
     files["cdnv_curves"] = save_figure(fig, os.path.join(out_dir, "cdnv_curves.png"))
 
     fs = results["few_shot"]
     fig, (ax,) = new_figure(1, figsize=(6, 4.5))
     names = {k: f"{fs['n_way']}-way {s['n_shot']}-shot" for k, s in fs["shots"].items()}
-    plot_fewshot_vs_cdnv(fs["novel_cdnv"], {names[k]: s["mean"] for k, s in fs["shots"].items()},
-                         ci95={names[k]: s["ci95"] for k, s in fs["shots"].items()},
-                         labels=[f"ep {e}" for e in fs["epoch"]], ax=ax)
+    plot_fewshot_vs_cdnv(
+        fs["novel_cdnv"],
+        {names[k]: s["mean"] for k, s in fs["shots"].items()},
+        ci95={names[k]: s["ci95"] for k, s in fs["shots"].items()},
+        labels=[f"ep {e}" for e in fs["epoch"]],
+        ax=ax,
+    )
     ax.set_title("Novel classes: few-shot NCC accuracy vs CDNV, per epoch")
     files["fewshot_vs_cdnv"] = save_figure(fig, os.path.join(out_dir, "fewshot_vs_cdnv.png"))
 
@@ -466,22 +596,39 @@ def _figures(results, out_dir):
 
     ft = results["finetune"]["methods"]
     fig, axes = new_figure(3, figsize=(11, 3.8))
-    plot_finetune_comparison([m["method"] for m in ft], [m["accuracy"] for m in ft],
-                             [m["n_trainable_params"] for m in ft], [m["seconds"] for m in ft],
-                             axes=axes)
-    fig.suptitle(f"Fine-tuning on {pct(results['data']['scarce']['fraction'])}% of the "
-                 "digits training set")
-    files["finetune_comparison"] = save_figure(fig, os.path.join(out_dir,
-                                                                 "finetune_comparison.png"))
+    plot_finetune_comparison(
+        [m["method"] for m in ft],
+        [m["accuracy"] for m in ft],
+        [m["n_trainable_params"] for m in ft],
+        [m["seconds"] for m in ft],
+        axes=axes,
+    )
+    fig.suptitle(
+        f"Fine-tuning on {pct(results['data']['scarce']['fraction'])}% of the digits training set"
+    )
+    files["finetune_comparison"] = save_figure(
+        fig, os.path.join(out_dir, "finetune_comparison.png")
+    )
     return {k: os.path.basename(v) for k, v in files.items()}
 
 
 # ----------------------------------------------------------------------------
 # the demo
 # ----------------------------------------------------------------------------
-def run_demo(out_dir=DEFAULT_DEMO_DIR, *, preset="default", epochs=None, model=None,
-             image_size=None, downstream="novel", device="auto", seed=0, threads=None,
-             keep_checkpoints=False, progress=True):
+def run_demo(
+    out_dir=DEFAULT_DEMO_DIR,
+    *,
+    preset="default",
+    epochs=None,
+    model=None,
+    image_size=None,
+    downstream="novel",
+    device="auto",
+    seed=0,
+    threads=None,
+    keep_checkpoints=False,
+    progress=True,
+):
     """Run the demo end to end and write its report.
 
     1. Pre-train a small timm backbone from scratch on the source classes of
@@ -568,15 +715,26 @@ def run_demo(out_dir=DEFAULT_DEMO_DIR, *, preset="default", epochs=None, model=N
 
     results = {
         "command": "demo",
-        "command_line": _command_line(out_dir, preset, epochs, model, image_size, downstream,
-                                      device, seed),
-        "config": {**asdict(p), "preset": preset, "model": model, "image_size": image_size,
-                   "epochs": epochs, "downstream": downstream, "device": str(device),
-                   "seed": seed, "scripts": list(p.scripts) if p.scripts else None},
+        "command_line": _command_line(
+            out_dir, preset, epochs, model, image_size, downstream, device, seed
+        ),
+        "config": {
+            **asdict(p),
+            "preset": preset,
+            "model": model,
+            "image_size": image_size,
+            "epochs": epochs,
+            "downstream": downstream,
+            "device": str(device),
+            "seed": seed,
+            "scripts": list(p.scripts) if p.scripts else None,
+        },
     }
     timing = {}
-    with torch_threads(threads) as n_threads, tempfile.TemporaryDirectory(
-            prefix="sknc-demo-") as work:
+    with (
+        torch_threads(threads) as n_threads,
+        tempfile.TemporaryDirectory(prefix="sknc-demo-") as work,
+    ):
         results["environment"] = environment(resolved, n_threads)
         t = time.perf_counter()
         steps.step("loading the glyph and digits data")
@@ -585,41 +743,54 @@ def run_demo(out_dir=DEFAULT_DEMO_DIR, *, preset="default", epochs=None, model=N
         timing["load_data"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        steps.step(f"pre-training {model} from scratch on {d['source']['n_classes']} source "
-                   f"classes ({d['source']['n_train']} images), {epochs} epochs")
+        steps.step(
+            f"pre-training {model} from scratch on {d['source']['n_classes']} source "
+            f"classes ({d['source']['n_train']} images), {epochs} epochs"
+        )
         checkpoints, results["pretraining"] = _pretrain(
-            p, model, image_size, epochs, sets, work, device, seed, steps)
+            p, model, image_size, epochs, sets, work, device, seed, steps
+        )
         timing["pretraining"] = time.perf_counter() - t
 
         memory = joblib.Memory(os.path.join(work, "features"), verbose=0)
         t = time.perf_counter()
-        steps.step(f"collapse and few-shot accuracy of {len(checkpoints)} checkpoints "
-                   f"(epoch 0 = initial weights)")
+        steps.step(
+            f"collapse and few-shot accuracy of {len(checkpoints)} checkpoints "
+            f"(epoch 0 = initial weights)"
+        )
         results["collapse"], results["few_shot"] = _measure_checkpoints(
-            p, model, image_size, checkpoints, sets, memory, device, seed, n_threads, steps)
+            p, model, image_size, checkpoints, sets, memory, device, seed, n_threads, steps
+        )
         fs = results["few_shot"]
-        fs["correlation"] = rank_correlation(fs["novel_cdnv"],
-                                             fs["shots"][str(max(_SHOTS))]["mean"])
+        fs["correlation"] = rank_correlation(
+            fs["novel_cdnv"], fs["shots"][str(max(_SHOTS))]["mean"]
+        )
         timing["checkpoint_metrics"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        steps.step(f"ranking the checkpoints by NC1 on {d['downstream']['name']} "
-                   "against linear-probe accuracy")
-        results["transfer"] = {"downstream": d["downstream"]["name"],
-                               **_rank_checkpoints(model, image_size, checkpoints, sets, memory,
-                                                   device, seed, steps)}
+        steps.step(
+            f"ranking the checkpoints by NC1 on {d['downstream']['name']} "
+            "against linear-probe accuracy"
+        )
+        results["transfer"] = {
+            "downstream": d["downstream"]["name"],
+            **_rank_checkpoints(model, image_size, checkpoints, sets, memory, device, seed, steps),
+        }
         timing["transfer_ranking"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        steps.step(f"fine-tuning the last checkpoint on {d['scarce']['n_train']} digits "
-                   f"({pct(p.scarce_fraction)}% of the training set): "
-                   f"{', '.join(_METHODS)}")
+        steps.step(
+            f"fine-tuning the last checkpoint on {d['scarce']['n_train']} digits "
+            f"({pct(p.scarce_fraction)}% of the training set): "
+            f"{', '.join(_METHODS)}"
+        )
         results["finetune"] = {
-            "dataset": d["scarce"]["name"], "backbone_epoch": len(checkpoints) - 1,
-            "epochs": p.finetune_epochs, "lr": p.finetune_lr,
+            "dataset": d["scarce"]["name"],
+            "backbone_epoch": len(checkpoints) - 1,
+            "epochs": p.finetune_epochs,
+            "lr": p.finetune_lr,
             "batch_size": p.finetune_batch_size,
-            "methods": _finetune(p, model, image_size, checkpoints[-1], sets, device, seed,
-                                 steps),
+            "methods": _finetune(p, model, image_size, checkpoints[-1], sets, device, seed, steps),
         }
         timing["finetuning"] = time.perf_counter() - t
 
@@ -636,14 +807,24 @@ def run_demo(out_dir=DEFAULT_DEMO_DIR, *, preset="default", epochs=None, model=N
     results["files"] = {
         "report.md": "this report",
         "results.json": "every number of this report, and the configuration",
-        **{name: desc for name, desc in (
-            (results["figures"]["cdnv_curves"], "CDNV and NC1 per epoch: source train, "
-                                                "source test, novel classes"),
-            (results["figures"]["fewshot_vs_cdnv"], "few-shot accuracy against novel-class CDNV"),
-            (results["figures"]["nc_vs_accuracy"], "NC1 against linear-probe accuracy, "
-                                                   "one point per checkpoint"),
-            (results["figures"]["finetune_comparison"], "fine-tuning methods compared"),
-        )},
+        **{
+            name: desc
+            for name, desc in (
+                (
+                    results["figures"]["cdnv_curves"],
+                    "CDNV and NC1 per epoch: source train, source test, novel classes",
+                ),
+                (
+                    results["figures"]["fewshot_vs_cdnv"],
+                    "few-shot accuracy against novel-class CDNV",
+                ),
+                (
+                    results["figures"]["nc_vs_accuracy"],
+                    "NC1 against linear-probe accuracy, one point per checkpoint",
+                ),
+                (results["figures"]["finetune_comparison"], "fine-tuning methods compared"),
+            )
+        },
     }
     if keep_checkpoints:
         results["files"]["checkpoints/"] = "the weights after every epoch (safetensors)"

@@ -45,16 +45,22 @@ def _load_folder(data):
         folder = load_image_folder(data)
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         raise InputError(str(exc)) from exc
-    names, counts = folder.target_names, np.bincount(folder.target,
-                                                     minlength=len(folder.target_names))
+    names, counts = (
+        folder.target_names,
+        np.bincount(folder.target, minlength=len(folder.target_names)),
+    )
     if len(names) < 2:
-        raise InputError(f"{os.fspath(data)!r} has a single class folder ({names[0]!r}); "
-                         "collapse and transfer need at least 2 classes.")
+        raise InputError(
+            f"{os.fspath(data)!r} has a single class folder ({names[0]!r}); "
+            "collapse and transfer need at least 2 classes."
+        )
     small = [f"{n!r} ({c})" for n, c in zip(names, counts) if c < 2]
     if small:
-        raise InputError(f"class folder(s) with a single image in {os.fspath(data)!r}: "
-                         f"{', '.join(small[:20])}; every class needs at least 2 images "
-                         "(one to learn from, one to test on).")
+        raise InputError(
+            f"class folder(s) with a single image in {os.fspath(data)!r}: "
+            f"{', '.join(small[:20])}; every class needs at least 2 images "
+            "(one to learn from, one to test on)."
+        )
     return folder, counts
 
 
@@ -81,18 +87,35 @@ def _fewshot_protocol(n_classes, min_count, n_episodes):
         notes.append(f"Episodes are {num(n_way)}-way: the data has {num(n_classes)} classes.")
     shots = sorted({min(k, min_count - 1) for k in _SHOTS})
     if max(shots) < max(_SHOTS):
-        notes.append(f"At most {num(max(shots))} shots: the smallest class has "
-                     f"{num(min_count)} images and each episode needs queries too.")
+        notes.append(
+            f"At most {num(max(shots))} shots: the smallest class has "
+            f"{num(min_count)} images and each episode needs queries too."
+        )
     n_query = min(_N_QUERY, min_count - max(shots))
     if n_query < _N_QUERY:
-        notes.append(f"Queries per class: {num(n_query)} instead of {num(_N_QUERY)}, as the "
-                     f"smallest class has {num(min_count)} images.")
+        notes.append(
+            f"Queries per class: {num(n_query)} instead of {num(_N_QUERY)}, as the "
+            f"smallest class has {num(min_count)} images."
+        )
     return n_way, shots, n_query, notes
 
 
-def run_evaluate(model, data, *, weights=None, pretrained=False, layers=None, input_size=None,
-                 batch_size=64, device="auto", out_dir=DEFAULT_EVALUATE_DIR, seed=0,
-                 n_episodes=600, threads=None, progress=True):
+def run_evaluate(
+    model,
+    data,
+    *,
+    weights=None,
+    pretrained=False,
+    layers=None,
+    input_size=None,
+    batch_size=64,
+    device="auto",
+    out_dir=DEFAULT_EVALUATE_DIR,
+    seed=0,
+    n_episodes=600,
+    threads=None,
+    progress=True,
+):
     """Evaluate a backbone's frozen features on an image folder and write a report.
 
     The folder follows torchvision's ImageFolder layout (``data/<class>/<image>``,
@@ -182,12 +205,17 @@ def run_evaluate(model, data, *, weights=None, pretrained=False, layers=None, in
     from ..model_selection import EpisodeSplit, evaluate_episodes
 
     t_start = time.perf_counter()
-    for value, name, low in ((batch_size, "batch size", 1), (n_episodes, "episodes", 1),
-                             (seed, "seed", 0)):
+    for value, name, low in (
+        (batch_size, "batch size", 1),
+        (n_episodes, "episodes", 1),
+        (seed, "seed", 0),
+    ):
         check_int(value, name, low)
-    if input_size is not None and (isinstance(input_size, bool)
-                                   or not isinstance(input_size, (int, np.integer))
-                                   or input_size < 1):
+    if input_size is not None and (
+        isinstance(input_size, bool)
+        or not isinstance(input_size, (int, np.integer))
+        or input_size < 1
+    ):
         raise InputError(f"input size must be a positive int, got {input_size!r}.")
     resolved = check_device(device)
     out_dir = os.fspath(out_dir)
@@ -205,17 +233,27 @@ def run_evaluate(model, data, *, weights=None, pretrained=False, layers=None, in
 
     with torch_threads(threads) as n_threads:
         t = time.perf_counter()
-        feats = BackboneFeatures(model, pretrained=pretrained, weights=weights, layers=specs,
-                                 input_size=input_size, batch_size=batch_size, device=device,
-                                 verbose=progress, random_state=seed)
+        feats = BackboneFeatures(
+            model,
+            pretrained=pretrained,
+            weights=weights,
+            layers=specs,
+            input_size=input_size,
+            batch_size=batch_size,
+            device=device,
+            verbose=progress,
+            random_state=seed,
+        )
         try:  # builds the model, loads the weights, runs one blank image
             feats.fit()
         except (ValueError, TypeError, OSError, RuntimeError, AssertionError) as exc:
             raise InputError(str(exc).strip() or type(exc).__name__) from exc
         size = feats.data_config_["input_size"]
-        steps.step(f"features of {len(feats.layers_)} layers of {model} for "
-                   f"{len(y)} images in {len(folder.target_names)} classes "
-                   f"({size[1]} x {size[2]} px, one forward pass)")
+        steps.step(
+            f"features of {len(feats.layers_)} layers of {model} for "
+            f"{len(y)} images in {len(folder.target_names)} classes "
+            f"({size[1]} x {size[2]} px, one forward pass)"
+        )
         try:
             Z = feats.transform_layers(folder.filenames)
         except (ValueError, OSError) as exc:
@@ -229,9 +267,18 @@ def run_evaluate(model, data, *, weights=None, pretrained=False, layers=None, in
             warnings.simplefilter("ignore")  # degenerate geometry is reported as NaN
             for index, (layer, Zl) in enumerate(Z.items()):
                 rep = collapse_report(Zl, y)
-                rows.append({"layer": layer, "index": index, "n_features": int(Zl.shape[1]),
-                             "nc1": rep.nc1, "cdnv": rep.cdnv, "nc2": rep.nc2,
-                             "equinorm": rep.equinorm, "equiangularity": rep.equiangularity})
+                rows.append(
+                    {
+                        "layer": layer,
+                        "index": index,
+                        "n_features": int(Zl.shape[1]),
+                        "nc1": rep.nc1,
+                        "cdnv": rep.cdnv,
+                        "nc2": rep.nc2,
+                        "equinorm": rep.equinorm,
+                        "equiangularity": rep.equiangularity,
+                    }
+                )
         blocks = [r for r in rows if r["layer"] != _PENULTIMATE]
         finite = [r for r in blocks if np.isfinite(r["nc1"])]
         best = min(finite, key=lambda r: r["nc1"]) if finite else None
@@ -249,36 +296,69 @@ def run_evaluate(model, data, *, weights=None, pretrained=False, layers=None, in
         with warnings.catch_warnings(), single_threaded_blas():
             warnings.filterwarnings("ignore", message=".*failed to converge.*")
             scores = cross_val_score(probe, Zp, y, cv=cv)
-        linear_probe = {"protocol": "stratified k-fold cross-validation", "n_splits": n_splits,
-                        "accuracy": float(scores.mean()), "std": float(scores.std()),
-                        "fold_accuracy": scores.tolist()}
-        n_way, shots, n_query, notes = _fewshot_protocol(len(folder.target_names), min_count,
-                                                         n_episodes)
-        few = {"n_way": n_way, "n_query": n_query, "n_episodes": n_episodes,
-               "confidence_level": _CONFIDENCE, "shots": {}, "notes": notes,
-               "requested": {"n_way": _N_WAY, "shots": list(_SHOTS), "n_query": _N_QUERY}}
+        linear_probe = {
+            "protocol": "stratified k-fold cross-validation",
+            "n_splits": n_splits,
+            "accuracy": float(scores.mean()),
+            "std": float(scores.std()),
+            "fold_accuracy": scores.tolist(),
+        }
+        n_way, shots, n_query, notes = _fewshot_protocol(
+            len(folder.target_names), min_count, n_episodes
+        )
+        few = {
+            "n_way": n_way,
+            "n_query": n_query,
+            "n_episodes": n_episodes,
+            "confidence_level": _CONFIDENCE,
+            "shots": {},
+            "notes": notes,
+            "requested": {"n_way": _N_WAY, "shots": list(_SHOTS), "n_query": _N_QUERY},
+        }
         for k in steps.bar(shots, desc="few-shot", unit="protocol"):
-            split = EpisodeSplit(n_way=n_way, n_shot=k, n_query=n_query, n_episodes=n_episodes,
-                                 random_state=seed)
+            split = EpisodeSplit(
+                n_way=n_way, n_shot=k, n_query=n_query, n_episodes=n_episodes, random_state=seed
+            )
             res = evaluate_episodes(Zp, y, split, return_cdnv=False, n_jobs=n_threads)
             few["shots"][str(k)] = {"n_shot": k, "mean": res.mean, "ci95": res.ci95}
         timing["transfer"] = time.perf_counter() - t
 
         results = {
             "command": "evaluate",
-            "command_line": _command_line(model, data, weights, pretrained, layers, input_size,
-                                          batch_size, device, out_dir, seed, n_episodes),
-            "config": {"model": model if isinstance(model, str) else type(model).__name__,
-                       "weights": os.fspath(weights) if weights is not None else None,
-                       "pretrained": bool(pretrained), "layers": [str(s) for s in specs],
-                       "input_size": [int(size[1]), int(size[2])], "batch_size": batch_size,
-                       "device": str(device), "seed": seed, "n_episodes": n_episodes},
+            "command_line": _command_line(
+                model,
+                data,
+                weights,
+                pretrained,
+                layers,
+                input_size,
+                batch_size,
+                device,
+                out_dir,
+                seed,
+                n_episodes,
+            ),
+            "config": {
+                "model": model if isinstance(model, str) else type(model).__name__,
+                "weights": os.fspath(weights) if weights is not None else None,
+                "pretrained": bool(pretrained),
+                "layers": [str(s) for s in specs],
+                "input_size": [int(size[1]), int(size[2])],
+                "batch_size": batch_size,
+                "device": str(device),
+                "seed": seed,
+                "n_episodes": n_episodes,
+            },
             "environment": environment(resolved, n_threads),
-            "data": {"path": os.path.abspath(os.fspath(data)), "n_images": int(len(y)),
-                     "n_classes": int(len(folder.target_names)),
-                     "class_names": folder.target_names.tolist(),
-                     "class_sizes": counts.tolist(),
-                     "min_class_size": min_count, "max_class_size": int(counts.max())},
+            "data": {
+                "path": os.path.abspath(os.fspath(data)),
+                "n_images": int(len(y)),
+                "n_classes": int(len(folder.target_names)),
+                "class_names": folder.target_names.tolist(),
+                "class_sizes": counts.tolist(),
+                "min_class_size": min_count,
+                "max_class_size": int(counts.max()),
+            },
             "layers": rows,
             "most_collapsed_block": best,
             "suggested_tuned_block": suggested,
@@ -290,12 +370,20 @@ def run_evaluate(model, data, *, weights=None, pretrained=False, layers=None, in
     from ..plotting import plot_layerwise_nc
 
     fig, axes = new_figure(3, figsize=(12, 4))
-    plot_layerwise_nc([r["layer"] for r in rows],
-                      {"NC1": [r["nc1"] for r in rows], "CDNV": [r["cdnv"] for r in rows],
-                       "NC2": [r["nc2"] for r in rows]},
-                      highlight=suggested["layer"] if suggested else None, axes=axes)
-    fig.suptitle(f"{results['config']['model']}: collapse of the frozen features per layer "
-                 f"({count(len(y))} images, {num(len(folder.target_names))} classes)")
+    plot_layerwise_nc(
+        [r["layer"] for r in rows],
+        {
+            "NC1": [r["nc1"] for r in rows],
+            "CDNV": [r["cdnv"] for r in rows],
+            "NC2": [r["nc2"] for r in rows],
+        },
+        highlight=suggested["layer"] if suggested else None,
+        axes=axes,
+    )
+    fig.suptitle(
+        f"{results['config']['model']}: collapse of the frozen features per layer "
+        f"({count(len(y))} images, {num(len(folder.target_names))} classes)"
+    )
     save_figure(fig, os.path.join(out_dir, "layerwise_nc.png"))
     results["figures"] = {"layerwise_nc": "layerwise_nc.png"}
     results["files"] = {
@@ -306,8 +394,19 @@ def run_evaluate(model, data, *, weights=None, pretrained=False, layers=None, in
     return write_results(out_dir, results, timing, t_start, render_evaluate_report)
 
 
-def _command_line(model, data, weights, pretrained, layers, input_size, batch_size, device,
-                  out_dir, seed, n_episodes):
+def _command_line(
+    model,
+    data,
+    weights,
+    pretrained,
+    layers,
+    input_size,
+    batch_size,
+    device,
+    out_dir,
+    seed,
+    n_episodes,
+):
     name = model if isinstance(model, str) else type(model).__name__
     parts = ["sknc", "evaluate", "--model", name, "--data", os.fspath(data)]
     if weights is not None:
@@ -319,6 +418,16 @@ def _command_line(model, data, weights, pretrained, layers, input_size, batch_si
         parts += ["--layers", spec]
     if input_size is not None:
         parts += ["--input-size", str(input_size)]
-    parts += ["--batch-size", str(batch_size), "--device", str(device), "--out",
-              os.fspath(out_dir), "--seed", str(seed), "--episodes", str(n_episodes)]
+    parts += [
+        "--batch-size",
+        str(batch_size),
+        "--device",
+        str(device),
+        "--out",
+        os.fspath(out_dir),
+        "--seed",
+        str(seed),
+        "--episodes",
+        str(n_episodes),
+    ]
     return " ".join(parts)

@@ -84,8 +84,9 @@ def _files_and_timing(r):
         "## Files and timing\n",
         _table(["file", "contents"], [[f"`{name}`", desc] for name, desc in r["files"].items()]),
         "",
-        _table(["step", "seconds"], [[k.replace("_", " "), secs(v)]
-                                     for k, v in r["timing"].items()]),
+        _table(
+            ["step", "seconds"], [[k.replace("_", " "), secs(v)] for k, v in r["timing"].items()]
+        ),
         "",
         f"Re-run with `{r['command_line']}`.\n",
     ]
@@ -133,31 +134,57 @@ def render_demo_report(results):
         "below is read from `results.json`; every verdict is computed from them.\n"
     )
     out.append("## Set-up\n")
-    out.append(_table(
-        ["", ""],
-        [
-            ["backbone", f"`{cfg['model']}` (timm, random initialisation), "
-                         f"{num(cfg['image_size'])} × {num(cfg['image_size'])} px inputs"],
-            ["source classes", f"{num(src['n_classes'])} glyph classes: {count(src['n_train'])} "
-                               f"training images; {count(src['n_test'])} test images drawn by "
-                               f"{num(src['n_test_typefaces'])} held-out typefaces"],
-            ["novel classes", f"{num(nov['n_classes'])} glyph classes never trained on, "
-                              f"{count(nov['n_images'])} images"],
-            ["pre-training", f"{num(cfg['epochs'])} epochs, AdamW, learning rate "
-                             f"{num(cfg['lr'])} (cosine schedule), batch {num(cfg['batch_size'])}"],
-            ["checkpoints", f"epoch {num(r['collapse']['epoch'][0])} (initial weights) to epoch "
-                            f"{num(r['collapse']['epoch'][-1])}, one per epoch"],
-            ["transfer data", f"{ds['name']}: {num(ds['n_classes'])} classes, "
-                              f"{count(ds['n_train'])} training / {count(ds['n_test'])} "
-                              "test images"],
-            ["scarce fine-tuning data", f"{sc['name']}: {pct(sc['fraction'])}% of "
-                                        f"{count(sc['n_train_full'])} training images = "
-                                        f"{count(sc['n_train'])} images, "
-                                        f"{count(sc['n_test'])} test images"],
-            ["compute", f"{env['device']}, {num(env['threads'])} torch threads, seed "
-                        f"{num(cfg['seed'])}, total {secs(timing['total'])} s"],
-        ],
-    ))
+    out.append(
+        _table(
+            ["", ""],
+            [
+                [
+                    "backbone",
+                    f"`{cfg['model']}` (timm, random initialisation), "
+                    f"{num(cfg['image_size'])} × {num(cfg['image_size'])} px inputs",
+                ],
+                [
+                    "source classes",
+                    f"{num(src['n_classes'])} glyph classes: {count(src['n_train'])} "
+                    f"training images; {count(src['n_test'])} test images drawn by "
+                    f"{num(src['n_test_typefaces'])} held-out typefaces",
+                ],
+                [
+                    "novel classes",
+                    f"{num(nov['n_classes'])} glyph classes never trained on, "
+                    f"{count(nov['n_images'])} images",
+                ],
+                [
+                    "pre-training",
+                    f"{num(cfg['epochs'])} epochs, AdamW, learning rate "
+                    f"{num(cfg['lr'])} (cosine schedule), batch {num(cfg['batch_size'])}",
+                ],
+                [
+                    "checkpoints",
+                    f"epoch {num(r['collapse']['epoch'][0])} (initial weights) to epoch "
+                    f"{num(r['collapse']['epoch'][-1])}, one per epoch",
+                ],
+                [
+                    "transfer data",
+                    f"{ds['name']}: {num(ds['n_classes'])} classes, "
+                    f"{count(ds['n_train'])} training / {count(ds['n_test'])} "
+                    "test images",
+                ],
+                [
+                    "scarce fine-tuning data",
+                    f"{sc['name']}: {pct(sc['fraction'])}% of "
+                    f"{count(sc['n_train_full'])} training images = "
+                    f"{count(sc['n_train'])} images, "
+                    f"{count(sc['n_test'])} test images",
+                ],
+                [
+                    "compute",
+                    f"{env['device']}, {num(env['threads'])} torch threads, seed "
+                    f"{num(cfg['seed'])}, total {secs(timing['total'])} s",
+                ],
+            ],
+        )
+    )
     out.append("")
 
     # --- Galanti: three curves
@@ -168,11 +195,28 @@ def render_demo_report(results):
     out.append(_figure(r, "cdnv_curves", "CDNV and NC1 per epoch") + "\n")
     rows = []
     for i, ep in enumerate(col["epoch"]):
-        rows.append([num(ep)] + [num(col[part][m][i]) for m in ("cdnv", "nc1")
-                                 for part in ("source_train", "source_test", "novel")])
-    out.append(_table(
-        ["epoch", "CDNV source train", "CDNV source test", "CDNV novel",
-         "NC1 source train", "NC1 source test", "NC1 novel"], rows))
+        rows.append(
+            [num(ep)]
+            + [
+                num(col[part][m][i])
+                for m in ("cdnv", "nc1")
+                for part in ("source_train", "source_test", "novel")
+            ]
+        )
+    out.append(
+        _table(
+            [
+                "epoch",
+                "CDNV source train",
+                "CDNV source test",
+                "CDNV novel",
+                "NC1 source train",
+                "NC1 source test",
+                "NC1 novel",
+            ],
+            rows,
+        )
+    )
     out.append("")
     out.append(_verdict(claim) + "\n")
 
@@ -184,11 +228,14 @@ def render_demo_report(results):
     out.append(_figure(r, "fewshot_vs_cdnv", "few-shot accuracy against novel-class CDNV") + "\n")
     shots = list(fs["shots"])
     header = ["epoch", "CDNV novel"] + [
-        f"{num(fs['n_way'])}-way {num(fs['shots'][k]['n_shot'])}-shot" for k in shots]
+        f"{num(fs['n_way'])}-way {num(fs['shots'][k]['n_shot'])}-shot" for k in shots
+    ]
     rows = []
     for i, ep in enumerate(fs["epoch"]):
-        rows.append([num(ep), num(fs["novel_cdnv"][i])] + [
-            _pm(fs["shots"][k]["mean"][i], fs["shots"][k]["ci95"][i]) for k in shots])
+        rows.append(
+            [num(ep), num(fs["novel_cdnv"][i])]
+            + [_pm(fs["shots"][k]["mean"][i], fs["shots"][k]["ci95"][i]) for k in shots]
+        )
     out.append(
         f"Nearest-class-centre accuracy over {count(fs['n_episodes'])} episodes per protocol "
         f"({num(fs['n_query'])} queries per class), mean ± {num(fs['confidence_level'])}% "
@@ -214,15 +261,28 @@ def render_demo_report(results):
         f"trained on the same features is scored on the test images. Ranking with "
         f"`sknc.model_selection.rank_backbones`.\n"
     )
-    rows = [[num(ep), num(tr["nc1"][i]), num(tr["cdnv"][i]), f"{pct(tr['accuracy'][i])}%"]
-            for i, ep in enumerate(tr["epoch"])]
-    out.append(_table(["epoch", "NC1 (downstream train)", "CDNV (downstream train)",
-                       "linear-probe accuracy"], rows))
+    rows = [
+        [num(ep), num(tr["nc1"][i]), num(tr["cdnv"][i]), f"{pct(tr['accuracy'][i])}%"]
+        for i, ep in enumerate(tr["epoch"])
+    ]
+    out.append(
+        _table(
+            ["epoch", "NC1 (downstream train)", "CDNV (downstream train)", "linear-probe accuracy"],
+            rows,
+        )
+    )
     out.append("")
     rows = []
     for metric, c in tr["correlations"].items():
-        rows.append([f"{metric.upper()} vs accuracy", pval(c["spearman"]),
-                     pval(c["spearman_pvalue"]), pval(c["kendall"]), pval(c["kendall_pvalue"])])
+        rows.append(
+            [
+                f"{metric.upper()} vs accuracy",
+                pval(c["spearman"]),
+                pval(c["spearman_pvalue"]),
+                pval(c["kendall"]),
+                pval(c["kendall_pvalue"]),
+            ]
+        )
     out.append(_table(["", "Spearman ρ", "p-value", "Kendall τ", "p-value"], rows))
     out.append("")
     out.append(_verdict(claim) + "\n")
@@ -243,13 +303,29 @@ def render_demo_report(results):
     )
     rows = []
     for m in ft["methods"]:
-        rows.append([
-            f"`{m['method']}`" + (f" (`{m['tuned_block']}`)" if m.get("tuned_block") else ""),
-            f"{pct(m['accuracy'])}%", count(m["n_trainable_params"]),
-            f"{pct(m['trainable_vs_full'])}%", secs(m["seconds"]), num(m["train_nc1"]),
-        ])
-    out.append(_table(["method", "test accuracy", "trainable parameters",
-                       "share of full FT's", "seconds", "train NC1"], rows))
+        rows.append(
+            [
+                f"`{m['method']}`" + (f" (`{m['tuned_block']}`)" if m.get("tuned_block") else ""),
+                f"{pct(m['accuracy'])}%",
+                count(m["n_trainable_params"]),
+                f"{pct(m['trainable_vs_full'])}%",
+                secs(m["seconds"]),
+                num(m["train_nc1"]),
+            ]
+        )
+    out.append(
+        _table(
+            [
+                "method",
+                "test accuracy",
+                "trainable parameters",
+                "share of full FT's",
+                "seconds",
+                "train NC1",
+            ],
+            rows,
+        )
+    )
     out.append("")
     out.append(_verdict(claim) + "\n")
 
@@ -277,8 +353,11 @@ def render_evaluate_report(results):
     r = results
     cfg, data, timing, env = r["config"], r["data"], r["timing"], r["environment"]
     out = []
-    weights = f", weights `{cfg['weights']}`" if cfg.get("weights") else (
-        ", pretrained hub weights" if cfg.get("pretrained") else ", random initialisation")
+    weights = (
+        f", weights `{cfg['weights']}`"
+        if cfg.get("weights")
+        else (", pretrained hub weights" if cfg.get("pretrained") else ", random initialisation")
+    )
     out.append(f"# sknc evaluate: `{cfg['model']}` on `{data['path']}`\n")
     out.append(
         f"Frozen features of `{cfg['model']}`{weights}, at "
@@ -290,42 +369,62 @@ def render_evaluate_report(results):
     )
     out.append("## Collapse per block\n")
     out.append(_figure(r, "layerwise_nc", "NC1, CDNV and NC2 per block") + "\n")
-    rows = [[f"`{row['layer']}`", count(row["n_features"]), num(row["nc1"]), num(row["cdnv"]),
-             num(row["nc2"])] for row in r["layers"]]
+    rows = [
+        [
+            f"`{row['layer']}`",
+            count(row["n_features"]),
+            num(row["nc1"]),
+            num(row["cdnv"]),
+            num(row["nc2"]),
+        ]
+        for row in r["layers"]
+    ]
     out.append(_table(["layer", "features", "NC1", "CDNV", "NC2"], rows))
     out.append("")
     best, sug = r["most_collapsed_block"], r["suggested_tuned_block"]
-    out.append(
-        f"Most collapsed block: `{best['layer']}` (NC1 {num(best['nc1'])}). "
-    )
+    out.append(f"Most collapsed block: `{best['layer']}` (NC1 {num(best['nc1'])}). ")
     if sug is not None:
         out.append(
             f"As SCL-FT's `tuned_block` (the skip connection carries a block's output to the "
             f"penultimate features, so the last block is left out), start from `{sug['layer']}` "
             f"(NC1 {num(sug['nc1'])}), the most collapsed of the earlier blocks:\n"
         )
-        w = f", weights=\"{cfg['weights']}\"" if cfg.get("weights") else ""
+        w = f', weights="{cfg["weights"]}"' if cfg.get("weights") else ""
         out.append(
             "```python\nfrom sknc.finetune import FineTuningClassifier\n"
-            f"clf = FineTuningClassifier(\"{cfg['model']}\", method=\"scl-ft\", "
-            f"tuned_block=\"{sug['layer']}\"{w})\n```\n"
+            f'clf = FineTuningClassifier("{cfg["model"]}", method="scl-ft", '
+            f'tuned_block="{sug["layer"]}"{w})\n```\n'
         )
     else:
-        out.append("The model has a single block, so there is no earlier block to suggest as "
-                   "SCL-FT's `tuned_block`.\n")
+        out.append(
+            "The model has a single block, so there is no earlier block to suggest as "
+            "SCL-FT's `tuned_block`.\n"
+        )
     lp, fs = r["linear_probe"], r["few_shot"]
     out.append("## Transfer from the penultimate features\n")
-    out.append(_table(
-        ["evaluation", "accuracy", "protocol"],
-        [["linear probe", f"{pct(lp['accuracy'])}% ± {pct(lp['std'])}%",
-          f"{lp['protocol']} ({num(lp['n_splits'])} folds), standardised features, "
-          f"logistic regression; ± one standard deviation over folds"]]
-        + [[f"{num(fs['n_way'])}-way {num(s['n_shot'])}-shot", _pm(s["mean"], s["ci95"]),
-            f"nearest class centre, {count(fs['n_episodes'])} episodes, "
-            f"{num(fs['n_query'])} queries per class; ± {num(fs['confidence_level'])}% "
-            "confidence interval"]
-           for s in fs["shots"].values()],
-    ))
+    out.append(
+        _table(
+            ["evaluation", "accuracy", "protocol"],
+            [
+                [
+                    "linear probe",
+                    f"{pct(lp['accuracy'])}% ± {pct(lp['std'])}%",
+                    f"{lp['protocol']} ({num(lp['n_splits'])} folds), standardised features, "
+                    f"logistic regression; ± one standard deviation over folds",
+                ]
+            ]
+            + [
+                [
+                    f"{num(fs['n_way'])}-way {num(s['n_shot'])}-shot",
+                    _pm(s["mean"], s["ci95"]),
+                    f"nearest class centre, {count(fs['n_episodes'])} episodes, "
+                    f"{num(fs['n_query'])} queries per class; ± {num(fs['confidence_level'])}% "
+                    "confidence interval",
+                ]
+                for s in fs["shots"].values()
+            ],
+        )
+    )
     out.append("")
     for note in fs["notes"]:
         out.append(f"- {note}")

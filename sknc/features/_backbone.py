@@ -58,7 +58,7 @@ import numpy as np
 
 __all__ = [
     "PENULTIMATE",
-    "LayerTap",
+    "LayerTap",  # noqa: F822 (built lazily by the module __getattr__)
     "classifier_name",
     "create_backbone",
     "list_layers",
@@ -197,7 +197,7 @@ def _hub_guard(name):
             f"Could not load pretrained weights for timm model {name!r}: {why}, and "
             f"the weights are not in the local cache ({HF_HUB_CACHE}). Either fetch them "
             "once on a machine with internet access "
-            f"(python -c \"import timm; timm.create_model({name!r}, pretrained=True)\") "
+            f'(python -c "import timm; timm.create_model({name!r}, pretrained=True)") '
             "and copy the cache to this machine (HF_HOME), or save the weights to a "
             "file and load it with pretrained=False, "
             "weights='path/to/weights.safetensors' (or .pth). "
@@ -364,7 +364,7 @@ def _strip_prefixes(state, own_keys):
         for prefix in _KNOWN_PREFIXES:
             if not any(k.startswith(prefix) for k in best):
                 continue
-            cand = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in best.items()}
+            cand = {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in best.items()}
             hits = len(own_keys.intersection(cand))
             if hits > best_hits:
                 best, best_hits, improved = cand, hits, True
@@ -447,7 +447,7 @@ def load_weights(module, weights, *, allow_head_mismatch=True):
         raise ValueError(
             f"Weights {label} do not fit {type(module).__name__}: " + "; ".join(parts) + "."
         )
-    keep = {k: v for k, v in state.items() if k in own and not (k in skipped)}
+    keep = {k: v for k, v in state.items() if k in own and k not in skipped}
     module.load_state_dict(keep, strict=False)
     return sorted(set(skipped))
 
@@ -479,8 +479,12 @@ def zero_scale_layers(module):
     import torch
     from torch import nn
 
-    norms = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
-             nn.GroupNorm, nn.LayerNorm)
+    norms = (
+        nn.modules.batchnorm._BatchNorm,
+        nn.modules.instancenorm._InstanceNorm,
+        nn.GroupNorm,
+        nn.LayerNorm,
+    )
 
     def zero(t):
         return isinstance(t, torch.Tensor) and t.numel() > 0 and not bool(t.any())
@@ -829,8 +833,17 @@ def _make_layer_tap():
         stop_early : bool, default=True
         """
 
-        def __init__(self, backbone, layers, *, pool="auto", num_prefix_tokens=None,
-                     has_class_token=None, fmt=None, stop_early=True):
+        def __init__(
+            self,
+            backbone,
+            layers,
+            *,
+            pool="auto",
+            num_prefix_tokens=None,
+            has_class_token=None,
+            fmt=None,
+            stop_early=True,
+        ):
             super().__init__()
             if pool not in _POOLS:
                 raise ValueError(f"pool must be one of {_POOLS}, got {pool!r}.")
@@ -863,8 +876,11 @@ def _make_layer_tap():
                 if not self._active or path in self._captured:
                     return
                 self._captured[path] = pool_features(
-                    output, self.num_prefix_tokens, self.pool,
-                    has_class_token=self.has_class_token, fmt=self.fmt,
+                    output,
+                    self.num_prefix_tokens,
+                    self.pool,
+                    has_class_token=self.has_class_token,
+                    fmt=self.fmt,
                 )
                 if self.stop_early and len(self._captured) == len(self._taps):
                     raise _StopForward
@@ -885,10 +901,15 @@ def _make_layer_tap():
             result = []
             for path in self.layers:
                 if path == PENULTIMATE:
-                    result.append(pool_features(
-                        out, self.num_prefix_tokens, "auto",
-                        has_class_token=self.has_class_token, fmt=self.fmt,
-                    ))
+                    result.append(
+                        pool_features(
+                            out,
+                            self.num_prefix_tokens,
+                            "auto",
+                            has_class_token=self.has_class_token,
+                            fmt=self.fmt,
+                        )
+                    )
                 elif path in captured:
                     result.append(captured[path])
                 else:

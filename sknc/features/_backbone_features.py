@@ -30,8 +30,13 @@ from ._images import check_images, fingerprint_images, iter_batches, resolve_dat
 __all__ = ["BackboneFeatures"]
 
 _CACHE_VERSION = 1
-_AMP = {True: "float16", "float16": "float16", "fp16": "float16",
-        "bfloat16": "bfloat16", "bf16": "bfloat16"}
+_AMP = {
+    True: "float16",
+    "float16": "float16",
+    "fp16": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
 _POOLS = ("auto", "avg", "token", "max", "flatten")
 _FLUSH_EVERY = 8  # CUDA: copy features to the host every few batches, not every batch
 
@@ -61,8 +66,9 @@ def _cached_function(memory):
     location = os.fspath(location)
     func = _CACHED_TRANSFORMS.get(location)
     if func is None:
-        func = types.FunctionType(_cached_transform.__code__, _cached_transform.__globals__,
-                                  _cached_transform.__name__)
+        func = types.FunctionType(
+            _cached_transform.__code__, _cached_transform.__globals__, _cached_transform.__name__
+        )
         func.__qualname__ = _cached_transform.__qualname__
         func.__doc__ = _cached_transform.__doc__
         func = _CACHED_TRANSFORMS.setdefault(location, func)
@@ -322,13 +328,14 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             raise ValueError(f"pool must be one of {_POOLS}, got {self.pool!r}.")
         if self.output not in ("numpy", "torch"):
             raise ValueError(f"output must be 'numpy' or 'torch', got {self.output!r}.")
-        if (not isinstance(self.batch_size, numbers.Integral) or isinstance(self.batch_size, bool)
-                or self.batch_size < 1):
+        if (
+            not isinstance(self.batch_size, numbers.Integral)
+            or isinstance(self.batch_size, bool)
+            or self.batch_size < 1
+        ):
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}.")
         if self.amp not in (False, None) and self.amp not in _AMP:
-            raise ValueError(
-                f"amp must be False, True, 'float16' or 'bfloat16', got {self.amp!r}."
-            )
+            raise ValueError(f"amp must be False, True, 'float16' or 'bfloat16', got {self.amp!r}.")
         if self.model_kwargs is not None and not isinstance(self.model_kwargs, dict):
             raise ValueError(f"model_kwargs must be a dict or None, got {self.model_kwargs!r}.")
 
@@ -341,8 +348,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         if isinstance(layers, (list, tuple)) and layers:
             return [PENULTIMATE if spec is None else spec for spec in layers]
         raise ValueError(
-            "layers must be None, an int, a str or a non-empty list of those; "
-            f"got {layers!r}."
+            f"layers must be None, an int, a str or a non-empty list of those; got {layers!r}."
         )
 
     def _amp_dtype(self, device):
@@ -375,10 +381,18 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         seed = None
         if self.random_state is not None:
             seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        module = create_backbone(self.model, pretrained=self.pretrained, weights=self.weights,
-                                 model_kwargs=self.model_kwargs, seed=seed)
-        if (not self.pretrained and self.weights is None
-                and not isinstance(self.model, torch.nn.Module)):
+        module = create_backbone(
+            self.model,
+            pretrained=self.pretrained,
+            weights=self.weights,
+            model_kwargs=self.model_kwargs,
+            seed=seed,
+        )
+        if (
+            not self.pretrained
+            and self.weights is None
+            and not isinstance(self.model, torch.nn.Module)
+        ):
             warn_identity_blocks(module, self.model, what="features")
 
         clf = classifier_name(module)
@@ -400,8 +414,12 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         if clf is not None:
             strip_classifier(module)
         data_config = resolve_data_config(
-            module, input_size=self.input_size, mean=self.mean, std=self.std,
-            crop_pct=self.crop_pct, interpolation=self.interpolation,
+            module,
+            input_size=self.input_size,
+            mean=self.mean,
+            std=self.std,
+            crop_pct=self.crop_pct,
+            interpolation=self.interpolation,
         )
         if X is not None:
             check_images(X, n_channels=data_config["input_size"][0])
@@ -410,7 +428,8 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         if self.amp not in (False, None) and device.type != "cuda":
             warn_external(
                 f"amp={self.amp!r} only applies on CUDA; on {device.type!r} features are "
-                "computed in float32.", UserWarning,
+                "computed in float32.",
+                UserWarning,
             )
         self.model_ = module
         self.layers_ = layers
@@ -460,12 +479,22 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         with self._lock():
             self._place_model(device)
             self.model_.eval()
-            tap = LayerTap(self.model_, self.layers_, pool=self.pool, num_prefix_tokens=n_prefix,
-                           has_class_token=has_cls, fmt=fmt)
-            autocast = (torch.autocast(device_type=device.type, dtype=amp_dtype)
-                        if amp_dtype is not None else contextlib.nullcontext())
+            tap = LayerTap(
+                self.model_,
+                self.layers_,
+                pool=self.pool,
+                num_prefix_tokens=n_prefix,
+                has_class_token=has_cls,
+                fmt=fmt,
+            )
+            autocast = (
+                torch.autocast(device_type=device.type, dtype=amp_dtype)
+                if amp_dtype is not None
+                else contextlib.nullcontext()
+            )
             try:
                 with torch.inference_mode(), autocast:
+
                     def run(batch):
                         feats = tap(batch.to(device))
                         return [f.reshape(f.shape[0], -1).float() for f in feats]
@@ -496,8 +525,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             # every few batches, so the GPU never waits for the host mid-run.
             if pending:
                 lo, hi = pending[0][0], pending[-1][1]
-                block = torch.cat([z for _, _, z in pending]) if len(pending) > 1 \
-                    else pending[0][2]
+                block = torch.cat([z for _, _, z in pending]) if len(pending) > 1 else pending[0][2]
                 pending.clear()
                 if as_torch:
                     out[lo:hi] = block
@@ -514,13 +542,23 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
                 event.synchronize()
                 out[lo:hi] = host.numpy()
 
-        with self._forward_context(device) as run, tqdm(
-            total=n, disable=not self.verbose, desc=type(self).__name__, unit="img",
-            leave=False,
-        ) as bar:
-            for start, stop, batch in iter_batches(source, self.data_config_,
-                                                   batch_size=self.batch_size, device=device,
-                                                   memory_format=fmt):
+        with (
+            self._forward_context(device) as run,
+            tqdm(
+                total=n,
+                disable=not self.verbose,
+                desc=type(self).__name__,
+                unit="img",
+                leave=False,
+            ) as bar,
+        ):
+            for start, stop, batch in iter_batches(
+                source,
+                self.data_config_,
+                batch_size=self.batch_size,
+                device=device,
+                memory_format=fmt,
+            ):
                 z = torch.cat(run(batch), dim=1)
                 if z.shape[1] != width:  # pragma: no cover - widths are fixed by the config
                     raise RuntimeError(f"Got {z.shape[1]} features, expected {width}.")

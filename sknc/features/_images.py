@@ -52,8 +52,8 @@ import numpy as np
 
 __all__ = [
     "IMAGENET_DEFAULT_CONFIG",
-    "ImageDataset",
-    "ImageNormalizer",
+    "ImageDataset",  # noqa: F822 (built lazily by the module __getattr__)
+    "ImageNormalizer",  # noqa: F822 (built lazily by the module __getattr__)
     "ImageSource",
     "check_images",
     "fingerprint_images",
@@ -116,8 +116,16 @@ def _as_stats(value, n_channels, name):
     return value
 
 
-def resolve_data_config(module, *, input_size=None, mean=None, std=None, crop_pct=None,
-                        interpolation=None, crop_mode=None):
+def resolve_data_config(
+    module,
+    *,
+    input_size=None,
+    mean=None,
+    std=None,
+    crop_pct=None,
+    interpolation=None,
+    crop_mode=None,
+):
     """The preprocessing config of ``module``, with user overrides.
 
     timm models: ``timm.data.resolve_model_data_config(module)``, corrected
@@ -220,8 +228,11 @@ def _array_layout(shape, where):
     if len(dims) == 2:
         return "HW"
     if len(dims) != 3:
-        kind = "a batch of images (N, H, W), (N, H, W, C) or (N, C, H, W)" if where != "image" \
+        kind = (
+            "a batch of images (N, H, W), (N, H, W, C) or (N, C, H, W)"
+            if where != "image"
             else "an image (H, W), (H, W, C) or (C, H, W)"
+        )
         raise ValueError(f"Expected {kind}; got an array of shape {tuple(shape)}.")
     first, last = dims[0], dims[2]
     if last <= 4 < first or (last in (1, 3) and first not in (1, 3)):
@@ -237,8 +248,9 @@ def _check_pixels_np(a, where):
     """uint8 stays; other ints must be in [0, 255]; floats must be finite in [0, 1]."""
     if a.dtype == np.uint8:
         return a
-    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer)
-                                    or np.issubdtype(a.dtype, np.floating)):
+    if a.dtype == np.bool_ or not (
+        np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)
+    ):
         raise ValueError(f"{where} has dtype {a.dtype}; expected uint8 or float images.")
     if a.size == 0:
         return a.astype(np.float32)
@@ -355,8 +367,9 @@ class ImageSource:
         self.n_channels = int(n_channels)
         self.X = X
         self.layout = None
-        if isinstance(X, torch.Tensor) or (isinstance(X, np.ndarray) and X.dtype != object
-                                           and X.dtype.kind not in "USO"):
+        if isinstance(X, torch.Tensor) or (
+            isinstance(X, np.ndarray) and X.dtype != object and X.dtype.kind not in "USO"
+        ):
             self.kind = "tensor" if isinstance(X, torch.Tensor) else "array"
             shape = tuple(X.shape)
             if len(shape) == 2:
@@ -395,8 +408,9 @@ class ImageSource:
                     f"arrays; got {type(X).__name__}."
                 )
             for i, item in enumerate(X):
-                if not (_is_path(item) or _is_pil(item) or isinstance(item, (np.ndarray,
-                                                                             torch.Tensor))):
+                if not (
+                    _is_path(item) or _is_pil(item) or isinstance(item, (np.ndarray, torch.Tensor))
+                ):
                     raise ValueError(
                         f"X[{i}] is a {type(item).__name__}; expected a file path, a PIL "
                         "image or an image array."
@@ -538,7 +552,7 @@ def _preprocess_group(x, config, device, non_blocking, check):
         mode = config["interpolation"]
         kwargs = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
         x = F.interpolate(x, size=size, mode=mode, **kwargs)
-        x = x[:, :, offset[0]:offset[0] + th, offset[1]:offset[1] + tw]
+        x = x[:, :, offset[0] : offset[0] + th, offset[1] : offset[1] + tw]
         if mode == "bicubic":
             x = x.clamp_(0.0, 1.0)
     if x.shape[1] != n_channels:
@@ -548,8 +562,9 @@ def _preprocess_group(x, config, device, non_blocking, check):
     return (x - mean).div_(std)
 
 
-def preprocess_batch(x, data_config, *, device=None, memory_format=None, non_blocking=False,
-                     check=True):
+def preprocess_batch(
+    x, data_config, *, device=None, memory_format=None, non_blocking=False, check=True
+):
     """Raw images -> normalised float32 model input, computed on ``device``.
 
     Parameters
@@ -589,12 +604,10 @@ def preprocess_batch(x, data_config, *, device=None, memory_format=None, non_blo
         for i, item in enumerate(items):
             groups.setdefault((tuple(item.shape), item.dtype), []).append(i)
         if len(groups) == 1:
-            out = _preprocess_group(torch.stack(items), data_config, device, non_blocking,
-                                    check)
+            out = _preprocess_group(torch.stack(items), data_config, device, non_blocking, check)
         else:
             n_channels, th, tw = data_config["input_size"]
-            out = torch.empty((len(items), n_channels, th, tw), dtype=torch.float32,
-                              device=device)
+            out = torch.empty((len(items), n_channels, th, tw), dtype=torch.float32, device=device)
             for idx in groups.values():
                 group = torch.stack([items[i] for i in idx])
                 out[torch.as_tensor(idx, device=device)] = _preprocess_group(
@@ -610,8 +623,9 @@ def _pin(batch):
     def pin(t):
         if t.device.type != "cpu" or t.is_pinned():
             return t
-        dense = t.is_contiguous() or (t.ndim == 4 and t.is_contiguous(
-            memory_format=torch.channels_last))
+        dense = t.is_contiguous() or (
+            t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last)
+        )
         if not dense:
             t = t.contiguous()
         pinned = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, pin_memory=True)
@@ -622,8 +636,16 @@ def _pin(batch):
     return [pin(b) for b in batch]
 
 
-def iter_batches(X, data_config, *, batch_size=64, device="cpu", memory_format=None,
-                 prefetch=True, n_threads=None):
+def iter_batches(
+    X,
+    data_config,
+    *,
+    batch_size=64,
+    device="cpu",
+    memory_format=None,
+    prefetch=True,
+    n_threads=None,
+):
     """Yield ``(start, stop, batch)`` with model-ready batches of ``X``.
 
     The next batch is read (files decoded in a small thread pool, arrays
@@ -663,8 +685,9 @@ def iter_batches(X, data_config, *, batch_size=64, device="cpu", memory_format=N
         if isinstance(batch, list) and len({(b.shape, b.dtype) for b in batch}) == 1:
             batch = torch.stack(batch)  # equal sizes (the usual case): one tensor, one copy
         if on_host:  # CPU: preprocess here too, overlapping the previous forward pass
-            return preprocess_batch(batch, data_config, device=device, check=False,
-                                    memory_format=memory_format)
+            return preprocess_batch(
+                batch, data_config, device=device, check=False, memory_format=memory_format
+            )
         return _pin(batch) if pin else batch
 
     if on_host and source.kind != "list" and torch.get_num_threads() >= (os.cpu_count() or 1):
@@ -682,8 +705,14 @@ def iter_batches(X, data_config, *, batch_size=64, device="cpu", memory_format=N
             if reader and i + 1 < len(bounds):
                 pending = reader.submit(read, bounds[i + 1])
             if not on_host:  # accelerators: bytes go to the device, converted there
-                raw = preprocess_batch(raw, data_config, device=device, check=False,
-                                       memory_format=memory_format, non_blocking=pin)
+                raw = preprocess_batch(
+                    raw,
+                    data_config,
+                    device=device,
+                    check=False,
+                    memory_format=memory_format,
+                    non_blocking=pin,
+                )
             yield bound[0], bound[1], raw
     finally:
         if reader is not None:
@@ -826,16 +855,23 @@ def _make_dataset():
         ((3, 32, 32), -1.0, 1)
         """
 
-        def __init__(self, X, y=None, *, data_config=None, transform=None,
-                     transform_input="pil", pixels="normalized", return_pairs=None):
+        def __init__(
+            self,
+            X,
+            y=None,
+            *,
+            data_config=None,
+            transform=None,
+            transform_input="pil",
+            pixels="normalized",
+            return_pairs=None,
+        ):
             self.data_config = dict(data_config or IMAGENET_DEFAULT_CONFIG)
             self.source = check_images(X, n_channels=self.data_config["input_size"][0])
             if y is not None:
                 y = y.to_numpy() if hasattr(y, "to_numpy") else y
                 if len(y) != len(self.source):
-                    raise ValueError(
-                        f"X has {len(self.source)} images but y has {len(y)} targets."
-                    )
+                    raise ValueError(f"X has {len(self.source)} images but y has {len(y)} targets.")
             if transform_input not in ("pil", "tensor"):
                 raise ValueError(
                     f"transform_input must be 'pil' or 'tensor', got {transform_input!r}."
@@ -861,8 +897,11 @@ def _make_dataset():
                 else:
                     from PIL import Image
 
-                    arr = raw if raw.dtype == torch.uint8 else (
-                        raw.float().clamp(0, 1).mul(255).round().to(torch.uint8))
+                    arr = (
+                        raw
+                        if raw.dtype == torch.uint8
+                        else (raw.float().clamp(0, 1).mul(255).round().to(torch.uint8))
+                    )
                     arr = arr.permute(1, 2, 0).numpy()
                     mode = "L" if arr.shape[2] == 1 else "RGB"
                     img = Image.fromarray(arr[:, :, 0] if mode == "L" else arr, mode=mode)

@@ -103,8 +103,10 @@ def backbone_state_dict(module):
     :func:`sknc.features._backbone.load_weights` (which skips mismatching
     heads). SCL-FT heads read combined features and are left out.
     """
-    state = {k: v.detach().to("cpu").clone().contiguous()
-             for k, v in module.backbone.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu").clone().contiguous()
+        for k, v in module.backbone.state_dict().items()
+    }
     if module.method != "scl-ft" and module.classifier_name:
         for key, value in module.head.state_dict().items():
             state[f"{module.classifier_name}.{key}"] = value.detach().to("cpu").clone()
@@ -128,8 +130,9 @@ class BackboneCheckpoint(Callback):
 
         epoch = len(net.history)
         path = os.path.join(self.dirname, f"epoch_{epoch:03d}.safetensors")
-        save_file(backbone_state_dict(net.module_), path,
-                  metadata={"epoch": str(epoch), "format": "pt"})
+        save_file(
+            backbone_state_dict(net.module_), path, metadata={"epoch": str(epoch), "format": "pt"}
+        )
         net.history.record("checkpoint", path)
 
 

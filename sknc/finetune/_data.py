@@ -51,9 +51,13 @@ def make_train_dataset(X, y, data_config, augment=None):
     """The training ``Dataset`` over images ``X`` with integer labels ``y``."""
     if augment is None:
         return ImageDataset(X, y, data_config=data_config)
-    return ImageDataset(X, y, data_config=data_config,
-                        transform=AugmentThenPreprocess(augment, data_config),
-                        transform_input="tensor")
+    return ImageDataset(
+        X,
+        y,
+        data_config=data_config,
+        transform=AugmentThenPreprocess(augment, data_config),
+        transform_input="tensor",
+    )
 
 
 class CachedPrefixDataset(Dataset):

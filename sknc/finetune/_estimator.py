@@ -50,8 +50,9 @@ def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, TransformerMixin,
-                           BaseEstimator):
+class FineTuningClassifier(
+    ClassNamePrefixFeaturesOutMixin, ClassifierMixin, TransformerMixin, BaseEstimator
+):
     """Fine-tune a pretrained backbone: linear probe, Layer FT, SCL-FT or full FT.
 
     One estimator for the four methods compared by Li et al. (*Understanding
@@ -307,16 +308,46 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
     (True, True)
     """
 
-    def __init__(self, model, method="scl-ft", tuned_block=None, *, pretrained=False,
-                 weights=None, model_kwargs=None, combine="add", projection="auto",
-                 projection_rank="auto", skip_pool="auto", skip_norm=False, lr=1e-3,
-                 optimizer="adamw", weight_decay=0.0, momentum=0.9, max_epochs=10,
-                 batch_size=32, augment=None, cache_prefix="auto", validation_fraction=None,
-                 patience=None, input_size=None, mean=None, std=None, crop_pct=None,
-                 interpolation=None, device="auto",
-                 amp=False, num_workers=0, checkpoint_dir=None, save_checkpoints=False,
-                 on_epoch_end=None, compute_train_nc1=True, callbacks=None,
-                 random_state=None, verbose=0):
+    def __init__(
+        self,
+        model,
+        method="scl-ft",
+        tuned_block=None,
+        *,
+        pretrained=False,
+        weights=None,
+        model_kwargs=None,
+        combine="add",
+        projection="auto",
+        projection_rank="auto",
+        skip_pool="auto",
+        skip_norm=False,
+        lr=1e-3,
+        optimizer="adamw",
+        weight_decay=0.0,
+        momentum=0.9,
+        max_epochs=10,
+        batch_size=32,
+        augment=None,
+        cache_prefix="auto",
+        validation_fraction=None,
+        patience=None,
+        input_size=None,
+        mean=None,
+        std=None,
+        crop_pct=None,
+        interpolation=None,
+        device="auto",
+        amp=False,
+        num_workers=0,
+        checkpoint_dir=None,
+        save_checkpoints=False,
+        on_epoch_end=None,
+        compute_train_nc1=True,
+        callbacks=None,
+        random_state=None,
+        verbose=0,
+    ):
         self.model = model
         self.method = method
         self.tuned_block = tuned_block
@@ -374,8 +405,10 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
             raise ValueError(
                 f"projection must be 'auto', 'linear' or 'identity', got {self.projection!r}."
             )
-        if not (self.projection_rank in ("auto", None) or
-                (_is_int(self.projection_rank) and self.projection_rank >= 1)):
+        if not (
+            self.projection_rank in ("auto", None)
+            or (_is_int(self.projection_rank) and self.projection_rank >= 1)
+        ):
             raise ValueError(
                 f"projection_rank must be 'auto', None or a positive int, "
                 f"got {self.projection_rank!r}."
@@ -400,8 +433,9 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
                 f"got {type(self.optimizer).__name__}."
             )
         cp = self.crop_pct
-        if cp is not None and not (isinstance(cp, numbers.Real) and not isinstance(cp, bool)
-                                   and 0 < cp <= 1):
+        if cp is not None and not (
+            isinstance(cp, numbers.Real) and not isinstance(cp, bool) and 0 < cp <= 1
+        ):
             raise ValueError(f"crop_pct must be a number in (0, 1] or None, got {cp!r}.")
         if self.interpolation is not None and self.interpolation not in _INTERPOLATIONS:
             raise ValueError(
@@ -436,8 +470,9 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         import torch
 
         if isinstance(self.optimizer, str):
-            cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam,
-                   "sgd": torch.optim.SGD}[self.optimizer]
+            cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}[
+                self.optimizer
+            ]
         else:
             cls = self.optimizer
             if not issubclass(cls, torch.optim.Optimizer):
@@ -466,9 +501,17 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         cbs = []
         if self.patience is not None:
             monitor = "valid_loss" if self.validation_fraction else "train_loss"
-            cbs.append(("early_stopping", EarlyStopping(
-                monitor=monitor, patience=self.patience, load_best=True,
-                sink=print if self.verbose else _noop)))
+            cbs.append(
+                (
+                    "early_stopping",
+                    EarlyStopping(
+                        monitor=monitor,
+                        patience=self.patience,
+                        load_best=True,
+                        sink=print if self.verbose else _noop,
+                    ),
+                )
+            )
         if checkpoint_dir is not None:
             cbs.append(("backbone_checkpoint", BackboneCheckpoint(checkpoint_dir)))
         if self.on_epoch_end is not None:
@@ -480,8 +523,9 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
                 name, cb = item
             else:
                 name, cb = None, item
-            if not (isinstance(cb, Callback) or (isinstance(cb, type)
-                                                 and issubclass(cb, Callback))):
+            if not (
+                isinstance(cb, Callback) or (isinstance(cb, type) and issubclass(cb, Callback))
+            ):
                 raise ValueError(f"callbacks[{i}] is not a skorch callback: {item!r}.")
             cb = copy.deepcopy(cb)
             cbs.append((name or f"user_callback_{i}", cb))
@@ -507,7 +551,7 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
     @staticmethod
     def _n_images(X):
         shape = getattr(X, "shape", None)
-        if shape is not None and len(shape) == 2 and getattr(X, "dtype", None) != object:
+        if shape is not None and len(shape) == 2 and getattr(X, "dtype", None) != object:  # noqa: E721 (numpy dtype equality, not type identity)
             raise ValueError(
                 f"Got a 2-D array of shape {tuple(shape)}: {FineTuningClassifier.__name__} "
                 "takes images (N, H, W), (N, H, W, C) or (N, C, H, W), or lists of file paths "
@@ -516,9 +560,7 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         try:
             return len(X)
         except TypeError as exc:
-            raise ValueError(
-                f"X must be a collection of images, got {type(X).__name__}."
-            ) from exc
+            raise ValueError(f"X must be a collection of images, got {type(X).__name__}.") from exc
 
     def fit(self, X, y):
         """Fine-tune on images ``X`` with labels ``y``.
@@ -563,8 +605,9 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         if self.validation_fraction:
             from skorch.dataset import ValidSplit
 
-            train_split = ValidSplit(float(self.validation_fraction), stratified=True,
-                                     random_state=seed)
+            train_split = ValidSplit(
+                float(self.validation_fraction), stratified=True, random_state=seed
+            )
 
         net = FineTuneSkorchNet(
             module=FineTuneNet,
@@ -601,14 +644,19 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         )
         fork_devices = []
         if device.type == "cuda":
-            fork_devices = [device.index if device.index is not None
-                            else torch.cuda.current_device()]
+            fork_devices = [
+                device.index if device.index is not None else torch.cuda.current_device()
+            ]
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
             net.initialize()
             module = net.module_
-            if (self.method == "linear-probe" and not self.pretrained and self.weights is None
-                    and not isinstance(self.model, torch.nn.Module)):
+            if (
+                self.method == "linear-probe"
+                and not self.pretrained
+                and self.weights is None
+                and not isinstance(self.model, torch.nn.Module)
+            ):
                 from ..features._backbone import warn_identity_blocks
 
                 warn_identity_blocks(module.backbone, self.model, what="linear-probe features")
@@ -616,8 +664,13 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
             self.net_ = net
             self.tuned_block_ = module.tuned_block
             self.data_config_ = resolve_data_config(
-                module.backbone, input_size=self.input_size, mean=self.mean, std=self.std,
-                crop_pct=self.crop_pct, interpolation=self.interpolation)
+                module.backbone,
+                input_size=self.input_size,
+                mean=self.mean,
+                std=self.std,
+                crop_pct=self.crop_pct,
+                interpolation=self.interpolation,
+            )
             source = check_images(X, n_channels=self.data_config_["input_size"][0])
             self.n_params_, self.n_trainable_params_ = count_parameters(module)
             self.trainable_fraction_ = self.n_trainable_params_ / max(self.n_params_, 1)
@@ -636,8 +689,9 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
                     net.partial_fit(dataset, y_enc)
                 self.history_ = net.history
                 self.n_iter_ = len(net.history)
-                self.checkpoints_ = [row["checkpoint"] for row in net.history
-                                     if "checkpoint" in row]
+                self.checkpoints_ = [
+                    row["checkpoint"] for row in net.history if "checkpoint" in row
+                ]
                 self.train_nc1_ = None
                 if self.compute_train_nc1:
                     self.train_nc1_ = self._train_nc1(source, cache, y_enc)
@@ -667,35 +721,46 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
                 raise ValueError(f"cache_prefix=True cannot be used: {reason}.")
             return None
         module.eval()
-        example = preprocess_batch(source.load(0, min(2, len(source))), self.data_config_,
-                                   device=self.device_)
+        example = preprocess_batch(
+            source.load(0, min(2, len(source))), self.data_config_, device=self.device_
+        )
         try:
             module.build_split(example)
         except SplitError as exc:
             if self.cache_prefix is True:
-                raise ValueError(f"cache_prefix=True but the backbone cannot be split at "
-                                 f"{module.tuned_block!r}: {exc}") from exc
+                raise ValueError(
+                    f"cache_prefix=True but the backbone cannot be split at "
+                    f"{module.tuned_block!r}: {exc}"
+                ) from exc
             warn_external(f"Prefix caching disabled, training without it: {exc}", UserWarning)
             return None
         with torch.no_grad(), self.net_._autocast():
-            per_sample = sum(t[0].numel() * t.element_size()
-                             for t in module.prefix_outputs(example))
+            per_sample = sum(
+                t[0].numel() * t.element_size() for t in module.prefix_outputs(example)
+            )
         estimate = per_sample * len(source)
         if self.cache_prefix == "auto" and estimate > AUTO_CACHE_MAX_BYTES:
             warn_external(
                 f"Prefix caching disabled: the cache would take {estimate / 1024**3:.1f} GiB "
                 f"(> {AUTO_CACHE_MAX_BYTES / 1024**3:.0f} GiB); pass cache_prefix=True to "
-                "cache anyway.", UserWarning)
+                "cache anyway.",
+                UserWarning,
+            )
             module.__dict__["_split"] = None
             return None
         chunks = None
-        batches = iter_batches(source, self.data_config_, batch_size=max(self.batch_size, 64),
-                               device=self.device_)
+        batches = iter_batches(
+            source, self.data_config_, batch_size=max(self.batch_size, 64), device=self.device_
+        )
         if self.verbose:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, total=-(-len(source) // max(self.batch_size, 64)),
-                           desc="caching prefix", leave=False)
+            batches = tqdm(
+                batches,
+                total=-(-len(source) // max(self.batch_size, 64)),
+                desc="caching prefix",
+                leave=False,
+            )
         with torch.no_grad(), self.net_._autocast():
             for _, _, batch in batches:
                 outs = module.prefix_outputs(batch)
@@ -706,9 +771,11 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         tensors = [torch.cat(parts) for parts in chunks]
         dataset = CachedPrefixDataset(tensors, y_enc)
         if self.verbose:
-            print(f"Cached prefix activations for {len(source)} images: "
-                  f"{dataset.nbytes / 1024**2:.1f} MiB "
-                  f"(shapes {[tuple(t.shape[1:]) for t in tensors]}).")
+            print(
+                f"Cached prefix activations for {len(source)} images: "
+                f"{dataset.nbytes / 1024**2:.1f} MiB "
+                f"(shapes {[tuple(t.shape[1:]) for t in tensors]})."
+            )
         return dataset
 
     def _train_nc1(self, source, cache, y_enc):
@@ -723,7 +790,7 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
             bs = max(self.batch_size, 64)
             with torch.no_grad(), self.net_._autocast():
                 for s in range(0, len(y_enc), bs):
-                    cached = [t[s:s + bs].to(self.device_) for t in cache.tensors]
+                    cached = [t[s : s + bs].to(self.device_) for t in cache.tensors]
                     parts.append(module.head_input(cached=cached).float().cpu())
             Z = torch.cat(parts).numpy()
         else:
@@ -760,8 +827,9 @@ class FineTuningClassifier(ClassNamePrefixFeaturesOutMixin, ClassifierMixin, Tra
         outs = []
         try:
             with torch.no_grad(), self.net_._autocast():
-                for _, _, batch in iter_batches(X, self.data_config_, batch_size=self.batch_size,
-                                                device=device):
+                for _, _, batch in iter_batches(
+                    X, self.data_config_, batch_size=self.batch_size, device=device
+                ):
                     out = module.head_input(batch) if features else module(batch)
                     outs.append(out.float().cpu())
         finally:

@@ -92,8 +92,7 @@ def _stage_blocks(module, path):
         if not isinstance(inner, (nn.Sequential, nn.ModuleList)):
             return None
         container, prefix = inner, f"{path}.blocks"
-    children = [(name, child) for name, child in container.named_children()
-                if _n_params(child) > 0]
+    children = [(name, child) for name, child in container.named_children() if _n_params(child) > 0]
     if not children or not all(any(True for _ in child.children()) for _, child in children):
         return None
     return [f"{prefix}.{name}" for name, _ in children]
@@ -229,8 +228,16 @@ class SkipBranch(nn.Module):
         Apply a ``LayerNorm`` (with affine parameters) before the projection.
     """
 
-    def __init__(self, in_features, out_features, *, combine="add", projection="linear",
-                 rank=None, norm=False):
+    def __init__(
+        self,
+        in_features,
+        out_features,
+        *,
+        combine="add",
+        projection="linear",
+        rank=None,
+        norm=False,
+    ):
         super().__init__()
         self.in_features = int(in_features)
         self.combine = combine
@@ -416,10 +423,16 @@ def _check_split(backbone, split, example):
             ref = backbone(example)
             cut = split.prefix(example)
             for i, value in enumerate(cut):
-                if not isinstance(value, torch.Tensor) or value.ndim == 0 \
-                        or value.shape[0] != example.shape[0]:
-                    what = (f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor)
-                            else type(value).__name__)
+                if (
+                    not isinstance(value, torch.Tensor)
+                    or value.ndim == 0
+                    or value.shape[0] != example.shape[0]
+                ):
+                    what = (
+                        f"shape {tuple(value.shape)}"
+                        if isinstance(value, torch.Tensor)
+                        else type(value).__name__
+                    )
                     raise SplitError(
                         f"Value {i} crossing the cut is not a per-sample tensor ({what})."
                     )
@@ -511,10 +524,24 @@ class FineTuneNet(nn.Module):
     ['head.weight', 'head.bias']
     """
 
-    def __init__(self, model, n_classes, method="scl-ft", tuned_block=None, *,
-                 pretrained=False, weights=None, model_kwargs=None, combine="add",
-                 projection="auto", projection_rank="auto", skip_pool="auto",
-                 skip_norm=False, input_size=None, seed=None):
+    def __init__(
+        self,
+        model,
+        n_classes,
+        method="scl-ft",
+        tuned_block=None,
+        *,
+        pretrained=False,
+        weights=None,
+        model_kwargs=None,
+        combine="add",
+        projection="auto",
+        projection_rank="auto",
+        skip_pool="auto",
+        skip_norm=False,
+        input_size=None,
+        seed=None,
+    ):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
@@ -527,14 +554,16 @@ class FineTuneNet(nn.Module):
         n_classes = int(n_classes)
         if n_classes < 2:
             raise ValueError(f"n_classes must be at least 2, got {n_classes}.")
-        backbone = create_backbone(model, pretrained=pretrained, weights=weights,
-                                   model_kwargs=model_kwargs, seed=seed)
+        backbone = create_backbone(
+            model, pretrained=pretrained, weights=weights, model_kwargs=model_kwargs, seed=seed
+        )
         blocks = list_layers(backbone)
         self.method = method
         self.n_classes = n_classes
         self.classifier_name = classifier_name(backbone)
-        self.tuned_block = (resolve_tuned_block(backbone, tuned_block, blocks)
-                            if method in TUNED_METHODS else None)
+        self.tuned_block = (
+            resolve_tuned_block(backbone, tuned_block, blocks) if method in TUNED_METHODS else None
+        )
         self.feature_dim = strip_classifier(backbone)
         self.backbone = backbone
         self.combine = combine
@@ -559,23 +588,31 @@ class FineTuneNet(nn.Module):
                 proj = projection
                 if proj == "auto":
                     proj = "linear" if combine == "add" else "identity"
-                if proj == "identity" and combine == "add" \
-                        and self.block_width != self.feature_dim:
+                if proj == "identity" and combine == "add" and self.block_width != self.feature_dim:
                     raise ValueError(
                         f"projection='identity' with combine='add' needs the pooled output "
                         f"of {self.tuned_block!r} ({self.block_width} features) to be as wide "
                         f"as the penultimate features ({self.feature_dim}); use "
                         "projection='linear' or combine='concat'."
                     )
-                rank = (_resolve_rank(projection_rank, self.block_width, self.feature_dim)
-                        if proj == "linear" else None)
-                self.skip = SkipBranch(self.block_width, self.feature_dim, combine=combine,
-                                       projection=proj, rank=rank, norm=bool(skip_norm))
+                rank = (
+                    _resolve_rank(projection_rank, self.block_width, self.feature_dim)
+                    if proj == "linear"
+                    else None
+                )
+                self.skip = SkipBranch(
+                    self.block_width,
+                    self.feature_dim,
+                    combine=combine,
+                    projection=proj,
+                    rank=rank,
+                    norm=bool(skip_norm),
+                )
                 if combine == "concat":
                     wide = nn.Linear(self.feature_dim + self.skip.out_features, n_classes)
                     with torch.no_grad():
                         wide.weight.zero_()
-                        wide.weight[:, :self.feature_dim].copy_(head.weight)
+                        wide.weight[:, : self.feature_dim].copy_(head.weight)
                         wide.bias.copy_(head.bias)
                     head = wide
         self.head = head
@@ -619,8 +656,13 @@ class FineTuneNet(nn.Module):
             torch.set_grad_enabled(self._outer_grad)
 
     def _pool_block(self, output):
-        return pool_features(output, self.num_prefix_tokens, self.skip_pool,
-                             has_class_token=self.has_class_token, fmt=self.fmt)
+        return pool_features(
+            output,
+            self.num_prefix_tokens,
+            self.skip_pool,
+            has_class_token=self.has_class_token,
+            fmt=self.fmt,
+        )
 
     def _capture_hook(self, _module, _args, output):
         if self._captured is None:
@@ -664,8 +706,9 @@ class FineTuneNet(nn.Module):
 
     # -- forward -------------------------------------------------------------
     def _pool_output(self, out):
-        return pool_features(out, self.num_prefix_tokens, "auto",
-                             has_class_token=self.has_class_token, fmt=self.fmt)
+        return pool_features(
+            out, self.num_prefix_tokens, "auto", has_class_token=self.has_class_token, fmt=self.fmt
+        )
 
     def _run_backbone(self, x):
         self._captured = None
@@ -769,4 +812,3 @@ class FineTuneNet(nn.Module):
         state["_outer_grad"] = None
         state["_raw_capture"] = False
         return state
-

@@ -196,9 +196,7 @@ class _TorchOps:
         return self.torch.empty((n, m), dtype=dtype, device=self.device)
 
     def class_sums(self, Y, codes, n_classes):
-        out = self.torch.zeros(
-            (n_classes, Y.shape[1]), dtype=Y.dtype, device=Y.device
-        )
+        out = self.torch.zeros((n_classes, Y.shape[1]), dtype=Y.dtype, device=Y.device)
         return out.index_add_(0, codes, Y)
 
     def counts(self, codes, n_classes):

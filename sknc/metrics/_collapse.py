@@ -138,9 +138,7 @@ class _Prepared:
                     Y = ops.astype(X[start:stop], self.cdtype)
                     if shift:
                         Y = Y - ref_dev
-                    sums += ops.astype(
-                        ops.class_sums(Y, self.codes[start:stop], K), ops.f64()
-                    )
+                    sums += ops.astype(ops.class_sums(Y, self.codes[start:stop], K), ops.f64())
             return ops.to_numpy(sums)
 
         sums = sum(self.run_chunks(work))
@@ -423,8 +421,9 @@ def check_report_options(center, cdnv_variant, nc3_variant):
     check_option(nc3_variant, "nc3_variant", _NC3_VARIANTS)
 
 
-def _build_report(Mc, W_y, *, nc1, cdnv, nc4, n_samples, n_features, classes, center,
-                  cdnv_variant, nc3_variant):
+def _build_report(
+    Mc, W_y, *, nc1, cdnv, nc4, n_samples, n_features, classes, center, cdnv_variant, nc3_variant
+):
     """The report of :func:`collapse_report` and :meth:`NCStatistics.report`.
 
     NC1, CDNV and NC4 come from the passes over the data; NC2, equinorm,
@@ -454,6 +453,7 @@ def _build_report(Mc, W_y, *, nc1, cdnv, nc4, n_samples, n_features, classes, ce
 # --------------------------------------------------------------------------
 # public functions
 # --------------------------------------------------------------------------
+
 
 @_lean_blas
 def nc1(X, y, *, center="global", chunk_size=None):
@@ -836,9 +836,7 @@ def collapse_report(
     prep = _Prepared(X, y, chunk_size)
     linear = W_y = None
     if coef is not None:
-        W, b, row_codes, W_y = check_coef(
-            coef, intercept, prep.classes, prep.n_features, classes
-        )
+        W, b, row_codes, W_y = check_coef(coef, intercept, prep.classes, prep.n_features, classes)
         linear = (W, b, row_codes)
     elif intercept is not None:
         raise ValueError("intercept was given without coef.")

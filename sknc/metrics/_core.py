@@ -26,9 +26,7 @@ def blas_controller():
 def blas_threads():
     """Threads numpy's BLAS may use now (respects OMP/OPENBLAS settings and limits)."""
     counts = [
-        info["num_threads"]
-        for info in blas_controller().info()
-        if info.get("user_api") == "blas"
+        info["num_threads"] for info in blas_controller().info() if info.get("user_api") == "blas"
     ]
     return max(1, min(max(counts, default=1), os.cpu_count() or 1))
 

@@ -309,9 +309,7 @@ class NCScorer:
             The negated metric (greater is better).
         """
         if kwargs:
-            raise TypeError(
-                f"NC scorers take no extra parameters, got {sorted(kwargs)}."
-            )
+            raise TypeError(f"NC scorers take no extra parameters, got {sorted(kwargs)}.")
         self._validate()
         token = _scoring_round()
         round_cache = None

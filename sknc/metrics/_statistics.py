@@ -413,9 +413,7 @@ class NCStatistics:
             The merged statistics.
         """
         if not isinstance(other, NCStatistics):
-            raise TypeError(
-                f"Can only merge another NCStatistics, got {type(other).__name__}."
-            )
+            raise TypeError(f"Can only merge another NCStatistics, got {type(other).__name__}.")
         if other._ops is None:
             return self
         if self._ops is None:
@@ -449,9 +447,7 @@ class NCStatistics:
 
     def _snapshot(self, min_classes=2):
         if self._ops is None or not self._labels:
-            raise NotFittedError(
-                "This NCStatistics has seen no data yet; call update(X, y) first."
-            )
+            raise NotFittedError("This NCStatistics has seen no data yet; call update(X, y) first.")
         K = len(self._labels)
         if K < min_classes:
             raise ValueError(
@@ -780,9 +776,7 @@ class NC4Counter:
     ):
         means = np.asarray(to_numpy(means), dtype=np.float64)
         if means.ndim != 2 or means.shape[0] < 2:
-            raise ValueError(
-                f"means must be 2-D with at least 2 rows, got shape {means.shape}."
-            )
+            raise ValueError(f"means must be 2-D with at least 2 rows, got shape {means.shape}.")
         if not np.isfinite(means).all():
             raise ValueError("means contains NaN or infinity.")
         K, d = means.shape
@@ -859,9 +853,7 @@ class NC4Counter:
         X, ops = check_features(X)
         n, d = X.shape
         if d != self._means.shape[1]:
-            raise ValueError(
-                f"X has {d} features but the class means have {self._means.shape[1]}."
-            )
+            raise ValueError(f"X has {d} features but the class means have {self._means.shape[1]}.")
         cdt = ops.compute_dtype(X)
         K = self._means.shape[0]
         cst = self._constants(ops, cdt)
@@ -921,8 +913,7 @@ class NC4Counter:
         )
         if not same:
             raise ValueError(
-                "Cannot merge NC4 counters bound to different class means or "
-                "classifier weights."
+                "Cannot merge NC4 counters bound to different class means or classifier weights."
             )
         self._n += other._n
         self._dis += other._dis

@@ -82,13 +82,9 @@ def raise_not_finite(X, ops, name="X"):
         finite = bool(np.isfinite(X).all())
     if not finite:
         raise ValueError(
-            f"{name} contains NaN or infinity; neural-collapse metrics need finite "
-            "features."
+            f"{name} contains NaN or infinity; neural-collapse metrics need finite features."
         )
-    raise ValueError(
-        f"{name} has values so large that their sums overflow; rescale the "
-        "features."
-    )
+    raise ValueError(f"{name} has values so large that their sums overflow; rescale the features.")
 
 
 def _unique_numpy(y):
@@ -140,9 +136,7 @@ def encode_labels(y, n_samples, ops, *, min_classes=2):
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1:
-            raise ValueError(
-                f"y must be 1-D of shape (n_samples,), got shape {tuple(y.shape)}."
-            )
+            raise ValueError(f"y must be 1-D of shape (n_samples,), got shape {tuple(y.shape)}.")
         if y.shape[0] != n_samples:
             raise ValueError(
                 f"X has {n_samples} samples but y has {y.shape[0]} labels; they "
@@ -267,13 +261,10 @@ def check_coef(coef, intercept, classes, n_features, coef_classes=None):
         missing = [c for c in classes.tolist() if c not in pos]
         if missing:
             raise ValueError(
-                f"y contains classes {missing[:5]} that are not among the classes "
-                "of coef."
+                f"y contains classes {missing[:5]} that are not among the classes of coef."
             )
         cls_pos = {lab: i for i, lab in enumerate(classes.tolist())}
-        row_codes = np.array(
-            [cls_pos.get(lab, -1) for lab in labels.tolist()], dtype=np.intp
-        )
+        row_codes = np.array([cls_pos.get(lab, -1) for lab in labels.tolist()], dtype=np.intp)
         W_y = W[[pos[c] for c in classes.tolist()]]
     return W, b, row_codes, W_y
 

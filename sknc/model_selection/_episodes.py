@@ -357,9 +357,7 @@ class EpisodeSplit(BaseCrossValidator):
             Query indices of the episode, laid out like ``train``.
         """
         if groups is not None:
-            warn_external(
-                f"The groups parameter is ignored by {type(self).__name__}", UserWarning
-            )
+            warn_external(f"The groups parameter is ignored by {type(self).__name__}", UserWarning)
         y = self._check_y(X, y)
         for support, query in self._iter_chunks(y):
             for s, q in zip(support, query):

@@ -764,9 +764,7 @@ def evaluate_episodes(
         kernels = queue.SimpleQueue()
         for _ in range(n_jobs):
             kernels.put(
-                _EpisodeKernel(
-                    Xt, norms, n_way, n_shot, n_query, batch_size, metric, normalize
-                )
+                _EpisodeKernel(Xt, norms, n_way, n_shot, n_query, batch_size, metric, normalize)
             )
 
         def run(job):

@@ -123,9 +123,7 @@ class BackboneRanking:
         if metric not in _NC_COLUMNS:
             raise ValueError(f"metric must be one of {_NC_COLUMNS}, got {metric!r}.")
         if "accuracy" not in self.table[0]:
-            raise ValueError(
-                "No accuracy was measured (accuracy=False); nothing to plot against."
-            )
+            raise ValueError("No accuracy was measured (accuracy=False); nothing to plot against.")
         import matplotlib.pyplot as plt
 
         if ax is None:
@@ -143,9 +141,7 @@ class BackboneRanking:
         ax.set_ylabel("linear-probe accuracy")
         corr = self.correlations.get(metric)
         if corr is not None and np.isfinite(corr["spearman"]):
-            ax.set_title(
-                f"Spearman {corr['spearman']:.2f}, Kendall {corr['kendall']:.2f}"
-            )
+            ax.set_title(f"Spearman {corr['spearman']:.2f}, Kendall {corr['kendall']:.2f}")
         return ax
 
     def __repr__(self):
@@ -231,12 +227,22 @@ def rank_correlation(x, y):
     n = int(x.shape[0])
     nan = float("nan")
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return {"spearman": nan, "spearman_pvalue": nan, "kendall": nan, "kendall_pvalue": nan,
-                "n": n}
+        return {
+            "spearman": nan,
+            "spearman_pvalue": nan,
+            "kendall": nan,
+            "kendall_pvalue": nan,
+            "n": n,
+        }
     rho, p_rho = stats.spearmanr(x, y)
     tau, p_tau = stats.kendalltau(x, y)
-    return {"spearman": float(rho), "spearman_pvalue": float(p_rho), "kendall": float(tau),
-            "kendall_pvalue": float(p_tau), "n": n}
+    return {
+        "spearman": float(rho),
+        "spearman_pvalue": float(p_rho),
+        "kendall": float(tau),
+        "kendall_pvalue": float(p_tau),
+        "n": n,
+    }
 
 
 def _as_paired(values, name):
@@ -254,8 +260,7 @@ def _as_paired(values, name):
 
 def _correlations(table):
     acc = [row["accuracy"] for row in table]
-    return {metric: rank_correlation([row[metric] for row in table], acc)
-            for metric in _NC_COLUMNS}
+    return {metric: rank_correlation([row[metric] for row in table], acc) for metric in _NC_COLUMNS}
 
 
 def _warn_narrow(table, n_classes):

@@ -124,8 +124,11 @@ def _partitions(obj, name):
 
 
 def _check_split_every(split_every):
-    if (not isinstance(split_every, numbers.Integral) or isinstance(split_every, bool)
-            or split_every < 2):
+    if (
+        not isinstance(split_every, numbers.Integral)
+        or isinstance(split_every, bool)
+        or split_every < 2
+    ):
         raise ValueError(f"split_every must be an int >= 2, got {split_every!r}.")
     return int(split_every)
 
@@ -136,7 +139,7 @@ def _tree_reduce(nodes, func, split_every):
 
     merge = delayed(func, pure=True)
     while len(nodes) > 1:
-        nodes = [merge(*nodes[i:i + split_every]) for i in range(0, len(nodes), split_every)]
+        nodes = [merge(*nodes[i : i + split_every]) for i in range(0, len(nodes), split_every)]
     return nodes[0]
 
 
@@ -570,8 +573,9 @@ def nc_statistics_from_partitions(X, y=None, *, split_every=8, chunk_size=None, 
     from dask import delayed
 
     task = delayed(_partition_statistics, pure=True)
-    leaves = [task(xp, yp, layout, chunk_size, i)
-              for i, (xp, yp) in enumerate(zip(x_parts, y_parts))]
+    leaves = [
+        task(xp, yp, layout, chunk_size, i) for i, (xp, yp) in enumerate(zip(x_parts, y_parts))
+    ]
     result = _tree_reduce(leaves, _merge_statistics, split_every)
     return result.compute() if compute else result
 
