@@ -2,7 +2,9 @@
 
 Contents
 --------
-warn_external(message, category=UserWarning)
+SkncWarning
+    Base class of sknc's own warnings (a ``UserWarning``).
+warn_external(message, category=SkncWarning)
     ``warnings.warn`` with the stack level of the first frame outside the
     sknc package, so that the warning names the line of the caller (the
     user's script, test or notebook cell) however deep inside sknc it was
@@ -16,10 +18,19 @@ import os
 import sys
 import warnings
 
-__all__ = ["warn_external"]
+__all__ = ["SkncWarning", "warn_external"]
 
 _PACKAGE_DIR = os.path.normcase(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _PREFIX = _PACKAGE_DIR + os.sep
+
+
+class SkncWarning(UserWarning):
+    """Base class of the warnings sknc itself issues.
+
+    Filter them as a group (``warnings.filterwarnings("ignore",
+    category=SkncWarning)``); the test suite turns them into errors unless a
+    test expects them.
+    """
 
 
 def _in_package(frame):
@@ -44,15 +55,16 @@ def external_stacklevel():
     return level
 
 
-def warn_external(message, category=UserWarning):
+def warn_external(message, category=SkncWarning):
     """Issue a warning attributed to the first caller outside the sknc package.
 
     Parameters
     ----------
     message : str
         The warning message.
-    category : Warning subclass, default=UserWarning
-        The warning category.
+    category : Warning subclass, default=SkncWarning
+        The warning category (a :class:`SkncWarning` subclass for sknc's own
+        warnings).
 
     Examples
     --------
@@ -62,7 +74,7 @@ def warn_external(message, category=UserWarning):
     ...     warnings.simplefilter("always")
     ...     warn_external("careful")
     >>> str(record[0].message), record[0].category.__name__
-    ('careful', 'UserWarning')
+    ('careful', 'SkncWarning')
     """
     # level 1 of external_stacklevel() is this function; warnings.warn in
     # here sees the same stack
