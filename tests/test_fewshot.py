@@ -249,6 +249,39 @@ def test_torch_threads_restored(rng):
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_every_step_runs_inside_the_thread_policy(as_tensor, rng, monkeypatch):
+    """Kernel and CDNV run within n_jobs threads, whatever torch's setting (issue 19)."""
+    torch = pytest.importorskip("torch")
+    from threadpoolctl import threadpool_limits
+
+    import sknc.metrics
+    from sknc.utils import blas_threads
+
+    X, y = _gaussian(rng, dtype=np.float32)
+    seen = []
+    real_cdnv = sknc.metrics.cdnv
+
+    def spy(*args, **kwargs):
+        seen.append((torch.get_num_threads(), blas_threads(), type(args[0]).__module__))
+        return real_cdnv(*args, **kwargs)
+
+    monkeypatch.setattr(sknc.metrics, "cdnv", spy)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with threadpool_limits(2, user_api="blas"):
+            Xin = torch.from_numpy(X) if as_tensor else X
+            cv = EpisodeSplit(3, 1, 1, n_episodes=5, random_state=0)
+            res = evaluate_episodes(Xin, y, cv, n_jobs=1)
+            assert torch.get_num_threads() == 2 and blas_threads() == 2
+    finally:
+        torch.set_num_threads(old)
+    # CPU features go through the (faster) numpy path of cdnv, on one thread here
+    assert seen == [(1, 1, "numpy")]
+    assert res.cdnv == pytest.approx(real_cdnv(X, y), rel=1e-12)
+
+
 def test_verbose_progress_bar(capsys, rng):
     X, y = _gaussian(rng)
     evaluate_episodes(X, y, EpisodeSplit(3, 1, 1, n_episodes=20, random_state=0), verbose=True)

@@ -1,12 +1,9 @@
 """Vectorised few-shot evaluation of the nearest-class-centre classifier."""
 
 import numbers
-import os
 import queue
 import warnings
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +13,15 @@ from sklearn.utils.validation import check_consistent_length
 
 from ..neighbors import NearestClassCenter
 from ..neighbors._nearest_class_center import _validate_ncc_params
-from ..utils import is_torch_tensor, resolve_device, to_numpy
+from ..utils import (
+    is_torch_tensor,
+    map_threads,
+    resolve_device,
+    single_thread,
+    thread_budget,
+    thread_limits,
+    to_numpy,
+)
 from ._episodes import EpisodeSplit
 
 # On the CPU, support and query rows are gathered in sub-batches of about this
@@ -695,12 +700,7 @@ def evaluate_episodes(
         or batch_size < 1
     ):
         raise ValueError(f"batch_size must be None or an integer >= 1; got {batch_size!r}.")
-    if n_jobs is None:
-        n_jobs = torch.get_num_threads()
-    elif isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral) or n_jobs == 0:
-        raise ValueError(f"n_jobs must be None, -1 or an integer >= 1; got {n_jobs!r}.")
-    elif n_jobs < 0:
-        n_jobs = max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    n_jobs = thread_budget(n_jobs)
     n_way, n_shot, n_query, n_episodes = cv._check_params()
 
     X = _check_features(X)
@@ -754,9 +754,8 @@ def evaluate_episodes(
 
     with ExitStack() as stack:
         stack.enter_context(torch.inference_mode())
-        if on_cpu:
-            # tiny ops: parallel over batches of episodes, one thread each
-            stack.enter_context(_torch_threads(1))
+        # tiny ops: one thread each, parallel over batches of episodes
+        stack.enter_context(single_thread())
         norms = _row_norms(Xt, rows if (rows is not None and remap is None) else None)
         bar = stack.enter_context(
             tqdm(total=n_episodes, disable=not verbose, desc="episodes", unit="ep")
@@ -778,7 +777,7 @@ def evaluate_episodes(
                 with torch.inference_mode():  # thread-local: set in every worker
                     c, u = kernel(st, qt, first)
                     late = kernel.flush() if kernel.n_pending >= _PENDING_QUERIES else None
-                return first, c.cpu().numpy(), u.cpu().numpy(), late
+                return job, (first, c.cpu().numpy(), u.cpu().numpy(), late)
             finally:
                 kernels.put(kernel)
 
@@ -800,20 +799,9 @@ def evaluate_episodes(
                     s, q = rows[s], rows[q]
                 unsure_episodes[episode[i]] = (s, q)
 
-        if n_jobs == 1:
-            for job in batches():
-                record(run(job), job)
-        else:
-            pool = stack.enter_context(ThreadPoolExecutor(n_jobs))
-            pending = deque()
-            for job in batches():
-                pending.append((pool.submit(run, job), job))
-                if len(pending) >= 2 * n_jobs:
-                    fut, done_job = pending.popleft()
-                    record(fut.result(), done_job)
-            while pending:
-                fut, done_job = pending.popleft()
-                record(fut.result(), done_job)
+        results = stack.enter_context(closing(map_threads(run, batches(), n_jobs)))
+        for job, result in results:
+            record(result, job)
         while not kernels.empty():
             late = kernels.get().flush()
             if late is not None:
@@ -831,14 +819,7 @@ def evaluate_episodes(
     std = float(np.std(scores))
     cdnv_value = None
     if return_cdnv:
-        from ..metrics import cdnv
-
-        if rows is None:
-            cdnv_value = float(cdnv(Xt, y))
-        elif remap is not None:
-            cdnv_value = float(cdnv(Xt, y[rows]))
-        else:
-            cdnv_value = float(cdnv(_take_rows(X, rows), y[rows]))
+        cdnv_value = _cdnv(X, Xt, y, rows, remap, n_jobs)
     return FewShotResult(
         scores=scores,
         mean=float(np.mean(scores)),
@@ -854,20 +835,31 @@ def evaluate_episodes(
     )
 
 
-@contextmanager
-def _torch_threads(n):
-    """Temporarily set torch's intra-op thread count (restored on exit)."""
+def _cdnv(X, Xt, y, rows, remap, n_jobs):
+    """CDNV of the rows of the classes the episodes draw from, in the thread policy.
+
+    CPU features go through the numpy path of :func:`sknc.metrics.cdnv`
+    (a view, no copy), which spreads its passes over ``n_jobs``
+    single-threaded worker threads.
+    """
+    from ..metrics import cdnv
+
+    if remap is not None:  # Xt holds exactly those rows, on another device
+        feats, labels = Xt, y[rows]
+    elif rows is None:
+        feats, labels = Xt, y
+    else:
+        feats, labels = _take_rows(Xt, rows), y[rows]
+    if feats.device.type == "cpu" and feats.dtype in _numpy_dtypes():
+        feats = feats.numpy()
+    with thread_limits(n_jobs):
+        return float(cdnv(feats, labels))
+
+
+def _numpy_dtypes():
     import torch
 
-    old = torch.get_num_threads()
-    if old == n:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+    return (torch.float32, torch.float64, torch.float16)
 
 
 def _take_rows(X, idx):

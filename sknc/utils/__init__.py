@@ -1,5 +1,23 @@
 """Low-level helpers shared by every sknc subpackage (depends on nothing of ours)."""
 
+from ._threads import (
+    available_cores,
+    blas_threads,
+    map_threads,
+    single_thread,
+    thread_budget,
+    thread_limits,
+)
 from ._torch import is_torch_tensor, resolve_device, to_numpy
 
-__all__ = ["is_torch_tensor", "resolve_device", "to_numpy"]
+__all__ = [
+    "available_cores",
+    "blas_threads",
+    "is_torch_tensor",
+    "map_threads",
+    "resolve_device",
+    "single_thread",
+    "thread_budget",
+    "thread_limits",
+    "to_numpy",
+]

@@ -1,0 +1,159 @@
+"""Tests of the thread policy in sknc.utils (torch intra-op threads and BLAS)."""
+
+import doctest
+import threading
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from sknc.utils import (
+    _threads,
+    available_cores,
+    blas_threads,
+    map_threads,
+    single_thread,
+    thread_budget,
+    thread_limits,
+)
+
+
+@pytest.fixture
+def two_threads():
+    """torch and BLAS at 2 threads for the test (restored after)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    with threadpool_limits(2, user_api="blas"):
+        yield
+    torch.set_num_threads(old)
+
+
+def test_doctests():
+    result = doctest.testmod(_threads, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+def test_available_cores_is_the_affinity():
+    assert 1 <= available_cores() <= (len(__import__("os").sched_getaffinity(0)))
+
+
+def test_budget_follows_the_users_torch_setting(two_threads):
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert thread_budget() == 1
+        torch.set_num_threads(64)  # capped at the usable cores
+        assert thread_budget() == available_cores()
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_budget_explicit_values():
+    cores = available_cores()
+    assert thread_budget(1) == 1
+    assert thread_budget(-1) == cores
+    assert thread_budget(-cores - 5) == 1
+    assert thread_budget(10_000) == cores
+    assert thread_budget(np.int64(1)) == 1
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, True, "2", [1]])
+def test_budget_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="n_jobs must be None, -1 or an integer"):
+        thread_budget(bad)
+    with pytest.raises(ValueError, match="n must be None"):
+        with thread_limits(bad):
+            pass
+
+
+def test_blas_threads_respects_threadpoolctl():
+    with threadpool_limits(1, user_api="blas"):
+        assert blas_threads() == 1
+
+
+def test_thread_limits_sets_and_restores_both(two_threads):
+    before = (torch.get_num_threads(), blas_threads())
+    with thread_limits(1) as n:
+        assert n == 1
+        assert torch.get_num_threads() == 1
+        assert blas_threads() == 1
+        with single_thread():  # nested, already in force
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1
+    assert (torch.get_num_threads(), blas_threads()) == before
+
+
+def test_thread_limits_restores_on_error_and_interrupt(two_threads):
+    before = (torch.get_num_threads(), blas_threads())
+    for exc in (RuntimeError, KeyboardInterrupt):
+        with pytest.raises(exc):
+            with thread_limits(1):
+                raise exc()
+        assert (torch.get_num_threads(), blas_threads()) == before
+
+
+def test_thread_limits_as_decorator_is_reentrant(two_threads):
+    seen = []
+
+    @thread_limits(1)
+    def f(depth):
+        seen.append((torch.get_num_threads(), blas_threads()))
+        if depth:
+            f(depth - 1)
+
+    f(2)
+    assert seen == [(1, 1)] * 3
+    assert torch.get_num_threads() == 2 and blas_threads() == 2
+
+
+def test_thread_limits_only_what_is_asked(two_threads):
+    with thread_limits(1, torch=False):
+        assert torch.get_num_threads() == 2
+        assert blas_threads() == 1
+    with thread_limits(1, blas=False):
+        assert torch.get_num_threads() == 1
+        assert blas_threads() == 2
+
+
+def test_map_threads_order_workers_single_threaded(two_threads):
+    def work(i):
+        return i, torch.get_num_threads(), blas_threads(), threading.get_ident()
+
+    out = list(map_threads(work, range(20), n_jobs=2))
+    assert [o[0] for o in out] == list(range(20))
+    assert {o[1] for o in out} == {1}
+    assert {o[2] for o in out} == {1}
+    assert torch.get_num_threads() == 2 and blas_threads() == 2
+
+
+def test_map_threads_inline_when_one_job(two_threads):
+    main = threading.get_ident()
+    out = list(map_threads(lambda i: (threading.get_ident(), torch.get_num_threads()), [0, 1], 1))
+    assert out == [(main, 1), (main, 1)]
+    assert torch.get_num_threads() == 2
+
+
+def test_map_threads_propagates_errors_and_bounds_work(two_threads):
+    started = []
+
+    def work(i):
+        started.append(i)
+        if i == 3:
+            raise ValueError("bad item 3")
+        return i
+
+    with pytest.raises(ValueError, match="bad item 3"):
+        for _ in map_threads(work, range(1000), n_jobs=2, prefetch=2):
+            pass
+    # only a bounded number of items were started ahead of the failure
+    assert len(started) < 20
+    assert torch.get_num_threads() == 2 and blas_threads() == 2
+
+
+def test_map_threads_closed_early_restores(two_threads):
+    gen = map_threads(lambda i: i, range(100), n_jobs=2)
+    assert next(gen) == 0
+    gen.close()
+    assert torch.get_num_threads() == 2 and blas_threads() == 2
