@@ -454,7 +454,7 @@ def test_device_follows_the_net_after_unpickling_without_cuda(monkeypatch):
 def test_input_validation_errors():
     X = _images(6)
     with pytest.raises(ValueError, match="method must be"):
-        FineTuningClassifier("resnet10t", method="lora").fit(X, _labels(6))
+        FineTuningClassifier("resnet10t", method="vpt").fit(X, _labels(6))
     with pytest.raises(ValueError, match="2-D array"):
         FineTuningClassifier("resnet10t").fit(np.zeros((6, 10)), _labels(6))
     with pytest.raises(ValueError, match="at least 2 classes"):

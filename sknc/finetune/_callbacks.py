@@ -105,7 +105,7 @@ def backbone_state_dict(module):
     """
     state = {
         k: v.detach().to("cpu").clone().contiguous()
-        for k, v in module.backbone.state_dict().items()
+        for k, v in module.backbone_state_dict().items()
     }
     if module.method != "scl-ft" and module.classifier_name:
         for key, value in module.head.state_dict().items():

@@ -34,7 +34,8 @@ from ..utils._warnings import warn_external
 
 __all__ = ["FineTuningClassifier"]
 
-_METHODS = ("linear-probe", "layer-ft", "scl-ft", "full-ft")
+_METHODS = ("linear-probe", "layer-ft", "scl-ft", "full-ft", "lora", "bitfit", "norm")
+_TUNED_METHODS = ("layer-ft", "scl-ft")
 _OPTIMIZERS = ("adamw", "adam", "sgd")
 _AMP = (False, True, "bf16", "fp16")
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
@@ -71,6 +72,21 @@ class FineTuningClassifier(
       ``save_checkpoints=True`` this is source pre-training (see
       :func:`~sknc.finetune.pretrain_backbone`).
 
+    and the parameter-efficient baselines of the field, so that the
+    comparison is made with the same budget, data and head:
+
+    - ``"lora"``: low-rank adapters (Hu et al. 2022) on the backbone's
+      ``nn.Linear`` / ``nn.Conv2d`` layers through Hugging Face ``peft``
+      (the optional extra ``pip install 'sknc[peft]'``), plus the head.
+    - ``"bitfit"``: every bias of the backbone (Zaken et al. 2022) plus the
+      head.
+    - ``"norm"``: the affine parameters of every normalisation layer
+      (BatchNorm, LayerNorm, GroupNorm, ...) plus the head.
+    - ``"layer-ft"`` / ``"scl-ft"`` with several blocks (a list in
+      ``tuned_block``, or the last ``last_k`` blocks), and with the block
+      chosen from the collapse of the downstream data
+      (``tuned_block="auto"``).
+
     ``fit`` builds a skorch ``NeuralNetClassifier`` (``net_``) from the
     module *class* and these parameters, so every fit (and every ``clone``)
     starts from the pretrained weights, never from an earlier fit.
@@ -81,11 +97,20 @@ class FineTuningClassifier(
         A timm model name, a module (deep-copied, never modified) or a module
         class / factory, as for :class:`sknc.features.BackboneFeatures`. Its
         classifier is replaced by a new head with one output per class.
-    method : {"linear-probe", "layer-ft", "scl-ft", "full-ft"}, default="scl-ft"
+    method : {"linear-probe", "layer-ft", "scl-ft", "full-ft", "lora", "bitfit", "norm"}, \
+default="scl-ft"
         What to train (see above).
-    tuned_block : int, str or None, default=None
-        The block Layer FT / SCL-FT train (ignored by the other methods, so
-        a grid over ``method`` may keep it fixed): an index into
+    tuned_block : int, str, list of int/str, "auto" or None, default=None
+        The block(s) Layer FT / SCL-FT train (ignored by the other methods, so
+        a grid over ``method`` may keep it fixed). A list tunes several
+        blocks (SCL-FT's skip branch reads the first of them in forward
+        order). ``"auto"`` chooses one block from the layer-wise collapse of
+        the training data: one forward pass taps the pooled output of every
+        block of :func:`~sknc.finetune._modules.candidate_blocks`, measures
+        its NC1 (``block_nc_``) and applies
+        :func:`~sknc.finetune._modules.select_block_by_collapse`: the first
+        block after which NC1 stops improving (see *Notes*). One block is an
+        index into
         ``sknc.features._backbone.list_layers(model)`` (for ResNets these are
         whole stages, e.g. ``3`` is ``"layer3"``) or any module path, e.g.
         ``"layer3.5"`` (one bottleneck) or ``"blocks.8"``. An unknown name
@@ -96,6 +121,26 @@ class FineTuningClassifier(
         thirds of the depth for flat block lists (``"blocks.7"`` for ViT-B,
         whose blocks are ``blocks.0`` ... ``blocks.11``). The resolved path is
         ``tuned_block_``.
+    last_k : int or None, default=None
+        Layer FT / SCL-FT: tune the last ``last_k`` blocks of
+        :func:`~sknc.finetune._modules.candidate_blocks` (``layer3.1``,
+        ``layer4.0``, ``layer4.1`` for ``last_k=3`` on a ResNet-18);
+        ``tuned_block`` must then be None.
+    lora_rank : int, default=8
+        ``method="lora"``: the rank ``r`` of every adapter.
+    lora_alpha : float or None, default=None
+        ``method="lora"``: the update is scaled by ``lora_alpha / lora_rank``;
+        None uses the rank (scale 1).
+    lora_dropout : float in [0, 1), default=0.0
+        ``method="lora"``: dropout on the adapters' input during training.
+    lora_targets : "auto", str or list of str, default="auto"
+        ``method="lora"``: the adapted layers. ``"auto"``: the attention
+        projections of transformers (timm's fused ``qkv``; else query and
+        value projections), else every dense (``groups=1``) ``nn.Conv2d``
+        of a CNN (all block convolutions, depthwise ones left out). A list
+        of module paths or name suffixes (``["qkv", "proj"]``), or a regular
+        expression matched against the full module paths. The adapted
+        paths are ``lora_targets_``.
     pretrained : bool, default=False
         Load timm's hub weights (timm names only; fails fast offline).
         Without them (and without ``weights``) training starts from timm's
@@ -234,13 +279,24 @@ class FineTuningClassifier(
         Per-epoch losses, timings, checkpoints, hook values.
     n_iter_ : int
         Epochs run.
-    tuned_block_ : str or None
-        Module path of the tuned block (Layer FT / SCL-FT).
+    tuned_block_ : str, list of str or None
+        Module path of the tuned block (Layer FT / SCL-FT); a list, in
+        forward order, when several blocks are tuned.
+    block_nc_ : dict or None
+        With ``tuned_block="auto"``: ``{block: NC1}`` of the pooled block
+        outputs on the training data, in forward order, from which
+        ``tuned_block_`` was chosen; None otherwise.
+    lora_targets_ : list of str or None
+        The layers LoRA adapted (``method="lora"``).
+    seconds_per_epoch_ : float or None
+        Median wall time of the training epochs (skorch's ``dur``; after
+        the prefix cache was built). None when no epoch ran.
     n_params_ : int
         Parameters of the fine-tuned network (backbone without its old
         classifier, skip branch, new head).
     n_trainable_params_ : int
-        Parameters that are trained.
+        Parameters that are trained (head, skip branch and LoRA adapters
+        included).
     trainable_fraction_ : float
         ``n_trainable_params_ / n_params_``.
     train_nc1_ : float
@@ -292,6 +348,27 @@ class FineTuningClassifier(
     * ``transform(X)`` returns the head-input features ``z`` (penultimate
       features, or the combined features for SCL-FT), the features whose
       collapse ``train_nc1_`` measures.
+    * **Parameter-efficient baselines.** For ``"lora"``, ``"bitfit"`` and
+      ``"norm"`` the backbone stays in eval mode while training, like every
+      frozen part: BatchNorm layers keep their pretrained running statistics
+      (``"norm"`` trains their scale and shift only), dropout and drop-path
+      are off (LoRA's own dropout is on). Their trainable parameters sit
+      throughout the network, so prefix caching does not apply. LoRA's
+      ``lora_B`` starts at zero: at initialisation the network computes the
+      linear probe's logits. ``net_.module_.merge_lora()`` folds the updates
+      into the base weights (same predictions, no adapter overhead);
+      checkpoints store the merged weights in the model's own layout.
+    * **Tuned block chosen by collapse** (``tuned_block="auto"``). Li et al.
+      find that the downstream features of a pretrained network collapse
+      progressively with depth, and that tuning the block where that
+      progress stalls, with a skip connection to the head, gets the most
+      out of one block. The rule implemented (our reading of that
+      guideline): with ``v_i = log10 NC1`` of block ``i`` and
+      ``D = v_0 - min v``, tune the first block ``i >= 1`` such that
+      ``v_{i-1} - min_{j >= i} v_j <= 0.1 D`` (no later block improves the
+      collapse reached before block ``i`` by more than 10% of the total
+      drop), or the last block when collapse keeps improving to the end.
+      NC1 is measured on all of ``X`` (the validation split included).
 
     Examples
     --------
@@ -332,6 +409,11 @@ class FineTuningClassifier(
         cache_prefix="auto",
         validation_fraction=None,
         patience=None,
+        last_k=None,
+        lora_rank=8,
+        lora_alpha=None,
+        lora_dropout=0.0,
+        lora_targets="auto",
         input_size=None,
         mean=None,
         std=None,
@@ -369,6 +451,11 @@ class FineTuningClassifier(
         self.cache_prefix = cache_prefix
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.last_k = last_k
+        self.lora_rank = lora_rank
+        self.lora_alpha = lora_alpha
+        self.lora_dropout = lora_dropout
+        self.lora_targets = lora_targets
         self.input_size = input_size
         self.mean = mean
         self.std = std
@@ -399,6 +486,7 @@ class FineTuningClassifier(
     def _check_params(self):
         if self.method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}.")
+        self._check_peft_params()
         if self.combine not in ("add", "concat"):
             raise ValueError(f"combine must be 'add' or 'concat', got {self.combine!r}.")
         if self.projection not in ("auto", "linear", "identity"):
@@ -465,6 +553,88 @@ class FineTuningClassifier(
             raise ValueError("on_epoch_end must be a callable on_epoch_end(estimator, epoch).")
         if self.callbacks is not None and not isinstance(self.callbacks, (list, tuple)):
             raise ValueError("callbacks must be a list of skorch callbacks or (name, callback).")
+
+    def _check_peft_params(self):
+        tb = self.tuned_block
+        items = tb if isinstance(tb, (list, tuple)) else [tb]
+        if isinstance(tb, (list, tuple)) and not tb:
+            raise ValueError("tuned_block is an empty list; name at least one block.")
+        for item in items:
+            if not (item is None or isinstance(item, str) or _is_int(item)):
+                raise ValueError(
+                    f"tuned_block must be an int, a module path, a list of them, 'auto' or "
+                    f"None, got {tb!r}."
+                )
+        if isinstance(tb, (list, tuple)) and any(i is None or i == "auto" for i in tb):
+            raise ValueError(f"tuned_block lists may not contain None or 'auto', got {tb!r}.")
+        if self.last_k is not None:
+            if not _is_int(self.last_k) or self.last_k < 1:
+                raise ValueError(f"last_k must be a positive int or None, got {self.last_k!r}.")
+            if tb is not None:
+                raise ValueError(
+                    f"Pass either tuned_block or last_k, not both (got tuned_block={tb!r}, "
+                    f"last_k={self.last_k!r})."
+                )
+        if not _is_int(self.lora_rank) or self.lora_rank < 1:
+            raise ValueError(f"lora_rank must be a positive int, got {self.lora_rank!r}.")
+        la = self.lora_alpha
+        if la is not None and not (
+            isinstance(la, numbers.Real) and not isinstance(la, bool) and la > 0
+        ):
+            raise ValueError(f"lora_alpha must be a positive number or None, got {la!r}.")
+        ld = self.lora_dropout
+        if not (isinstance(ld, numbers.Real) and not isinstance(ld, bool) and 0 <= ld < 1):
+            raise ValueError(f"lora_dropout must be a number in [0, 1), got {ld!r}.")
+        lt = self.lora_targets
+        if not (
+            isinstance(lt, str)
+            or (isinstance(lt, (list, tuple)) and lt and all(isinstance(t, str) for t in lt))
+        ):
+            raise ValueError(
+                f"lora_targets must be 'auto', a regex or a list of module names, got {lt!r}."
+            )
+        if self.method == "lora":
+            from ._peft import import_peft
+
+            import_peft()
+
+    def _auto_block(self, X, y_enc, seed, device):
+        """``(block, block_nc)`` for ``tuned_block="auto"`` (one pass over ``X``)."""
+        import torch
+
+        from ..features._backbone import create_backbone, list_layers, strip_classifier
+        from ..features._images import check_images, iter_batches, resolve_data_config
+        from ._modules import candidate_blocks, layerwise_nc1, select_block_by_collapse
+
+        with torch.random.fork_rng(devices=[]):
+            backbone = create_backbone(
+                self.model,
+                pretrained=self.pretrained,
+                weights=self.weights,
+                model_kwargs=self.model_kwargs,
+                seed=seed,
+            )
+        blocks = candidate_blocks(backbone, list_layers(backbone))
+        strip_classifier(backbone)
+        backbone.to(device).eval()
+        config = resolve_data_config(
+            backbone,
+            input_size=self.input_size,
+            mean=self.mean,
+            std=self.std,
+            crop_pct=self.crop_pct,
+            interpolation=self.interpolation,
+        )
+        source = check_images(X, n_channels=config["input_size"][0])
+        batches = (
+            b
+            for _, _, b in iter_batches(
+                source, config, batch_size=max(self.batch_size, 64), device=device
+            )
+        )
+        pool = "auto" if self.skip_pool == "auto" else self.skip_pool
+        block_nc = layerwise_nc1(backbone, batches, y_enc, blocks, pool=pool)
+        return select_block_by_collapse(block_nc), block_nc
 
     def _optimizer_args(self):
         import torch
@@ -594,6 +764,10 @@ class FineTuningClassifier(
         device = resolve_device(self.device)
         optimizer, optimizer_kwargs = self._optimizer_args()
 
+        tuned_block, block_nc = self.tuned_block, None
+        if self.method in _TUNED_METHODS and isinstance(tuned_block, str) and tuned_block == "auto":
+            tuned_block, block_nc = self._auto_block(X, y_enc, seed, device)
+
         checkpoint_dir = None
         if self.save_checkpoints:
             parent = None if self.checkpoint_dir is None else os.fspath(self.checkpoint_dir)
@@ -614,7 +788,7 @@ class FineTuningClassifier(
             module__model=self.model,
             module__n_classes=len(classes),
             module__method=self.method,
-            module__tuned_block=self.tuned_block,
+            module__tuned_block=None if tuned_block == "auto" else tuned_block,
             module__pretrained=self.pretrained,
             module__weights=self.weights,
             module__model_kwargs=self.model_kwargs,
@@ -625,6 +799,11 @@ class FineTuningClassifier(
             module__skip_norm=self.skip_norm,
             module__input_size=self.input_size,
             module__seed=seed,
+            module__last_k=self.last_k,
+            module__lora_rank=self.lora_rank,
+            module__lora_alpha=self.lora_alpha,
+            module__lora_dropout=self.lora_dropout,
+            module__lora_targets=self.lora_targets,
             criterion=torch.nn.CrossEntropyLoss,
             optimizer=optimizer,
             lr=float(self.lr),
@@ -662,7 +841,12 @@ class FineTuningClassifier(
                 warn_identity_blocks(module.backbone, self.model, what="linear-probe features")
             self.classes_ = classes
             self.net_ = net
-            self.tuned_block_ = module.tuned_block
+            blocks_ = list(module.tuned_blocks)
+            self.tuned_block_ = (
+                None if not blocks_ else blocks_[0] if len(blocks_) == 1 else blocks_
+            )
+            self.block_nc_ = block_nc
+            self.lora_targets_ = module.lora_targets
             self.data_config_ = resolve_data_config(
                 module.backbone,
                 input_size=self.input_size,
@@ -689,6 +873,8 @@ class FineTuningClassifier(
                     net.partial_fit(dataset, y_enc)
                 self.history_ = net.history
                 self.n_iter_ = len(net.history)
+                durations = [row["dur"] for row in net.history if "dur" in row]
+                self.seconds_per_epoch_ = float(np.median(durations)) if durations else None
                 self.checkpoints_ = [
                     row["checkpoint"] for row in net.history if "checkpoint" in row
                 ]
@@ -714,6 +900,11 @@ class FineTuningClassifier(
         reason = None
         if self.method == "full-ft":
             reason = "full fine-tuning trains every layer, so no prefix is frozen"
+        elif self.method not in ("linear-probe", *_TUNED_METHODS):
+            reason = (
+                f"method={self.method!r} trains parameters throughout the backbone, "
+                "so no prefix is frozen"
+            )
         elif self.augment is not None:
             reason = "augment is set, so the frozen prefix sees different inputs every epoch"
         if reason is not None:

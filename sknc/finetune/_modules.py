@@ -4,12 +4,14 @@ Contents
 --------
 METHODS
     The fine-tuning methods: ``"linear-probe"``, ``"layer-ft"``, ``"scl-ft"``,
-    ``"full-ft"``.
+    ``"full-ft"`` and the parameter-efficient baselines ``"lora"``,
+    ``"bitfit"``, ``"norm"``.
 FineTuneNet(model, n_classes, method="scl-ft", tuned_block=None, ...)
     The network the estimators train: a backbone built with
     :func:`sknc.features._backbone.create_backbone` whose classifier is
-    stripped, an optional skip branch from the tuned block (SCL-FT), and a new
-    linear head. Freezing, BatchNorm/dropout handling of frozen parts and the
+    stripped, an optional skip branch from the tuned block (SCL-FT), LoRA
+    adapters (``"lora"``, see :mod:`sknc.finetune._peft`) and a new linear
+    head. Freezing, BatchNorm/dropout handling of frozen parts and the
     prefix/suffix split used for activation caching live here.
 SkipBranch(in_features, out_features, ...)
     Pooled block output -> (norm) -> projection, zero-initialised so that
@@ -22,6 +24,16 @@ BackboneSplit / split_backbone(backbone, block_path, example)
     backbone output.
 default_tuned_block(backbone, blocks=None)
     The documented default block to tune.
+candidate_blocks(backbone, blocks=None)
+    The fine-grained blocks in forward order (what ``last_k`` counts and
+    ``tuned_block="auto"`` chooses from).
+layerwise_nc1(backbone, batches, y, blocks, ...)
+    NC1 of the pooled output of each block on labelled data (one forward pass
+    per batch with a layer tap).
+select_block_by_collapse(block_nc, tolerance=0.1)
+    The ``tuned_block="auto"`` rule applied to per-block NC1 values.
+norm_modules(module)
+    The normalisation layers whose affine parameters ``"norm"`` tunes.
 resolve_tuned_block(backbone, tuned_block, blocks=None)
     Validate a block index / module path (or pick the default).
 count_parameters(module)
@@ -30,6 +42,7 @@ count_parameters(module)
 
 import math
 import numbers
+import re
 
 import torch
 from torch import nn
@@ -52,14 +65,26 @@ __all__ = [
     "LowRankLinear",
     "SkipBranch",
     "SplitError",
+    "candidate_blocks",
     "count_parameters",
     "default_tuned_block",
+    "layerwise_nc1",
+    "norm_modules",
     "resolve_tuned_block",
+    "resolve_tuned_blocks",
+    "select_block_by_collapse",
     "split_backbone",
 ]
 
-METHODS = ("linear-probe", "layer-ft", "scl-ft", "full-ft")
+METHODS = ("linear-probe", "layer-ft", "scl-ft", "full-ft", "lora", "bitfit", "norm")
 TUNED_METHODS = ("layer-ft", "scl-ft")
+# methods whose trainable parameters sit throughout the backbone: no frozen
+# prefix, gradients through the whole network
+PEFT_METHODS = ("lora", "bitfit", "norm")
+# methods whose frozen prefix is a fixed function (prefix caching applies)
+CACHEABLE_METHODS = ("linear-probe", "layer-ft", "scl-ft")
+# the tuned_block="auto" rule's tolerance (share of the total drop of log NC1)
+AUTO_BLOCK_TOLERANCE = 0.1
 COMBINES = ("add", "concat")
 PROJECTIONS = ("auto", "linear", "identity")
 SKIP_POOLS = ("auto", "avg", "token", "max")
@@ -159,6 +184,255 @@ def resolve_tuned_block(backbone, tuned_block, blocks=None):
             f"Pick a block with parameters, e.g. one of {valid}."
         )
     return path
+
+
+def candidate_blocks(backbone, blocks=None):
+    """The fine-grained blocks of ``backbone`` in forward order.
+
+    What ``last_k`` counts from the end and ``tuned_block="auto"`` chooses
+    from. Start from :func:`~sknc.features._backbone.list_layers`; when its
+    entries are all numbered children of one container (timm lists only the
+    stages where the resolution drops, e.g. ``blocks.0, blocks.1, blocks.2,
+    blocks.4, blocks.6`` for MobileNetV2), take every child of that
+    container instead, so that no stage is skipped. Then every entry that is
+    a *stage* (see :func:`default_tuned_block`) is replaced by its blocks,
+    and entries without parameters are dropped: ``layer1.0`` ... ``layer4.1``
+    for a ResNet-18, ``blocks.0.0`` ... ``blocks.6.0`` (17 blocks) for
+    MobileNetV2, ``blocks.0`` ... ``blocks.11`` for a ViT-B.
+
+    Parameters
+    ----------
+    backbone : torch.nn.Module
+    blocks : list of str or None
+        ``list_layers(backbone)`` computed before the classifier was
+        stripped; computed here when None.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> import timm
+    >>> from sknc.finetune._modules import candidate_blocks
+    >>> candidate_blocks(timm.create_model("resnet18"))[-3:]
+    ['layer3.1', 'layer4.0', 'layer4.1']
+    """
+    blocks = list_layers(backbone) if blocks is None else list(blocks)
+    modules = dict(backbone.named_modules())
+    parents = {b.rpartition(".")[0] for b in blocks}
+    if len(parents) == 1 and all(b.rpartition(".")[2].isdigit() for b in blocks):
+        parent = parents.pop()
+        container = modules.get(parent)
+        if isinstance(container, (nn.Sequential, nn.ModuleList)):
+            blocks = [f"{parent}.{name}" for name, _ in container.named_children()]
+    out = []
+    for b in blocks:
+        module = modules.get(b)
+        if module is None or _n_params(module) == 0:
+            continue
+        subs = _stage_blocks(module, b)
+        out.extend(subs if subs else [b])
+    if not out:
+        raise ValueError(
+            f"{type(backbone).__name__} has no block with parameters (blocks: {blocks})."
+        )
+    return out
+
+
+def resolve_tuned_blocks(backbone, tuned_block, last_k=None, blocks=None):
+    """Module paths of the blocks Layer FT / SCL-FT train, as a list.
+
+    Parameters
+    ----------
+    backbone : torch.nn.Module
+    tuned_block : int, str, list of int/str or None
+        One block (see :func:`resolve_tuned_block`), several, or None (the
+        default block, or the last ``last_k`` blocks).
+    last_k : int or None
+        Tune the last ``last_k`` of :func:`candidate_blocks`; needs
+        ``tuned_block=None``.
+    blocks : list of str or None
+        ``list_layers(backbone)`` before the classifier was stripped.
+
+    Raises
+    ------
+    ValueError
+        Unknown blocks, duplicates, nested blocks, both ``tuned_block`` and
+        ``last_k``, or ``last_k`` out of range.
+    """
+    if isinstance(tuned_block, str) and tuned_block == "auto":
+        raise ValueError(
+            "tuned_block='auto' is chosen from the training data by FineTuningClassifier.fit; "
+            "pass a block (index or module path) to FineTuneNet."
+        )
+    if last_k is not None:
+        if tuned_block is not None:
+            raise ValueError(
+                f"Pass either tuned_block or last_k, not both (got tuned_block={tuned_block!r}, "
+                f"last_k={last_k!r})."
+            )
+        if isinstance(last_k, bool) or not isinstance(last_k, numbers.Integral) or last_k < 1:
+            raise ValueError(f"last_k must be a positive int or None, got {last_k!r}.")
+        cands = candidate_blocks(backbone, blocks)
+        if last_k > len(cands):
+            raise ValueError(
+                f"last_k={last_k} but {type(backbone).__name__} has only {len(cands)} blocks: "
+                f"{cands}."
+            )
+        return cands[len(cands) - int(last_k) :]
+    if isinstance(tuned_block, (list, tuple)):
+        if not tuned_block:
+            raise ValueError("tuned_block is an empty list; name at least one block.")
+        paths = [resolve_tuned_block(backbone, b, blocks) for b in tuned_block]
+    else:
+        paths = [resolve_tuned_block(backbone, tuned_block, blocks)]
+    if len(set(paths)) != len(paths):
+        raise ValueError(f"tuned_block lists a block twice: {paths}.")
+    for a in paths:
+        for b in paths:
+            if a != b and b.startswith(a + "."):
+                raise ValueError(
+                    f"tuned_block lists {b!r} inside {a!r}; name each block once "
+                    "(the outer one tunes both)."
+                )
+    return paths
+
+
+def select_block_by_collapse(block_nc, tolerance=AUTO_BLOCK_TOLERANCE):
+    """The ``tuned_block="auto"`` rule: the first block after which NC1 stops improving.
+
+    Li et al. (TMLR 2024) observe that the downstream features of a
+    pretrained network collapse progressively with depth and that the
+    blocks that no longer add collapse are where fine-tuning pays. With
+    ``v_i = log10 NC1`` of the pooled output of block ``i`` (blocks in
+    forward order, ``i = 0 .. L-1``) and the total drop
+    ``D = v_0 - min_i v_i``, the chosen block is the first ``i >= 1`` for
+    which no later block improves on block ``i - 1`` by more than
+    ``tolerance * D``::
+
+        v_{i-1} - min_{j >= i} v_j <= tolerance * D
+
+    i.e. the first block from which on the frozen network stops collapsing
+    the downstream classes; when every block keeps improving, the last
+    block. One block: that block.
+
+    Parameters
+    ----------
+    block_nc : dict {str: float}
+        NC1 per block, in forward order (``FineTuningClassifier.block_nc_``).
+    tolerance : float, default=0.1
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        When a value is not a positive finite number.
+
+    Examples
+    --------
+    >>> from sknc.finetune._modules import select_block_by_collapse
+    >>> select_block_by_collapse({"b1": 1.0, "b2": 0.1, "b3": 0.05, "b4": 0.049})
+    'b4'
+    >>> select_block_by_collapse({"b1": 1.0, "b2": 0.1, "b3": 0.099})
+    'b3'
+    """
+    names = list(block_nc)
+    if not names:
+        raise ValueError("block_nc is empty.")
+    values = [float(block_nc[n]) for n in names]
+    bad = [n for n, v in zip(names, values) if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise ValueError(
+            f"NC1 is not a positive finite number for blocks {bad}; the collapse rule "
+            "cannot rank them (pass tuned_block explicitly)."
+        )
+    v = [math.log10(x) for x in values]
+    total = v[0] - min(v)
+    for i in range(1, len(v)):
+        if v[i - 1] - min(v[i:]) <= tolerance * total:
+            return names[i]
+    return names[-1]
+
+
+def layerwise_nc1(backbone, batches, y, blocks, *, pool="auto"):
+    """NC1 (:func:`sknc.metrics.nc1`) of the pooled output of each block.
+
+    Parameters
+    ----------
+    backbone : torch.nn.Module
+        In eval mode; its parameters are not changed.
+    batches : iterable of torch.Tensor
+        Preprocessed input batches, in the order of ``y``.
+    y : array-like of shape (n_samples,)
+    blocks : list of str
+        Module paths, tapped in one forward pass per batch.
+    pool : str, default="auto"
+        Pooling of the block outputs (:func:`pool_features`).
+
+    Returns
+    -------
+    dict {str: float}
+        In the order of ``blocks``; NaN where NC1 is not defined.
+    """
+    import warnings
+
+    import numpy as np
+
+    from ..features._backbone import LayerTap
+    from ..metrics import nc1
+
+    feats = [[] for _ in blocks]
+    with LayerTap(backbone, list(blocks), pool=pool) as tap, torch.no_grad():
+        for batch in batches:
+            for store, out in zip(feats, tap(batch)):
+                store.append(out.float().cpu())
+    y = np.asarray(y)
+    result = {}
+    for b, parts in zip(blocks, feats):
+        Z = torch.cat(parts).numpy().astype(np.float64)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result[b] = float(nc1(Z, y))
+        except ValueError:
+            result[b] = float("nan")
+    return result
+
+
+_NORM_TYPES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.RMSNorm,
+)
+
+
+def norm_modules(module):
+    """``[(path, layer)]`` of the normalisation layers ``method="norm"`` tunes.
+
+    torch's BatchNorm/LayerNorm/GroupNorm/InstanceNorm/RMSNorm (and their
+    subclasses, e.g. timm's ``BatchNormAct2d``, ``LayerNorm2d``), plus any
+    layer whose class name ends in ``Norm``/``Norm1d``/``Norm2d``/``Norm3d``
+    and that holds parameters of its own (e.g. timm's ``RmsNorm``).
+    """
+    out = []
+    for name, m in module.named_modules():
+        direct = any(True for _ in m.parameters(recurse=False))
+        if not direct:
+            continue
+        if isinstance(m, _NORM_TYPES) or re.search(r"Norm([123]d)?$", type(m).__name__):
+            out.append((name, m))
+    return out
 
 
 def _zero_(linear):
@@ -285,7 +559,7 @@ class BackboneSplit:
         self.n_cut = n_cut
 
 
-def _make_tracer(leaf_path):
+def _make_tracer(leaf_path, extra_leaves=()):
     import torch.fx as fx
 
     try:  # timm's registry of modules/functions that must not be traced through
@@ -301,7 +575,7 @@ def _make_tracer(leaf_path):
             super().__init__(autowrap_functions=functions)
 
         def is_leaf_module(self, m, module_qualified_name):
-            if module_qualified_name == leaf_path:
+            if module_qualified_name == leaf_path or module_qualified_name in extra_leaves:
                 return True
             if leaf_types and isinstance(m, leaf_types):
                 return True
@@ -310,11 +584,13 @@ def _make_tracer(leaf_path):
     return _SplitTracer()
 
 
-def split_backbone(backbone, block_path, example=None):
+def split_backbone(backbone, block_path, example=None, leaves=()):
     """Split ``backbone`` at the input of ``block_path`` with torch.fx.
 
     The backbone is traced (in eval mode: frozen parts behave as at
-    inference) with the block as a leaf. Nodes downstream of the block call
+    inference) with the block, and the modules in ``leaves`` (later tuned
+    blocks, whose train-mode behaviour must not be frozen into the trace),
+    as leaves. Nodes downstream of the block call
     form the suffix; every other node is the prefix; the non-parameter
     values the suffix reads from the prefix are the cut (usually one tensor,
     the block's input). When ``example`` is given, the split is checked on it:
@@ -332,7 +608,7 @@ def split_backbone(backbone, block_path, example=None):
     was_training = backbone.training
     backbone.eval()
     try:
-        tracer = _make_tracer(block_path)
+        tracer = _make_tracer(block_path, tuple(leaves))
         try:
             graph = tracer.trace(backbone)
         except Exception as exc:
@@ -464,12 +740,26 @@ class FineTuneNet(nn.Module):
         Passed to :func:`~sknc.features._backbone.create_backbone`.
     n_classes : int
         Outputs of the new head.
-    method : {"linear-probe", "layer-ft", "scl-ft", "full-ft"}, default="scl-ft"
-        What is trainable: the head only; the tuned block and the head; the
-        tuned block, the skip branch and the head; everything.
-    tuned_block : int, str or None, default=None
-        Block for Layer FT / SCL-FT (ignored otherwise); see
-        :func:`resolve_tuned_block` and :func:`default_tuned_block`.
+    method : {"linear-probe", "layer-ft", "scl-ft", "full-ft", "lora", "bitfit", "norm"}, \
+default="scl-ft"
+        What is trainable: the head only; the tuned block(s) and the head;
+        the tuned block(s), the skip branch and the head; everything; LoRA
+        adapters and the head; every bias of the backbone and the head; the
+        affine parameters of every normalisation layer (:func:`norm_modules`)
+        and the head.
+    tuned_block : int, str, list of int/str or None, default=None
+        Block(s) for Layer FT / SCL-FT (ignored otherwise); see
+        :func:`resolve_tuned_blocks`, :func:`resolve_tuned_block` and
+        :func:`default_tuned_block`. With several blocks the skip branch of
+        SCL-FT reads the first of them in forward order.
+    last_k : int or None, default=None
+        Layer FT / SCL-FT: tune the last ``last_k`` blocks of
+        :func:`candidate_blocks` (instead of ``tuned_block``).
+    lora_rank, lora_alpha, lora_dropout, lora_targets : optional
+        ``method="lora"``: rank ``r`` (default 8), scaling numerator
+        ``alpha`` (None: equal to the rank, a scale of 1), dropout on the
+        adapter input, and the adapted layers (``"auto"``: see
+        :func:`sknc.finetune._peft.default_lora_targets`). Needs ``peft``.
     pretrained, weights, model_kwargs : optional
         Passed to ``create_backbone``.
     combine : {"add", "concat"}, default="add"
@@ -541,6 +831,11 @@ class FineTuneNet(nn.Module):
         skip_norm=False,
         input_size=None,
         seed=None,
+        last_k=None,
+        lora_rank=8,
+        lora_alpha=None,
+        lora_dropout=0.0,
+        lora_targets="auto",
     ):
         super().__init__()
         if method not in METHODS:
@@ -561,8 +856,10 @@ class FineTuneNet(nn.Module):
         self.method = method
         self.n_classes = n_classes
         self.classifier_name = classifier_name(backbone)
-        self.tuned_block = (
-            resolve_tuned_block(backbone, tuned_block, blocks) if method in TUNED_METHODS else None
+        tuned = (
+            resolve_tuned_blocks(backbone, tuned_block, last_k, blocks)
+            if method in TUNED_METHODS
+            else []
         )
         self.feature_dim = strip_classifier(backbone)
         self.backbone = backbone
@@ -570,19 +867,39 @@ class FineTuneNet(nn.Module):
         self.skip_pool = skip_pool
         self.num_prefix_tokens, self.has_class_token, self.fmt = token_info(backbone)
         self.input_size = tuple(resolve_data_config(backbone, input_size=input_size)["input_size"])
+        if len(tuned) > 1:
+            tuned = self._forward_order(tuned)
+        self.tuned_blocks = tuple(tuned)
+        # the first tuned block in forward order: the cut of prefix caching
+        # and the source of SCL-FT's skip branch
+        self.tuned_block = tuned[0] if tuned else None
         # The head is created first, identically for every method, so that
         # Layer FT and SCL-FT built from the same seed share it.
         head = nn.Linear(self.feature_dim, n_classes)
         self.skip = None
         self.block_width = None
+        self.lora_targets = None
         self._captured = None
         self._outer_grad = None
         self._raw_capture = False
         self.__dict__["_split"] = None
+        if method == "lora":
+            from ._peft import inject_lora, resolve_lora_targets
+
+            self.lora_targets = resolve_lora_targets(backbone, lora_targets)
+            rank = int(lora_rank)
+            inject_lora(
+                backbone,
+                self.lora_targets,
+                rank=rank,
+                alpha=rank if lora_alpha is None else lora_alpha,
+                dropout=lora_dropout,
+            )
+        for path in self.tuned_blocks:
+            backbone.get_submodule(path).register_forward_pre_hook(self._enable_grad_hook)
         if self.tuned_block is not None:
-            block = backbone.get_submodule(self.tuned_block)
-            block.register_forward_pre_hook(self._enable_grad_hook)
             if method == "scl-ft":
+                block = backbone.get_submodule(self.tuned_block)
                 block.register_forward_hook(self._capture_hook)
                 self.block_width = self._probe_block_width()
                 proj = projection
@@ -628,25 +945,107 @@ class FineTuneNet(nn.Module):
     def _freeze(self):
         for p in self.parameters():
             p.requires_grad_(False)
+        for p in self.trainable_backbone_parameters():
+            p.requires_grad_(True)
         trainable = [self.head]
-        if self.method == "full-ft":
-            trainable.append(self.backbone)
-        elif self.tuned_block is not None:
-            trainable.append(self.backbone.get_submodule(self.tuned_block))
-            if self.skip is not None:
-                trainable.append(self.skip)
+        if self.skip is not None:
+            trainable.append(self.skip)
         for module in trainable:
             for p in module.parameters():
                 p.requires_grad_(True)
 
+    def trainable_backbone_parameters(self):
+        """The backbone parameters ``method`` trains (a list, shared ones once).
+
+        ``"full-ft"``: all; Layer FT / SCL-FT: those of the tuned blocks;
+        ``"lora"``: the adapters (peft's ``lora_*`` parameters); ``"bitfit"``:
+        every parameter named ``bias``; ``"norm"``: the parameters of
+        :func:`norm_modules`; ``"linear-probe"``: none.
+        """
+        bb = self.backbone
+        if self.method == "full-ft":
+            params = list(bb.parameters())
+        elif self.method in TUNED_METHODS:
+            params = [p for b in self.tuned_blocks for p in bb.get_submodule(b).parameters()]
+        elif self.method == "lora":
+            params = [p for n, p in bb.named_parameters() if ".lora_" in f".{n}"]
+        elif self.method == "bitfit":
+            params = [p for n, p in bb.named_parameters() if n.rsplit(".", 1)[-1] == "bias"]
+        elif self.method == "norm":
+            params = [p for _, m in norm_modules(bb) for p in m.parameters(recurse=False)]
+        else:
+            params = []
+        seen, out = set(), []
+        for p in params:
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+        return out
+
     def train(self, mode=True):
-        """Set train mode, keeping every frozen part of the backbone in eval mode."""
+        """Set train mode, keeping every frozen part of the backbone in eval mode.
+
+        For ``"lora"``, ``"bitfit"`` and ``"norm"`` the backbone stays in
+        eval mode too (BatchNorm keeps its pretrained running statistics;
+        only the named parameters train), except LoRA's own dropout.
+        """
         super().train(mode)
         if mode and self.method != "full-ft":
             self.backbone.eval()
-            if self.tuned_block is not None:
-                self.backbone.get_submodule(self.tuned_block).train(True)
+            for path in self.tuned_blocks:
+                self.backbone.get_submodule(path).train(True)
+            if self.method == "lora":
+                from ._peft import lora_layers
+
+                for _, layer in lora_layers(self.backbone):
+                    layer.lora_dropout.train(True)
         return self
+
+    def _forward_order(self, paths):
+        """``paths`` sorted by when the blocks first run (one probe forward pass)."""
+        order = []
+        handles = [
+            self.backbone.get_submodule(p).register_forward_pre_hook(
+                lambda _m, _a, p=p: order.append(p) if p not in order else None
+            )
+            for p in paths
+        ]
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            with torch.no_grad():
+                self.backbone(torch.zeros((2, *self.input_size)))
+        finally:
+            for h in handles:
+                h.remove()
+            self.backbone.train(was_training)
+        missing = [p for p in paths if p not in order]
+        if missing:
+            raise ValueError(f"The tuned blocks {missing} did not run in a forward pass.")
+        return order
+
+    # -- LoRA ------------------------------------------------------------------
+    def merge_lora(self):
+        """Fold the LoRA updates into the base weights (same predictions, faster)."""
+        from ._peft import merge_lora
+
+        merge_lora(self.backbone)
+        return self
+
+    def unmerge_lora(self):
+        """Undo :meth:`merge_lora`."""
+        from ._peft import unmerge_lora
+
+        unmerge_lora(self.backbone)
+        return self
+
+    def backbone_state_dict(self):
+        """The backbone's state dict in the original model's layout (LoRA merged)."""
+        if self.method == "lora":
+            from ._peft import plain_state_dict
+
+            return plain_state_dict(self.backbone)
+        return self.backbone.state_dict()
 
     # -- hooks ---------------------------------------------------------------
     def _enable_grad_hook(self, _module, _args):
@@ -712,7 +1111,7 @@ class FineTuneNet(nn.Module):
 
     def _run_backbone(self, x):
         self._captured = None
-        if self.method == "full-ft":
+        if self.method == "full-ft" or self.method in PEFT_METHODS:
             f = self.backbone(x)
         else:
             self._outer_grad = torch.is_grad_enabled() if self.tuned_block else None
@@ -777,16 +1176,22 @@ class FineTuneNet(nn.Module):
         Raises
         ------
         ValueError
-            For full fine-tuning (nothing is frozen before the first block).
+            For full FT, LoRA, BitFit and norm tuning (nothing is frozen
+            before the first layer).
         SplitError
             When the backbone cannot be split cleanly.
         """
-        if self.method == "full-ft":
-            raise ValueError("Prefix caching does not apply to full fine-tuning.")
+        if self.method not in CACHEABLE_METHODS:
+            raise ValueError(
+                f"Prefix caching does not apply to method={self.method!r}: its trainable "
+                "parameters start at the first layer."
+            )
         if self.method == "linear-probe":
             self.__dict__["_split"] = "backbone"
             return self.__dict__["_split"]
-        split = split_backbone(self.backbone, self.tuned_block, example)
+        split = split_backbone(
+            self.backbone, self.tuned_block, example, leaves=self.tuned_blocks[1:]
+        )
         self.__dict__["_split"] = split
         return split
 
