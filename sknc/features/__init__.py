@@ -6,8 +6,12 @@ BackboneFeatures
     Images -> penultimate or intermediate-layer features, in a Pipeline.
 ImageDataset
     Preprocessed images (and targets) as a ``torch.utils.data.Dataset``.
+TextFeatures
+    Strings -> sentence embeddings or pooled hidden states of a Hugging Face
+    / sentence-transformers encoder (``transformers`` imported lazily).
 list_layers
-    The blocks of a model that ``BackboneFeatures(layers=...)`` can tap.
+    The blocks of a model that ``BackboneFeatures(layers=...)`` (or, for a
+    text encoder, ``TextFeatures(layers=...)``) can tap.
 
 The shared machinery (model creation, weight loading, layer taps, image
 preprocessing) lives in ``sknc.features._backbone`` and
@@ -16,8 +20,9 @@ preprocessing) lives in ``sknc.features._backbone`` and
 
 from ._backbone import list_layers
 from ._backbone_features import BackboneFeatures
+from ._text import TextFeatures
 
-__all__ = ["BackboneFeatures", "ImageDataset", "list_layers"]
+__all__ = ["BackboneFeatures", "ImageDataset", "TextFeatures", "list_layers"]
 
 
 def __getattr__(name):

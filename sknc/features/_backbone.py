@@ -632,6 +632,10 @@ def list_layers(module):
     >>> list_layers("resnet18")
     ['act1', 'layer1', 'layer2', 'layer3', 'layer4']
     """
+    from ._text import is_text_model, list_text_layers
+
+    if is_text_model(module):  # Hugging Face / sentence-transformers encoders
+        return list_text_layers(module)
     if isinstance(module, str):
         module = create_backbone(module)
     names = dict(module.named_modules())

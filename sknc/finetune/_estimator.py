@@ -748,6 +748,12 @@ default="scl-ft"
         -------
         self : FineTuningClassifier
         """
+        from ..features._text import is_text_model
+
+        if is_text_model(self.model):  # Hugging Face / sentence-transformers encoders
+            from ._text import fit_text
+
+            return fit_text(self, X, y)
         import torch
 
         from ..features._images import check_images, resolve_data_config
@@ -1011,6 +1017,10 @@ default="scl-ft"
 
         from ..features._images import iter_batches
 
+        if getattr(self, "text_features_", None) is not None:
+            from ._text import forward_text
+
+            return forward_text(self, X, features=features)
         module = self.net_.module_
         device = self.device_
         was_training = module.training
@@ -1029,7 +1039,8 @@ default="scl-ft"
 
     def _check_X(self, X):
         check_is_fitted(self, "net_")
-        self._n_images(X)
+        if getattr(self, "text_features_", None) is None:
+            self._n_images(X)
         return X
 
     def decision_function(self, X):
