@@ -18,6 +18,7 @@ fit_text(estimator, X, y), forward_text(estimator, X, features=False)
 
 import copy
 import math
+import numbers
 import time
 import warnings
 
@@ -40,6 +41,7 @@ from ._modules import SkipBranch, _resolve_rank, count_parameters
 
 __all__ = ["TextFineTuneNet", "TokenDataset", "collate_tokens", "fit_text", "forward_text"]
 
+_TEXT_METHODS = ("linear-probe", "layer-ft", "scl-ft", "full-ft")
 # image-only parameters of FineTuningClassifier and their defaults
 _IMAGE_ONLY = {
     "weights": None,
@@ -296,6 +298,17 @@ def _check_text_params(est):
         raise ValueError(
             f"{bad} apply to images only; a text encoder takes its weights from the model "
             "directory / hub id and its preprocessing from TextFeatures(max_length=, ...)."
+        )
+    if est.method not in _TEXT_METHODS:
+        raise ValueError(
+            f"method={est.method!r} is not available for text encoders yet; use one of "
+            f"{_TEXT_METHODS}."
+        )
+    tb = est.tuned_block
+    if not (tb is None or isinstance(tb, (str, numbers.Integral))) or tb == "auto":
+        raise ValueError(
+            f"tuned_block for a text encoder is None, a layer index or a layer name "
+            f"(see sknc.features.list_layers), got {tb!r}."
         )
     if est.cache_prefix is True and est.method != "linear-probe":
         raise ValueError(
