@@ -3,7 +3,7 @@
 import numbers
 import queue
 import warnings
-from contextlib import ExitStack, closing
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,10 +23,7 @@ from ..utils import (
     to_numpy,
 )
 from ._episodes import EpisodeSplit
-
-# On the CPU, support and query rows are gathered in sub-batches of about this
-# many bytes, which stay in cache until they are used.
-_SUB_BATCH_BYTES = 1 << 19
+from ._ncc_kernel import _EpisodeKernel, _row_norms
 
 # Queries left undecided by the float32 pass are settled in float64 once this
 # many are queued (or at the end).
@@ -101,441 +98,6 @@ class FewShotResult:
             "cdnv": self.cdnv,
             "n_exact": self.n_exact,
         }
-
-
-def _row_norms(Xt, rows=None):
-    """Float64 Euclidean norms of the rows of ``Xt`` (only ``rows`` if given, others 0).
-
-    Computed in chunks on ``Xt``'s device, without a float64 copy of ``Xt``.
-    """
-    import torch
-
-    n, d = Xt.shape
-    out = torch.zeros(n, dtype=torch.float64, device=Xt.device)
-    f64 = torch.float64
-
-    def norm(chunk):
-        if not chunk.is_floating_point():
-            chunk = chunk.to(f64)
-        return torch.linalg.vector_norm(chunk, dim=1, dtype=f64)
-
-    step = max(1, (1 << 18) // max(d, 1))
-    if rows is None:
-        for i in range(0, n, step):
-            out[i : i + step] = norm(Xt[i : i + step])
-    else:
-        rows = torch.as_tensor(rows, dtype=torch.int64, device=Xt.device)
-        for i in range(0, rows.numel(), step):
-            r = rows[i : i + step]
-            out[r] = norm(Xt[r])
-    return out
-
-
-def _ieee_fp32_matmul(device):
-    """True if float32 matrix products on ``device`` run in IEEE float32.
-
-    TF32 / bfloat16 shortcuts (``torch.set_float32_matmul_precision``,
-    ``allow_tf32``, the ``fp32_precision`` switches) would void the float32
-    error bound of the first pass; then everything is done in float64.
-    """
-    import torch
-
-    try:
-        if torch.get_float32_matmul_precision() != "highest":
-            return False
-        backends = torch.backends
-        flags = [getattr(backends, "fp32_precision", "none")]
-        if device.type == "cuda":
-            if backends.cuda.matmul.allow_tf32:
-                return False
-            flags.append(getattr(backends.cuda.matmul, "fp32_precision", "none"))
-        elif device.type == "cpu":
-            mkldnn_matmul = getattr(backends.mkldnn, "matmul", None)
-            flags.append(getattr(mkldnn_matmul, "fp32_precision", "none"))
-        else:
-            return False
-        return all(f in ("none", "ieee") for f in flags)
-    except Exception:  # an unknown torch: be safe
-        return False
-
-
-class _EpisodeKernel:
-    """Vectorised NCC over a batch of episodes, with a rounding-difference bound.
-
-    Holds one worker's preallocated buffers (gathered support and query rows,
-    centre matrices), so that batches reuse memory instead of allocating and
-    page-faulting fresh buffers.
-
-    Parameters
-    ----------
-    Xt : torch.Tensor of shape (n_samples, n_features)
-        Features, on the device to compute on (any real dtype).
-    norms : torch.Tensor of shape (n_samples,), float64
-        Euclidean norms of the rows of ``Xt`` (see :func:`_row_norms`).
-    n_way, n_shot, n_query : int
-    batch_size : int
-        Largest number of episodes per call.
-    metric, normalize : str or None
-        As in ``NearestClassCenter``.
-
-    Notes
-    -----
-    Same decision rule as ``NearestClassCenter``. Supports are handled in
-    float64. The (many) query rows are gathered once and read once, by one
-    batched product with the episode's centre matrix ``M`` (the class
-    vectors ``v_k`` plus, where needed, one extra vector ``a``):
-
-    - Euclidean on raw features: score ``||v||^2 - 2 (q.v - a.v)`` with
-      ``v = c - a`` and ``a`` the mean of the centres; it differs from the
-      squared distance by ``||q - a||^2``, the same for every class.
-    - Euclidean on normalised features: ``||c||^2 - 2 q~.c``.
-    - Cosine: ``-q~.c/||c||``.
-
-    Here ``q~ = (q - a) / ||q - a||`` is the normalised query (``a`` the
-    support mean for ``"center+l2"``, else 0), obtained from ``q.c``,
-    ``q.a`` and the precomputed ``||q||`` without forming ``q - a``.
-
-    Every query gets a forward-error bound ``E`` on its scores, valid for
-    this computation and for ``NearestClassCenter``'s: ``gamma = 16 (d + W K
-    + 16) eps64`` times the magnitudes involved (normalising after centring
-    amplifies rounding by ``(||x|| + ||a||) / ||x - a||``). If the two best
-    scores are more than ``8 E`` apart (twice what two scores in two
-    implementations need), both implementations pick the same class.
-
-    Two passes: for float32 (or half) features, the query products are first
-    computed in float32 from the float32 rows (no float64 copy of the
-    queries), the bound widened by the float32 product's error,
-    ``eps32 ||q|| max ||m||`` with ``eps32 = (d + 2) u32 / (1 - (d + 2) u32)``
-    (doubled in the comparison, like the float64 bound). For
-    ``"center+l2"`` the float32 queries are centred on ``a`` before the
-    product (the expansion of ``||q - a||^2`` would lose too much in float32),
-    which adds the rounding of ``q - a`` to the bound. Only the queries the
-    first pass leaves undecided are recomputed in float64. Queries still
-    undecided make their episode "unsure"; the caller settles it with
-    ``NearestClassCenter`` itself.
-    """
-
-    def __init__(self, Xt, norms, n_way, n_shot, n_query, batch_size, metric, normalize):
-        import torch
-
-        self.Xt, self.norms = Xt, norms
-        self.W, self.K, self.Q = n_way, n_shot, n_query
-        self.metric, self.normalize = metric, normalize
-        d = Xt.shape[1]
-        f64, f32 = torch.float64, torch.float32
-        dev = Xt.device
-        self.d = d
-        self.gamma = 16.0 * (d + n_way * n_shot + 16) * torch.finfo(f64).eps
-        # the products also need the extra vector a
-        self.has_a = normalize == "center+l2" or (normalize is None and metric == "euclidean")
-        n_m = n_way + 1 if self.has_a else n_way
-        self.fast32 = Xt.dtype in (f32, torch.float16, torch.bfloat16) and _ieee_fp32_matmul(dev)
-        u32 = torch.finfo(f32).eps / 2
-        # rigorous bound for a float32 dot product of length d (any summation
-        # order), including the rounding of the float64 vector to float32
-        self.eps32 = (d + 2) * u32 / (1.0 - (d + 2) * u32)
-        self.two_u32 = 2.0 * u32
-        self.tiny32 = 4.0 * d * torch.finfo(f32).tiny  # flush-to-zero of tiny products
-
-        # on the CPU, supports are gathered (in float64) in cache-sized sub-batches
-        per_ep = n_way * n_shot * d * 8
-        self.sub_support = (
-            max(1, min(batch_size, _SUB_BATCH_BYTES // per_ep)) if dev.type == "cpu" else batch_size
-        )
-        n_s = self.sub_support * n_way * n_shot
-        # on the CPU, queries are gathered in cache-sized sub-batches, which
-        # stay in cache until the product reads them
-        self.sub_batch = (
-            max(1, min(batch_size, _SUB_BATCH_BYTES // (n_way * n_query * d * 4)))
-            if dev.type == "cpu"
-            else batch_size
-        )
-        n_q = self.sub_batch * n_way * n_query
-        self.s64 = torch.empty(n_s, d, dtype=f64, device=dev)
-        self.s_raw = torch.empty(n_s, d, dtype=Xt.dtype, device=dev) if Xt.dtype != f64 else None
-        q_dtype = f32 if self.fast32 else f64
-        self.q = torch.empty(n_q, d, dtype=q_dtype, device=dev)
-        self.q_raw = (
-            torch.empty(n_q, d, dtype=Xt.dtype, device=dev) if Xt.dtype != q_dtype else None
-        )
-        self.M64 = torch.empty(batch_size, n_m, d, dtype=f64, device=dev)
-        self.C64 = torch.empty(batch_size, n_way, d, dtype=f64, device=dev)
-        self.M32 = torch.empty(batch_size, n_m, d, dtype=f32, device=dev) if self.fast32 else None
-        self.truth = torch.arange(n_way, device=dev).repeat_interleave(n_query)
-        self._pending, self.n_pending = [], 0
-        self.avg_w = torch.full((1, n_way), 1.0 / n_way, dtype=f64, device=dev)
-
-    def _gather(self, idx, out, raw):
-        import torch
-
-        n = idx.numel()
-        if raw is None:
-            return torch.index_select(self.Xt, 0, idx, out=out[:n])
-        torch.index_select(self.Xt, 0, idx, out=raw[:n])
-        return out[:n].copy_(raw[:n])
-
-    def _scores(self, P, q_norm, ep, eps_p=None, centred=None):
-        """Scores (lower is nearer) of queries, and whether the best is certain.
-
-        Classes run along axis -2 of ``P``, queries along axis -1. Two forms
-        of input:
-
-        - float64 products ``P[..., k, j] = q_j.m_k`` with the rows ``m`` of
-          the centre matrix (the last one ``a`` where needed), ``eps_p=None``;
-        - first pass, float32 products, ``eps_p`` bounding the error of each
-          against the exact value; either ``P[..., k, j] = q_j.m_k`` as above,
-          or, for ``"center+l2"``, ``P[..., k, j] = q'_j.v_k`` with
-          ``q' = q - a`` rounded to float32 and ``centred = (n, e)``:
-          ``n`` approximates ``||q - a||`` to within ``e``.
-
-        ``q_norm`` (``||q||``), ``eps_p`` and ``centred`` have the shape of
-        ``P[..., 0, :]``; ``ep`` holds per-episode constants broadcastable to
-        it (scalars) or to ``P[..., :W, :]`` (per class).
-        """
-        import torch
-
-        W, g, inf = self.W, self.gamma, float("inf")
-        extra = 0.0 if eps_p is None else eps_p
-        # E64: float64 rounding here and in NearestClassCenter, per score;
-        # E32: the float32 computations of the first pass, per score
-        if self.has_a:
-            R = q_norm + ep["a_norm"]
-            if centred is None:  # (q - a).v and ||q - a||^2 by expansion
-                dot_a = P[..., :W, :] - ep["av"]
-                n2 = q_norm * q_norm - 2.0 * P[..., W, :] + ep["aa"]
-                n2_err = g * R * R + 2.0 * extra
-                n_err = 0.0
-            else:
-                dot_a = P
-                n, n_err = centred
-                n2 = n * n
-                n2_err = g * n2
-        if self.normalize is None and self.metric == "euclidean":
-            scores = ep["vv"] - 2.0 * dot_a
-            z_loc = (n2.clamp_min(0) + n2_err).sqrt() + n_err  # upper bound on ||q - a||
-            dlt = ep["delta"] + g * R
-            span = z_loc + ep["v_max"]
-            E64 = g * (span * span + 2.0 * R * ep["v_max"]) + 2.0 * dlt * span + dlt * dlt
-            E32 = 2.0 * extra
-        else:
-            if self.normalize == "center+l2":
-                ok = (n2 > 4.0 * n2_err) & (n2 > 16.0 * n_err * n_err)
-                n = torch.where(ok, n2, 1.0).sqrt()
-                dot = dot_a / n.unsqueeze(-2)
-                err64 = torch.where(ok, (g * R / n + g * R * R / n2) * ep["v_max"], inf)
-                err32 = (extra + n_err * ep["v_max"]) / n
-            else:  # "l2", or cosine on raw features: divide by ||q||
-                n = torch.where(q_norm == 0, 1.0, q_norm)
-                dot = P / n.unsqueeze(-2)
-                err64 = 2.0 * g * ep["v_max"]
-                err32 = extra / n
-            if self.metric == "euclidean":
-                scores = ep["vv"] - 2.0 * dot
-                E64 = g * (1.0 + ep["v_max"]) ** 2 + 2.0 * (err64 + ep["delta"])
-                E32 = 2.0 * err32
-            else:
-                scores = -dot
-                E64 = g + err64 + ep["delta"]
-                E32 = err32
-        # two scores, two implementations: 4 E64 (+ 2 E32) would do; doubled
-        tol = torch.nan_to_num(8.0 * E64 + 4.0 * E32, nan=inf)
-        # best and second-best score; with a tie both are equal (margin 0), and
-        # which index min() reports does not matter: the query is unsure
-        two, pos = torch.topk(scores, 2, dim=-2, largest=False, sorted=True)
-        sure = (two[..., 1, :] - two[..., 0, :]) > tol  # False for NaN / inf too
-        return pos[..., 0, :], sure
-
-    def __call__(self, support, query, first=0):
-        """Run a batch.
-
-        Parameters
-        ----------
-        support : torch.Tensor of shape (B, W, K), int64, on the device
-        query : torch.Tensor of shape (B, W, Q), int64, on the device
-        first : int
-            Number of the batch's first episode (reported by :meth:`flush`).
-
-        Returns
-        -------
-        correct : torch.Tensor of shape (B,)
-            Number of queries per episode classified correctly, for certain.
-        unsure : torch.Tensor of shape (B,), bool
-            Episodes with a query whose two nearest centres are so close
-            that rounding (here or in ``NearestClassCenter``) could swap them.
-
-        Notes
-        -----
-        With the float32 first pass, the queries it leaves undecided are
-        queued (``n_pending``) for :meth:`flush`, which settles them in one
-        float64 pass for many batches: ``correct`` does not count them, and
-        ``unsure`` is all False.
-        """
-        import torch
-
-        B = support.shape[0]
-        W, K, Q, d = self.W, self.K, self.Q, self.d
-        f64 = torch.float64
-        inf = float("inf")
-        gamma = self.gamma
-        normalize, metric = self.normalize, self.metric
-
-        qidx = query.reshape(-1)
-        q_norm = torch.index_select(self.norms, 0, qidx).view(B, W * Q)
-
-        # --- supports (float64), in cache-sized sub-batches: normalise in
-        # place, then class centres C, and the rounding scale delta of the
-        # centres (and of anything built from them)
-        C = self.C64[:B]
-        delta = torch.empty(B, dtype=f64, device=C.device)
-        if normalize == "center+l2":
-            a = torch.empty(B, d, dtype=f64, device=C.device)
-        step = self.sub_support
-        for i in range(0, B, step):
-            j = min(B, i + step)
-            # shot-major (K, b, W, d): class sums over the outer axis (fast)
-            sidx = support[i:j].permute(2, 0, 1).reshape(-1)
-            S = self._gather(sidx, self.s64, self.s_raw).view(K, j - i, W, d)
-            s_norm = torch.index_select(self.norms, 0, sidx).view(K, j - i, W)
-            if normalize == "center+l2":
-                # the support mean, as the mean of the class means (balanced)
-                a_i = torch.matmul(self.avg_w, S.sum(dim=0).mul_(1.0 / K)).squeeze(1)
-                a[i:j] = a_i
-                a_n = torch.linalg.vector_norm(a_i, dim=1)
-                S.sub_(a_i.unsqueeze(1))
-                ns = torch.linalg.vector_norm(S, dim=3)
-                S.mul_(torch.where(ns == 0, 1.0, ns).reciprocal_().unsqueeze(3))
-                err_s = torch.where(ns == 0, inf, (s_norm + a_n.unsqueeze(1)) / ns)
-            elif normalize == "l2":
-                S.mul_(torch.where(s_norm == 0, 1.0, s_norm).reciprocal_().unsqueeze(3))
-                err_s = (s_norm > 0).to(f64)
-            else:
-                err_s = s_norm
-            torch.amax(err_s, dim=(0, 2), out=delta[i:j])
-            torch.sum(S, dim=0, out=C[i:j])
-        C.mul_(1.0 / K)  # class means
-        delta.mul_(gamma)
-        if normalize == "center+l2":
-            a_norm = torch.linalg.vector_norm(a, dim=1)
-
-        # --- centre matrix M = [v_1 .. v_W (, a)]
-        M = self.M64[:B]
-        V = M[:, :W]
-        if normalize is None and metric == "euclidean":
-            a = torch.matmul(self.avg_w, C).squeeze(1)  # reference point: mean of the centres
-            a_norm = torch.linalg.vector_norm(a, dim=1)
-            torch.sub(C, a.unsqueeze(1), out=V)
-        elif metric == "cosine":
-            cn = torch.linalg.vector_norm(C, dim=2)  # (B, W)
-            torch.div(C, torch.where(cn == 0, 1.0, cn).unsqueeze(2), out=V)
-            delta = torch.where(cn == 0, inf, delta.unsqueeze(1) / cn).amax(dim=1)
-        else:
-            V.copy_(C)
-        v_norm = torch.linalg.vector_norm(V, dim=2)  # (B, W)
-        vv = v_norm * v_norm
-        v_max = v_norm.amax(dim=1)  # (B,)
-        ep = {"vv": vv, "v_max": v_max, "delta": delta}
-        if self.has_a:
-            M[:, W] = a
-            ep["av"] = torch.bmm(V, a.unsqueeze(2)).squeeze(2)  # (B, W)
-            ep["aa"] = a_norm * a_norm
-            ep["a_norm"] = a_norm
-
-        # --- queries: gathered once and read once, by a batched product
-        # (in sub-batches whose rows stay in cache between the two)
-        # per-class constants (B, W, 1), scalars (B, 1): broadcast over queries
-        batch_ep = {k: v.unsqueeze(-1) for k, v in ep.items()}
-        step = self.sub_batch
-        if self.fast32:
-            # first pass in float32, from the float32 rows themselves; for
-            # "center+l2" the queries are centred on a first (in float32),
-            # which keeps the rounding relative to ||q - a||, not ||q||: the
-            # expansion of ||q - a||^2 would lose too much there
-            centre = normalize == "center+l2"
-            M32 = self.M32[:B].copy_(M)
-            rows32 = M32[:, :W] if centre else M32
-            Pt = torch.empty(B, rows32.shape[1], W * Q, dtype=torch.float32, device=M.device)
-            n_c = torch.empty(B, W * Q, dtype=torch.float32, device=M.device) if centre else None
-            for i in range(0, B, step):
-                j = min(B, i + step)
-                Z = self._gather(qidx[i * W * Q : j * W * Q], self.q, self.q_raw)
-                Z = Z.view(j - i, W * Q, d)
-                if centre:
-                    Z.sub_(M32[i:j, W].unsqueeze(1))
-                    torch.linalg.vector_norm(Z, dim=2, out=n_c[i:j])
-                torch.bmm(rows32[i:j], Z.transpose(1, 2), out=Pt[i:j])
-            P = Pt.to(f64)  # (B, W or W + 1, WQ)
-            if centre:
-                n_c = n_c.to(f64)  # ||q'||, computed in float32
-                # ||q' - (q - a)||: one rounding of q - a32, plus a32 - a
-                e_z = self.two_u32 * (n_c + 2.0 * a_norm.unsqueeze(1)) + self.tiny32
-                eps_p = (self.eps32 * n_c + e_z) * v_max.unsqueeze(1) + self.tiny32
-                # n_c is within e_z + its own float32 rounding of ||q - a||
-                n_err = e_z + self.eps32 * n_c
-                pred, sure = self._scores(P, q_norm, batch_ep, eps_p, (n_c, n_err))
-            else:
-                m_max = torch.maximum(v_max, a_norm) if self.has_a else v_max
-                eps_p = self.eps32 * q_norm * m_max.unsqueeze(1) + self.tiny32
-                pred, sure = self._scores(P, q_norm, batch_ep, eps_p)
-        else:
-            Pt = torch.empty(B, M.shape[1], W * Q, dtype=f64, device=M.device)
-            for i in range(0, B, step):
-                j = min(B, i + step)
-                Z = self._gather(qidx[i * W * Q : j * W * Q], self.q, self.q_raw)
-                torch.bmm(M[i:j], Z.view(j - i, W * Q, d).transpose(1, 2), out=Pt[i:j])
-            pred, sure = self._scores(Pt, q_norm, batch_ep)
-
-        correct = ((pred == self.truth) & sure).sum(dim=1)
-        if not self.fast32:
-            return correct, ~sure.all(dim=1)
-        if not bool(sure.all()):
-            # undecided by the float32 pass: queued for the float64 pass
-            flat = torch.nonzero(~sure.view(-1)).squeeze(1)
-            bf = torch.div(flat, W * Q, rounding_mode="floor")
-            # their products in float64 now, while M is at hand; scored later
-            Zf = torch.index_select(self.Xt, 0, torch.index_select(qidx, 0, flat)).to(f64)
-            Pf = torch.bmm(torch.index_select(M, 0, bf), Zf.unsqueeze(2)).squeeze(2)
-            self._pending.append(
-                {
-                    "P": Pf,
-                    "truth": torch.index_select(self.truth, 0, flat - bf * (W * Q)),
-                    "q_norm": torch.index_select(q_norm.view(-1), 0, flat),
-                    "ep": {k: torch.index_select(v, 0, bf) for k, v in ep.items()},
-                    "episode": bf + first,
-                    "support": torch.index_select(support, 0, bf),
-                    "query": torch.index_select(query, 0, bf),
-                }
-            )
-            self.n_pending += flat.numel()
-        return correct, torch.zeros(B, dtype=torch.bool, device=correct.device)
-
-    def flush(self):
-        """Score the queued queries (float64 products computed when queued).
-
-        Returns
-        -------
-        None, or ``(episode, correct, sure, support, query)``: numpy arrays,
-        one entry per queued query: its episode (the ``first`` offset of its
-        batch added), whether its nearest centre is the right class, whether
-        that is certain (if not, the episode is unsure), and the episode's
-        support and query indices.
-        """
-        import torch
-
-        if not self._pending:
-            return None
-        pend, self._pending, self.n_pending = self._pending, [], 0
-        cat = lambda key: torch.cat([p[key] for p in pend])  # noqa: E731
-        # one query per column: per-class constants (W, n), scalars (n,)
-        ep = {k: torch.cat([p["ep"][k] for p in pend]) for k in pend[0]["ep"]}
-        ep = {k: v.t() if v.ndim == 2 else v for k, v in ep.items()}
-        pf, sf = self._scores(cat("P").t(), cat("q_norm"), ep)
-        return (
-            cat("episode").cpu().numpy(),
-            (pf == cat("truth")).cpu().numpy(),
-            sf.cpu().numpy(),
-            cat("support").cpu().numpy(),
-            cat("query").cpu().numpy(),
-        )
 
 
 def _check_features(X):
@@ -683,9 +245,43 @@ def evaluate_episodes(
     >>> bool((res.scores == slow).all())
     True
     """
-    import torch
-    from tqdm.auto import tqdm
+    cv, n_jobs = _check_options(cv, metric, normalize, batch_size, n_jobs)
+    n_way, n_shot, n_query, n_episodes = cv._check_params()
+    X = _check_features(X)
+    y = cv._check_y(None, y)
+    check_consistent_length(X, y)
+    labels, members, starts, counts, eligible = cv._class_pool(y)
+    feats = _Features.place(X, _pool_rows(labels, members, starts, counts, eligible), device)
+    if feats.Xt.device.type != "cpu":
+        n_jobs = 1
+    if batch_size is None:
+        batch_size = _default_batch_size(feats.Xt, n_way * (n_shot + n_query))
+    batch_size = min(batch_size, n_episodes)
 
+    tally = _Tally(n_episodes, feats, verbose)
+    with tally:
+        _run_episodes(feats, y, cv, tally, batch_size, n_jobs, metric, normalize)
+    scores = tally.correct / float(n_way * n_query)
+    _settle_near_ties(X, y, tally.unsure, scores, metric, normalize)
+
+    std = float(np.std(scores))
+    return FewShotResult(
+        scores=scores,
+        mean=float(np.mean(scores)),
+        std=std,
+        ci95=1.96 * std / np.sqrt(n_episodes),
+        n_episodes=n_episodes,
+        n_way=n_way,
+        n_shot=n_shot,
+        n_query=n_query,
+        classes=labels[eligible],
+        cdnv=_cdnv(feats, y, n_jobs) if return_cdnv else None,
+        n_exact=len(tally.unsure),
+    )
+
+
+def _check_options(cv, metric, normalize, batch_size, n_jobs):
+    """Validate the options of :func:`evaluate_episodes`; ``(cv, n_jobs)`` resolved."""
     if cv is None:
         cv = EpisodeSplit()
     if not isinstance(cv, EpisodeSplit):
@@ -700,50 +296,123 @@ def evaluate_episodes(
         or batch_size < 1
     ):
         raise ValueError(f"batch_size must be None or an integer >= 1; got {batch_size!r}.")
-    n_jobs = thread_budget(n_jobs)
-    n_way, n_shot, n_query, n_episodes = cv._check_params()
+    return cv, thread_budget(n_jobs)
 
-    X = _check_features(X)
-    y = cv._check_y(None, y)
-    check_consistent_length(X, y)
-    labels, members, starts, counts, eligible = cv._class_pool(y)
 
-    # rows of the classes episodes draw from (for CDNV, and to move to a device)
+def _pool_rows(labels, members, starts, counts, eligible):
+    """Sorted rows of the classes episodes draw from; None when that is every class."""
     if eligible.size == labels.size:
-        rows = None
-    else:
-        rows = np.sort(
-            np.concatenate([members[starts[c] : starts[c] + counts[c]] for c in eligible])
-        )
+        return None
+    return np.sort(np.concatenate([members[starts[c] : starts[c] + counts[c]] for c in eligible]))
 
-    if is_torch_tensor(X):
-        target = X.device if device is None else resolve_device(device)
-        Xt = X
-    else:
-        target = torch.device("cpu") if device is None else resolve_device(device)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*not writable.*")
-            Xt = torch.from_numpy(X)  # read only, never written
-    remap = None
-    if Xt.device != target:
-        if rows is None:
-            Xt = Xt.to(target)
+
+def _default_batch_size(Xt, rows_per_episode):
+    """Episodes per batch: about ``_BATCH_ELEMENTS`` feature values (16x off the CPU)."""
+    budget = _BATCH_ELEMENTS if Xt.device.type == "cpu" else 16 * _BATCH_ELEMENTS
+    return max(1, budget // (rows_per_episode * Xt.shape[1]))
+
+
+@dataclass(eq=False)
+class _Features:
+    """The features as the kernel sees them, and how its row indices map to ``X``.
+
+    ``Xt`` is a torch view of ``X`` on the compute device, or, when ``X``
+    had to be copied to another device and not every class is drawn from,
+    the copied rows ``rows`` of ``X`` only; ``remap`` then maps indices into
+    ``X`` to indices into ``Xt``.
+    """
+
+    X: object
+    Xt: object
+    rows: np.ndarray | None
+    remap: np.ndarray | None = None
+
+    @classmethod
+    def place(cls, X, rows, device):
+        import torch
+
+        if is_torch_tensor(X):
+            target = X.device if device is None else resolve_device(device)
+            Xt = X
         else:
-            remap = np.full(y.shape[0], -1, dtype=np.int64)
-            remap[rows] = np.arange(rows.size)
-            Xt = Xt[torch.from_numpy(rows).to(Xt.device)].to(target)
-    on_cpu = target.type == "cpu"
-    if not on_cpu:
-        n_jobs = 1
+            target = torch.device("cpu") if device is None else resolve_device(device)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*not writable.*")
+                Xt = torch.from_numpy(X)  # read only, never written
+        if Xt.device == target:
+            return cls(X, Xt, rows)
+        if rows is None:
+            return cls(X, Xt.to(target), rows)
+        remap = np.full(X.shape[0], -1, dtype=np.int64)
+        remap[rows] = np.arange(rows.size)
+        return cls(X, Xt[torch.from_numpy(rows).to(Xt.device)].to(target), rows, remap)
 
-    n_features = Xt.shape[1]
-    if batch_size is None:
-        per_episode = n_way * (n_shot + n_query) * n_features
-        batch_size = max(1, (_BATCH_ELEMENTS if on_cpu else 16 * _BATCH_ELEMENTS) // per_episode)
-    batch_size = min(batch_size, n_episodes)
+    def norms(self):
+        """Float64 norms of the rows of ``Xt`` the episodes can use."""
+        return _row_norms(self.Xt, self.rows if self.remap is None else None)
 
-    correct = np.zeros(n_episodes, dtype=np.int64)
-    unsure_episodes = {}  # position -> (support, query) indices into X
+    def device_indices(self, idx):
+        """Indices into ``X`` as an int64 tensor of indices into ``Xt``."""
+        import torch
+
+        if self.remap is not None:
+            idx = self.remap[idx]
+        return torch.from_numpy(idx.astype(np.int64, copy=False)).to(self.Xt.device)
+
+    def host_indices(self, idx):
+        """Indices into ``Xt`` (numpy) back to indices into ``X``."""
+        return idx if self.remap is None else self.rows[idx]
+
+
+class _Tally:
+    """Correct queries per episode and the unsure episodes, with a progress bar."""
+
+    def __init__(self, n_episodes, feats, verbose):
+        from tqdm.auto import tqdm
+
+        self.correct = np.zeros(n_episodes, dtype=np.int64)
+        self.unsure = {}  # position -> (support, query) indices into X
+        self.feats = feats
+        self.bar = tqdm(total=n_episodes, disable=not verbose, desc="episodes", unit="ep")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+
+    def add_batch(self, job, result):
+        """Record a kernel batch: ``job = (first, support, query)`` as drawn."""
+        first, support, query = job
+        correct, unsure, late = result
+        self.correct[first : first + correct.size] += correct
+        for i in np.flatnonzero(unsure):
+            self.unsure[first + i] = (support[i], query[i])
+        self.bar.update(correct.size)
+        self.add_late(late)
+
+    def add_late(self, late):
+        """Record the queries a kernel settled in float64 (see ``_EpisodeKernel.flush``)."""
+        if late is None:
+            return
+        episode, ok, sure, support, query = late
+        np.add.at(self.correct, episode[sure], ok[sure])
+        host = self.feats.host_indices
+        for i in np.flatnonzero(~sure):
+            self.unsure[episode[i]] = (host(support[i]), host(query[i]))
+
+
+def _run_episodes(feats, y, cv, tally, batch_size, n_jobs, metric, normalize):
+    """Evaluate every episode of ``cv`` in batches, on ``n_jobs`` threads, into ``tally``.
+
+    Each worker thread owns a kernel (its buffers) while it runs a batch; the
+    queries a kernel leaves to its float64 pass are flushed every
+    ``_PENDING_QUERIES`` and at the end. Everything runs on one torch thread
+    per worker (the operations are small; see :mod:`sknc.utils`).
+    """
+    import torch
+
+    n_way, n_shot, n_query, _ = cv._check_params()
 
     def batches():
         first = 0
@@ -752,90 +421,45 @@ def evaluate_episodes(
                 yield first + b, support[b : b + batch_size], query[b : b + batch_size]
             first += support.shape[0]
 
-    with ExitStack() as stack:
-        stack.enter_context(torch.inference_mode())
-        # tiny ops: one thread each, parallel over batches of episodes
-        stack.enter_context(single_thread())
-        norms = _row_norms(Xt, rows if (rows is not None and remap is None) else None)
-        bar = stack.enter_context(
-            tqdm(total=n_episodes, disable=not verbose, desc="episodes", unit="ep")
-        )
+    def run(job):
+        first, support, query = job
+        kernel = kernels.get()
+        try:
+            with torch.inference_mode():  # thread-local: set in every worker
+                c, u = kernel(feats.device_indices(support), feats.device_indices(query), first)
+                late = kernel.flush() if kernel.n_pending >= _PENDING_QUERIES else None
+            return job, (c.cpu().numpy(), u.cpu().numpy(), late)
+        finally:
+            kernels.put(kernel)
+
+    with single_thread(), torch.inference_mode():
+        norms = feats.norms()
         kernels = queue.SimpleQueue()
         for _ in range(n_jobs):
             kernels.put(
-                _EpisodeKernel(Xt, norms, n_way, n_shot, n_query, batch_size, metric, normalize)
+                _EpisodeKernel(
+                    feats.Xt, norms, n_way, n_shot, n_query, batch_size, metric, normalize
+                )
             )
-
-        def run(job):
-            first, s, q = job
-            if remap is not None:
-                s, q = remap[s], remap[q]
-            st = torch.from_numpy(s.astype(np.int64, copy=False)).to(target)
-            qt = torch.from_numpy(q.astype(np.int64, copy=False)).to(target)
-            kernel = kernels.get()
-            try:
-                with torch.inference_mode():  # thread-local: set in every worker
-                    c, u = kernel(st, qt, first)
-                    late = kernel.flush() if kernel.n_pending >= _PENDING_QUERIES else None
-                return job, (first, c.cpu().numpy(), u.cpu().numpy(), late)
-            finally:
-                kernels.put(kernel)
-
-        def record(result, job):
-            first, c, u, late = result
-            correct[first : first + c.size] += c
-            for i in np.flatnonzero(u):
-                unsure_episodes[first + i] = (job[1][i], job[2][i])
-            bar.update(c.size)
-            if late is not None:
-                record_late(late)
-
-        def record_late(late):
-            episode, ok, sure, sup, qry = late
-            np.add.at(correct, episode[sure], ok[sure])
-            for i in np.flatnonzero(~sure):
-                s, q = sup[i], qry[i]
-                if remap is not None:  # back to indices into X
-                    s, q = rows[s], rows[q]
-                unsure_episodes[episode[i]] = (s, q)
-
-        results = stack.enter_context(closing(map_threads(run, batches(), n_jobs)))
-        for job, result in results:
-            record(result, job)
+        with closing(map_threads(run, batches(), n_jobs)) as results:
+            for job, result in results:
+                tally.add_batch(job, result)
         while not kernels.empty():
-            late = kernels.get().flush()
-            if late is not None:
-                record_late(late)
-
-    scores = correct / float(n_way * n_query)
-    # near-ties: settle them with the estimator itself, as cross_val_score would
-    if unsure_episodes:
-        est = NearestClassCenter(metric=metric, normalize=normalize)
-        for pos, (s, q) in sorted(unsure_episodes.items()):
-            s, q = s.ravel(), q.ravel()
-            est.fit(_host_rows(X, s), y[s])
-            scores[pos] = accuracy_score(y[q], est.predict(_host_rows(X, q)))
-
-    std = float(np.std(scores))
-    cdnv_value = None
-    if return_cdnv:
-        cdnv_value = _cdnv(X, Xt, y, rows, remap, n_jobs)
-    return FewShotResult(
-        scores=scores,
-        mean=float(np.mean(scores)),
-        std=std,
-        ci95=1.96 * std / np.sqrt(n_episodes),
-        n_episodes=n_episodes,
-        n_way=n_way,
-        n_shot=n_shot,
-        n_query=n_query,
-        classes=labels[eligible],
-        cdnv=cdnv_value,
-        n_exact=len(unsure_episodes),
-    )
+            tally.add_late(kernels.get().flush())
 
 
-def _cdnv(X, Xt, y, rows, remap, n_jobs):
+def _settle_near_ties(X, y, unsure, scores, metric, normalize):
+    """Score the unsure episodes with the estimator itself, as cross_val_score would."""
+    if not unsure:
+        return
+    est = NearestClassCenter(metric=metric, normalize=normalize)
+    for pos, (s, q) in sorted(unsure.items()):
+        s, q = s.ravel(), q.ravel()
+        est.fit(_host_rows(X, s), y[s])
+        scores[pos] = accuracy_score(y[q], est.predict(_host_rows(X, q)))
+
+
+def _cdnv(feats, y, n_jobs):
     """CDNV of the rows of the classes the episodes draw from, in the thread policy.
 
     CPU features go through the numpy path of :func:`sknc.metrics.cdnv`
@@ -844,16 +468,16 @@ def _cdnv(X, Xt, y, rows, remap, n_jobs):
     """
     from ..metrics import cdnv
 
-    if remap is not None:  # Xt holds exactly those rows, on another device
-        feats, labels = Xt, y[rows]
-    elif rows is None:
-        feats, labels = Xt, y
+    if feats.remap is not None:  # Xt holds exactly those rows, on another device
+        X, labels = feats.Xt, y[feats.rows]
+    elif feats.rows is None:
+        X, labels = feats.Xt, y
     else:
-        feats, labels = _take_rows(Xt, rows), y[rows]
-    if feats.device.type == "cpu" and feats.dtype in _numpy_dtypes():
-        feats = feats.numpy()
+        X, labels = _take_rows(feats.Xt, feats.rows), y[feats.rows]
+    if X.device.type == "cpu" and X.dtype in _numpy_dtypes():
+        X = X.numpy()
     with thread_limits(n_jobs):
-        return float(cdnv(feats, labels))
+        return float(cdnv(X, labels))
 
 
 def _numpy_dtypes():
