@@ -3,6 +3,10 @@
 All metrics take features ``X`` of shape (n_samples, n_features) — numpy
 arrays or torch tensors on any device — and labels ``y`` of any sortable
 kind. Lower values mean more collapse; the scorers negate them.
+
+The transferability scores of the field (LogME, H-score, NLEEP, TransRate,
+GBC, PARC, SFDA, PACTran, k-NN, NCTI and ETran parts, LEEP, NCE) live beside
+them, on the same inputs; for those, higher is better.
 """
 
 from ._collapse import (
@@ -27,6 +31,24 @@ from ._scorer import (
     nc_scorer,
 )
 from ._statistics import NC4Counter, NCStatistics
+from ._transferability import (
+    etran_combine,
+    etran_parts,
+    gbc,
+    hscore,
+    knn_accuracy,
+    leep,
+    logme,
+    minmax_combine,
+    nce,
+    ncti_combine,
+    ncti_parts,
+    nleep,
+    pactran,
+    parc,
+    sfda,
+    transrate,
+)
 
 __all__ = [
     "CollapseReport",
@@ -39,13 +61,29 @@ __all__ = [
     "collapse_report",
     "equiangularity",
     "equinorm",
+    "etran_combine",
+    "etran_parts",
+    "gbc",
     "get_scorer",
     "get_scorer_names",
+    "hscore",
+    "knn_accuracy",
+    "leep",
+    "logme",
     "make_nc_scorer",
     "make_nc_scoring",
+    "minmax_combine",
     "nc1",
     "nc2",
     "nc3",
     "nc4",
     "nc_scorer",
+    "nce",
+    "ncti_combine",
+    "ncti_parts",
+    "nleep",
+    "pactran",
+    "parc",
+    "sfda",
+    "transrate",
 ]

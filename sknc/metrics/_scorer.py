@@ -1,7 +1,10 @@
 """Neural-collapse scorers for scikit-learn's model selection tools.
 
 Scorers follow scikit-learn's "greater is better" rule: they return the
-*negated* metric (``neg_nc1`` etc.).
+*negated* metric (``neg_nc1`` etc.). The transferability scores (``logme``,
+``hscore``, ``hscore_shrinkage``, ``nleep``, ``transrate``, ``gbc``,
+``parc``, ``sfda``, ``pactran``, ``knn``) are greater-is-better already and
+are returned as they are, under their own names.
 
 Which features are scored
 -------------------------
@@ -50,6 +53,17 @@ from sklearn.metrics import get_scorer_names as _sk_get_scorer_names
 from sklearn.pipeline import Pipeline
 
 from ._collapse import cdnv, equiangularity, equinorm, nc1, nc2, nc3, nc4
+from ._transferability import (
+    gbc,
+    hscore,
+    knn_accuracy,
+    logme,
+    nleep,
+    pactran,
+    parc,
+    sfda,
+    transrate,
+)
 
 try:  # private: used only to recognise one multi-metric scoring round
     from sklearn.metrics._scorer import _MultimetricScorer
@@ -67,7 +81,31 @@ _METRICS = {
     "equiangularity": (equiangularity, {"center", "kind", "chunk_size"}, False),
 }
 
-_NAMED_SCORERS = ("neg_nc1", "neg_cdnv", "neg_nc2", "neg_nc3", "neg_nc4")
+
+def _hscore_shrinkage(X, y):
+    return hscore(X, y, shrinkage=True)
+
+
+# transferability scores (greater is better: the scorers return them unchanged)
+_TRANSFER_METRICS = {
+    "logme": (logme, {"method", "tol", "max_iter"}, False),
+    "hscore": (hscore, {"shrinkage"}, False),
+    "hscore_shrinkage": (_hscore_shrinkage, set(), False),
+    "nleep": (
+        nleep,
+        {"n_components_per_class", "variance", "log", "max_iter", "random_state"},
+        False,
+    ),
+    "transrate": (transrate, {"eps"}, False),
+    "gbc": (gbc, {"gaussian", "n_components"}, False),
+    "parc": (parc, {"n_components", "max_samples", "random_state"}, False),
+    "sfda": (sfda, {"log"}, False),
+    "pactran": (pactran, {"lda_factor", "max_iter", "random_state"}, False),
+    "knn": (knn_accuracy, {"n_neighbors", "metric", "max_samples", "random_state"}, False),
+}
+_METRICS.update(_TRANSFER_METRICS)
+
+_NAMED_SCORERS = ("neg_nc1", "neg_cdnv", "neg_nc2", "neg_nc3", "neg_nc4", *_TRANSFER_METRICS)
 
 
 # ---------------------------------------------------------------------------
@@ -220,7 +258,9 @@ def _features_for(estimator, X, features, round_cache):
 def _check_metric(metric):
     if not isinstance(metric, str):
         raise ValueError(f"metric must be a string such as 'nc1', got {metric!r}.")
-    name = metric[4:] if metric.startswith("neg_") else metric
+    name = (
+        metric[4:] if metric.startswith("neg_") and metric[4:] not in _TRANSFER_METRICS else metric
+    )
     if name not in _METRICS:
         raise ValueError(
             f"Unknown neural-collapse metric {metric!r}; choose from {sorted(_METRICS)}."
@@ -272,6 +312,8 @@ class NCScorer:
         name, kwargs = self._validate()
         func, _, needs_head = _METRICS[name]
         F = _select_layer(F, producer, self.layer)
+        if name in _TRANSFER_METRICS:  # greater is better already
+            return float(func(F, y, **kwargs))
         if not needs_head:
             return -float(func(F, y, **kwargs))
         clf = _final_predictor(estimator)
@@ -338,8 +380,12 @@ def make_nc_scorer(metric, *, features=None, layer=None, **metric_kwargs):
 
     Parameters
     ----------
-    metric : {"nc1", "cdnv", "nc2", "nc3", "nc4", "equinorm", "equiangularity"}
-        The metric (a ``"neg_"`` prefix is accepted too).
+    metric : str
+        A neural-collapse metric, ``{"nc1", "cdnv", "nc2", "nc3", "nc4",
+        "equinorm", "equiangularity"}`` (negated; a ``"neg_"`` prefix is
+        accepted too), or a transferability score, ``{"logme", "hscore",
+        "hscore_shrinkage", "nleep", "transrate", "gbc", "parc", "sfda",
+        "pactran", "knn"}`` (returned as is: greater is better).
     features : None, str or callable, default=None
         Which features to score. None: the inputs of the final classifier of a
         Pipeline (``estimator[:-1].transform(X)``), the output of a transformer
@@ -355,7 +401,8 @@ def make_nc_scorer(metric, *, features=None, layer=None, **metric_kwargs):
         Options of the metric function: ``center`` (nc1, nc2, nc3,
         equinorm, equiangularity), ``variant`` (cdnv: "symmetric" or
         "asymmetric"; nc3: "papyan" or "zhu"), ``kind`` (equiangularity),
-        ``chunk_size``.
+        ``chunk_size``; for the transferability scores, the options of
+        their functions (e.g. ``random_state`` of ``nleep``).
 
     Returns
     -------
@@ -394,13 +441,16 @@ nc_scorer = make_nc_scorer
 
 
 def get_scorer(scoring):
-    """Get a scorer by name: the ``neg_nc*`` scorers, or any scikit-learn one.
+    """Get a scorer by name: ``neg_nc*``, a transferability score, or any scikit-learn one.
 
     Parameters
     ----------
     scoring : str or callable
         ``"neg_nc1"``, ``"neg_cdnv"``, ``"neg_nc2"``, ``"neg_nc3"``,
-        ``"neg_nc4"``, or anything :func:`sklearn.metrics.get_scorer` accepts
+        ``"neg_nc4"``, the transferability scores ``"logme"``, ``"hscore"``,
+        ``"hscore_shrinkage"``, ``"nleep"``, ``"transrate"``, ``"gbc"``,
+        ``"parc"``, ``"sfda"``, ``"pactran"``, ``"knn"``, or anything
+        :func:`sklearn.metrics.get_scorer` accepts
         (callables are returned as they are).
 
     Returns
@@ -416,13 +466,15 @@ def get_scorer(scoring):
     >>> get_scorer("accuracy")
     make_scorer(accuracy_score, response_method='predict')
     """
+    if isinstance(scoring, str) and scoring in _TRANSFER_METRICS:
+        return make_nc_scorer(scoring)
     if isinstance(scoring, str) and scoring in _NAMED_SCORERS:
         return make_nc_scorer(scoring[4:])
     return _sk_get_scorer(scoring)
 
 
 def get_scorer_names():
-    """Names accepted by :func:`get_scorer`: scikit-learn's plus ``neg_nc*``.
+    """Names accepted by :func:`get_scorer`: scikit-learn's, ``neg_nc*`` and the transferability scores.
 
     Returns
     -------
