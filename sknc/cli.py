@@ -57,6 +57,43 @@ def _int_at_least(low, expected):
     return parse
 
 
+def _json_object(text):
+    """An argparse ``type``: a JSON object (``{"zero_init_last": false}``) as a dict."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object {{...}}, got {text!r}")
+    return value
+
+
+def _fraction(text):
+    """An argparse ``type``: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def _channel_values(text):
+    """An argparse ``type``: one number, or three separated by commas (per RGB channel)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError(
+            f"expected one number or three separated by commas (R,G,B), got {text!r}"
+        )
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 _positive_int = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "an integer >= 0")
 
@@ -186,7 +223,44 @@ def build_parser():
         type=_positive_int,
         default=None,
         metavar="PX",
-        help="resize and centre-crop images to PX x PX (default: the model's)",
+        help="resize and centre-crop images to PX x PX (default: the model's); "
+        "at 64 px or less the crop keeps the whole image unless --crop-pct is given",
+    )
+    ev.add_argument(
+        "--crop-pct",
+        type=_fraction,
+        default=None,
+        metavar="F",
+        help="share of the resized image kept by the centre crop, in (0, 1] "
+        "(default: the model's; 1 for --input-size of 64 px or less)",
+    )
+    ev.add_argument(
+        "--mean",
+        type=_channel_values,
+        default=None,
+        metavar="M",
+        help="normalisation mean, one value or R,G,B (default: the model's)",
+    )
+    ev.add_argument(
+        "--std",
+        type=_channel_values,
+        default=None,
+        metavar="S",
+        help="normalisation standard deviation, one value or R,G,B (default: the model's)",
+    )
+    ev.add_argument(
+        "--interpolation",
+        choices=("bilinear", "bicubic", "nearest"),
+        default=None,
+        help="resize filter (default: the model's)",
+    )
+    ev.add_argument(
+        "--model-kwargs",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help="extra timm model options as a JSON object, e.g. "
+        "'{\"zero_init_last\": false}' for a random-initialisation baseline",
     )
     ev.add_argument(
         "--batch-size",
@@ -238,6 +312,11 @@ def _run(args):
             pretrained=args.pretrained,
             layers=args.layers,
             input_size=args.input_size,
+            crop_pct=args.crop_pct,
+            mean=args.mean,
+            std=args.std,
+            interpolation=args.interpolation,
+            model_kwargs=args.model_kwargs,
             batch_size=args.batch_size,
             device=args.device,
             out_dir=args.out,
@@ -259,6 +338,9 @@ def _run(args):
             )
         if best is not None:
             lines.append(f"  suggested SCL-FT tuned_block: {best['layer']}")
+        for row in results["layers"]:
+            if row.get("error"):
+                lines.append(f"  {row['layer']}: metrics undefined ({row['error']})")
     print("\n".join(lines))
 
 
@@ -275,13 +357,26 @@ def _load_torch_with_passive_openmp():
     """
     import os
 
-    if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ:
+    if "torch" in sys.modules or _omp_wait_policy_set(os.environ):
         return
+    previous = os.environ.get("OMP_WAIT_POLICY")
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
         import torch  # noqa: F401
     finally:
-        del os.environ["OMP_WAIT_POLICY"]
+        if previous is None:
+            del os.environ["OMP_WAIT_POLICY"]
+        else:
+            os.environ["OMP_WAIT_POLICY"] = previous
+
+
+def _omp_wait_policy_set(environ):
+    """Whether the user chose an OpenMP wait policy (an empty value counts as unset).
+
+    libgomp rejects an empty ``OMP_WAIT_POLICY`` ("Invalid value"), so an
+    empty or blank value is treated as if the variable were not set.
+    """
+    return bool(environ.get("OMP_WAIT_POLICY", "").strip())
 
 
 class _Usage(Exception):
@@ -299,9 +394,12 @@ def main(argv=None):
     Returns
     -------
     int
-        0 on success. Bad options and bad input (missing folder, empty class,
-        unknown model) exit with status 2 through :class:`SystemExit`, with
-        the message on stderr.
+        0 on success; 130 after Ctrl-C (the message on stderr says what was
+        kept: an earlier report in ``--out`` is never overwritten by a
+        partial run). Bad options and bad input (missing folder, empty
+        class, unknown model, an ``--out`` that is a file or cannot be
+        created) exit with status 2 through :class:`SystemExit`, before any
+        work, with the message on stderr.
 
     Examples
     --------
@@ -311,7 +409,7 @@ def main(argv=None):
     """
     import matplotlib
 
-    from .experiments import InputError
+    from .experiments import InputError, Interrupted
 
     matplotlib.use("Agg")  # files only: no display needed, none opened
     parser = build_parser()
@@ -320,15 +418,18 @@ def main(argv=None):
     with warnings.catch_warnings():
         from sklearn.exceptions import ConvergenceWarning
 
-        from .metrics import NCDegenerateWarning
-
         warnings.simplefilter("ignore", ConvergenceWarning)
-        warnings.simplefilter("ignore", NCDegenerateWarning)
         try:
             _run(args)
         except (InputError, _Usage) as exc:
             args.subparser.error(str(exc))  # prints usage + "sknc <command>: error: ...", exits 2
+        except Interrupted as exc:
+            print(f"sknc {args.command}: {exc}", file=sys.stderr)
+            return 130
         except KeyboardInterrupt:
-            print(f"sknc {args.command}: interrupted", file=sys.stderr)
+            print(
+                f"sknc {args.command}: interrupted; nothing in {args.out} was overwritten.",
+                file=sys.stderr,
+            )
             return 130
     return 0

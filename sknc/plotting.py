@@ -374,7 +374,7 @@ def plot_finetune_comparison(methods, accuracy, trainable_params, seconds, *, ax
     return axes[0].figure
 
 
-def plot_layerwise_nc(layers, metrics, *, highlight=None, axes=None):
+def plot_layerwise_nc(layers, metrics, *, highlight=None, not_comparable=None, axes=None):
     """Plot neural-collapse metrics of every block of a network, one panel each.
 
     Parameters
@@ -386,6 +386,10 @@ def plot_layerwise_nc(layers, metrics, *, highlight=None, axes=None):
         [...], "NC2": [...]}``; one panel per entry.
     highlight : str or None, default=None
         A layer to mark in every panel (e.g. the suggested ``tuned_block``).
+    not_comparable : dict of str to sequence of str, or None, default=None
+        Metric name -> layers whose value of that metric is not comparable
+        with the others (e.g. ``{"NC1": [...]}`` for blocks with at most
+        ``K - 1`` features); drawn as open grey markers, with a legend entry.
     axes : sequence of matplotlib Axes or None, default=None
         One Axes per metric; None creates a new figure.
 
@@ -410,6 +414,13 @@ def plot_layerwise_nc(layers, metrics, *, highlight=None, axes=None):
     metrics = _check_mapping(metrics, "metrics")
     if highlight is not None and highlight not in names:
         raise ValueError(f"highlight={highlight!r} is not one of the layers {names}.")
+    not_comparable = {} if not_comparable is None else dict(not_comparable)
+    for name, flagged in not_comparable.items():
+        if name not in metrics:
+            raise ValueError(f"not_comparable names {name!r}, which is not one of the metrics.")
+        unknown = [str(layer) for layer in flagged if str(layer) not in names]
+        if unknown:
+            raise ValueError(f"not_comparable[{name!r}] names unknown layers {unknown}.")
     if axes is None:
         import matplotlib.pyplot as plt
 
@@ -422,7 +433,22 @@ def plot_layerwise_nc(layers, metrics, *, highlight=None, axes=None):
     pos = np.arange(len(names))
     for ax, (name, values) in zip(axes, metrics.items()):
         y = _as_1d(values, f"metrics[{name!r}]", length=len(names))
-        ax.plot(pos, y, marker="o")
+        flagged = np.isin(names, [str(layer) for layer in not_comparable.get(name, ())])
+        if flagged.any():
+            ok = np.where(flagged, np.nan, y)
+            ax.plot(pos, ok, marker="o")
+            ax.plot(
+                pos[flagged],
+                y[flagged],
+                linestyle="none",
+                marker="o",
+                markerfacecolor="white",
+                color="0.5",
+                label="not comparable (too few features)",
+            )
+            ax.legend(fontsize=7, loc="best")
+        else:
+            ax.plot(pos, y, marker="o")
         _log_if_positive(ax, y)
         if highlight is not None:
             k = names.index(highlight)

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from types import SimpleNamespace
 
 import matplotlib
@@ -654,3 +655,321 @@ def test_results_json_conversion(tmp_path):
     path = write_json(tmp_path / "results.json", obj)
     with open(path, encoding="utf-8") as fh:
         assert json.load(fh) == expected
+
+
+# ----------------------------------------------------------------------------
+# nothing lost: Ctrl-C, output folder, atomic reports (issue 13, items 8 and 10)
+# ----------------------------------------------------------------------------
+def _snapshot(folder):
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_demo_interrupt_keeps_earlier_report_and_checkpoints(demo_run, tmp_path, monkeypatch):
+    """Ctrl-C while the report is being written: exit 130, earlier report byte-identical,
+    completed checkpoints kept, and the message says so."""
+    import shutil
+
+    import sknc.plotting
+
+    out = tmp_path / "out"
+    shutil.copytree(demo_run.out, out)
+    before = _snapshot(out)
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # the third of four figures: two new figures are already written by then
+    monkeypatch.setattr(sknc.plotting, "plot_nc_vs_accuracy", interrupt)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["demo", "--tiny", "--out", str(out), "-q", "--threads", "1"])
+    assert code == 130
+    message = stderr.getvalue()
+    assert "interrupted while writing the report" in message
+    assert "left untouched" in message
+    kept = out / "interrupted_checkpoints"
+    assert str(kept) in message
+    assert sorted(os.listdir(kept)) == [f"epoch_{e:03d}.safetensors" for e in range(3)]
+    after = _snapshot(out)
+    assert {k: v for k, v in after.items() if not k.startswith("interrupted_")} == before
+    assert not [p for p in os.listdir(out) if p.startswith(".sknc-staging")]
+
+
+def test_demo_interrupt_during_finetuning(tmp_path, monkeypatch, capsys):
+    """An interrupt in fine-tuning propagates (exit 130) and no report is written."""
+    from sknc.finetune import FineTuningClassifier
+
+    original, calls = FineTuningClassifier.fit, []
+
+    def interrupt(self, X, y, **kwargs):
+        calls.append(self.method)
+        if len(calls) > 1:  # the first fit is the source pre-training
+            raise KeyboardInterrupt
+        return original(self, X, y, **kwargs)
+
+    monkeypatch.setattr(FineTuningClassifier, "fit", interrupt)
+    out = tmp_path / "out"
+    code = main(["demo", "--tiny", "--epochs", "1", "--out", str(out), "-q", "--threads", "1"])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "interrupted while fine-tuning" in err and "no report was written" in err
+    assert sorted(os.listdir(out)) == ["interrupted_checkpoints"]
+    assert sorted(os.listdir(out / "interrupted_checkpoints")) == [
+        "epoch_000.safetensors",
+        "epoch_001.safetensors",
+    ]
+
+
+def test_demo_refuses_a_fit_cut_short_by_a_swallowed_interrupt():
+    """skorch catches Ctrl-C inside fit; fewer epochs than asked is an interrupt."""
+    from sknc.experiments._demo import _check_trained
+
+    est = SimpleNamespace(history_=[{}, {}])
+    _check_trained(est, 2, "pre-training")
+    with pytest.raises(KeyboardInterrupt, match="stopped after 2 of 3 epochs"):
+        _check_trained(est, 3, "pre-training")
+
+
+def test_staged_output_is_all_or_nothing(tmp_path):
+    from sknc.experiments._common import save_figure, staged_output, write_text
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("old")
+    with pytest.raises(RuntimeError), staged_output(out) as stage:
+        write_text(os.path.join(stage, "report.md"), "new")
+        raise RuntimeError("failed half way")
+    assert sorted(os.listdir(out)) == ["report.md"]
+    assert (out / "report.md").read_text() == "old"
+    from matplotlib.figure import Figure
+
+    with staged_output(out) as stage:
+        write_text(os.path.join(stage, "report.md"), "new")
+        os.makedirs(os.path.join(stage, "checkpoints"))
+        save_figure(Figure(), os.path.join(stage, "fig.png"))
+    assert sorted(os.listdir(out)) == ["checkpoints", "fig.png", "report.md"]
+    assert (out / "report.md").read_text() == "new"
+
+
+@pytest.mark.parametrize("command", ["evaluate", "demo"])
+def test_out_validated_before_any_work(command, image_folder, tmp_path, capsys, monkeypatch):
+    from sknc.experiments import _demo, _evaluate
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before --out was checked")
+
+    monkeypatch.setattr(_evaluate, "_load_folder", no_work)
+    monkeypatch.setattr(_demo, "_load_data", no_work)
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("not a folder")
+    base = (
+        ["evaluate", "--model", "test_resnet", "--data", str(image_folder)]
+        if command == "evaluate"
+        else ["demo", "--tiny"]
+    )
+    _expect_usage_error(base + ["--out", str(a_file)], capsys, "is an existing file")
+    _expect_usage_error(
+        base + ["--out", str(a_file / "sub")], capsys, "cannot be created", "is a file"
+    )
+    assert a_file.read_text() == "not a folder"
+
+
+def test_check_out_dir_permissions(tmp_path):
+    from sknc.experiments._common import check_out_dir
+
+    assert check_out_dir(tmp_path / "new" / "deeper") == str(tmp_path / "new" / "deeper")
+    assert not (tmp_path / "new").exists()  # nothing created
+    if os.geteuid() == 0:
+        pytest.skip("root may write anywhere")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        with pytest.raises(InputError, match="not writable"):
+            check_out_dir(locked / "out")
+        with pytest.raises(InputError, match="not writable"):
+            check_out_dir(locked)
+    finally:
+        locked.chmod(0o700)
+
+
+# ----------------------------------------------------------------------------
+# degenerate data and the metrics' warnings (issue 13, items 14 and 17)
+# ----------------------------------------------------------------------------
+def _identical_classes_folder(root, n_classes, distinct=()):
+    """Classes whose images are identical (same 4 images), except those in ``distinct``."""
+    for c in range(n_classes):
+        for i in range(4):
+            seed = 100 * (c + 1) + i if c in distinct else i
+            pixels = np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            _write_png(str(root / f"class{c}" / f"{i}.png"), pixels)
+    return root
+
+
+def test_evaluate_identical_classes_is_a_usage_error(tmp_path, capsys):
+    data = _identical_classes_folder(tmp_path / "data", 3)
+    argv = ["evaluate", "--model", "test_resnet", "--data", str(data), "--input-size", "16"]
+    argv += ["--episodes", "5", "--out", str(tmp_path / "out"), "-q", "--threads", "1"]
+    _expect_usage_error(argv, capsys, "class means coincide", "look the same")
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_reports_degenerate_metric_with_its_warning(tmp_path):
+    from sknc.metrics import NCDegenerateWarning
+
+    data = _identical_classes_folder(tmp_path / "data", 3, distinct=(2,))
+    with pytest.warns(NCDegenerateWarning, match="identical means"):
+        res = run_evaluate(
+            "test_resnet",
+            data,
+            input_size=16,
+            n_episodes=5,
+            out_dir=tmp_path / "out",
+            progress=False,
+            threads=1,
+        )
+    for row in res["layers"]:
+        assert row["cdnv"] is None  # infinite: null in JSON, "n/a" in the report
+        assert any("identical means" in w for w in row["warnings"])
+    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "Warnings of the metrics" in report and "identical means" in report
+
+
+def test_narrow_blocks_are_flagged_and_not_chosen():
+    from sknc.experiments._evaluate import _choose_blocks, _layer_row
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(6), 10)
+    wide = rng.normal(size=(60, 12)) + 3 * np.eye(12)[y]
+    narrow = wide[:, :5] * 10  # 5 = K - 1 features
+    with warnings.catch_warnings():  # the metrics may warn about the narrow block
+        warnings.simplefilter("ignore")
+        rows = [
+            _layer_row(0, "narrow", narrow, y, 6),
+            _layer_row(1, "wide_a", wide, y, 6),
+            _layer_row(2, "wide_b", wide[:, ::-1] * 2, y, 6),
+            _layer_row(3, "penultimate", wide, y, 6),
+        ]
+    assert [r["nc1_comparable"] for r in rows] == [False, True, True, True]
+    best, suggested, metric = _choose_blocks(rows, 6)
+    assert metric == "nc1"
+    assert best["layer"] != "narrow" and suggested["layer"] == "wide_a"
+    # no block wide enough: CDNV decides
+    best, _, metric = _choose_blocks([rows[0], rows[3]], 6)
+    assert (best["layer"], metric) == ("narrow", "cdnv")
+
+
+def test_evaluate_report_marks_narrow_blocks(evaluate_run):
+    from sknc.experiments._report import render_evaluate_report
+
+    _, results, _ = evaluate_run
+    results = json.loads(json.dumps(results))
+    results["layers"][0]["nc1_comparable"] = False
+    report = render_evaluate_report(results)
+    assert "† Not comparable" in report
+    layer = re.escape(results["layers"][0]["layer"])
+    assert re.search(rf"\| `{layer}` \| [\d,]+ \| [^|]*† \|", report)
+
+
+def test_cli_messages_show_plain_strings(tmp_path, capsys):
+    _write_png(str(tmp_path / "data" / "alpha" / "0.png"), np.zeros((8, 8, 3), np.uint8))
+    _write_png(str(tmp_path / "data" / "beta" / "0.png"), np.ones((8, 8, 3), np.uint8))
+    _write_png(str(tmp_path / "data" / "beta" / "1.png"), np.ones((8, 8, 3), np.uint8))
+    argv = ["evaluate", "--model", "test_resnet", "--data", str(tmp_path / "data")]
+    err = _expect_usage_error(argv + ["--out", str(tmp_path / "o")], capsys, "'alpha' (1)")
+    assert "np.str_" not in err
+
+
+# ----------------------------------------------------------------------------
+# preprocessing options (issue 13, item 20)
+# ----------------------------------------------------------------------------
+def test_evaluate_small_input_is_not_cropped_and_preprocessing_is_recorded(evaluate_run):
+    _, results, report = evaluate_run
+    prep = results["config"]["preprocessing"]
+    assert prep["input_size"] == [3, 16, 16]
+    assert prep["crop_pct"] == 1.0  # no silent border crop at 16 px
+    assert set(prep) >= {"interpolation", "mean", "std", "crop_mode"}
+    assert any("No border crop" in note for note in results["notes"])
+    assert "Preprocessing:" in report
+    code = re.search(r"```python\n(.*?)```", report, flags=re.S).group(1)
+    assert "input_size=16" in code and "crop_pct=1.0" in code
+    namespace = {}
+    exec(code, namespace)  # the suggested line runs and matches the evaluation
+    params = namespace["clf"].get_params()
+    assert params["input_size"] == 16 and params["crop_pct"] == 1.0
+    assert list(params["mean"]) == prep["mean"] and list(params["std"]) == prep["std"]
+    assert params["interpolation"] == prep["interpolation"]
+
+
+def test_evaluate_preprocessing_options(image_folder, tmp_path):
+    from sknc.features import BackboneFeatures
+
+    out = tmp_path / "out"
+    argv = ["evaluate", "--model", "test_resnet", "--data", str(image_folder)]
+    argv += ["--input-size", "16", "--crop-pct", "0.5", "--mean", "0.4", "--std", "0.2,0.3,0.4"]
+    argv += ["--interpolation", "nearest", "--model-kwargs", '{"zero_init_last": false}']
+    argv += ["--layers", "penultimate", "--episodes", "5", "--out", str(out), "-q"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv + ["--threads", "1"]) == 0
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    prep = res["config"]["preprocessing"]
+    assert prep["crop_pct"] == 0.5 and prep["interpolation"] == "nearest"
+    assert prep["mean"] == [0.4] * 3 and prep["std"] == [0.2, 0.3, 0.4]
+    assert res["config"]["model_kwargs"] == {"zero_init_last": False}
+    assert "--crop-pct 0.5" in res["command_line"] and "--model-kwargs" in res["command_line"]
+    feats = BackboneFeatures(
+        "test_resnet",
+        input_size=16,
+        crop_pct=0.5,
+        mean=0.4,
+        std=(0.2, 0.3, 0.4),
+        interpolation="nearest",
+        model_kwargs={"zero_init_last": False},
+        random_state=0,
+    ).fit()
+    from sknc.datasets import load_image_folder
+    from sknc.metrics import nc1
+
+    folder = load_image_folder(image_folder)
+    Z = feats.transform(folder.filenames)
+    assert res["layers"][-1]["nc1"] == pytest.approx(nc1(Z, folder.target), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "option, value, fragment",
+    [
+        ("--crop-pct", "1.5", "expected a number in (0, 1]"),
+        ("--mean", "0.1,0.2", "expected one number or three"),
+        ("--model-kwargs", "[1]", "expected a JSON object"),
+        ("--model-kwargs", "{oops", "expected a JSON object"),
+        ("--interpolation", "lanczos", "invalid choice"),
+    ],
+)
+def test_evaluate_bad_preprocessing_options(option, value, fragment, capsys):
+    argv = ["evaluate", "--model", "test_resnet", "--data", ".", option, value]
+    _expect_usage_error(argv, capsys, fragment)
+
+
+# ----------------------------------------------------------------------------
+# OpenMP wait policy (issue 13, item 22)
+# ----------------------------------------------------------------------------
+def test_empty_omp_wait_policy_counts_as_unset(tmp_path):
+    from sknc.cli import _omp_wait_policy_set
+
+    assert not _omp_wait_policy_set({"OMP_WAIT_POLICY": ""})
+    assert not _omp_wait_policy_set({"OMP_WAIT_POLICY": "  "})
+    assert not _omp_wait_policy_set({})
+    assert _omp_wait_policy_set({"OMP_WAIT_POLICY": "active"})
+    code = (
+        "from sknc.cli import _load_torch_with_passive_openmp as f; f()\n"
+        "import os, torch; torch.ones(64, 64) @ torch.ones(64, 64)\n"
+        "print(repr(os.environ['OMP_WAIT_POLICY']))\n"
+    )
+    env = dict(os.environ, OMP_WAIT_POLICY="", PYTHONPATH=os.getcwd())
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Invalid value" not in proc.stderr
+    assert proc.stdout.strip() == "''"  # the user's (empty) value is put back

@@ -215,6 +215,27 @@ def test_layerwise_nc_one_panel_per_metric_with_highlight():
     assert fig.axes[2].get_yscale() == "linear"
 
 
+def test_layerwise_nc_marks_values_that_are_not_comparable():
+    layers = ["act1", "layer1", "layer2", "penultimate"]
+    nc1 = [50.0, 20.0, 5.0, 2.0]
+    fig = plot_layerwise_nc(
+        layers, {"NC1": nc1, "CDNV": [3.0, 2.0, 1.0, 0.5]}, not_comparable={"NC1": ["act1"]}
+    )
+    ax_nc1, ax_cdnv = fig.axes
+    line, hollow = ax_nc1.get_lines()[:2]
+    np.testing.assert_allclose(line.get_ydata(), [np.nan, 20.0, 5.0, 2.0])
+    np.testing.assert_allclose(hollow.get_xdata(), [0])
+    np.testing.assert_allclose(hollow.get_ydata(), [50.0])
+    assert hollow.get_markerfacecolor() == "white"
+    assert "not comparable" in ax_nc1.get_legend().get_texts()[0].get_text()
+    assert ax_cdnv.get_legend() is None
+    np.testing.assert_allclose(ax_cdnv.get_lines()[0].get_ydata(), [3.0, 2.0, 1.0, 0.5])
+    with pytest.raises(ValueError, match="unknown layers"):
+        plot_layerwise_nc(layers, {"NC1": nc1}, not_comparable={"NC1": ["nope"]})
+    with pytest.raises(ValueError, match="not one of the metrics"):
+        plot_layerwise_nc(layers, {"NC1": nc1}, not_comparable={"NC2": ["act1"]})
+
+
 def test_layerwise_nc_errors():
     with pytest.raises(ValueError, match="not one of the layers"):
         plot_layerwise_nc(["a", "b"], {"NC1": [1.0, 2.0]}, highlight="c")

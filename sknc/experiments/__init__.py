@@ -9,8 +9,8 @@ Both raise :class:`InputError` (a ``ValueError``) for what the user asked
 wrongly (missing folder, empty class, unknown model).
 """
 
-from ._common import InputError
+from ._common import InputError, Interrupted
 from ._demo import PRESETS, run_demo
 from ._evaluate import run_evaluate
 
-__all__ = ["InputError", "PRESETS", "run_demo", "run_evaluate"]
+__all__ = ["InputError", "Interrupted", "PRESETS", "run_demo", "run_evaluate"]

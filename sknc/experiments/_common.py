@@ -16,6 +16,15 @@ single_threaded_blas
 to_jsonable, write_json, write_text, save_figure
     ``results.json`` (NaN becomes null) and files written atomically, so an
     interrupted run never leaves half-written files behind.
+check_out_dir
+    Validate an output folder before any work (an existing file, or a
+    folder that cannot be created, is an :class:`InputError`).
+staged_output, Interrupted
+    A run's files are written to a staging folder inside the output folder
+    and moved into place together at the end, with Ctrl-C held back during
+    the move: an interrupted run never mixes its files with those of an
+    earlier complete run. :class:`Interrupted` (a ``KeyboardInterrupt``)
+    carries what was kept.
 check_model, check_int, check_device
     Turn an unknown model name, a bad count or an unavailable device into an
     :class:`InputError`.
@@ -40,6 +49,109 @@ import numpy as np
 
 class InputError(ValueError):
     """What the user asked for cannot be done (bad folder, class, model, weights)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; ``str()`` says what was kept and what was left untouched.
+
+    A ``KeyboardInterrupt``, so that code catching that still sees it.
+    """
+
+
+def check_out_dir(path):
+    """Validate an output folder before any work is done; return it as a str.
+
+    An existing non-folder, a path below a file, or a folder that cannot be
+    created or written to (no permission) is an :class:`InputError`. Nothing
+    is created here.
+    """
+    path = os.fspath(path)
+    if not path:
+        raise InputError("the output folder is an empty path.")
+    full = os.path.abspath(path)
+    if os.path.exists(full):
+        if not os.path.isdir(full):
+            raise InputError(
+                f"output folder {path!r} is an existing file, not a folder; choose another --out."
+            )
+        if not os.access(full, os.W_OK | os.X_OK):
+            raise InputError(f"output folder {path!r} is not writable (permission denied).")
+        return path
+    parent = full
+    while not os.path.exists(parent):
+        up = os.path.dirname(parent)
+        if up == parent:  # pragma: no cover - the root always exists
+            break
+        parent = up
+    if not os.path.isdir(parent):
+        raise InputError(
+            f"output folder {path!r} cannot be created: {parent!r} is a file, not a folder."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(
+            f"output folder {path!r} cannot be created: {parent!r} is not writable "
+            "(permission denied)."
+        )
+    return path
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Hold back Ctrl-C (SIGINT) inside the block and raise it at its end.
+
+    For short sequences that must not be cut in the middle (moving a run's
+    files into place). Outside the main thread, or where signals cannot be
+    set, the block runs as it is.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    except (ValueError, OSError):  # pragma: no cover - no signals here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def staged_output(out_dir):
+    """Write a run's files to a staging folder, then move them into ``out_dir`` together.
+
+    Yields the staging folder (inside ``out_dir``, so the moves are
+    renames on one file system). When the block ends normally, every file
+    and folder in it replaces its namesake in ``out_dir``, with Ctrl-C held
+    back until all are in place; when it raises (Ctrl-C included), the
+    staging folder is removed and ``out_dir`` keeps what it had.
+    """
+    import shutil
+
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=".sknc-staging-", dir=out_dir)
+    try:
+        yield stage
+        with deferred_interrupt():
+            for name in sorted(os.listdir(stage)):
+                src, dst = os.path.join(stage, name), os.path.join(out_dir, name)
+                if os.path.isdir(src):
+                    if os.path.isdir(dst) and not os.path.islink(dst):
+                        shutil.rmtree(dst)
+                    elif os.path.lexists(dst):
+                        os.remove(dst)
+                os.replace(src, dst)
+            os.rmdir(stage)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def available_cores():

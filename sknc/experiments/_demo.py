@@ -29,14 +29,17 @@ import numpy as np
 
 from ._common import (
     InputError,
+    Interrupted,
     Progress,
     check_device,
     check_int,
     check_model,
+    check_out_dir,
     environment,
     new_figure,
     save_figure,
     single_threaded_blas,
+    staged_output,
     torch_threads,
     write_results,
 )
@@ -310,6 +313,7 @@ def _pretrain(p, model, size, epochs, sets, work, device, seed, progress):
         )
     finally:
         bar.close()
+    _check_trained(est, epochs, "pre-training")
     history = est.history_
     return [init] + list(est.checkpoints_), {
         "epoch": list(range(1, len(history) + 1)),
@@ -317,6 +321,18 @@ def _pretrain(p, model, size, epochs, sets, work, device, seed, progress):
         "seconds": [float(v) for v in history[:, "dur"]],
         "final_train_nc1": est.train_nc1_,
     }
+
+
+def _check_trained(estimator, epochs, what):
+    """Raise KeyboardInterrupt if a fit stopped before its epochs without saying so.
+
+    skorch catches Ctrl-C inside ``fit`` and returns the half-trained net;
+    the demo has no early stopping, so fewer epochs than asked means that
+    the user interrupted, and its results must not be reported as complete.
+    """
+    done = len(estimator.history_)
+    if done < epochs:
+        raise KeyboardInterrupt(f"{what} stopped after {done} of {epochs} epochs")
 
 
 def _features(model, path, size, device, memory=None):
@@ -440,6 +456,7 @@ def _finetune(p, model, size, checkpoint, sets, device, seed, progress):
             random_state=seed,
         )
         clf.fit(X, y)
+        _check_trained(clf, p.finetune_epochs, f"fine-tuning ({method})")
         rows.append(
             {
                 "method": method,
@@ -685,7 +702,13 @@ def run_demo(
     Raises
     ------
     InputError
-        Unknown model, bad option values.
+        Unknown model, bad option values, an output folder that is a file
+        or cannot be created (checked before any work).
+    Interrupted
+        Ctrl-C (a ``KeyboardInterrupt``): nothing in ``out_dir`` is
+        overwritten (the files of a run are moved into place together at
+        the end); the pre-training checkpoints completed so far are kept in
+        ``out_dir/interrupted_checkpoints``; the message says so.
 
     Examples
     --------
@@ -709,7 +732,7 @@ def run_demo(
     if downstream not in _DOWNSTREAMS:
         raise InputError(f"downstream must be one of {_DOWNSTREAMS}, got {downstream!r}.")
     resolved = check_device(device)
-    out_dir = os.fspath(out_dir)
+    out_dir = check_out_dir(out_dir)
     steps = Progress(progress, n_steps=6)
     check_model(model, image_size)
 
@@ -735,75 +758,96 @@ def run_demo(
         torch_threads(threads) as n_threads,
         tempfile.TemporaryDirectory(prefix="sknc-demo-") as work,
     ):
-        results["environment"] = environment(resolved, n_threads)
-        t = time.perf_counter()
-        steps.step("loading the glyph and digits data")
-        sets, results["data"] = _load_data(p, image_size, downstream, seed)
-        d = results["data"]
-        timing["load_data"] = time.perf_counter() - t
+        step = "starting"
+        try:
+            results["environment"] = environment(resolved, n_threads)
+            t = time.perf_counter()
+            step = "loading the glyph and digits data"
+            steps.step(step)
+            sets, results["data"] = _load_data(p, image_size, downstream, seed)
+            d = results["data"]
+            timing["load_data"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        steps.step(
-            f"pre-training {model} from scratch on {d['source']['n_classes']} source "
-            f"classes ({d['source']['n_train']} images), {epochs} epochs"
-        )
-        checkpoints, results["pretraining"] = _pretrain(
-            p, model, image_size, epochs, sets, work, device, seed, steps
-        )
-        timing["pretraining"] = time.perf_counter() - t
+            t = time.perf_counter()
+            step = (
+                f"pre-training {model} from scratch on {d['source']['n_classes']} source "
+                f"classes ({d['source']['n_train']} images), {epochs} epochs"
+            )
+            steps.step(step)
+            checkpoints, results["pretraining"] = _pretrain(
+                p, model, image_size, epochs, sets, work, device, seed, steps
+            )
+            timing["pretraining"] = time.perf_counter() - t
 
-        memory = joblib.Memory(os.path.join(work, "features"), verbose=0)
-        t = time.perf_counter()
-        steps.step(
-            f"collapse and few-shot accuracy of {len(checkpoints)} checkpoints "
-            f"(epoch 0 = initial weights)"
-        )
-        results["collapse"], results["few_shot"] = _measure_checkpoints(
-            p, model, image_size, checkpoints, sets, memory, device, seed, n_threads, steps
-        )
-        fs = results["few_shot"]
-        fs["correlation"] = rank_correlation(
-            fs["novel_cdnv"], fs["shots"][str(max(_SHOTS))]["mean"]
-        )
-        timing["checkpoint_metrics"] = time.perf_counter() - t
+            memory = joblib.Memory(os.path.join(work, "features"), verbose=0)
+            t = time.perf_counter()
+            step = (
+                f"collapse and few-shot accuracy of {len(checkpoints)} checkpoints "
+                f"(epoch 0 = initial weights)"
+            )
+            steps.step(step)
+            results["collapse"], results["few_shot"] = _measure_checkpoints(
+                p, model, image_size, checkpoints, sets, memory, device, seed, n_threads, steps
+            )
+            fs = results["few_shot"]
+            fs["correlation"] = rank_correlation(
+                fs["novel_cdnv"], fs["shots"][str(max(_SHOTS))]["mean"]
+            )
+            timing["checkpoint_metrics"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        steps.step(
-            f"ranking the checkpoints by NC1 on {d['downstream']['name']} "
-            "against linear-probe accuracy"
-        )
-        results["transfer"] = {
-            "downstream": d["downstream"]["name"],
-            **_rank_checkpoints(model, image_size, checkpoints, sets, memory, device, seed, steps),
-        }
-        timing["transfer_ranking"] = time.perf_counter() - t
+            t = time.perf_counter()
+            step = (
+                f"ranking the checkpoints by NC1 on {d['downstream']['name']} "
+                "against linear-probe accuracy"
+            )
+            steps.step(step)
+            results["transfer"] = {
+                "downstream": d["downstream"]["name"],
+                **_rank_checkpoints(
+                    model, image_size, checkpoints, sets, memory, device, seed, steps
+                ),
+            }
+            timing["transfer_ranking"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        steps.step(
-            f"fine-tuning the last checkpoint on {d['scarce']['n_train']} digits "
-            f"({pct(p.scarce_fraction)}% of the training set): "
-            f"{', '.join(_METHODS)}"
-        )
-        results["finetune"] = {
-            "dataset": d["scarce"]["name"],
-            "backbone_epoch": len(checkpoints) - 1,
-            "epochs": p.finetune_epochs,
-            "lr": p.finetune_lr,
-            "batch_size": p.finetune_batch_size,
-            "methods": _finetune(p, model, image_size, checkpoints[-1], sets, device, seed, steps),
-        }
-        timing["finetuning"] = time.perf_counter() - t
+            t = time.perf_counter()
+            step = (
+                f"fine-tuning the last checkpoint on {d['scarce']['n_train']} digits "
+                f"({pct(p.scarce_fraction)}% of the training set): "
+                f"{', '.join(_METHODS)}"
+            )
+            steps.step(step)
+            results["finetune"] = {
+                "dataset": d["scarce"]["name"],
+                "backbone_epoch": len(checkpoints) - 1,
+                "epochs": p.finetune_epochs,
+                "lr": p.finetune_lr,
+                "batch_size": p.finetune_batch_size,
+                "methods": _finetune(
+                    p, model, image_size, checkpoints[-1], sets, device, seed, steps
+                ),
+            }
+            timing["finetuning"] = time.perf_counter() - t
 
-        steps.step(f"writing the report to {out_dir}")
-        os.makedirs(out_dir, exist_ok=True)
-        if keep_checkpoints:
-            target = os.path.join(out_dir, "checkpoints")
-            shutil.rmtree(target, ignore_errors=True)
-            os.makedirs(target)
-            for epoch, path in enumerate(checkpoints):
-                shutil.copyfile(path, os.path.join(target, f"epoch_{epoch:03d}.safetensors"))
+            step = f"writing the report to {out_dir}"
+            steps.step(step)
+            with staged_output(out_dir) as stage:
+                if keep_checkpoints:
+                    target = os.path.join(stage, "checkpoints")
+                    os.makedirs(target)
+                    for epoch, path in enumerate(checkpoints):
+                        shutil.copyfile(
+                            path, os.path.join(target, f"epoch_{epoch:03d}.safetensors")
+                        )
+                results = _write_demo(results, timing, t_start, stage, keep_checkpoints)
+        except KeyboardInterrupt as exc:
+            raise Interrupted(_interrupted_message(step, out_dir, work)) from exc
+    return results
+
+
+def _write_demo(results, timing, t_start, folder, keep_checkpoints):
+    """Verdicts, figures, ``results.json`` and ``report.md`` into ``folder``."""
     results["claims"] = _claims(results)
-    results["figures"] = _figures(results, out_dir)
+    results["figures"] = _figures(results, folder)
     results["files"] = {
         "report.md": "this report",
         "results.json": "every number of this report, and the configuration",
@@ -828,4 +872,54 @@ def run_demo(
     }
     if keep_checkpoints:
         results["files"]["checkpoints/"] = "the weights after every epoch (safetensors)"
-    return write_results(out_dir, results, timing, t_start, render_demo_report)
+    return write_results(folder, results, timing, t_start, render_demo_report)
+
+
+#: Where an interrupted demo keeps the checkpoints it had completed.
+INTERRUPTED_CHECKPOINTS = "interrupted_checkpoints"
+
+
+def _complete_checkpoints(work):
+    """The readable ``epoch_NNN.safetensors`` files under ``work``, by epoch."""
+    import glob
+
+    from safetensors import safe_open
+
+    found = {}
+    for path in glob.glob(os.path.join(work, "**", "epoch_*.safetensors"), recursive=True):
+        stem = os.path.basename(path)[len("epoch_") : -len(".safetensors")]
+        if not stem.isdigit():
+            continue
+        try:  # a file cut in the middle of writing does not open
+            with safe_open(path, framework="pt") as f:
+                f.keys()
+        except Exception:
+            continue
+        found.setdefault(int(stem), path)
+    return [found[e] for e in sorted(found)]
+
+
+def _interrupted_message(step, out_dir, work):
+    """Keep the completed checkpoints of an interrupted demo; say what happened."""
+    report = os.path.join(out_dir, "report.md")
+    if os.path.exists(report):
+        kept = f"the earlier report in {out_dir} was left untouched"
+    else:
+        kept = "no report was written"
+    text = f"interrupted while {step}; {kept}"
+    ckpts = _complete_checkpoints(work)
+    if ckpts:
+        target = os.path.join(out_dir, INTERRUPTED_CHECKPOINTS)
+        try:
+            shutil.rmtree(target, ignore_errors=True)
+            os.makedirs(target)
+            for path in ckpts:
+                shutil.copyfile(path, os.path.join(target, os.path.basename(path)))
+            epochs = [int(os.path.basename(c)[6:9]) for c in ckpts]
+            text += (
+                f"; the {len(ckpts)} complete pre-training checkpoint(s) (epochs "
+                f"{epochs[0]} to {epochs[-1]}) were kept in {target}"
+            )
+        except OSError as exc:  # the message must still come out
+            text += f"; the completed checkpoints could not be kept ({exc})"
+    return text + "."

@@ -21,10 +21,12 @@ from ._common import (
     check_device,
     check_int,
     check_model,
+    check_out_dir,
     environment,
     new_figure,
     save_figure,
     single_threaded_blas,
+    staged_output,
     torch_threads,
     write_results,
 )
@@ -36,6 +38,11 @@ DEFAULT_EVALUATE_DIR = os.path.join("sknc_results", "evaluate")
 _PENULTIMATE = "penultimate"
 _N_WAY, _SHOTS, _N_QUERY, _FOLDS = 5, (1, 5), 15, 5
 _CONFIDENCE = 95
+#: Inputs of at most this many pixels get ``crop_pct=1.0`` unless one is given:
+#: timm's default centre crop (0.875 of a slightly larger resize) would cut the
+#: border of small images, where their content is.
+SMALL_INPUT_SIZE = 64
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 def _load_folder(data):
@@ -45,10 +52,8 @@ def _load_folder(data):
         folder = load_image_folder(data)
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         raise InputError(str(exc)) from exc
-    names, counts = (
-        folder.target_names,
-        np.bincount(folder.target, minlength=len(folder.target_names)),
-    )
+    names = [str(n) for n in folder.target_names]  # plain str: no np.str_ reprs in messages
+    counts = np.bincount(folder.target, minlength=len(names))
     if len(names) < 2:
         raise InputError(
             f"{os.fspath(data)!r} has a single class folder ({names[0]!r}); "
@@ -80,6 +85,110 @@ def _parse_layers(layers):
     return out
 
 
+def _check_preprocessing(input_size, crop_pct, mean, std, interpolation, model_kwargs):
+    """Validate the preprocessing options; return (crop_pct, model_kwargs, notes)."""
+    notes = []
+    if input_size is not None and (
+        isinstance(input_size, bool)
+        or not isinstance(input_size, (int, np.integer))
+        or input_size < 1
+    ):
+        raise InputError(f"input size must be a positive int, got {input_size!r}.")
+    if crop_pct is not None:
+        if isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float, np.floating)):
+            raise InputError(f"crop_pct must be a number in (0, 1], got {crop_pct!r}.")
+        if not 0 < float(crop_pct) <= 1:
+            raise InputError(f"crop_pct must be in (0, 1], got {crop_pct!r}.")
+        crop_pct = float(crop_pct)
+    elif input_size is not None and input_size <= SMALL_INPUT_SIZE:
+        crop_pct = 1.0
+        notes.append(
+            "No border crop (crop_pct 1): at small input sizes the model's default centre "
+            "crop would cut off the images' border; pass --crop-pct to crop."
+        )
+    for name, value in (("mean", mean), ("std", std)):
+        if value is None:
+            continue
+        vals = np.atleast_1d(np.asarray(value, dtype=object))
+        try:
+            vals = vals.astype(float)
+        except (TypeError, ValueError):
+            raise InputError(f"{name} must be 1 or 3 numbers, got {value!r}.") from None
+        if vals.ndim != 1 or len(vals) not in (1, 3) or not np.isfinite(vals).all():
+            raise InputError(f"{name} must be 1 or 3 finite numbers, got {value!r}.")
+        if name == "std" and (vals <= 0).any():
+            raise InputError(f"std must be positive, got {value!r}.")
+    if interpolation is not None and interpolation not in _INTERPOLATIONS:
+        raise InputError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}.")
+    if model_kwargs is not None and not isinstance(model_kwargs, dict):
+        raise InputError(
+            f"model_kwargs must be a dict (a JSON object on the command line), "
+            f"got {model_kwargs!r}."
+        )
+    return crop_pct, model_kwargs, notes
+
+
+def _layer_row(index, layer, Zl, y, n_classes):
+    """NC1, CDNV and NC2 of one layer's features, with what makes them not meaningful.
+
+    Warnings of the metrics (coinciding class means, too few features) are
+    recorded in the row and shown to the user (not silenced). Geometry on
+    which the metrics are undefined (every class mean equal) gives NaN and
+    the reason, not an exception.
+    """
+    from ..metrics import collapse_report
+
+    row = {
+        "layer": layer,
+        "index": index,
+        "n_features": int(Zl.shape[1]),
+        # NC1 needs the class means to span K - 1 directions in more than K - 1
+        # features; on narrower blocks it is not comparable with wider ones
+        "nc1_comparable": bool(Zl.shape[1] > n_classes - 1),
+        "nc1": float("nan"),
+        "cdnv": float("nan"),
+        "nc2": float("nan"),
+        "equinorm": float("nan"),
+        "equiangularity": float("nan"),
+        "warnings": [],
+        "error": None,
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            rep = collapse_report(Zl, y)
+        except ValueError as exc:
+            row["error"] = str(exc)
+        else:
+            for key in ("nc1", "cdnv", "nc2", "equinorm", "equiangularity"):
+                row[key] = float(getattr(rep, key))
+    seen = []
+    for w in caught:
+        text = str(w.message)
+        if text not in seen:
+            seen.append(text)
+            warnings.warn(f"layer {layer!r}: {text}", w.category, stacklevel=3)
+    row["warnings"] = seen
+    return row
+
+
+def _choose_blocks(rows, n_classes):
+    """The most collapsed block and the suggested ``tuned_block`` (last block left out).
+
+    NC1 is compared only over blocks wider than K - 1 features; when no
+    block is that wide, CDNV (which has no such restriction) decides.
+    """
+    blocks = [r for r in rows if r["layer"] != _PENULTIMATE]
+    wide = [r for r in blocks if r["nc1_comparable"] and np.isfinite(r["nc1"])]
+    metric, pool = "nc1", wide
+    if not wide:
+        metric, pool = "cdnv", [r for r in blocks if np.isfinite(r["cdnv"])]
+    best = min(pool, key=lambda r: r[metric]) if pool else None
+    earlier = [r for r in pool if blocks and r is not blocks[-1]]
+    suggested = min(earlier, key=lambda r: r[metric]) if earlier else None
+    return best, suggested, metric
+
+
 def _fewshot_protocol(n_classes, min_count, n_episodes):
     notes = []
     n_way = min(_N_WAY, n_classes)
@@ -108,6 +217,11 @@ def run_evaluate(
     pretrained=False,
     layers=None,
     input_size=None,
+    crop_pct=None,
+    mean=None,
+    std=None,
+    interpolation=None,
+    model_kwargs=None,
     batch_size=64,
     device="auto",
     out_dir=DEFAULT_EVALUATE_DIR,
@@ -130,6 +244,16 @@ def run_evaluate(
     the report says. The block whose features collapse most (lowest NC1),
     the last block left out, is suggested as SCL-FT's ``tuned_block``.
 
+    NC1 is compared only between blocks with more than ``K - 1`` features
+    (``K`` classes): on narrower blocks the class means cannot span the
+    ``K - 1`` between-class directions with room to spare, and NC1 is not
+    comparable (it explodes at ``d = K - 1``). Such blocks are marked in the
+    table and the figure and left out of the choice; when no block is wide
+    enough, CDNV decides. The metrics' warnings (coinciding class means,
+    narrow blocks) are shown, not silenced, and recorded per layer in
+    ``results.json``; a layer on which every class mean coincides gets NaN
+    and the reason instead of an error.
+
     Parameters
     ----------
     model : str or torch.nn.Module
@@ -148,12 +272,26 @@ def run_evaluate(
     input_size : int or None, default=None
         Images are resized and centre-cropped to this size (None: the
         model's default).
+    crop_pct : float in (0, 1] or None, default=None
+        Share of the resized image kept by the centre crop (None: the
+        model's, except for ``input_size`` of at most
+        :data:`SMALL_INPUT_SIZE` = 64 px, where it is 1.0 -- no border crop,
+        as small images have content up to their border).
+    mean, std : float, sequence of 3 floats or None, default=None
+        Normalisation (None: the model's).
+    interpolation : {"bilinear", "bicubic", "nearest"} or None, default=None
+        Resize filter (None: the model's).
+    model_kwargs : dict or None, default=None
+        Extra keyword arguments of the timm model (e.g.
+        ``{"zero_init_last": False}`` for a random-initialisation baseline).
     batch_size : int, default=64
         Images per forward pass.
     device : str, default="auto"
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
     out_dir : str or path-like, default="sknc_results/evaluate"
-        Output folder: ``results.json``, ``report.md``, ``layerwise_nc.png``.
+        Output folder: ``results.json``, ``report.md``, ``layerwise_nc.png``,
+        moved into place together at the end (an interrupted run leaves an
+        earlier report untouched). Checked before any work.
     seed : int, default=0
         Seeds the random initialisation (without weights), the folds and
         the episodes.
@@ -169,11 +307,20 @@ def run_evaluate(
     results : dict
         What ``results.json`` holds.
 
+    The preprocessing used (input size, crop, normalisation,
+    interpolation) is recorded under ``config["preprocessing"]`` and in the
+    report, with the matching :class:`~sknc.finetune.FineTuningClassifier`
+    line.
+
     Raises
     ------
     InputError
         Missing folder, a class folder with fewer than two images, fewer
-        than two classes, unknown model or layer, unreadable weights or images.
+        than two classes, unknown model or layer, unreadable weights or
+        images, bad preprocessing options, an output folder that is a file
+        or cannot be created (checked before any work), images on which
+        every layer's class means coincide (e.g. identical images under
+        every class name).
 
     Examples
     --------
@@ -201,7 +348,6 @@ def run_evaluate(
     from sklearn.preprocessing import StandardScaler
 
     from ..features import BackboneFeatures, list_layers
-    from ..metrics import collapse_report
     from ..model_selection import EpisodeSplit, evaluate_episodes
 
     t_start = time.perf_counter()
@@ -211,19 +357,17 @@ def run_evaluate(
         (seed, "seed", 0),
     ):
         check_int(value, name, low)
-    if input_size is not None and (
-        isinstance(input_size, bool)
-        or not isinstance(input_size, (int, np.integer))
-        or input_size < 1
-    ):
-        raise InputError(f"input size must be a positive int, got {input_size!r}.")
+    crop_pct, model_kwargs, prep_notes = _check_preprocessing(
+        input_size, crop_pct, mean, std, interpolation, model_kwargs
+    )
     resolved = check_device(device)
-    out_dir = os.fspath(out_dir)
+    out_dir = check_out_dir(out_dir)
     steps = Progress(progress, n_steps=4)
     timing = {}
 
     folder, counts = _load_folder(data)
     y = folder.target
+    n_classes = len(folder.target_names)
     module = check_model(model)
     specs = _parse_layers(layers)
     if specs is None:
@@ -239,6 +383,11 @@ def run_evaluate(
             weights=weights,
             layers=specs,
             input_size=input_size,
+            crop_pct=crop_pct,
+            mean=mean,
+            std=std,
+            interpolation=interpolation,
+            model_kwargs=model_kwargs,
             batch_size=batch_size,
             device=device,
             verbose=progress,
@@ -248,10 +397,19 @@ def run_evaluate(
             feats.fit()
         except (ValueError, TypeError, OSError, RuntimeError, AssertionError) as exc:
             raise InputError(str(exc).strip() or type(exc).__name__) from exc
-        size = feats.data_config_["input_size"]
+        dc = feats.data_config_
+        size = dc["input_size"]
+        preprocessing = {
+            "input_size": [int(v) for v in size],
+            "crop_pct": float(dc["crop_pct"]),
+            "crop_mode": dc.get("crop_mode", "center"),
+            "interpolation": dc["interpolation"],
+            "mean": [float(v) for v in dc["mean"]],
+            "std": [float(v) for v in dc["std"]],
+        }
         steps.step(
             f"features of {len(feats.layers_)} layers of {model} for "
-            f"{len(y)} images in {len(folder.target_names)} classes "
+            f"{len(y)} images in {n_classes} classes "
             f"({size[1]} x {size[2]} px, one forward pass)"
         )
         try:
@@ -262,28 +420,19 @@ def run_evaluate(
 
         t = time.perf_counter()
         steps.step("NC1, CDNV and NC2 per layer")
-        rows = []
-        with warnings.catch_warnings(), single_threaded_blas():
-            warnings.simplefilter("ignore")  # degenerate geometry is reported as NaN
-            for index, (layer, Zl) in enumerate(Z.items()):
-                rep = collapse_report(Zl, y)
-                rows.append(
-                    {
-                        "layer": layer,
-                        "index": index,
-                        "n_features": int(Zl.shape[1]),
-                        "nc1": rep.nc1,
-                        "cdnv": rep.cdnv,
-                        "nc2": rep.nc2,
-                        "equinorm": rep.equinorm,
-                        "equiangularity": rep.equiangularity,
-                    }
-                )
-        blocks = [r for r in rows if r["layer"] != _PENULTIMATE]
-        finite = [r for r in blocks if np.isfinite(r["nc1"])]
-        best = min(finite, key=lambda r: r["nc1"]) if finite else None
-        earlier = [r for r in finite if r is not blocks[-1]]
-        suggested = min(earlier, key=lambda r: r["nc1"]) if earlier else None
+        with single_threaded_blas():
+            rows = [
+                _layer_row(index, layer, Zl, y, n_classes)
+                for index, (layer, Zl) in enumerate(Z.items())
+            ]
+        if all(r["error"] is not None for r in rows):
+            raise InputError(
+                f"collapse is undefined on every layer for the images in "
+                f"{os.fspath(data)!r}: {rows[-1]['error']} The images of different "
+                "classes look the same to the model (identical images under several "
+                "class names, or blank images?)."
+            )
+        best, suggested, chosen_by = _choose_blocks(rows, n_classes)
         timing["collapse_metrics"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -303,9 +452,7 @@ def run_evaluate(
             "std": float(scores.std()),
             "fold_accuracy": scores.tolist(),
         }
-        n_way, shots, n_query, notes = _fewshot_protocol(
-            len(folder.target_names), min_count, n_episodes
-        )
+        n_way, shots, n_query, notes = _fewshot_protocol(n_classes, min_count, n_episodes)
         few = {
             "n_way": n_way,
             "n_query": n_query,
@@ -337,13 +484,20 @@ def run_evaluate(
                 out_dir,
                 seed,
                 n_episodes,
+                crop_pct=crop_pct,
+                mean=mean,
+                std=std,
+                interpolation=interpolation,
+                model_kwargs=model_kwargs,
             ),
             "config": {
                 "model": model if isinstance(model, str) else type(model).__name__,
                 "weights": os.fspath(weights) if weights is not None else None,
                 "pretrained": bool(pretrained),
+                "model_kwargs": model_kwargs,
                 "layers": [str(s) for s in specs],
                 "input_size": [int(size[1]), int(size[2])],
+                "preprocessing": preprocessing,
                 "batch_size": batch_size,
                 "device": str(device),
                 "seed": seed,
@@ -353,22 +507,33 @@ def run_evaluate(
             "data": {
                 "path": os.path.abspath(os.fspath(data)),
                 "n_images": int(len(y)),
-                "n_classes": int(len(folder.target_names)),
-                "class_names": folder.target_names.tolist(),
+                "n_classes": int(n_classes),
+                "class_names": [str(n) for n in folder.target_names],
                 "class_sizes": counts.tolist(),
                 "min_class_size": min_count,
                 "max_class_size": int(counts.max()),
             },
             "layers": rows,
+            "nc1_min_features": n_classes,
             "most_collapsed_block": best,
             "suggested_tuned_block": suggested,
+            "block_chosen_by": chosen_by,
+            "notes": prep_notes,
             "linear_probe": linear_probe,
             "few_shot": few,
         }
     steps.step(f"writing the report to {out_dir}")
-    os.makedirs(out_dir, exist_ok=True)
+    with staged_output(out_dir) as stage:
+        results = _write_evaluate(results, timing, t_start, stage)
+    return results
+
+
+def _write_evaluate(results, timing, t_start, folder):
+    """The figure, ``results.json`` and ``report.md`` into ``folder``."""
     from ..plotting import plot_layerwise_nc
 
+    rows, data = results["layers"], results["data"]
+    suggested = results["suggested_tuned_block"]
     fig, axes = new_figure(3, figsize=(12, 4))
     plot_layerwise_nc(
         [r["layer"] for r in rows],
@@ -378,20 +543,21 @@ def run_evaluate(
             "NC2": [r["nc2"] for r in rows],
         },
         highlight=suggested["layer"] if suggested else None,
+        not_comparable={"NC1": [r["layer"] for r in rows if not r["nc1_comparable"]]},
         axes=axes,
     )
     fig.suptitle(
         f"{results['config']['model']}: collapse of the frozen features per layer "
-        f"({count(len(y))} images, {num(len(folder.target_names))} classes)"
+        f"({count(data['n_images'])} images, {num(data['n_classes'])} classes)"
     )
-    save_figure(fig, os.path.join(out_dir, "layerwise_nc.png"))
+    save_figure(fig, os.path.join(folder, "layerwise_nc.png"))
     results["figures"] = {"layerwise_nc": "layerwise_nc.png"}
     results["files"] = {
         "report.md": "this report",
         "results.json": "every number of this report, and the configuration",
         "layerwise_nc.png": "NC1, CDNV and NC2 per layer",
     }
-    return write_results(out_dir, results, timing, t_start, render_evaluate_report)
+    return write_results(folder, results, timing, t_start, render_evaluate_report)
 
 
 def _command_line(
@@ -406,7 +572,16 @@ def _command_line(
     out_dir,
     seed,
     n_episodes,
+    *,
+    crop_pct=None,
+    mean=None,
+    std=None,
+    interpolation=None,
+    model_kwargs=None,
 ):
+    import json
+    import shlex
+
     name = model if isinstance(model, str) else type(model).__name__
     parts = ["sknc", "evaluate", "--model", name, "--data", os.fspath(data)]
     if weights is not None:
@@ -418,6 +593,15 @@ def _command_line(
         parts += ["--layers", spec]
     if input_size is not None:
         parts += ["--input-size", str(input_size)]
+    if crop_pct is not None:
+        parts += ["--crop-pct", f"{crop_pct:g}"]
+    for flag, value in (("--mean", mean), ("--std", std)):
+        if value is not None:
+            parts += [flag, ",".join(f"{float(v):g}" for v in np.atleast_1d(value))]
+    if interpolation is not None:
+        parts += ["--interpolation", interpolation]
+    if model_kwargs:
+        parts += ["--model-kwargs", shlex.quote(json.dumps(model_kwargs))]
     parts += [
         "--batch-size",
         str(batch_size),

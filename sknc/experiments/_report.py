@@ -14,6 +14,7 @@ FORMATTERS
     check; the renderers never compute a number themselves.
 """
 
+import json
 import math
 import numbers
 
@@ -29,6 +30,40 @@ _LI = (
     "Li, Liu, Zhou, Lu, Fernandez-Granda, Zhu, Qu. *Understanding and Improving Transfer "
     "Learning of Deep Models via Neural Collapse.* TMLR 2024, arXiv:2212.12206."
 )
+
+
+def _py(value):
+    """A Python literal for ``value``, strings in double quotes."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_py(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_py(k)}: {_py(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def finetuning_call(results, tuned_block):
+    """The ``FineTuningClassifier(...)`` call matching an evaluation's backbone and preprocessing."""
+    cfg = results["config"]
+    args = [_py(cfg["model"]), 'method="scl-ft"', f"tuned_block={_py(tuned_block)}"]
+    if cfg.get("weights"):
+        args.append(f"weights={_py(cfg['weights'])}")
+    if cfg.get("pretrained"):
+        args.append("pretrained=True")
+    if cfg.get("model_kwargs"):
+        args.append(f"model_kwargs={_py(cfg['model_kwargs'])}")
+    prep = cfg.get("preprocessing")
+    if prep:
+        size = prep["input_size"]
+        args.append(f"input_size={_py(tuple(size[1:]) if size[1] != size[2] else size[1])}")
+        args.append(f"crop_pct={_py(prep['crop_pct'])}")
+        args.append(f"interpolation={_py(prep['interpolation'])}")
+        args.append(f"mean={_py(tuple(prep['mean']))}")
+        args.append(f"std={_py(tuple(prep['std']))}")
+    else:
+        args.append(f"input_size={_py(cfg['input_size'][0])}")
+    return "FineTuningClassifier(" + ", ".join(args) + ")"
 
 
 def _missing(x):
@@ -367,13 +402,33 @@ def render_evaluate_report(results):
         f"{env['device']}, {num(env['threads'])} torch threads, {secs(timing['total'])} s. "
         f"Lower NC1, CDNV and NC2 mean more collapse: tighter classes, farther apart.\n"
     )
+    prep = cfg.get("preprocessing")
+    if prep:
+        out.append(
+            f"Preprocessing: resize ({prep['interpolation']}) and {prep['crop_mode']} crop "
+            f"(crop_pct {num(prep['crop_pct'])}) to "
+            f"{num(prep['input_size'][1])} × {num(prep['input_size'][2])} px, normalised with "
+            f"mean ({', '.join(num(v) for v in prep['mean'])}) and std "
+            f"({', '.join(num(v) for v in prep['std'])})"
+            + (
+                f"; model options `{json.dumps(cfg['model_kwargs'])}`"
+                if cfg.get("model_kwargs")
+                else ""
+            )
+            + ".\n"
+        )
+    for note in r.get("notes", []):
+        out.append(f"- {note}")
+    if r.get("notes"):
+        out.append("")
     out.append("## Collapse per block\n")
     out.append(_figure(r, "layerwise_nc", "NC1, CDNV and NC2 per block") + "\n")
+    narrow = [row for row in r["layers"] if not row.get("nc1_comparable", True)]
     rows = [
         [
             f"`{row['layer']}`",
             count(row["n_features"]),
-            num(row["nc1"]),
+            num(row["nc1"]) + ("†" if not row.get("nc1_comparable", True) else ""),
             num(row["cdnv"]),
             num(row["nc2"]),
         ]
@@ -381,21 +436,50 @@ def render_evaluate_report(results):
     ]
     out.append(_table(["layer", "features", "NC1", "CDNV", "NC2"], rows))
     out.append("")
+    if narrow:
+        out.append(
+            f"† Not comparable: NC1 of a block with fewer features than there are classes "
+            f"({num(data['n_classes'])}) measures the within-class spread along the few "
+            "directions the class means can span and grows without bound as the width "
+            "approaches K − 1, so it is not compared with the NC1 of wider blocks "
+            "(CDNV has no such restriction).\n"
+        )
+    undefined = [row for row in r["layers"] if row.get("error")]
+    if undefined:
+        out.append("Layers on which the metrics are undefined (shown as n/a):\n")
+        out += [f"- `{row['layer']}`: `{row['error']}`" for row in undefined]
+        out.append("")
+    warned = [row for row in r["layers"] if row.get("warnings")]
+    if warned:
+        out.append("Warnings of the metrics (the values they concern are not meaningful):\n")
+        out += [f"- `{row['layer']}`: `{w}`" for row in warned for w in row["warnings"]]
+        out.append("")
     best, sug = r["most_collapsed_block"], r["suggested_tuned_block"]
-    out.append(f"Most collapsed block: `{best['layer']}` (NC1 {num(best['nc1'])}). ")
+    metric = r.get("block_chosen_by", "nc1")
+    if best is None:
+        out.append("No block has a finite collapse metric, so none is suggested.\n")
+    else:
+        out.append(
+            f"Most collapsed block: `{best['layer']}` ({metric.upper()} {num(best[metric])})"
+            + (
+                "; chosen by CDNV, as no block has more features than K − 1."
+                if metric == "cdnv"
+                else "."
+            )
+            + " "
+        )
     if sug is not None:
         out.append(
             f"As SCL-FT's `tuned_block` (the skip connection carries a block's output to the "
             f"penultimate features, so the last block is left out), start from `{sug['layer']}` "
-            f"(NC1 {num(sug['nc1'])}), the most collapsed of the earlier blocks:\n"
+            f"({metric.upper()} {num(sug[metric])}), the most collapsed of the earlier "
+            "blocks, with the same preprocessing:\n"
         )
-        w = f', weights="{cfg["weights"]}"' if cfg.get("weights") else ""
         out.append(
             "```python\nfrom sknc.finetune import FineTuningClassifier\n"
-            f'clf = FineTuningClassifier("{cfg["model"]}", method="scl-ft", '
-            f'tuned_block="{sug["layer"]}"{w})\n```\n'
+            f"clf = {finetuning_call(r, sug['layer'])}\n```\n"
         )
-    else:
+    elif best is not None:
         out.append(
             "The model has a single block, so there is no earlier block to suggest as "
             "SCL-FT's `tuned_block`.\n"
