@@ -69,6 +69,19 @@ class _NumpyOps:
     def empty_like_rows(self, n, m, dtype):
         return np.empty((n, m), dtype=dtype)
 
+    def shifted64(self, X, ref, out=None):
+        """``X - ref`` computed and returned in float64 (``ref`` float64 on the device)."""
+        return np.subtract(X, ref, out=out, dtype=np.float64)
+
+    def scale_(self, a, e):
+        """Multiply ``a`` in place by ``2**-e`` (exact; nothing when ``e == 0``)."""
+        if e:
+            np.ldexp(a, -e, out=a)
+        return a
+
+    def amax_abs(self, a):
+        return float(np.abs(a).max()) if a.size else 0.0
+
     def class_sums(self, Y, codes, n_classes):
         """Per-class sums of the rows of ``Y`` (returned in ``Y``'s dtype)."""
         import scipy.sparse as sp
@@ -195,6 +208,22 @@ class _TorchOps:
     def empty_like_rows(self, n, m, dtype):
         return self.torch.empty((n, m), dtype=dtype, device=self.device)
 
+    def shifted64(self, X, ref, out=None):
+        """``X - ref`` computed and returned in float64 (``ref`` float64 on the device)."""
+        Y = X.to(self.torch.float64)
+        return Y.sub_(ref)
+
+    def scale_(self, a, e):
+        """Multiply ``a`` in place by ``2**-e`` (exact; nothing when ``e == 0``)."""
+        if e:
+            # two powers of two, each representable even in float32
+            half = -e // 2
+            a.mul_(2.0**half).mul_(2.0 ** (-e - half))
+        return a
+
+    def amax_abs(self, a):
+        return float(a.abs().max()) if a.numel() else 0.0
+
     def class_sums(self, Y, codes, n_classes):
         out = self.torch.zeros((n_classes, Y.shape[1]), dtype=Y.dtype, device=Y.device)
         return out.index_add_(0, codes, Y)
@@ -212,7 +241,7 @@ class _TorchOps:
         return self.torch.index_select(M, 0, codes, out=out)
 
     def rownorm2(self, E):
-        return self.torch.einsum("ij,ij->i", E, E)
+        return (E * E).sum(1)
 
     def subtract(self, a, b, out):
         return self.torch.sub(a, b, out=out)
@@ -234,8 +263,13 @@ class _TorchOps:
         return (a != b).sum()
 
     def near_ties(self, S, idx, tol):
-        top2 = S.topk(2, dim=1).values
-        return top2[:, 1] >= top2[:, 0] - tol
+        # masked max: far cheaper than topk(2) on CPU
+        rows = self.torch.arange(S.shape[0], device=S.device)
+        top = S[rows, idx]
+        S[rows, idx] = -float("inf")
+        second = S.amax(dim=1)
+        S[rows, idx] = top
+        return second >= top - tol
 
     def nonzero(self, mask):
         return mask.nonzero()[:, 0]

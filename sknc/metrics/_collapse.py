@@ -40,16 +40,21 @@ from ._core import (
     BetweenGeometry,
     NCDegenerateWarning,
     blas_threads,
+    _CDNV_BIAS,
     cdnv_values,
     centered_means,
     equiangularity_value,
     equinorm_value,
     nc2_value,
     nc3_value,
+    ldexp,
     offset_reference,
     pairwise_sq_dists,
     run_chunk_groups,
+    sample_rows,
+    scale_exponent,
     single_thread_blas,
+    warn_narrow_nc1,
 )
 from ._validation import (
     check_center,
@@ -121,33 +126,90 @@ class _Prepared:
         """Run ``work(list_of_chunks)`` over all chunks (see run_chunk_groups)."""
         return run_chunk_groups(self.ops, self.chunks(), work, _N_WORKERS.get())
 
-    def _pass1(self):
+    def _pass1(self, pre=None):
+        """Class counts and float64 class sums; the class means.
+
+        Every chunk is converted to float64 and shifted by a reference point
+        (the rounded mean of rows spread over all of X) before it is summed,
+        so a common offset, a large spread of the class means or the order of
+        the rows cost no digits. Enormous float64 values are first scaled by
+        a power of two (``pre``) so that their sums cannot overflow.
+        """
         ops, X, K = self.ops, self.X, self.n_classes
-        first = ops.astype(X[: min(self.n_samples, self.chunk, 1024)], ops.f64())
-        # The class sums are accumulated chunk-wise in X's dtype; a large
-        # common offset is removed first (see offset_reference).
-        self.ref = offset_reference(first, ops, self.np_cdtype)
-        ref_c = self.ref.astype(self.np_cdtype)
-        shift = bool(np.any(ref_c != 0))
-        ref_dev = ops.from_numpy(ref_c, dtype=self.cdtype)
+        sample = sample_rows(X, ops)
+        self.ref = offset_reference(sample, self.np_cdtype)
+        with np.errstate(invalid="ignore", over="ignore"):
+            amax = float(np.max(np.abs(sample - self.ref), initial=0.0))
+        if pre is None:
+            # float32 data cannot overflow a float64 sum; float64 data near
+            # the top of its range can
+            pre = scale_exponent(amax, np.float64) if self.np_cdtype == np.float64 else 0
+        ref_dev = ops.from_numpy(self.ref, dtype=ops.f64())
+        rows = min(self.chunk, self.n_samples)
 
         def work(chunks):
             sums = ops.zeros((K, self.n_features), dtype=ops.f64())
+            buf = None if ops.is_torch else np.empty((rows, self.n_features))
             with np.errstate(invalid="ignore", over="ignore"):
                 for start, stop in chunks:
-                    Y = ops.astype(X[start:stop], self.cdtype)
-                    if shift:
-                        Y = Y - ref_dev
-                    sums += ops.astype(ops.class_sums(Y, self.codes[start:stop], K), ops.f64())
+                    out = None if buf is None else buf[: stop - start]
+                    Y = ops.scale_(ops.shifted64(X[start:stop], ref_dev, out=out), pre)
+                    sums += ops.class_sums(Y, self.codes[start:stop], K)
             return ops.to_numpy(sums)
 
         sums = sum(self.run_chunks(work))
         if not np.isfinite(sums).all():
+            if pre == 0 and self.np_cdtype == np.float64 and self._all_finite():
+                # an outlier the sample missed: scale by the largest value
+                return self._pass1(pre=scale_exponent(self._amax(), np.float64, force=True))
             raise_not_finite(X, ops)
         self.counts = ops.to_numpy(ops.counts(self.codes, K)).astype(np.int64)
-        # class means relative to the reference, and absolute
-        self.rel_means = sums / self.counts[:, None]
-        self.means = self.rel_means + self.ref
+        # class means in the units of X (float64), relative to ref and absolute
+        rel = ldexp(sums / self.counts[:, None], pre)
+        self.means_abs = rel + self.ref
+        # computations run on X * 2**-exp (exact); exp is 0 unless the
+        # magnitude of the data is extreme for X's dtype
+        spread = max(amax, float(np.abs(rel - rel.mean(0)).max(initial=0.0)))
+        self._set_exponent(scale_exponent(spread, self.np_cdtype))
+
+    def _set_exponent(self, exp):
+        self.exp = exp
+        self.means = ldexp(self.means_abs, -exp)  # rescaled units
+
+    def _all_finite(self):
+        if self.ops.is_torch:
+            return bool(self.ops.torch.isfinite(self.X).all())
+        return bool(np.isfinite(self.X).all())
+
+    def _amax(self):
+        """Largest ``|x - ref|`` over all of X (an extra pass, rarely needed)."""
+        ops = self.ops
+        ref_dev = ops.from_numpy(self.ref, dtype=ops.f64())
+        amax = 0.0
+        with np.errstate(invalid="ignore", over="ignore"):
+            for start, stop in self.chunks():
+                amax = max(amax, ops.amax_abs(ops.shifted64(self.X[start:stop], ref_dev)))
+        return amax
+
+    def run_pass2(self, **kwargs):
+        """:meth:`pass2`, rescaled and run again if a value overflowed."""
+        out = self.pass2(**kwargs)
+        if all(v is None or np.all(np.isfinite(v)) for v in out[:2]):
+            return out
+        exp = scale_exponent(self._amax(), self.np_cdtype, force=True)
+        if exp != self.exp:
+            old = self.exp
+            self._set_exponent(exp)
+            geometry = kwargs.get("geometry")
+            if geometry is not None:
+                kwargs["geometry"] = BetweenGeometry(ldexp(geometry.Mc, old - exp))
+            out = self.pass2(**kwargs)
+            if all(v is None or np.all(np.isfinite(v)) for v in out[:2]):
+                return out
+        raise ValueError(
+            "X spans too wide a range of magnitudes for its dtype: its within-class "
+            "sums of squares overflow; convert X to float64."
+        )
 
     def pass2(self, *, want_var=False, geometry=None, linear=None):
         """Second pass; returns (class sums of squares, nc1 sum, disagreements).
@@ -159,8 +221,12 @@ class _Prepared:
         """
         ops, X, K = self.ops, self.X, self.n_classes
         cdt, np_cdt = self.cdtype, self.np_cdtype
-        hi = self.means.astype(np_cdt)
-        lo = self.means - hi.astype(np.float64)  # exact remainder, float64
+        # hi: the class means in X's units and dtype, so that x - hi is
+        # (nearly) exact; everything else is in the rescaled units x * 2**-exp
+        exp = self.exp
+        hi = self.means_abs.astype(np_cdt)
+        hi_s = ldexp(hi.astype(np.float64), -exp)  # exact
+        lo = self.means - hi_s  # exact remainder, float64
         counts = self.counts.astype(np.float64)
         hi_dev = ops.from_numpy(hi, dtype=cdt)
 
@@ -181,8 +247,9 @@ class _Prepared:
             # e = E - lo_y the exact residual and E Mc^T = (E V S^-1) S^2 U^T
             blocks.append(W.T)
             C_dev = ops.from_numpy(2.0 * (geometry.s**2)[:, None] * geometry.U.T, dtype=cdt)
-            T = hi.astype(np.float64) @ W.T + b  # (K, n_rows)
-            Dt = pairwise_sq_dists(self.rel_means - self.rel_means.mean(0))
+            b = ldexp(b, -exp)  # W x + b = 2**exp (W x' + b 2**-exp)
+            T = hi_s @ W.T + b  # (K, n_rows)
+            Dt = pairwise_sq_dists(self.means - self.means.mean(0))
             Dt += 2.0 * (lo @ geometry.Mc.T)
             # the linear table keeps float64 (W hi_y can be large next to the
             # score gaps when features carry an offset); the NCC table holds
@@ -202,7 +269,7 @@ class _Prepared:
             eps64 = float(np.finfo(np.float64).eps)
             w_max = float(np.linalg.norm(W, axis=1).max())
             mc_fro = float(np.linalg.norm(geometry.Mc))
-            hi_max = float(np.linalg.norm(hi.astype(np.float64), axis=1).max())
+            hi_max = float(np.linalg.norm(hi_s, axis=1).max())
             tol_lin = (4 * (d + 2) * eps_c * w_max, 4 * (d + 2) * eps64 * w_max * hi_max)
             tol_ncc = (
                 8 * (d + span + 4) * eps_c * mc_fro + 4 * max(K, d) * eps64 * geometry.s[0],
@@ -232,6 +299,7 @@ class _Prepared:
                 Xc = ops.astype(X[start:stop], cdt)
                 E = ops.take_rows(hi_dev, c, out=buf[:n])
                 ops.subtract(Xc, E, out=E)
+                ops.scale_(E, exp)
                 if want_var or linear is not None:
                     en2 = ops.rownorm2(E)
                 if want_var:
@@ -253,7 +321,7 @@ class _Prepared:
                     near |= ops.near_ties(ncc, ncc_pred, tol_ncc[0] * enorm + tol_ncc[1])
                     redo = ops.nonzero(near)
                     if len(redo):
-                        x64 = ops.astype(X[start:stop][redo], ops.f64())
+                        x64 = ops.scale_(ops.astype(X[start:stop][redo], ops.f64()), exp)
                         lin_idx[redo] = ops.argmax(x64 @ W_dev + b_dev)
                         ncc_pred[redo] = ops.nearest_rows(x64, means_dev)
                     lin_pred = row_codes_dev[lin_idx]
@@ -323,6 +391,8 @@ class CollapseReport:
         Centring used for NC1, NC2, NC3, equinorm and equiangularity.
     cdnv_variant : str
         ``"symmetric"`` or ``"asymmetric"``.
+    cdnv_bias : str
+        ``"plugin"`` or ``"corrected"`` (see :func:`cdnv`).
     nc3_variant : str
         ``"papyan"`` or ``"zhu"``.
     classes : ndarray of shape (n_classes,)
@@ -342,6 +412,7 @@ class CollapseReport:
     nc4: float | None = None
     center: str = "global"
     cdnv_variant: str = "symmetric"
+    cdnv_bias: str = "plugin"
     nc3_variant: str = "papyan"
     classes: np.ndarray = field(default=None, repr=False, compare=False)
 
@@ -390,8 +461,11 @@ class CollapseReport:
             if value is None:
                 continue
             label = name
-            if name == "cdnv" and self.cdnv_variant != "symmetric":
-                label = f"cdnv ({self.cdnv_variant})"
+            if name == "cdnv":
+                notes = [self.cdnv_variant] if self.cdnv_variant != "symmetric" else []
+                notes += [self.cdnv_bias] if self.cdnv_bias != "plugin" else []
+                if notes:
+                    label = f"cdnv ({', '.join(notes)})"
             if name == "nc3" and self.nc3_variant != "papyan":
                 label = f"nc3 ({self.nc3_variant})"
             lines.append(f"  {label:<22}{value:.6g}")
@@ -414,15 +488,28 @@ def _safe_equiangularity(Mc):
         return float("nan"), float("nan")
 
 
-def check_report_options(center, cdnv_variant, nc3_variant):
+def check_report_options(center, cdnv_variant, nc3_variant, cdnv_bias="plugin"):
     """Validate the options of a :class:`CollapseReport` before any pass over data."""
     check_center(center)
     check_option(cdnv_variant, "cdnv_variant", _CDNV_VARIANTS)
+    check_option(cdnv_bias, "cdnv_bias", _CDNV_BIAS)
     check_option(nc3_variant, "nc3_variant", _NC3_VARIANTS)
 
 
 def _build_report(
-    Mc, W_y, *, nc1, cdnv, nc4, n_samples, n_features, classes, center, cdnv_variant, nc3_variant
+    Mc,
+    W_y,
+    *,
+    nc1,
+    cdnv,
+    nc4,
+    n_samples,
+    n_features,
+    classes,
+    center,
+    cdnv_variant,
+    nc3_variant,
+    cdnv_bias="plugin",
 ):
     """The report of :func:`collapse_report` and :meth:`NCStatistics.report`.
 
@@ -445,6 +532,7 @@ def _build_report(
         nc4=None if nc4 is None else float(nc4),
         center=center,
         cdnv_variant=cdnv_variant,
+        cdnv_bias=cdnv_bias,
         nc3_variant=nc3_variant,
         classes=classes,
     )
@@ -503,12 +591,13 @@ def nc1(X, y, *, center="global", chunk_size=None):
     check_center(center)
     prep = _Prepared(X, y, chunk_size)
     geom = prep.geometry(center)
-    _, nc1_sum, _ = prep.pass2(geometry=geom)
+    warn_narrow_nc1(prep.n_features, prep.n_classes)
+    _, nc1_sum, _ = prep.run_pass2(geometry=geom)
     return nc1_sum / prep.n_samples
 
 
 @_lean_blas
-def cdnv(X, y, *, variant="symmetric", return_matrix=False, chunk_size=None):
+def cdnv(X, y, *, variant="symmetric", bias="plugin", return_matrix=False, chunk_size=None):
     """Class-distance normalised variance (Galanti et al., 2022).
 
     ``variant="symmetric"`` averages ``(Var_i + Var_j) / (2 ||mu_i - mu_j||^2)``
@@ -516,6 +605,32 @@ def cdnv(X, y, *, variant="symmetric", return_matrix=False, chunk_size=None):
     ``Var_i / ||mu_i - mu_j||^2`` over ordered pairs ``i != j``. ``Var_c`` is
     the mean squared distance of class ``c``'s samples to their mean. CDNV
     needs no centring. Lower is more collapse.
+
+    The plug-in value (``bias="plugin"``, the paper's) depends on the number
+    of samples per class: the population variance shrinks and the squared
+    distance between estimated means grows when classes have fewer samples,
+    so the CDNV of 10 samples per class is lower than that of 40 samples of
+    the same distribution. ``bias="corrected"`` removes both biases. With
+    ``n_c`` samples of class ``c``, ``m_c`` their mean and ``Sigma_c`` the
+    class covariance (``tr Sigma_c`` is the variance CDNV means):
+
+    * ``E[ss_c] = (n_c - 1) tr Sigma_c`` for ``ss_c = sum ||x - m_c||^2``, so
+      ``V_c = ss_c / (n_c - 1)`` is unbiased (the plug-in ``ss_c / n_c`` is
+      low by the factor ``(n_c - 1) / n_c``);
+    * ``m_i - m_j`` has mean ``mu_i - mu_j`` and covariance
+      ``Sigma_i / n_i + Sigma_j / n_j`` (independent samples), so
+      ``E||m_i - m_j||^2 = ||mu_i - mu_j||^2 + tr Sigma_i / n_i + tr Sigma_j / n_j``
+      and ``||m_i - m_j||^2 - V_i / n_i - V_j / n_j`` is unbiased for
+      ``||mu_i - mu_j||^2``.
+
+    The corrected CDNV is the plug-in formula with these two estimates. It
+    needs at least 2 samples per class. The ratio of unbiased estimates is
+    not itself unbiased, but its size dependence is of higher order, so sets
+    with different numbers of samples per class can be compared (or match
+    the sizes with :func:`subsample_classes`). When the corrected squared
+    distance of a pair is not positive (means indistinguishable from noise
+    at this sample size) its value is ``inf`` with an
+    :class:`NCDegenerateWarning`.
 
     Parameters
     ----------
@@ -525,6 +640,10 @@ def cdnv(X, y, *, variant="symmetric", return_matrix=False, chunk_size=None):
         Class labels of any sortable kind.
     variant : {"symmetric", "asymmetric"}, default="symmetric"
         Which form to average.
+    bias : {"plugin", "corrected"}, default="plugin"
+        ``"plugin"``: population variances and distances between the sample
+        means (Galanti et al.); ``"corrected"``: unbiased variances and
+        unbiased squared distances (see above).
     return_matrix : bool, default=False
         Also return the (K, K) matrix of pairwise values, rows and columns in
         the order of the sorted labels, zeros on the diagonal.
@@ -535,7 +654,9 @@ def cdnv(X, y, *, variant="symmetric", return_matrix=False, chunk_size=None):
     -------
     value : float
         The mean CDNV. Two classes with identical means make it ``inf``, with
-        an :class:`NCDegenerateWarning`.
+        an :class:`NCDegenerateWarning`. Classes of a single sample (variance
+        0 by construction) give an :class:`NCNotComparableWarning` (plug-in)
+        or a ValueError (corrected).
     matrix : ndarray of shape (n_classes, n_classes)
         Only when ``return_matrix=True``.
 
@@ -550,11 +671,14 @@ def cdnv(X, y, *, variant="symmetric", return_matrix=False, chunk_size=None):
     >>> mat
     array([[0.    , 0.0625],
            [0.0625, 0.    ]])
+    >>> round(cdnv(X, [0, 0, 1, 1], bias="corrected"), 6)
+    0.142857
     """
     check_option(variant, "variant", _CDNV_VARIANTS)
+    check_option(bias, "bias", _CDNV_BIAS)
     prep = _Prepared(X, y, chunk_size)
-    ss, _, _ = prep.pass2(want_var=True)
-    value, mat = cdnv_values(ss / prep.counts, prep.means, variant)
+    ss, _, _ = prep.run_pass2(want_var=True)
+    value, mat = cdnv_values(ss, prep.counts, prep.means, variant, bias)
     return (value, mat) if return_matrix else value
 
 
@@ -766,7 +890,7 @@ def nc4(X, y, coef, intercept=None, *, classes=None, chunk_size=None):
     prep = _Prepared(X, y, chunk_size)
     W, b, row_codes, _ = check_coef(coef, intercept, prep.classes, prep.n_features, classes)
     geom = prep.geometry("global")
-    _, _, n_dis = prep.pass2(geometry=geom, linear=(W, b, row_codes))
+    _, _, n_dis = prep.run_pass2(geometry=geom, linear=(W, b, row_codes))
     return n_dis / prep.n_samples
 
 
@@ -779,6 +903,7 @@ def collapse_report(
     *,
     center="global",
     cdnv_variant="symmetric",
+    cdnv_bias="plugin",
     nc3_variant="papyan",
     classes=None,
     chunk_size=None,
@@ -805,6 +930,8 @@ def collapse_report(
         Centre of the class means for NC1, NC2, NC3, equinorm, equiangularity.
     cdnv_variant : {"symmetric", "asymmetric"}, default="symmetric"
         CDNV form, see :func:`cdnv`.
+    cdnv_bias : {"plugin", "corrected"}, default="plugin"
+        CDNV estimator, see :func:`cdnv`.
     nc3_variant : {"papyan", "zhu"}, default="papyan"
         NC3 form, see :func:`nc3`.
     classes : array-like or None, default=None
@@ -832,7 +959,7 @@ def collapse_report(
     >>> sorted(report.as_dict())[:4]
     ['cdnv', 'equiangularity', 'equinorm', 'max_angle']
     """
-    check_report_options(center, cdnv_variant, nc3_variant)
+    check_report_options(center, cdnv_variant, nc3_variant, cdnv_bias)
     prep = _Prepared(X, y, chunk_size)
     linear = W_y = None
     if coef is not None:
@@ -841,17 +968,19 @@ def collapse_report(
     elif intercept is not None:
         raise ValueError("intercept was given without coef.")
     geom = prep.geometry(center)
-    ss, nc1_sum, n_dis = prep.pass2(want_var=True, geometry=geom, linear=linear)
+    warn_narrow_nc1(prep.n_features, prep.n_classes)
+    ss, nc1_sum, n_dis = prep.run_pass2(want_var=True, geometry=geom, linear=linear)
     return _build_report(
         geom.Mc,
         W_y,
         nc1=nc1_sum / prep.n_samples,
-        cdnv=cdnv_values(ss / prep.counts, prep.means, cdnv_variant)[0],
+        cdnv=cdnv_values(ss, prep.counts, prep.means, cdnv_variant, cdnv_bias)[0],
         nc4=None if coef is None else n_dis / prep.n_samples,
         n_samples=prep.n_samples,
         n_features=prep.n_features,
         classes=prep.classes,
         center=center,
         cdnv_variant=cdnv_variant,
+        cdnv_bias=cdnv_bias,
         nc3_variant=nc3_variant,
     )

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..utils._warnings import warn_external
+from ..utils._warnings import SkncWarning, warn_external
 
 
 @lru_cache(maxsize=1)
@@ -61,25 +61,84 @@ def run_chunk_groups(ops, chunks, work, n_workers=None):
             return list(pool.map(work, runs))
 
 
-def offset_reference(first, ops, np_dtype):
-    """Reference point removed before summing in X's dtype, or zeros.
+def sample_rows(X, ops, max_rows=1024):
+    """Up to ``max_rows`` rows spread evenly over all of ``X``, as float64 numpy.
 
-    ``first`` is a float64 block of rows. If its mean is large against its
-    spread (a common offset), summing in X's dtype would lose digits: the
-    mean, rounded to X's dtype (so that ``X - ref`` is nearly exact), is
-    returned. Otherwise zeros (no subtraction needed). NaN keeps the mean.
+    Used to pick the reference point and a first scale estimate: rows from
+    the whole array (not its first rows only), so that the choice does not
+    depend on how the rows are ordered.
+    """
+    n = X.shape[0]
+    if n <= max_rows:
+        rows = X
+    else:
+        idx = np.linspace(0, n - 1, max_rows).round().astype(np.int64)
+        rows = X[ops.from_numpy(idx)] if ops.is_torch else X[idx]
+    return np.asarray(ops.to_numpy(ops.astype(rows, ops.f64())), dtype=np.float64)
+
+
+def offset_reference(sample, np_dtype):
+    """Reference point subtracted (in float64) before the class sums.
+
+    The mean of ``sample`` (rows spread over the whole data, see
+    :func:`sample_rows`), rounded to X's dtype so that ``x - ref`` is exact
+    in float64 for every row ``x``. The class sums are accumulated in float64
+    relative to it: a large common offset then costs no digits, whatever the
+    order of the rows. Non-finite entries (NaN/inf in the sample) become 0;
+    the pass over the data reports them.
     """
     with np.errstate(invalid="ignore", over="ignore"):
-        mean = first.mean(0)
-        ref = ops.to_numpy(mean)
-        spread = np.sqrt(ops.to_numpy(((first - mean) ** 2).mean(0)))
-    if np.all(np.abs(ref) <= 4.0 * spread):
-        ref = np.zeros_like(ref)
-    return ref.astype(np_dtype).astype(np.float64)
+        ref = sample.mean(0)
+    ref = np.where(np.isfinite(ref), ref, 0.0)
+    with np.errstate(over="ignore"):
+        ref = ref.astype(np_dtype)
+    ref = np.where(np.isfinite(ref), ref, 0.0)
+    return ref.astype(np.float64)
 
 
-class NCDegenerateWarning(RuntimeWarning):
+# |exponent| of the data magnitude beyond which the computations rescale
+# by a power of two (exactly): squares and products of the rescaled values
+# then stay far from overflow and underflow in the compute dtype (float32:
+# 2**+-40 ~ 1e+-12, squares 1e+-24 with room for sums over rows and
+# columns; float64: 2**+-400).
+_SAFE_EXPONENT = {np.dtype(np.float32): 40, np.dtype(np.float64): 400}
+
+
+def scale_exponent(magnitude, np_dtype, force=False):
+    """Exponent ``e`` such that the data are computed as ``x * 2**-e``.
+
+    ``magnitude`` is the size of the (offset-free) data. 0 when it lies
+    within the safe range of ``np_dtype`` (no rescaling, no extra work);
+    otherwise the binary exponent of ``magnitude`` (so the rescaled data
+    are of order 1). Multiplying by a power of two is exact, and NC1, CDNV,
+    NC2, NC3 and NC4 do not depend on the scale of the features.
+    """
+    magnitude = float(magnitude)
+    if not np.isfinite(magnitude) or magnitude <= 0.0:
+        return 0
+    e = int(np.frexp(magnitude)[1])
+    if force or abs(e) > _SAFE_EXPONENT[np.dtype(np_dtype)]:
+        return e
+    return 0
+
+
+def ldexp(a, e):
+    """``a * 2**e`` for a float64 numpy array or scalar (exact; ``e`` may be 0)."""
+    return a if e == 0 else np.ldexp(a, e)
+
+
+class NCDegenerateWarning(SkncWarning, RuntimeWarning):
     """Warning raised when a metric is infinite because class means coincide."""
+
+
+class NCNotComparableWarning(SkncWarning):
+    """Warning raised when a metric value is not comparable with other values.
+
+    Examples: NC1 of features no wider than ``n_classes - 1`` (the class
+    means then span every feature direction, so NC1 also divides within-class
+    variance that wider features would leave out), or CDNV with classes of a
+    single sample (their variance is 0 by construction).
+    """
 
 
 def centered_means(means, counts, center):
@@ -161,17 +220,53 @@ def pairwise_sq_dists(M):
     return D
 
 
-def cdnv_values(variances, means, variant):
-    """CDNV mean and (K, K) matrix from class variances and class means.
+_CDNV_BIAS = ("plugin", "corrected")
+
+
+def class_variances(ss, counts, bias):
+    """Per-class variances ``Var_c`` from sums of squares ``ss`` and counts.
+
+    ``bias="plugin"``: ``ss_c / n_c`` (population variance, the paper's);
+    ``bias="corrected"``: ``ss_c / (n_c - 1)``, unbiased for the trace of the
+    class covariance (needs two samples per class).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if bias == "corrected":
+        if np.any(counts < 2):
+            raise ValueError(
+                f"{int(np.sum(counts < 2))} class(es) have a single sample; the "
+                "bias-corrected CDNV needs at least 2 samples per class (an "
+                "unbiased variance is undefined with one)."
+            )
+        return ss / (counts - 1.0)
+    return ss / counts
+
+
+def cdnv_values(ss, counts, means, variant, bias="plugin"):
+    """CDNV mean and (K, K) matrix from class sums of squares, counts and means.
 
     ``variant="symmetric"``: ``(Var_i + Var_j) / (2 ||mu_i - mu_j||^2)``,
     averaged over unordered pairs; ``variant="asymmetric"``:
     ``Var_i / ||mu_i - mu_j||^2`` averaged over ordered pairs ``i != j``.
-    The diagonal of the matrix is 0. A pair of coinciding class means gives
-    ``inf`` with an :class:`NCDegenerateWarning`; "coinciding" means equal
-    up to float64 rounding of ``means``, which should be absolute (not
-    shifted) class means.
+    ``bias="corrected"`` uses unbiased variances ``ss_c / (n_c - 1)`` and the
+    unbiased squared distances ``||m_i - m_j||^2 - Var_i/n_i - Var_j/n_j``
+    (see :func:`sknc.metrics.cdnv`). The diagonal of the matrix is 0. A pair
+    of coinciding class means (or, corrected, a non-positive squared
+    distance) gives ``inf`` with an :class:`NCDegenerateWarning`;
+    "coinciding" means equal up to float64 rounding of ``means``, which
+    should be absolute (not shifted) class means. Classes of a single sample
+    (variance 0 by construction) give an :class:`NCNotComparableWarning`.
     """
+    counts = np.asarray(counts, dtype=np.float64)
+    variances = class_variances(ss, counts, bias)
+    if bias == "plugin" and np.any(counts < 2):
+        warn_external(
+            f"{int(np.sum(counts < 2))} class(es) have a single sample: their "
+            "within-class variance is 0 by construction, so this CDNV is not "
+            "comparable with CDNV from more samples per class (use more samples, "
+            "or drop those classes).",
+            NCNotComparableWarning,
+        )
     # centre first: distances are translation invariant and this keeps the
     # Gram expansion well scaled
     M = means - means.mean(axis=0)
@@ -181,24 +276,52 @@ def cdnv_values(variances, means, variant):
     D[D <= (8 * np.finfo(np.float64).eps * scale) ** 2] = 0.0
     K = len(variances)
     off = ~np.eye(K, dtype=bool)
+    zero = off & (D == 0)
+    n_identical = int(np.triu(zero).sum())
+    if bias == "corrected":
+        se = variances / counts
+        D = D - se[:, None] - se[None, :]
+        zero = off & (D <= 0)
     if variant == "symmetric":
         num = (variances[:, None] + variances[None, :]) / 2.0
     else:
         num = np.broadcast_to(variances[:, None], (K, K)).copy()
-    zero = off & (D == 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         mat = np.where(off, num / np.where(zero, 1.0, D), 0.0)
     if zero.any():
         i, j = np.argwhere(zero)[0]
-        warn_external(
-            f"{int(np.triu(zero).sum())} pair(s) of classes have "
-            f"identical means (e.g. classes at positions {i} and {j}); their "
-            "CDNV is infinite.",
-            NCDegenerateWarning,
-        )
+        n_zero = int(np.triu(zero).sum())
+        if n_identical:
+            msg = (
+                f"{n_identical} pair(s) of classes have identical means (e.g. "
+                f"classes at positions {i} and {j}); their CDNV is infinite."
+            )
+        else:
+            msg = (
+                f"{n_zero} pair(s) of classes (e.g. at positions {i} and {j}) have "
+                "a non-positive bias-corrected squared distance between their means: "
+                "with these sample sizes their means are not distinguishable from "
+                "noise; their CDNV is infinite."
+            )
+        warn_external(msg, NCDegenerateWarning)
         mat[zero] = np.inf
     value = float(mat[off].mean())
     return value, mat
+
+
+def warn_narrow_nc1(n_features, n_classes):
+    """Warn that NC1 of features no wider than ``K - 1`` is not comparable."""
+    if n_features <= n_classes - 1:
+        warn_external(
+            f"NC1 of {n_features} features with {n_classes} classes is not "
+            f"comparable with NC1 of wider features: with n_features <= n_classes - 1 "
+            "the class means span every feature direction, so NC1 divides all "
+            "within-class variance (not only the part along the class-mean "
+            "differences) by the between-class spread, and it grows without "
+            f"bound as n_features approaches n_classes - 1 = {n_classes - 1}. "
+            "Compare NC1 only between features wider than n_classes - 1.",
+            NCNotComparableWarning,
+        )
 
 
 def etf_distance(G):

@@ -14,6 +14,7 @@ from ._collapse import (
 )
 from ._core import (
     BetweenGeometry,
+    _CDNV_BIAS,
     cdnv_values,
     centered_means,
     equiangularity_value,
@@ -21,8 +22,12 @@ from ._core import (
     nc1_from_scatter,
     nc2_value,
     nc3_value,
+    ldexp,
     offset_reference,
     run_chunk_groups,
+    sample_rows,
+    scale_exponent,
+    warn_narrow_nc1,
 )
 from ._validation import (
     check_center,
@@ -36,6 +41,8 @@ from ._validation import (
 
 # default rows per internal chunk: temporaries of a few tens of MB at most
 _STREAM_CHUNK_BYTES = 2**23
+# rows per float32 Gram product of the within-class scatter (accumulated in float64)
+_GRAM_ROWS = 512
 
 
 def _state_to(ops, arrays):
@@ -52,6 +59,107 @@ def _state_to(ops, arrays):
         else:
             out[key] = to_numpy(value)
     return out
+
+
+def _batch_statistics(X, ops, codes, Kb, chunk_size, ref):
+    """Counts, sums, sums of squares and scatter of one batch (float64 numpy).
+
+    Sums are relative to ``ref`` (a new reference point is chosen from rows
+    spread over the batch when ``ref`` is None), accumulated in float64. The
+    within-class residuals are formed against the batch's own class means
+    (rounded to X's dtype, the float64 rest corrected exactly), so offsets
+    cost nothing. All sums, squares and products are in units of
+    ``2**exp`` (``exp`` 0 unless the data's magnitude is extreme for its
+    dtype): linear quantities scaled by ``2**-exp``, squares by
+    ``2**-2exp``. Returns ``(counts, sums, ss, scatter, ref, exp)``.
+    """
+    n, d = X.shape
+    f64 = ops.f64()
+    cdt = ops.compute_dtype(X)
+    np_cdt = ops.np_dtype(cdt)
+    itemsize = np.dtype(np_cdt).itemsize
+    chunk = chunk_size or max(ops.chunk_rows(d, itemsize), _STREAM_CHUNK_BYTES // (itemsize * d))
+    chunks = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+    sample = sample_rows(X, ops)
+    if ref is None:
+        ref = offset_reference(sample, np_cdt)
+    with np.errstate(invalid="ignore", over="ignore"):
+        amax = float(np.max(np.abs(sample - ref), initial=0.0))
+    ref_dev = ops.from_numpy(ref, dtype=f64)
+    rows = min(chunk, n)
+
+    def sums_pass(pre):
+        def work(group):
+            sums = ops.zeros((Kb, d), dtype=f64)
+            buf = None if ops.is_torch else np.empty((rows, d))
+            with np.errstate(invalid="ignore", over="ignore"):
+                for start, stop in group:
+                    out = None if buf is None else buf[: stop - start]
+                    Y = ops.scale_(ops.shifted64(X[start:stop], ref_dev, out=out), pre)
+                    sums += ops.class_sums(Y, codes[start:stop], Kb)
+            return ops.to_numpy(sums)
+
+        return sum(run_chunk_groups(ops, chunks, work))
+
+    def amax_all():
+        with np.errstate(invalid="ignore", over="ignore"):
+            return max(ops.amax_abs(ops.shifted64(X[a:b], ref_dev)) for a, b in chunks)
+
+    pre = scale_exponent(amax, np.float64) if np_cdt == np.float64 else 0
+    sums = sums_pass(pre)
+    if not np.isfinite(sums).all():
+        finite = bool(ops.all_finite(X))
+        if not (finite and pre == 0 and np_cdt == np.float64):
+            raise_not_finite(X, ops)
+        pre = scale_exponent(amax_all(), np.float64, force=True)
+        sums = sums_pass(pre)
+        if not np.isfinite(sums).all():
+            raise_not_finite(X, ops)
+    counts = ops.to_numpy(ops.counts(codes, Kb)).astype(np.int64)
+    n_b = counts.astype(np.float64)
+    rel = ldexp(sums / n_b[:, None], pre)  # class means - ref, units of X
+    mean_abs = rel + ref
+    hi = mean_abs.astype(np_cdt)
+    hi_dev = ops.from_numpy(hi, dtype=cdt)
+
+    def scatter_pass(exp):
+        def work(group):
+            ss = ops.zeros(Kb, dtype=f64)
+            scatter = ops.zeros((d, d), dtype=f64)
+            buf = ops.empty_like_rows(rows, d, cdt)
+            for start, stop in group:
+                c = codes[start:stop]
+                E = ops.take_rows(hi_dev, c, out=buf[: stop - start])
+                ops.subtract(ops.astype(X[start:stop], cdt), E, out=E)
+                ops.scale_(E, exp)
+                ss += ops.weighted_counts(c, ops.rownorm2(E), Kb)
+                # products in X's dtype over a few hundred rows at most, summed
+                # in float64: the rounding error does not grow with the batch
+                for i in range(0, stop - start, _GRAM_ROWS):
+                    scatter += ops.astype(ops.gram(E[i : i + _GRAM_ROWS]), f64)
+            return ops.to_numpy(ss), ops.to_numpy(scatter)
+
+        parts = run_chunk_groups(ops, chunks, work)
+        lo = ldexp(mean_abs - hi.astype(np.float64), -exp)  # exact remainder
+        ss = sum(p[0] for p in parts) - n_b * np.einsum("ij,ij->i", lo, lo)
+        scatter = sum(p[1] for p in parts) - (lo * n_b[:, None]).T @ lo
+        return ss, scatter
+
+    spread = max(amax, float(np.abs(rel - rel.mean(0)).max(initial=0.0)))
+    exp = scale_exponent(spread, np_cdt)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ss, scatter = scatter_pass(exp)
+        if not (np.isfinite(ss).all() and np.isfinite(scatter).all()):
+            new_exp = scale_exponent(amax_all(), np_cdt, force=True)
+            if new_exp != exp:
+                exp = new_exp
+                ss, scatter = scatter_pass(exp)
+    if not (np.isfinite(ss).all() and np.isfinite(scatter).all()):
+        raise ValueError(
+            "X spans too wide a range of magnitudes for its dtype: its within-class "
+            "sums of squares overflow; convert X to float64."
+        )
+    return counts, ldexp(sums, pre - exp), ss, scatter, ref, exp
 
 
 class NCStatistics:
@@ -130,7 +238,8 @@ class NCStatistics:
         self._labels = []
         self._index = {}
         self._n_features = None
-        self._ref = None  # numpy float64 (d,), exactly representable in the data dtype
+        self._ref = None  # numpy float64 (d,), the reference point of the sums
+        self._exp = 0  # sums are in units of 2**_exp, ss and scatter of 4**_exp
         self._counts = None  # (K,) int64
         self._sums = None  # (K, d) float64, relative to _ref
         self._ss = None  # (K,) float64 within-class sums of squares
@@ -163,6 +272,7 @@ class NCStatistics:
             "labels": list(self._labels),
             "n_features": self._n_features,
             "ref": self._ref,
+            "exp": self._exp,
         }
         for key, value in self._arrays().items():
             state[key] = None if value is None else to_numpy(value).copy()
@@ -175,6 +285,7 @@ class NCStatistics:
         self._index = {lab: i for i, lab in enumerate(self._labels)}
         self._n_features = state["n_features"]
         self._ref = state["ref"]
+        self._exp = int(state.get("exp", 0))
         self._set_arrays({k: state[k] for k in ("counts", "sums", "ss", "scatter")})
         if self._counts is not None:
             self._ops = _NumpyOps()
@@ -195,6 +306,7 @@ class NCStatistics:
         new._index = dict(self._index)
         new._n_features = self._n_features
         new._ref = None if self._ref is None else self._ref.copy()
+        new._exp = self._exp
         arrays = {}
         for key, value in self._arrays().items():
             if value is not None:
@@ -286,7 +398,8 @@ class NCStatistics:
             different from earlier batches. The statistics are unchanged then.
         """
         chunk_size = check_chunk_size(self.chunk_size)
-        X, ops = check_features(X)
+        X_in, home = check_features(X, cpu_tensors_as_numpy=False)
+        X, ops = check_features(X_in)  # CPU tensors are computed on zero-copy numpy views
         n, d = X.shape
         if self._n_features is not None and d != self._n_features:
             raise ValueError(
@@ -296,88 +409,47 @@ class NCStatistics:
         batch_classes, codes = encode_labels(y, n, ops, min_classes=1)
         batch_labels = batch_classes.tolist()
         rows, new = self._register(batch_labels)
-        Kb = len(batch_labels)
-        f64 = ops.f64()
-        cdt = ops.compute_dtype(X)
-        np_cdt = ops.np_dtype(cdt)
-        itemsize = np.dtype(np_cdt).itemsize
-        chunk = chunk_size or max(
-            ops.chunk_rows(d, itemsize), _STREAM_CHUNK_BYTES // (itemsize * d)
-        )
-        chunks = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+        ref = self._ref if self._ref is not None else None
+        batch = _batch_statistics(X, ops, codes, len(batch_labels), chunk_size, ref)
+        counts_b, sums_b, ss_b, scatter_b, ref, exp_b = batch
 
-        if self._ref is None:
-            first = ops.astype(X[: min(n, chunk, 1024)], f64)
-            ref = offset_reference(first, ops, np_cdt)
-        else:
-            ref = self._ref
-        ref_c = ref.astype(np_cdt)
-        ref_b = ref_c.astype(np.float64)  # the batch's sums are relative to this
-        shift = bool(np.any(ref_c != 0))
-        ref_dev = ops.from_numpy(ref_c, dtype=cdt)
-
-        # batch class sums (relative to ref_b), chunk-wise in X's dtype
-        def work_sums(group):
-            sums = ops.zeros((Kb, d), dtype=f64)
-            with np.errstate(invalid="ignore", over="ignore"):
-                for start, stop in group:
-                    Y = ops.astype(X[start:stop], cdt)
-                    if shift:
-                        Y = Y - ref_dev
-                    sums += ops.astype(ops.class_sums(Y, codes[start:stop], Kb), f64)
-            return sums
-
-        sums_b = sum(run_chunk_groups(ops, chunks, work_sums))
-        if not ops.all_finite(sums_b):
-            raise_not_finite(X, ops)
-        counts_b = ops.counts(codes, Kb)
-        n_b = ops.astype(counts_b, f64)
-        # batch class means, split as hi (X's dtype) + lo (the float64 rest):
-        # residuals E = x - hi are formed in X's dtype without losing digits
-        # and the lo part is corrected for exactly afterwards
-        mean_b = sums_b / n_b[:, None] + ops.from_numpy(ref_b, dtype=f64)
-        hi = ops.astype(mean_b, cdt)
-        lo = mean_b - ops.astype(hi, f64)
-
-        def work_scatter(group):
-            ss = ops.zeros(Kb, dtype=f64)
-            scatter = ops.zeros((d, d), dtype=f64)
-            buf = ops.empty_like_rows(min(chunk, n), d, cdt)
-            for start, stop in group:
-                c = codes[start:stop]
-                E = ops.take_rows(hi, c, out=buf[: stop - start])
-                ops.subtract(ops.astype(X[start:stop], cdt), E, out=E)
-                ss += ops.weighted_counts(c, ops.rownorm2(E), Kb)
-                scatter += ops.astype(ops.gram(E), f64)
-            return ss, scatter
-
-        parts = run_chunk_groups(ops, chunks, work_scatter)
-        ss_b = sum(p[0] for p in parts) - n_b * ops.rownorm2(lo)
-        scatter_b = sum(p[1] for p in parts) - (lo * n_b[:, None]).T @ lo
-        if not np.array_equal(ref_b, ref):
-            # a batch of another dtype: re-express its sums relative to ref
-            sums_b = sums_b + n_b[:, None] * ops.from_numpy(ref_b - ref, dtype=f64)
-
-        # commit
+        # commit (nothing above changed the state)
         if self._ops is None:
-            self._ops = ops
+            self._ops = home
             self._n_features = d
             self._ref = ref
+            self._exp = exp_b
             self._set_arrays(
                 {
-                    "counts": ops.zeros(0, dtype=ops.i64()),
-                    "sums": ops.zeros((0, d), dtype=f64),
-                    "ss": ops.zeros(0, dtype=f64),
-                    "scatter": ops.zeros((d, d), dtype=f64),
+                    "counts": home.zeros(0, dtype=home.i64()),
+                    "sums": home.zeros((0, d), dtype=home.f64()),
+                    "ss": home.zeros(0, dtype=home.f64()),
+                    "scatter": home.zeros((d, d), dtype=home.f64()),
                 }
             )
         else:
-            self._move_to(ops)
+            self._move_to(home)
+        exp = self._rescale_to(max(self._exp, exp_b))
+        sums_b = ldexp(sums_b, exp_b - exp)
+        ss_b = ldexp(ss_b, 2 * (exp_b - exp))
+        scatter_b = ldexp(scatter_b, 2 * (exp_b - exp))
         self._grow(new)
         state = self._arrays()
-        self._merge_into(ops, state, rows, counts_b, sums_b, ss_b, scatter_b)
+        batch = _state_to(home, {"c": counts_b, "s": sums_b, "ss": ss_b, "sc": scatter_b})
+        self._merge_into(home, state, rows, batch["c"], batch["s"], batch["ss"], batch["sc"])
         self._set_arrays(state)
         return self
+
+    def _rescale_to(self, exp):
+        """Express the state in units of ``2**exp`` (exact powers of two); return exp."""
+        if exp != self._exp:
+            k = self._exp - exp
+            f = 2.0**k
+            self._sums = self._sums * f
+            self._ss = self._ss * f * f
+            self._scatter = self._scatter * f * f
+            self._exp = exp
+        return exp
 
     def _grow(self, new):
         """Append zero rows for new labels."""
@@ -432,9 +504,14 @@ class NCStatistics:
         rows, new = self._register(list(other._labels))
         o = _state_to(ops, other._arrays())
         f64 = ops.f64()
-        # re-express other's sums relative to this reference point
-        shift = ops.from_numpy(other._ref - self._ref, dtype=f64)
-        sums_o = o["sums"] + ops.astype(o["counts"], f64)[:, None] * shift
+        # common units, then other's sums re-expressed relative to this
+        # reference point
+        exp = self._rescale_to(max(self._exp, other._exp))
+        f = 2.0 ** (other._exp - exp)
+        shift = ops.from_numpy(ldexp(other._ref - self._ref, -exp), dtype=f64)
+        sums_o = o["sums"] * f + ops.astype(o["counts"], f64)[:, None] * shift
+        o["ss"] = o["ss"] * f * f
+        o["scatter"] = o["scatter"] * f * f
         self._grow(new)
         state = self._arrays()
         self._merge_into(ops, state, rows, o["counts"], sums_o, o["ss"], o["scatter"])
@@ -459,11 +536,14 @@ class NCStatistics:
         sums = to_numpy(self._sums)[order]
         ss = to_numpy(self._ss)[order]
         rel_means = sums / counts[:, None]
+        # "means", "ss" and "scatter" in the internal units (2**_exp), for
+        # the metrics; "means_abs" in the units of the data
         return {
             "classes": np.asarray([self._labels[i] for i in order]),
             "counts": counts,
             "rel_means": rel_means,
-            "means": rel_means + self._ref,
+            "means": rel_means + ldexp(self._ref, -self._exp),
+            "means_abs": ldexp(rel_means, self._exp) + self._ref,
             "ss": np.maximum(ss, 0.0),
             "n": int(counts.sum()),
         }
@@ -487,17 +567,19 @@ class NCStatistics:
 
     @property
     def means_(self):
-        return self._snapshot(min_classes=1)["means"]
+        return self._snapshot(min_classes=1)["means_abs"]
 
     @property
     def class_variances_(self):
         snap = self._snapshot(min_classes=1)
-        return snap["ss"] / snap["counts"]
+        with np.errstate(over="ignore"):
+            return ldexp(snap["ss"] / snap["counts"], 2 * self._exp)
 
     @property
     def within_class_covariance_(self):
         snap = self._snapshot(min_classes=1)
-        return to_numpy(self._scatter) / snap["n"]
+        with np.errstate(over="ignore"):
+            return ldexp(to_numpy(self._scatter) / snap["n"], 2 * self._exp)
 
     # ------------------------------------------------------------------
     # metrics
@@ -520,16 +602,23 @@ class NCStatistics:
             The NC1 value.
         """
         snap = self._snapshot()
-        geom = BetweenGeometry(self._centered(snap, center))
-        return nc1_from_scatter(to_numpy(self._scatter), geom, snap["n"])
+        return self._nc1(snap, self._centered(snap, center))
 
-    def cdnv(self, variant="symmetric", return_matrix=False):
+    def _nc1(self, snap, Mc):
+        warn_narrow_nc1(self._n_features, len(snap["classes"]))
+        return nc1_from_scatter(to_numpy(self._scatter), BetweenGeometry(Mc), snap["n"])
+
+    def cdnv(self, variant="symmetric", return_matrix=False, bias="plugin"):
         """Class-distance normalised variance, see :func:`sknc.metrics.cdnv`.
 
         Parameters
         ----------
         variant : {"symmetric", "asymmetric"}, default="symmetric"
             Which form to average.
+        bias : {"plugin", "corrected"}, default="plugin"
+            Plug-in estimator (population variances) or the bias-corrected one
+            (unbiased variances and squared distances), see
+            :func:`sknc.metrics.cdnv`.
         return_matrix : bool, default=False
             Also return the (K, K) matrix over the sorted labels.
 
@@ -541,8 +630,9 @@ class NCStatistics:
             Only when ``return_matrix=True``.
         """
         check_option(variant, "variant", _CDNV_VARIANTS)
+        check_option(bias, "bias", _CDNV_BIAS)
         snap = self._snapshot()
-        value, mat = cdnv_values(snap["ss"] / snap["counts"], snap["means"], variant)
+        value, mat = cdnv_values(snap["ss"], snap["counts"], snap["means"], variant, bias)
         return (value, mat) if return_matrix else value
 
     def nc2(self, center="global"):
@@ -651,7 +741,7 @@ class NCStatistics:
         snap = self._snapshot()
         self._centered(snap, "global")  # raises if all class means coincide
         return NC4Counter(
-            snap["means"],
+            snap["means_abs"],
             coef,
             intercept,
             labels=snap["classes"],
@@ -668,6 +758,7 @@ class NCStatistics:
         nc3_variant="papyan",
         classes=None,
         nc4=None,
+        cdnv_bias="plugin",
     ):
         """All metrics in one :class:`CollapseReport`.
 
@@ -686,13 +777,15 @@ class NCStatistics:
         nc4 : NC4Counter, float or None, default=None
             A filled counter from :meth:`nc4_counter` (or its value) to
             include NC4 in the report.
+        cdnv_bias : {"plugin", "corrected"}, default="plugin"
+            CDNV estimator, see :func:`sknc.metrics.cdnv`.
 
         Returns
         -------
         CollapseReport
             The report (``nc4`` is None unless given).
         """
-        check_report_options(center, cdnv_variant, nc3_variant)
+        check_report_options(center, cdnv_variant, nc3_variant, cdnv_bias)
         snap = self._snapshot()
         Mc = self._centered(snap, center)
         W_y = None
@@ -703,14 +796,17 @@ class NCStatistics:
         return _build_report(
             Mc,
             W_y,
-            nc1=nc1_from_scatter(to_numpy(self._scatter), BetweenGeometry(Mc), snap["n"]),
-            cdnv=cdnv_values(snap["ss"] / snap["counts"], snap["means"], cdnv_variant)[0],
+            nc1=self._nc1(snap, Mc),
+            cdnv=cdnv_values(snap["ss"], snap["counts"], snap["means"], cdnv_variant, cdnv_bias)[
+                0
+            ],
             nc4=nc4,
             n_samples=snap["n"],
             n_features=self._n_features,
             classes=snap["classes"],
             center=center,
             cdnv_variant=cdnv_variant,
+            cdnv_bias=cdnv_bias,
             nc3_variant=nc3_variant,
         )
 
@@ -806,11 +902,14 @@ class NC4Counter:
             np_cdt = ops.np_dtype(cdt)
             ref_c = self._ref.astype(np_cdt)
             ref64 = ref_c.astype(np.float64)
-            ybar = self._means - ref64
-            W, b = self._W, self._b
+            # scores on (x - ref) * 2**-exp: exact rescaling, no overflow of
+            # the products for features of extreme magnitude
+            exp = scale_exponent(float(np.abs(self._means - ref64).max()), np_cdt)
+            ybar = ldexp(self._means - ref64, -exp)
+            W, b = self._W, ldexp(self._b, -exp)
             A = np.hstack([ybar.T, W.T])
             bias_ncc = -np.einsum("ij,ij->i", ybar, ybar)
-            bias_lin = W @ ref64 + b
+            bias_lin = W @ ldexp(ref64, -exp) + b
             # rounding-error bounds of the score differences (per row, times
             # ||x - ref||); closer calls are decided again in float64
             d = W.shape[1]
@@ -821,7 +920,7 @@ class NC4Counter:
             tol_ncc = (8 * (d + 2) * eps_c * ymax, 8 * d * eps64 * ymax**2)
             tol_lin = (
                 4 * (d + 2) * eps_c * wmax,
-                4 * d * eps64 * (wmax * float(np.linalg.norm(ref64)) + float(np.abs(b).max())),
+                4 * d * eps64 * (wmax * float(np.linalg.norm(ldexp(ref64, -exp))) + float(np.abs(b).max())),
             )
             self._dev_cache[key] = dict(
                 ref=ops.from_numpy(ref_c, dtype=cdt),
@@ -831,7 +930,8 @@ class NC4Counter:
                 row_codes=ops.from_numpy(self._row_codes.astype(np.int64)),
                 W=ops.from_numpy(W.T, dtype=ops.f64()),
                 b=ops.from_numpy(b, dtype=ops.f64()),
-                means=ops.from_numpy(self._means, dtype=ops.f64()),
+                means=ops.from_numpy(ldexp(self._means, -exp), dtype=ops.f64()),
+                exp=exp,
                 tol_ncc=tol_ncc,
                 tol_lin=tol_lin,
             )
@@ -863,7 +963,7 @@ class NC4Counter:
         f64 = ops.f64()
         for start in range(0, n, chunk):
             with np.errstate(invalid="ignore", over="ignore"):
-                Y = ops.astype(X[start : start + chunk], cdt) - cst["ref"]
+                Y = ops.scale_(ops.astype(X[start : start + chunk], cdt) - cst["ref"], cst["exp"])
                 ynorm2 = ops.rownorm2(Y)
             # NaN/inf in X shows in this sum (checked once at the end)
             total = total + ops.sum64(ynorm2)
@@ -878,9 +978,9 @@ class NC4Counter:
             near |= ops.near_ties(S_lin, lin, tl[0] * ynorm + tl[1])
             redo = ops.nonzero(near)
             if len(redo):
-                x64 = ops.astype(X[start : start + chunk][redo], f64)
+                x64 = ops.scale_(ops.astype(X[start : start + chunk][redo], f64), cst["exp"])
                 if np.isfinite(float(ops.sum64(x64))):
-                    lin[redo] = ops.argmax(x64 @ cst["W"] + cst["b"])
+                    lin[redo] = ops.argmax(x64 @ cst["W"] + cst["b"])  # b scaled too
                     ncc[redo] = ops.nearest_rows(x64, cst["means"])
             dis = dis + ops.count_neq(cst["row_codes"][lin], ncc)
         if not np.isfinite(float(total)):
