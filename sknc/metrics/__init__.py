@@ -19,8 +19,9 @@ from ._collapse import (
     nc2,
     nc3,
     nc4,
+    subsample_classes,
 )
-from ._core import NCDegenerateWarning
+from ._core import NCDegenerateWarning, NCNotComparableWarning
 from ._scorer import (
     NCMultiScorer,
     NCScorer,
@@ -54,6 +55,7 @@ __all__ = [
     "CollapseReport",
     "NC4Counter",
     "NCDegenerateWarning",
+    "NCNotComparableWarning",
     "NCMultiScorer",
     "NCScorer",
     "NCStatistics",
@@ -86,4 +88,5 @@ __all__ = [
     "parc",
     "sfda",
     "transrate",
+    "subsample_classes",
 ]

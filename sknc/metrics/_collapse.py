@@ -984,3 +984,98 @@ def collapse_report(
         cdnv_bias=cdnv_bias,
         nc3_variant=nc3_variant,
     )
+
+
+def subsample_classes(X, y, n_per_class=None, *, random_state=None):
+    """Keep the same number of samples of every class (matched subsampling).
+
+    Plug-in CDNV (and, less strongly, NC1) depend on the number of samples
+    per class; comparing two sets of features (e.g. source-train and
+    source-test, or two data sets) is fair when both use the same number of
+    samples of each class. Draw them with this function (and/or use
+    ``cdnv(..., bias="corrected")``).
+
+    Parameters
+    ----------
+    X : array-like or torch.Tensor of shape (n_samples, n_features)
+        Features (any array indexable by rows, numpy or torch).
+    y : array-like or torch.Tensor of shape (n_samples,)
+        Class labels of any sortable kind.
+    n_per_class : int or None, default=None
+        Samples kept per class; None keeps as many as the smallest class
+        has. Pass the same value for every set you compare.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the draw (without replacement, uniform within each class).
+
+    Returns
+    -------
+    X_sub : array or tensor of shape (n_classes * n_per_class, n_features)
+        The kept rows of ``X``, in their original order.
+    y_sub : ndarray or tensor of shape (n_classes * n_per_class,)
+        Their labels.
+
+    Raises
+    ------
+    ValueError
+        When a class has fewer than ``n_per_class`` samples, or
+        ``n_per_class`` is not a positive int.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.metrics import subsample_classes
+    >>> X = np.arange(10.0).reshape(-1, 1)
+    >>> y = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 2])
+    >>> X_sub, y_sub = subsample_classes(X, y, random_state=0)
+    >>> y_sub
+    array([0, 1, 2])
+    >>> np.bincount(subsample_classes(X, y == 0, n_per_class=4, random_state=0)[1])
+    array([4, 4])
+    """
+    from sklearn.utils import check_random_state
+
+    from ..utils import is_torch_tensor, to_numpy
+
+    n = X.shape[0] if hasattr(X, "shape") else len(X)
+    y_np = np.asarray(to_numpy(y)) if is_torch_tensor(y) else np.asarray(y)
+    if y_np.ndim != 1 or y_np.shape[0] != n:
+        raise ValueError(
+            f"y must be 1-D with one label per row of X ({n}), got shape {y_np.shape}."
+        )
+    classes, codes = np.unique(y_np, return_inverse=True)
+    counts = np.bincount(codes.reshape(-1), minlength=len(classes))
+    if n_per_class is None:
+        n_per_class = int(counts.min())
+    if isinstance(n_per_class, bool) or not isinstance(n_per_class, (int, np.integer)):
+        raise ValueError(f"n_per_class must be a positive int or None, got {n_per_class!r}.")
+    if n_per_class < 1:
+        raise ValueError(f"n_per_class must be a positive int or None, got {n_per_class!r}.")
+    short = classes[counts < n_per_class]
+    if len(short):
+        raise ValueError(
+            f"{len(short)} class(es) have fewer than n_per_class={n_per_class} samples "
+            f"(e.g. {short[0]!r} with {int(counts[counts < n_per_class][0])}); "
+            "lower n_per_class or drop those classes."
+        )
+    rng = check_random_state(random_state)
+    keep = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(codes == k), n_per_class, replace=False)
+            for k in range(len(classes))
+        ]
+    )
+    keep.sort()
+    if is_torch_tensor(X):
+        import torch
+
+        idx = torch.as_tensor(keep, device=X.device)
+        X_sub = X.index_select(0, idx)
+    else:
+        X_sub = X[keep] if isinstance(X, np.ndarray) else np.asarray(X)[keep]
+    if is_torch_tensor(y):
+        import torch
+
+        y_sub = y.index_select(0, torch.as_tensor(keep, device=y.device))
+    else:
+        y_sub = y_np[keep]
+    return X_sub, y_sub

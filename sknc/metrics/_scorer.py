@@ -64,6 +64,7 @@ from ._transferability import (
     sfda,
     transrate,
 )
+from ._validation import check_not_one_vs_one
 
 try:  # private: used only to recognise one multi-metric scoring round
     from sklearn.metrics._scorer import _MultimetricScorer
@@ -73,7 +74,7 @@ except ImportError:  # pragma: no cover
 # metric name -> (function, allowed keyword options, needs the linear head)
 _METRICS = {
     "nc1": (nc1, {"center", "chunk_size"}, False),
-    "cdnv": (cdnv, {"variant", "chunk_size"}, False),
+    "cdnv": (cdnv, {"variant", "bias", "chunk_size"}, False),
     "nc2": (nc2, {"center", "chunk_size"}, False),
     "nc3": (nc3, {"center", "variant", "chunk_size"}, True),
     "nc4": (nc4, {"chunk_size"}, True),
@@ -325,6 +326,7 @@ class NCScorer:
                 f"LogisticRegression, LinearSVC, RidgeClassifier); the estimator has "
                 f"{what}{' without coef_' if clf is not None else ''}."
             )
+        check_not_one_vs_one(clf, name)
         classes = getattr(clf, "classes_", None)
         if name == "nc3":
             return -float(func(F, y, coef, classes=classes, **kwargs))

@@ -244,9 +244,17 @@ def check_coef(coef, intercept, classes, n_features, coef_classes=None):
         expected = f"({n_rows}, {n_features})"
         if n_rows == 2:
             expected += f" or (1, {n_features})"
+        why = ""
+        if W.shape[1] == n_features and n_rows > 2 and W.shape[0] == n_rows * (n_rows - 1) // 2:
+            why = (
+                f" {W.shape[0]} = {n_rows}*{n_rows - 1}/2 rows is the one-vs-one layout "
+                "(one row per pair of classes, e.g. SVC(kernel='linear').coef_); NC3 and "
+                "NC4 need one row per class (one-vs-rest), e.g. from LinearSVC or "
+                "LogisticRegression."
+            )
         raise ValueError(
             f"coef has shape {W.shape} but {expected} was expected "
-            f"({n_rows} classes, {n_features} features)."
+            f"({n_rows} classes, {n_features} features).{why}"
         )
     if intercept is None:
         b = np.zeros(W.shape[0])
@@ -278,6 +286,31 @@ def check_coef(coef, intercept, classes, n_features, coef_classes=None):
         row_codes = np.array([cls_pos.get(lab, -1) for lab in labels.tolist()], dtype=np.intp)
         W_y = W[[pos[c] for c in classes.tolist()]]
     return W, b, row_codes, W_y
+
+
+def check_not_one_vs_one(clf, metric):
+    """Refuse a classifier whose ``coef_`` has one row per pair of classes.
+
+    scikit-learn's libsvm classifiers (``SVC``, ``NuSVC``; recognised by their
+    ``decision_function_shape`` parameter) store one-vs-one coefficients,
+    ``K(K-1)/2`` rows whatever ``decision_function_shape`` says; with three
+    classes that is 3 rows, the shape of a one-vs-rest ``coef_``.
+    """
+    classes = getattr(clf, "classes_", None)
+    n_classes = None if classes is None else len(classes)
+    coef = getattr(clf, "coef_", None)
+    n_rows = None if coef is None else np.shape(to_numpy(coef))[0]
+    ovo = hasattr(clf, "decision_function_shape") and hasattr(clf, "dual_coef_")
+    if n_classes is not None and n_classes > 2 and n_rows is not None:
+        ovo = ovo or (n_rows == n_classes * (n_classes - 1) // 2 and n_rows != n_classes)
+    if ovo and (n_classes is None or n_classes > 2):
+        raise ValueError(
+            f"{metric.upper()} needs one classifier row per class (one-vs-rest), but "
+            f"{type(clf).__name__}.coef_ holds one row per pair of classes "
+            f"(one-vs-one, {n_rows} rows for {n_classes} classes; "
+            "decision_function_shape does not change coef_). Use a one-vs-rest "
+            "linear classifier such as LinearSVC or LogisticRegression."
+        )
 
 
 def check_chunk_size(chunk_size):
