@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..utils import single_thread, thread_budget
 from ..utils._warnings import warn_external
 from ._core import (
     BetweenGeometry,
     NCDegenerateWarning,
-    blas_threads,
     _CDNV_BIAS,
     cdnv_values,
     centered_means,
@@ -53,7 +53,6 @@ from ._core import (
     run_chunk_groups,
     sample_rows,
     scale_exponent,
-    single_thread_blas,
     warn_narrow_nc1,
 )
 from ._validation import (
@@ -90,9 +89,9 @@ def _lean_blas(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        token = _N_WORKERS.set(blas_threads())
+        token = _N_WORKERS.set(thread_budget())
         try:
-            with single_thread_blas():
+            with single_thread():
                 return func(*args, **kwargs)
         finally:
             _N_WORKERS.reset(token)

@@ -6,59 +6,34 @@ of squares (K,), and either the full within-class scatter (d, d) or its
 projection on the between-class subspace.
 """
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
-
 import numpy as np
 
+from ..utils import map_threads, single_thread, thread_budget
 from ..utils._warnings import SkncWarning, warn_external
-
-
-@lru_cache(maxsize=1)
-def blas_controller():
-    """threadpoolctl controller of the BLAS libraries loaded (created once)."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-def blas_threads():
-    """Threads numpy's BLAS may use now (respects OMP/OPENBLAS settings and limits)."""
-    counts = [
-        info["num_threads"] for info in blas_controller().info() if info.get("user_api") == "blas"
-    ]
-    return max(1, min(max(counts, default=1), os.cpu_count() or 1))
-
-
-def single_thread_blas():
-    """Context manager limiting BLAS to one thread."""
-    return blas_controller().limit(limits=1, user_api="blas")
 
 
 def run_chunk_groups(ops, chunks, work, n_workers=None):
     """Run ``work(list_of_chunks)`` over ``chunks``; list of partial results.
 
     numpy input is cut into a few runs of consecutive chunks per worker
-    thread (``n_workers``, default: as many as BLAS may use), handed out
-    to the threads as they become free; each thread runs single-threaded BLAS,
-    so the element-wise work is parallel too, no thread waits on another
-    between chunks and a thread slowed down by a busy machine just takes fewer
-    runs. The partial results come back in chunk order, so their sum does
-    not depend on the scheduling. torch input runs in one sequence (torch
-    parallelises each operation itself).
+    thread (``n_workers``, default :func:`sknc.utils.thread_budget`), handed
+    out by :func:`sknc.utils.map_threads` to single-threaded workers (torch
+    and BLAS on one thread each), so the element-wise work is parallel too,
+    no thread waits on another between chunks and a thread slowed down by a
+    busy machine just takes fewer runs. The partial results come back in
+    chunk order, so their sum does not depend on the scheduling. torch input
+    (a GPU, or half precision) runs in one sequence (torch parallelises each
+    operation itself).
     """
     if n_workers is None:
-        n_workers = blas_threads()
+        n_workers = thread_budget()
     n_workers = 1 if ops.is_torch else min(n_workers, len(chunks))
     if n_workers <= 1:
         return [work(chunks)]
     n_runs = min(len(chunks), 8 * n_workers)
     bounds = np.linspace(0, len(chunks), n_runs + 1).round().astype(int)
     runs = [chunks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    with single_thread_blas():
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            return list(pool.map(work, runs))
+    return list(map_threads(work, runs, n_jobs=n_workers))
 
 
 def sample_rows(X, ops, max_rows=1024):
@@ -177,7 +152,7 @@ class BetweenGeometry:
 
     def __init__(self, Mc):
         self.Mc = Mc
-        with single_thread_blas():
+        with single_thread():
             # small matrix: one thread is faster, and immune to busy CPUs
             U, s, Vt = np.linalg.svd(Mc, full_matrices=False)
         eps = np.finfo(np.float64).eps
