@@ -677,3 +677,263 @@ def test_public_api():
     for name in M.__all__:
         assert hasattr(M, name)
     assert NC4Counter.__doc__ and NCStatistics.__doc__
+
+
+# ---------------------------------------------------------------------------
+# float32 exact whatever the row order, offset and scale (issue 13, items 1-2)
+# ---------------------------------------------------------------------------
+
+
+def _reference64(X, y):
+    """NC1 and CDNV of the float64 values of X (vectorised textbook)."""
+    X = np.asarray(X, dtype=np.float64)
+    classes, codes = np.unique(y, return_inverse=True)
+    K, N = len(classes), X.shape[0]
+    counts = np.bincount(codes)
+    means = np.stack([X[codes == k].mean(0) for k in range(K)])
+    E = X - means[codes]
+    sigma_w = E.T @ E / N
+    Mc = means - X.mean(0)
+    nc1_ref = np.trace(sigma_w @ scipy.linalg.pinv(Mc.T @ Mc / K)) / K
+    var = np.bincount(codes, weights=(E * E).sum(1)) / counts
+    iu = np.triu_indices(K, 1)
+    dist2 = ((means[:, None] - means[None]) ** 2).sum(-1)[iu]
+    cdnv_ref = np.mean((var[:, None] + var[None])[iu] / 2 / dist2)
+    return nc1_ref, cdnv_ref
+
+
+def _all_paths(X, y):
+    """(nc1, cdnv) from the numpy, torch-CPU and NCStatistics paths."""
+    torch = pytest.importorskip("torch")
+    Xt = torch.from_numpy(X)
+    stats = NCStatistics()
+    for part in np.array_split(np.arange(len(y)), 3):
+        stats.update(X[part], y[part])
+    rep = collapse_report(X, y)
+    return {
+        "numpy": (nc1(X, y), cdnv(X, y)),
+        "report": (rep.nc1, rep.cdnv),
+        "torch": (nc1(Xt, y), cdnv(Xt, torch.from_numpy(y))),
+        "stats": (stats.nc1(), stats.cdnv()),
+        "stats-torch": (NCStatistics().update(Xt, y).nc1(), NCStatistics().update(Xt, y).cdnv()),
+    }
+
+
+def test_float32_offset_the_first_rows_do_not_show():
+    # the first rows carry no offset, the rest a large one: the reference point
+    # must not be chosen from the first rows only, and the class sums must be
+    # float64 (on main: nc1 0.40 where float64 of the same values gives 0.66)
+    rng = np.random.default_rng(11)
+    N, d, K = 60_000, 8, 5
+    y = rng.integers(0, K, N)
+    X = (rng.normal(scale=0.3, size=(K, d))[y] + rng.normal(size=(N, d))).astype(np.float32)
+    X[1500:] += np.float32(1e4)
+    expected = _reference64(X, y)
+    # the within-class scatter is dominated by the 1e4 jump, almost orthogonal
+    # to the class-mean differences: NC1 projects residuals of size 1e4 onto
+    # directions where they are of size 1, a cancellation that float32
+    # products pay (u * 1e4 per row); the (d, d) scatter of NCStatistics more
+    # so (its products are formed before the projection)
+    for path, got in _all_paths(X, y).items():
+        rtol = 3e-4 if path.startswith("stats") else 1e-5
+        _close(got[0], expected[0], rtol=rtol, atol=0)
+        _close(got[1], expected[1], rtol=1e-6, atol=0)
+    rolled = np.roll(np.arange(N), 30_000)
+    _close(nc1(X[rolled], y[rolled]), expected[0], rtol=1e-5, atol=0)
+    # float64 values: float64 exact
+    _close(nc1(X.astype(np.float64), y), expected[0], rtol=1e-10, atol=0)
+
+
+def test_float32_class_means_far_apart_unit_spread():
+    # class means 1e4 apart, unit spread, no common offset (on main: NC1 and
+    # CDNV 1.06-1.14x too high)
+    rng = np.random.default_rng(12)
+    N, d, K = 40_000, 6, 4
+    y = rng.integers(0, K, N)
+    X = (rng.normal(scale=1e4, size=(K, d))[y] + rng.normal(size=(N, d))).astype(np.float32)
+    expected = _reference64(X, y)
+    for got in _all_paths(X, y).values():
+        _close(got, expected, rtol=2e-6, atol=0)
+
+
+def _scaled_case():
+    rng = np.random.default_rng(13)
+    X, y, W, b = make_data(rng, [60, 45, 50], 5)
+    return X, y, W, b
+
+
+@pytest.mark.parametrize(
+    "dtype, scale",
+    [("float64", 1e-300), ("float64", 1e300), ("float32", 1e-30), ("float32", 1e19)],
+)
+def test_extreme_scales_are_rescaled_exactly(dtype, scale):
+    import warnings
+
+    X, y, W, b = _scaled_case()
+    X = X.astype(dtype)
+    ref = collapse_report(X, y, W, b)
+    Xs = (X.astype(np.float64) * scale).astype(dtype)
+    expected = collapse_report(Xs.astype(np.float64) / scale, y, W, b)  # same rounding
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow, no false "identical means"
+        rep = collapse_report(Xs, y, W, b * scale)
+        stats = NCStatistics().update(Xs[:70], y[:70]).update(Xs[70:], y[70:])
+        srep = stats.report(W, nc4=stats.nc4_counter(W, b * scale).update(Xs))
+        values = {
+            "nc1": nc1(Xs, y),
+            "cdnv": cdnv(Xs, y),
+            "cdnv-corrected": cdnv(Xs, y, bias="corrected"),
+            "nc4": nc4(Xs, y, W, b * scale),
+        }
+    rtol = 1e-10 if dtype == "float64" else 1e-5
+    for key in ("nc1", "cdnv", "nc2", "equinorm", "equiangularity", "nc3", "nc4"):
+        _close(getattr(rep, key), getattr(expected, key), rtol=rtol, atol=0)
+        _close(getattr(srep, key), getattr(expected, key), rtol=rtol, atol=0)
+    _close(values["nc1"], expected.nc1, rtol=rtol, atol=0)
+    _close(values["cdnv"], expected.cdnv, rtol=rtol, atol=0)
+    _close(values["nc4"], ref.nc4, atol=0)
+    assert np.isfinite(values["cdnv-corrected"])
+    # the public statistics stay in the units of the data
+    _close(stats.means_, NCStatistics().update(Xs, y).means_, rtol=1e-12, atol=0)
+    assert np.all(np.abs(stats.means_) < 1e3 * scale)
+
+
+def test_statistics_merge_across_scales_and_pickle():
+    X, y, _, _ = _scaled_case()
+    a = NCStatistics().update(X[:80] * 1e300, y[:80])
+    b = NCStatistics().update(X[80:] * 1e300, y[80:])
+    whole = NCStatistics().update(X * 1e300, y)
+    merged = pickle.loads(pickle.dumps(a)).merge(b)
+    _close(merged.nc1(), whole.nc1(), rtol=1e-10)
+    _close(merged.cdnv(), whole.cdnv(), rtol=1e-10)
+    _close(merged.nc1(), nc1(X, y), rtol=1e-10)
+
+
+# ---------------------------------------------------------------------------
+# bias-corrected CDNV, matched subsampling (issue 13, item 16)
+# ---------------------------------------------------------------------------
+
+
+def _gaussian_classes(rng, n_per_class, K=6, d=20, sep=1.5):
+    centers = rng.normal(scale=sep, size=(K, d))
+    y = np.repeat(np.arange(K), n_per_class)
+    return centers[y] + rng.normal(size=(len(y), d)), y, centers
+
+
+def test_corrected_cdnv_matches_textbook_formula():
+    X, y, W, b = _case("imbalanced")
+    classes = np.unique(y)
+    n = np.array([np.sum(y == c) for c in classes])
+    means = np.stack([X[y == c].mean(0) for c in classes])
+    var = np.array([((X[y == c] - means[k]) ** 2).sum() for k, c in enumerate(classes)]) / (n - 1)
+    K = len(classes)
+    sym, asym = [], []
+    for i in range(K):
+        for j in range(K):
+            if i != j:
+                dist2 = ((means[i] - means[j]) ** 2).sum() - var[i] / n[i] - var[j] / n[j]
+                asym.append(var[i] / dist2)
+                if i < j:
+                    sym.append((var[i] + var[j]) / 2 / dist2)
+    _close(cdnv(X, y, bias="corrected"), np.mean(sym))
+    _close(cdnv(X, y, bias="corrected", variant="asymmetric"), np.mean(asym))
+    stats = NCStatistics().update(X[:100], y[:100]).update(X[100:], y[100:])
+    _close(stats.cdnv(bias="corrected"), np.mean(sym))
+    _close(collapse_report(X, y, cdnv_bias="corrected").cdnv, np.mean(sym))
+    _close(stats.report(cdnv_bias="corrected").cdnv, np.mean(sym))
+    assert "corrected" in repr(collapse_report(X, y, cdnv_bias="corrected"))
+    with pytest.raises(ValueError, match="bias"):
+        cdnv(X, y, bias="unbiased")
+
+
+def test_corrected_cdnv_does_not_depend_on_samples_per_class():
+    # the plug-in CDNV of 8 samples per class is far below that of 400 of the
+    # same distribution; the corrected one is close to the population value
+    rng = np.random.default_rng(21)
+    K, d = 6, 20
+    centers = rng.normal(scale=1.5, size=(K, d))
+    dist2 = ((centers[:, None] - centers[None]) ** 2).sum(-1)
+    iu = np.triu_indices(K, 1)
+    truth = np.mean(d / dist2[iu])  # Var_c = d (unit isotropic noise)
+    plug, corr = {}, {}
+    for n in (8, 400):
+        vals_p, vals_c = [], []
+        for _ in range(20):
+            y = np.repeat(np.arange(K), n)
+            X = centers[y] + rng.normal(size=(len(y), d))
+            vals_p.append(cdnv(X, y))
+            vals_c.append(cdnv(X, y, bias="corrected"))
+        plug[n], corr[n] = np.median(vals_p), np.median(vals_c)
+    # measured: plug-in 0.83x / 1.00x the population value, corrected 1.02x / 1.00x
+    assert plug[8] < 0.9 * truth and abs(plug[400] / truth - 1) < 0.02
+    assert abs(corr[8] / truth - 1) < 0.06
+    assert abs(corr[400] / truth - 1) < 0.02
+
+
+def test_cdnv_single_sample_classes_warn_or_raise():
+    from sknc.metrics import NCNotComparableWarning
+
+    X, y, _, _ = _case("single-sample")
+    with pytest.warns(NCNotComparableWarning, match="single sample"):
+        cdnv(X, y)
+    with pytest.warns(NCNotComparableWarning, match="single sample"):
+        NCStatistics().update(X, y).cdnv()
+    with pytest.raises(ValueError, match="at least 2 samples per class"):
+        cdnv(X, y, bias="corrected")
+
+
+def test_corrected_cdnv_indistinguishable_means_are_infinite():
+    rng = np.random.default_rng(22)
+    X = rng.normal(size=(6, 3))
+    with pytest.warns(NCDegenerateWarning, match="not distinguishable"):
+        value = cdnv(X, [0, 0, 0, 1, 1, 1], bias="corrected")
+    assert value == np.inf or value > 0
+
+
+def test_subsample_classes():
+    from sknc.metrics import subsample_classes
+
+    X, y, _, _ = _case("imbalanced")
+    Xs, ys = subsample_classes(X, y, random_state=0)
+    assert np.all(np.bincount(ys) == 2)
+    Xs, ys = subsample_classes(X, y, n_per_class=2, random_state=0)
+    Xs2, ys2 = subsample_classes(X, y, n_per_class=2, random_state=0)
+    np.testing.assert_array_equal(Xs, Xs2)
+    rows = [np.flatnonzero((X == row).all(1))[0] for row in Xs]
+    assert rows == sorted(rows) and np.array_equal(y[rows], ys)
+    with pytest.raises(ValueError, match="fewer than n_per_class=5"):
+        subsample_classes(X, y, n_per_class=5)
+    with pytest.raises(ValueError, match="positive int"):
+        subsample_classes(X, y, n_per_class=0)
+    torch = pytest.importorskip("torch")
+    Xt, yt = subsample_classes(torch.from_numpy(X), torch.from_numpy(y), 2, random_state=0)
+    np.testing.assert_array_equal(Xt.numpy(), Xs)
+    np.testing.assert_array_equal(yt.numpy(), ys)
+
+
+# ---------------------------------------------------------------------------
+# not-comparable NC1 (issue 13, item 17)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d, warns", [(4, True), (5, True), (6, False)])
+def test_nc1_warns_when_width_is_at_most_k_minus_1(d, warns):
+    import warnings
+
+    from sknc.metrics import NCNotComparableWarning
+
+    X, y, _, _ = make_data(np.random.default_rng(23), [20] * 6, d)  # K - 1 = 5
+    calls = [
+        lambda: nc1(X, y),
+        lambda: collapse_report(X, y),
+        lambda: NCStatistics().update(X, y).nc1(),
+        lambda: NCStatistics().update(X, y).report(),
+    ]
+    for call in calls:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            call()
+        got = [w for w in record if issubclass(w.category, NCNotComparableWarning)]
+        assert bool(got) == warns
+        if warns:
+            assert "n_classes - 1" in str(got[0].message) and got[0].filename == __file__

@@ -328,3 +328,30 @@ def test_scorer_options_reach_the_metric(digits):
     assert got == pytest.approx(-nc1(F, y, center="class-means"))
     got = make_nc_scorer("nc3", variant="zhu")(pipe, X, y)
     assert got == pytest.approx(-nc3(F, y, pipe[-1].coef_, variant="zhu"))
+
+
+def test_one_vs_one_coefficients_are_refused():
+    # SVC stores one row per pair of classes whatever decision_function_shape
+    # says; with 3 classes that is 3 rows, the shape of a one-vs-rest coef_
+    # (on main: neg_nc3 -1.443 and neg_nc4 -0.723 instead of an error)
+    from sklearn.datasets import load_digits, load_iris
+    from sklearn.svm import SVC, LinearSVC
+
+    from sknc.metrics import get_scorer, nc4
+
+    X, y = load_iris(return_X_y=True)
+    for shape in ("ovr", "ovo"):
+        clf = SVC(kernel="linear", decision_function_shape=shape).fit(X, y)
+        for name in ("neg_nc3", "neg_nc4"):
+            with pytest.raises(ValueError, match="one-vs-one"):
+                get_scorer(name)(clf, X, y)
+    assert get_scorer("neg_nc4")(LinearSVC().fit(X, y), X, y) <= 0
+    # two classes: one-vs-one is one-vs-rest, the scorer works
+    binary = y < 2
+    clf = SVC(kernel="linear").fit(X[binary], y[binary])
+    assert get_scorer("neg_nc4")(clf, X[binary], y[binary]) <= 0
+    # K = 10: 45 rows; the shape error says why
+    X, y = load_digits(return_X_y=True)
+    clf = SVC(kernel="linear").fit(X[:400], y[:400])
+    with pytest.raises(ValueError, match=r"45 = 10\*9/2 rows is the one-vs-one layout"):
+        nc4(X[:400], y[:400], clf.coef_, clf.intercept_)

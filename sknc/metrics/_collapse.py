@@ -38,16 +38,16 @@ import numpy as np
 from ..utils import single_thread, thread_budget
 from ..utils._warnings import warn_external
 from ._core import (
+    _CDNV_BIAS,
     BetweenGeometry,
     NCDegenerateWarning,
-    _CDNV_BIAS,
     cdnv_values,
     centered_means,
     equiangularity_value,
     equinorm_value,
+    ldexp,
     nc2_value,
     nc3_value,
-    ldexp,
     offset_reference,
     pairwise_sq_dists,
     run_chunk_groups,

@@ -13,16 +13,16 @@ from ._collapse import (
     check_report_options,
 )
 from ._core import (
-    BetweenGeometry,
     _CDNV_BIAS,
+    BetweenGeometry,
     cdnv_values,
     centered_means,
     equiangularity_value,
     equinorm_value,
+    ldexp,
     nc1_from_scatter,
     nc2_value,
     nc3_value,
-    ldexp,
     offset_reference,
     run_chunk_groups,
     sample_rows,
@@ -797,9 +797,7 @@ class NCStatistics:
             Mc,
             W_y,
             nc1=self._nc1(snap, Mc),
-            cdnv=cdnv_values(snap["ss"], snap["counts"], snap["means"], cdnv_variant, cdnv_bias)[
-                0
-            ],
+            cdnv=cdnv_values(snap["ss"], snap["counts"], snap["means"], cdnv_variant, cdnv_bias)[0],
             nc4=nc4,
             n_samples=snap["n"],
             n_features=self._n_features,
@@ -920,7 +918,10 @@ class NC4Counter:
             tol_ncc = (8 * (d + 2) * eps_c * ymax, 8 * d * eps64 * ymax**2)
             tol_lin = (
                 4 * (d + 2) * eps_c * wmax,
-                4 * d * eps64 * (wmax * float(np.linalg.norm(ldexp(ref64, -exp))) + float(np.abs(b).max())),
+                4
+                * d
+                * eps64
+                * (wmax * float(np.linalg.norm(ldexp(ref64, -exp))) + float(np.abs(b).max())),
             )
             self._dev_cache[key] = dict(
                 ref=ops.from_numpy(ref_c, dtype=cdt),
