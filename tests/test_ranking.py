@@ -218,19 +218,19 @@ def test_bad_arguments(data):
 
 def test_warns_about_candidates_with_fewer_than_k_minus_1_features(data):
     X, y = data  # 5 classes, 8 features
-    cands = {"pca2": PCA(2), "pca4": PCA(4), "pca3": PCA(3), "raw": FunctionTransformer()}
+    cands = {"pca2": PCA(2), "pca5": PCA(5), "pca4": PCA(4), "raw": FunctionTransformer()}
     with pytest.warns(UserWarning, match="not comparable") as record:
         result = rank_backbones(cands, X, y, random_state=0)
     narrow = [w for w in record if "n_classes - 1" in str(w.message)]
     assert len(narrow) == 1  # one warning naming every narrow candidate
     message = str(narrow[0].message)
-    assert "n_classes - 1 = 4: 'pca2' (2), 'pca3' (3)." in message
-    assert "'pca4'" not in message and "'raw'" not in message
+    assert "n_classes - 1 = 4: 'pca2' (2), 'pca4' (4)." in message
+    assert "'pca5'" not in message and "'raw'" not in message
     assert narrow[0].filename == __file__  # points at the caller
     # the table is complete all the same
     assert sorted(result.ranking) == sorted(cands)
     # candidates with at least K - 1 features: no warning
-    for wide in ({"pca4": PCA(4), "raw": FunctionTransformer()}, {"pca4": PCA(4)}):
+    for wide in ({"pca5": PCA(5), "raw": FunctionTransformer()}, {"pca5": PCA(5)}):
         with warnings.catch_warnings():
             warnings.filterwarnings("error", message=".*n_classes - 1", category=UserWarning)
             rank_backbones(wide, X, y, accuracy=False)

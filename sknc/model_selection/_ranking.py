@@ -264,17 +264,17 @@ def _correlations(table):
 
 
 def _warn_narrow(table, n_classes):
-    """Warn about candidates whose NC1 is not comparable (fewer than K - 1 features)."""
-    narrow = [row for row in table if row["n_features"] < n_classes - 1]
+    """Warn about candidates whose NC1 is not comparable (at most K - 1 features)."""
+    narrow = [row for row in table if row["n_features"] <= n_classes - 1]
     if not narrow:
         return
     names = ", ".join(f"{row['backbone']!r} ({row['n_features']})" for row in narrow)
     warn_external(
-        f"Candidate(s) with fewer features than n_classes - 1 = {n_classes - 1}: {names}. "
-        "Their class means span fewer than K - 1 directions, so their NC1 measures the "
-        "within-class variance along fewer directions and is not comparable with the NC1 of "
-        "candidates with at least K - 1 features; rank them separately or with "
-        "rank_by='cdnv'.",
+        f"Candidate(s) with no more features than n_classes - 1 = {n_classes - 1}: {names}. "
+        "Their class means span every feature direction, so their NC1 divides all "
+        "within-class variance by the between-class spread (it explodes as the width "
+        "approaches K - 1) and is not comparable with the NC1 of candidates with more "
+        "than K - 1 features; rank them separately or with rank_by='cdnv'.",
         UserWarning,
     )
 
@@ -440,7 +440,10 @@ def rank_backbones(
                 f"Candidate {name!r} returned features of shape {Z.shape}; expected "
                 "(n_samples, n_features)."
             )
-        rep = collapse_report(Z, y)
+        with warnings.catch_warnings():
+            # one warning for all narrow candidates below (_warn_narrow)
+            warnings.filterwarnings("ignore", message="NC1 of .* not comparable")
+            rep = collapse_report(Z, y)
         row = {
             "backbone": name,
             "n_features": int(Z.shape[1]),
