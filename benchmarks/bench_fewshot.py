@@ -98,6 +98,35 @@ def easyfsl_style(torch, X, y, cv):
     return np.asarray(scores)
 
 
+def _rounds(X, y, cv, cv_loop, scale, repeat):
+    """Interleaved timed rounds of the four contenders (the loops: two rounds)."""
+    import torch
+    from sklearn.model_selection import cross_val_score
+
+    from sknc.model_selection import evaluate_episodes
+    from sknc.neighbors import NearestClassCenter
+
+    evaluate_episodes(X, y, cv)  # warm-up
+    # tune the plain rule's batch size (its best, to be fair to it)
+    sizes = {
+        bs: _timed(lambda bs=bs: plain_batched_rule(torch, X, y, cv_loop, bs))[0]
+        for bs in (16, 64, 256)
+    }
+    batch = min(sizes, key=sizes.get)
+    times = {"fast": [], "plain": [], "easyfsl": [], "loop": []}
+    for r in range(repeat):
+        t, res = _timed(lambda: evaluate_episodes(X, y, cv))
+        times["fast"].append(t)
+        t, plain_scores = _timed(lambda: plain_batched_rule(torch, X, y, cv, batch))
+        times["plain"].append(t)
+        if r < 2:
+            t, easy_scores = _timed(lambda: easyfsl_style(torch, X, y, cv_loop))
+            times["easyfsl"].append(t * scale)
+            t, loop_scores = _timed(lambda: cross_val_score(NearestClassCenter(), X, y, cv=cv_loop))
+            times["loop"].append(t * scale)
+    return times, res, plain_scores, easy_scores, loop_scores, batch
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--episodes", type=int, default=10_000)
@@ -110,10 +139,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import torch
-    from sklearn.model_selection import cross_val_score
 
-    from sknc.model_selection import EpisodeSplit, evaluate_episodes
-    from sknc.neighbors import NearestClassCenter
+    from sknc.model_selection import EpisodeSplit
     from sknc.utils import thread_limits
 
     rng = np.random.default_rng(0)
@@ -135,27 +162,9 @@ def main(argv=None):
 
     for n_threads in [int(t) for t in args.threads.split(",")]:
         with thread_limits(n_threads, torch=True):
-            fast = lambda: evaluate_episodes(X, y, cv)  # noqa: E731
-            fast()  # warm-up
-            # tune the plain rule's batch size (its best, to be fair to it)
-            sizes = {
-                bs: _timed(lambda bs=bs: plain_batched_rule(torch, X, y, cv_loop, bs))[0]
-                for bs in (16, 64, 256)
-            }
-            batch = min(sizes, key=sizes.get)
-            plain = lambda: plain_batched_rule(torch, X, y, cv, batch)  # noqa: E731
-            times = {"fast": [], "plain": [], "easyfsl": [], "loop": []}
-            for r in range(args.repeat):
-                t, res = _timed(fast)
-                times["fast"].append(t)
-                t, plain_scores = _timed(plain)
-                times["plain"].append(t)
-                if r < 2:  # the slow loops: two rounds
-                    t, easy_scores = _timed(lambda: easyfsl_style(torch, X, y, cv_loop))
-                    times["easyfsl"].append(t * scale)
-                    est = NearestClassCenter()
-                    t, loop_scores = _timed(lambda: cross_val_score(est, X, y, cv=cv_loop))
-                    times["loop"].append(t * scale)
+            times, res, plain_scores, easy_scores, loop_scores, batch = _rounds(
+                X, y, cv, cv_loop, scale, args.repeat
+            )
             bandwidth = _bandwidth(torch)
         med = {k: statistics.median(v) for k, v in times.items()}
         floor = args.episodes * episode_bytes / bandwidth

@@ -10,6 +10,7 @@ flushes, near-tie episodes) lives in ``_fewshot.py``.
 # On the CPU, support and query rows are gathered in sub-batches of about this
 # many bytes, which stay in cache until they are used.
 _SUB_BATCH_BYTES = 1 << 19
+_SUPPORT_BATCH_BYTES = 1 << 19
 
 
 def _row_norms(Xt, rows=None):
@@ -149,7 +150,9 @@ class _EpisodeKernel:
         # on the CPU, supports are gathered (in float64) in cache-sized sub-batches
         per_ep = n_way * n_shot * d * 8
         self.sub_support = (
-            max(1, min(batch_size, _SUB_BATCH_BYTES // per_ep)) if dev.type == "cpu" else batch_size
+            max(1, min(batch_size, _SUPPORT_BATCH_BYTES // per_ep))
+            if dev.type == "cpu"
+            else batch_size
         )
         n_s = self.sub_support * n_way * n_shot
         # on the CPU, queries are gathered in cache-sized sub-batches, which
