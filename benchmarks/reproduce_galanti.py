@@ -240,12 +240,10 @@ def pretrain(cfg, X, y, out):
         random_state=cfg["seed"],
         callbacks=[("cosine", LRScheduler(policy="CosineAnnealingLR", T_max=cfg["epochs"]))],
     )
-    files = ["epoch_000.safetensors"]
-    for epoch, path in enumerate(est.checkpoints_, start=1):
-        name = f"epoch_{epoch:03d}.safetensors"
-        shutil.move(path, os.path.join(folder, name))
-        files.append(name)
-    shutil.rmtree(est.checkpoint_dir_, ignore_errors=True)
+    # pretrain_backbone writes epoch_000 (the same initial weights) ... epoch_NNN
+    # directly into folder; the resume state is not needed once the run is done
+    files = [os.path.basename(path) for path in est.checkpoints_]
+    os.remove(os.path.join(folder, "training_state.pt"))
     history = {
         "epoch": list(range(1, len(est.history_) + 1)),
         "train_loss": [float(v) for v in est.history_[:, "train_loss"]],

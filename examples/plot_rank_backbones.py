@@ -109,12 +109,12 @@ for short, (model, model_kwargs, epochs, lr) in architectures.items():
         batch_size=64,
         input_size=32,
         model_kwargs=model_kwargs,
-        checkpoint_dir=checkpoint_dir,
+        checkpoint_dir=os.path.join(checkpoint_dir, short),
         random_state=0,
     )
     losses = ", ".join(f"{loss:.2f}" for loss in trained.history_[:, "train_loss"])
     print(f"{model}: training loss per epoch {losses}")
-    for epoch, path in enumerate(trained.checkpoints_, start=1):
+    for epoch, path in enumerate(trained.checkpoints_[1:], start=1):  # [0]: initial weights
         candidates[f"{short}, {epoch} ep"] = BackboneFeatures(
             model, weights=path, input_size=32, model_kwargs=model_kwargs
         )

@@ -653,17 +653,19 @@ def test_custom_module_and_augmentation():
 # --------------------------------------------------------------------------
 # checkpoints, per-epoch hooks, source pre-training
 # --------------------------------------------------------------------------
-def test_checkpoints_unique_dirs_and_round_trip(tmp_path):
+def test_checkpoints_predictable_paths_and_round_trip(tmp_path):
     X, y = _images(), _labels()
     est = _fit("full-ft", X=X, y=y, max_epochs=2, save_checkpoints=True, checkpoint_dir=tmp_path)
-    assert [os.path.basename(p) for p in est.checkpoints_] == [
-        "epoch_001.safetensors",
-        "epoch_002.safetensors",
-    ]
-    assert os.path.dirname(est.checkpoints_[0]) == est.checkpoint_dir_
-    assert os.path.dirname(est.checkpoint_dir_) == str(tmp_path)
-    first_dir = est.checkpoint_dir_
-    assert est.fit(X, y).checkpoint_dir_ != first_dir
+    assert est.checkpoints_ == [str(tmp_path / f"epoch_{e:03d}.safetensors") for e in range(3)]
+    assert est.checkpoint_dir_ == str(tmp_path)
+    with pytest.raises(ValueError, match="already holds the checkpoints of a run"):
+        est.fit(X, y)  # refuses to overwrite; the fitted estimator is kept
+    assert est.checkpoints_[0].endswith("epoch_000.safetensors")
+    # without checkpoint_dir every fit gets its own new temporary directory
+    tmp = _fit("linear-probe", X=X, y=y, max_epochs=1, save_checkpoints=True)
+    assert os.path.basename(tmp.checkpoint_dir_).startswith("sknc-ft-")
+    first = tmp.checkpoint_dir_
+    assert tmp.fit(X, y).checkpoint_dir_ != first
     # the last checkpoint is the trained network in timm's own layout
     timm_model = timm.create_model("resnet10t", num_classes=3, **RESNET_KW)
     load_weights(timm_model, est.checkpoints_[-1], allow_head_mismatch=False)
@@ -719,7 +721,7 @@ def test_pretrain_backbone_round_trip(tmp_path):
         checkpoint_dir=tmp_path,
         random_state=0,
     )
-    assert est.method == "full-ft" and est.n_iter_ == 2 and len(est.checkpoints_) == 2
+    assert est.method == "full-ft" and est.n_iter_ == 2 and len(est.checkpoints_) == 3
     assert est.trainable_fraction_ == 1.0
     backbone = create_backbone("resnet10t", model_kwargs=RESNET_KW, weights=est.checkpoints_[-1])
     strip_classifier(backbone)
@@ -756,3 +758,298 @@ def test_cuda_amp_fit_and_predict():
         [r["train_loss"] for r in cached.history_],
         rtol=1e-4,
     )
+
+
+# --------------------------------------------------------------------------
+# interrupts, failed fits, resuming, reproducibility (issue 13)
+# --------------------------------------------------------------------------
+class _RaiseAt(__import__("skorch").callbacks.Callback):
+    """Raise ``exc`` at the first batch of epoch ``epoch`` (1-based)."""
+
+    def __init__(self, epoch, exc=KeyboardInterrupt):
+        self.epoch = epoch
+        self.exc = exc
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training and len(net.history) == self.epoch:
+            raise self.exc("stop here")
+
+
+def _state(est):
+    return {k: v.detach().clone() for k, v in est.net_.module_.state_dict().items()}
+
+
+def test_ctrl_c_propagates_keeps_checkpoints_and_leaves_estimator_unfitted(tmp_path):
+    est = FineTuningClassifier(
+        "resnet10t",
+        method="full-ft",
+        input_size=32,
+        model_kwargs=RESNET_KW,
+        max_epochs=3,
+        batch_size=8,
+        random_state=0,
+        save_checkpoints=True,
+        checkpoint_dir=tmp_path,
+        callbacks=[_RaiseAt(2)],
+    )
+    with pytest.raises(KeyboardInterrupt) as info:
+        est.fit(_images(), _labels())
+    assert not hasattr(est, "net_") and not hasattr(est, "classes_")
+    assert not hasattr(est, "history_") and not hasattr(est, "checkpoint_dir_")
+    note = " ".join(getattr(info.value, "__notes__", []))
+    assert "1 complete epoch(s) of 3" in note and str(tmp_path) in note
+    assert sorted(os.listdir(tmp_path)) == [
+        "epoch_000.safetensors",
+        "epoch_001.safetensors",
+        "training_state.pt",
+    ]
+
+
+def test_real_sigint_in_a_callback_propagates_but_early_stopping_does_not():
+    import signal
+
+    from skorch.callbacks import Callback
+
+    class SigInt(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit("linear-probe", max_epochs=3, callbacks=[SigInt()])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # skorch's convention for stopping early is not an interrupt
+    est = _fit("linear-probe", max_epochs=20, patience=1, lr=1e-6)
+    assert est.n_iter_ < 20
+
+
+def test_gridsearch_stops_on_ctrl_c():
+    grid = GridSearchCV(
+        FineTuningClassifier(
+            "resnet10t",
+            method="linear-probe",
+            input_size=32,
+            model_kwargs=RESNET_KW,
+            max_epochs=2,
+            batch_size=6,
+            random_state=0,
+            callbacks=[_RaiseAt(1)],
+        ),
+        {"lr": [1e-3, 1e-2]},
+        cv=2,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        grid.fit(_images(12), _labels(12))
+
+
+def test_failed_fit_leaves_a_fitted_estimator_as_it_was():
+    X, y = _images(12), _labels(12)
+    est = _fit("layer-ft", X=X, y=y, max_epochs=1)
+    before = dict(est.__dict__)
+    proba = est.predict_proba(X)
+
+    def boom(estimator, epoch):
+        raise RuntimeError("hook failed")
+
+    est.set_params(on_epoch_end=boom, max_epochs=2)
+    with pytest.raises(RuntimeError, match="hook failed"):
+        est.fit(X, _labels(12, kinds=("a", "b")))
+    assert est.on_epoch_end is boom  # parameters are untouched
+    est.set_params(on_epoch_end=None, max_epochs=1)
+    after = dict(est.__dict__)
+    assert after.keys() == before.keys()
+    for key in before:
+        if key not in ("on_epoch_end", "max_epochs"):
+            assert after[key] is before[key], key
+    np.testing.assert_array_equal(est.predict_proba(X), proba)
+    with pytest.raises(KeyboardInterrupt):
+        est.set_params(callbacks=[_RaiseAt(1)]).fit(X, y)
+    np.testing.assert_array_equal(est.predict_proba(X), proba)
+    assert est.history_ is before["history_"]
+
+
+def test_unfitted_estimator_raises_not_fitted_error():
+    from sklearn.exceptions import NotFittedError
+
+    est = FineTuningClassifier("resnet10t")
+    X = _images(2)
+    for method in ("predict", "predict_proba", "predict_log_proba", "decision_function"):
+        with pytest.raises(NotFittedError):
+            getattr(est, method)(X)
+    with pytest.raises(NotFittedError):
+        est.transform(X)
+    assert not hasattr(est, "coef_") and not hasattr(est, "device_")
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        est.fit(X, None)
+
+
+def test_narrow_integer_labels_and_nc_scorers():
+    from sknc.metrics import make_nc_scorer, nc1
+
+    X = _images(16)
+    y = np.array([-100, 0, 100, 120] * 4, dtype=np.int8)
+    est = _fit("scl-ft", X=X, y=y, max_epochs=1, validation_fraction=0.5)
+    assert est.classes_.dtype == np.int8
+    assert est.classes_.tolist() == [-100, 0, 100, 120]
+    assert set(est.predict(X).tolist()) <= {-100, 0, 100, 120}
+    # NC scorers score the estimator's own head-input features
+    Z = est.transform(X)
+    assert make_nc_scorer("nc1")(est, X, y) == pytest.approx(-nc1(Z, y), rel=1e-9)
+    assert est.coef_.shape == (4, Z.shape[1]) and est.intercept_.shape == (4,)
+    np.testing.assert_allclose(
+        Z @ est.coef_.T + est.intercept_, est.decision_function(X), rtol=1e-4, atol=1e-4
+    )
+    for metric in ("nc3", "nc4", "cdnv"):
+        assert np.isfinite(make_nc_scorer(metric)(est, X, y))
+
+
+def test_nc_scorer_in_grid_search_of_fine_tuners():
+    from sknc.metrics import make_nc_scorer
+
+    X, y = _images(12), _labels(12)
+    grid = GridSearchCV(
+        FineTuningClassifier(
+            "resnet10t",
+            input_size=32,
+            model_kwargs=RESNET_KW,
+            max_epochs=1,
+            batch_size=6,
+            random_state=0,
+        ),
+        {"method": ["linear-probe", "layer-ft"]},
+        scoring=make_nc_scorer("nc1"),
+        cv=2,
+    ).fit(X, y)
+    assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
+
+
+def _pretrain(tmp_path, **kw):
+    from skorch.callbacks import LRScheduler
+
+    params = dict(
+        max_epochs=3,
+        batch_size=8,
+        input_size=32,
+        model_kwargs=RESNET_KW,
+        checkpoint_dir=tmp_path,
+        random_state=0,
+        augment=lambda img: img.flip(-1) if torch.rand(()) < 0.5 else img,
+        callbacks=[("cosine", LRScheduler(policy="CosineAnnealingLR", T_max=3))],
+    )
+    params.update(kw)
+    return pretrain_backbone("resnet10t", _images(16), np.arange(16) % 4, **params)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    from skorch.callbacks import LRScheduler
+
+    full = _pretrain(tmp_path / "full")
+    cosine = ("cosine", LRScheduler(policy="CosineAnnealingLR", T_max=3))
+    with pytest.raises(KeyboardInterrupt):
+        _pretrain(tmp_path / "cut", callbacks=[cosine, ("stop", _RaiseAt(3))])
+    assert os.path.exists(tmp_path / "cut" / "epoch_002.safetensors")
+    assert not os.path.exists(tmp_path / "cut" / "epoch_003.safetensors")
+    with pytest.raises(ValueError, match="resume=True"):
+        _pretrain(tmp_path / "cut")  # never overwrites another run silently
+    resumed = _pretrain(tmp_path / "cut", resume=True)
+    assert resumed.resumed_from_ == 2 and resumed.n_iter_ == 3
+    a, b = _state(full), _state(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["train_loss"] for r in resumed.history_] == [r["train_loss"] for r in full.history_]
+    assert [os.path.basename(p) for p in resumed.checkpoints_] == [
+        f"epoch_{e:03d}.safetensors" for e in range(4)
+    ]
+    # resuming a finished run trains nothing and gives the same network
+    again = _pretrain(tmp_path / "cut", resume=True)
+    assert again.resumed_from_ == 3 and again.n_iter_ == 3
+    assert all(torch.equal(a[k], v) for k, v in _state(again).items())
+    with pytest.raises(ValueError, match="Cannot resume.*classes"):
+        pretrain_backbone(
+            "resnet10t",
+            _images(16),
+            np.arange(16) % 2,
+            max_epochs=3,
+            input_size=32,
+            model_kwargs=RESNET_KW,
+            checkpoint_dir=tmp_path / "cut",
+            resume=True,
+        )
+
+
+def test_epoch_zero_checkpoint_holds_the_initial_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    init = create_backbone("resnet10t", model_kwargs=RESNET_KW, seed=3)
+    strip_classifier(init)
+    path = str(tmp_path / "init.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in init.state_dict().items()}, path)
+    est = pretrain_backbone(
+        "resnet10t",
+        _images(8),
+        np.arange(8) % 2,
+        weights=path,
+        max_epochs=1,
+        input_size=32,
+        model_kwargs=RESNET_KW,
+        checkpoint_dir=tmp_path / "run",
+        random_state=0,
+    )
+    assert est.checkpoints_[0] == str(tmp_path / "run" / "epoch_000.safetensors")
+    epoch0 = load_file(est.checkpoints_[0])
+    for key, value in init.state_dict().items():
+        torch.testing.assert_close(epoch0[key], value, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="needs save_checkpoints=True"):
+        FineTuningClassifier("resnet10t", resume=True).fit(_images(4), [0, 1, 0, 1])
+
+
+def test_training_state_loads_without_running_code(tmp_path):
+    from sknc.finetune._callbacks import load_training_state
+
+    _pretrain(tmp_path, max_epochs=1, augment=None, callbacks=None)
+    state = load_training_state(tmp_path)
+    assert state["epoch"] == 1 and state["fingerprint"]["n_samples"] == 16
+
+    class Planted:
+        def __reduce__(self):
+            return (os.system, ("echo planted",))
+
+    torch.save({"version": 1, "x": Planted()}, tmp_path / "training_state.pt")
+    with pytest.raises(ValueError, match="Cannot read the training state"):
+        load_training_state(tmp_path)
+
+
+def test_seeded_fit_is_deterministic_on_cpu():
+    X, y = _images(), _labels()
+    kw = dict(max_epochs=2, cache_prefix=False, validation_fraction=0.25, random_state=5)
+    a, b = _fit("full-ft", X=X, y=y, **kw), _fit("full-ft", X=X, y=y, **kw)
+    sa, sb = _state(a), _state(b)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_no_private_skorch_internals():
+    """The fine-tuner uses skorch's public API only: fail loudly if that changes."""
+    import ast
+    import inspect
+
+    import skorch
+
+    import sknc.finetune._callbacks as callbacks_module
+    import sknc.finetune._estimator as estimator_module
+
+    private_skorch = {
+        name
+        for cls in (skorch.NeuralNet, skorch.NeuralNetClassifier, skorch.callbacks.Callback)
+        for name in dir(cls)
+        if name.startswith("_") and not name.startswith("__")
+    }
+    used = set()
+    for module in (callbacks_module, estimator_module):
+        tree = ast.parse(inspect.getsource(module))
+        used |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    assert not (used & private_skorch), sorted(used & private_skorch)
+    # the public extension points the fine-tuner builds on
+    for name in ("fit_loop", "notify", "train_step_single", "get_loss", "infer"):
+        assert callable(getattr(skorch.NeuralNet, name))
+    params = inspect.signature(skorch.NeuralNet.fit_loop).parameters
+    assert list(params)[:4] == ["self", "X", "y", "epochs"]

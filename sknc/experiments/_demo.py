@@ -315,7 +315,8 @@ def _pretrain(p, model, size, epochs, sets, work, device, seed, progress):
         bar.close()
     _check_trained(est, epochs, "pre-training")
     history = est.history_
-    return [init] + list(est.checkpoints_), {
+    # checkpoints_[0] is the initial weights, rewritten at the same path as init
+    return [init] + list(est.checkpoints_[1:]), {
         "epoch": list(range(1, len(history) + 1)),
         "train_loss": [float(v) for v in history[:, "train_loss"]],
         "seconds": [float(v) for v in history[:, "dur"]],

@@ -14,6 +14,7 @@ cheap.
 import copy
 import numbers
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -45,6 +46,14 @@ AUTO_CACHE_MAX_BYTES = 4 * 1024**3
 
 def _noop(*args, **kwargs):
     return None
+
+
+_CHECKPOINT_RE = re.compile(r"epoch_(\d{3,})\.safetensors")
+
+
+def _is_fitted_name(name):
+    """Attributes a fit sets: ``name_`` (scikit-learn's rule) and ``_n_features_out``."""
+    return (name.endswith("_") and not name.startswith("__")) or name == "_n_features_out"
 
 
 def _is_int(value):
@@ -239,15 +248,30 @@ default="scl-ft"
     num_workers : int, default=0
         DataLoader worker processes for training.
     checkpoint_dir : str, path-like or None, default=None
-        Parent directory for checkpoints (None: the system temp directory).
-        Each fit writes into its own new sub-directory ``checkpoint_dir_``.
+        Where checkpoints go (with ``save_checkpoints=True``): written
+        directly into this directory (created if needed), so their paths are
+        known in advance (see *Checkpoints and resuming* below). None: a new
+        directory ``sknc-ft-*`` in the system temp directory for each fit.
+        A fit refuses a directory that already holds another run's
+        checkpoints unless ``resume=True``.
     save_checkpoints : bool, default=False
-        Save the backbone after every epoch as ``epoch_001.safetensors``,
-        ... (the model's own layout: loadable with
+        Save the backbone as ``epoch_000.safetensors`` (the initial
+        weights), ``epoch_001.safetensors`` (after the first epoch), ... in
+        the model's own layout: loadable with
         ``sknc.features.BackboneFeatures(model, weights=path)`` or
         ``timm.create_model(model, num_classes=n_classes, checkpoint_path=path)``;
         the trained head is included under the model's classifier name
-        except for SCL-FT). Paths in ``checkpoints_``.
+        except for SCL-FT. Paths in ``checkpoints_``. The state needed to
+        resume is kept beside them in ``training_state.pt``.
+    resume : bool, default=False
+        Continue the run whose checkpoints are in ``checkpoint_dir`` from its
+        last complete epoch (needs ``save_checkpoints=True`` and a
+        ``checkpoint_dir``); when the directory holds no run yet, start one.
+        The network, optimizer, learning-rate schedulers (skorch
+        ``LRScheduler`` callbacks), torch's random state and the history are
+        restored, so an interrupted and resumed fit ends with the same weights
+        as an uninterrupted one with the same ``random_state``. A run on
+        other classes or another number of images is refused.
     on_epoch_end : callable or None, default=None
         ``on_epoch_end(estimator, epoch)`` after every epoch (``epoch``
         starts at 1); inside it ``estimator.transform(X)`` gives the current
@@ -264,6 +288,7 @@ default="scl-ft"
         Seeds the random initialisation of non-pretrained weights, of the
         head and skip branch, data shuffling, the validation split and
         augmentation. The caller's torch random state is left untouched.
+        A seeded fit is deterministic on the CPU (see *Reproducibility*).
     verbose : int, default=0
         0 is silent; 1 prints skorch's per-epoch table and the cache size; 2
         adds per-batch progress bars.
@@ -316,7 +341,11 @@ default="scl-ft"
     checkpoint_dir_ : str or None
         The directory of this fit's checkpoints.
     checkpoints_ : list of str
-        Checkpoint paths in epoch order (empty without ``save_checkpoints``).
+        Checkpoint paths in epoch order: ``checkpoints_[e]`` holds the
+        weights after epoch ``e``, ``checkpoints_[0]`` the initial weights
+        (empty without ``save_checkpoints``).
+    resumed_from_ : int
+        The epoch this fit resumed from (0 when it started afresh).
     fit_time_ : float
         Seconds spent in ``fit``.
 
@@ -369,6 +398,36 @@ default="scl-ft"
       collapse reached before block ``i`` by more than 10% of the total
       drop), or the last block when collapse keeps improving to the end.
       NC1 is measured on all of ``X`` (the validation split included).
+
+    **Interrupts and failures.** Ctrl-C (or any ``KeyboardInterrupt``)
+    during ``fit`` stops training and propagates to the caller, so scripts
+    and ``GridSearchCV`` stop too (skorch alone would swallow it and return
+    a half-trained net); only a skorch callback's request to stop early
+    (``EarlyStopping`` raising in ``on_epoch_end``) ends training quietly.
+    A ``fit`` that raises, interrupted or not, leaves the estimator as it was
+    before the call (an earlier fit stays usable, an unfitted estimator stays
+    unfitted); checkpoints written so far are kept, and the interrupt's
+    message says where.
+
+    **Checkpoints and resuming.** With ``save_checkpoints=True`` and
+    ``checkpoint_dir="run"`` a fit writes ``run/epoch_000.safetensors``
+    (initial weights), ``run/epoch_001.safetensors``, ... and
+    ``run/training_state.pt`` (network, optimizer, scheduler and random
+    states, history; replaced atomically after every epoch, read with
+    ``torch.load(weights_only=True)``). After an interruption the same call
+    with ``resume=True`` continues from the last complete epoch. Early
+    stopping's patience counter restarts on resuming.
+
+    **Reproducibility.** On the CPU a fit with an int ``random_state`` is
+    deterministic: two fits give identical weights (torch's random state is
+    seeded and forked, the data order, head initialisation, validation split
+    and DataLoader worker seeds all derive from it). Augmentations must draw
+    from torch's random generator (torchvision transforms do), not from
+    NumPy's global one. On CUDA, cuDNN and atomic-add kernels make runs
+    differ in the last bits unless ``torch.use_deterministic_algorithms(True)``
+    is set (with ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` in the environment) and
+    ``torch.backends.cudnn.benchmark`` is False; sknc does not change these
+    global settings for you.
 
     Examples
     --------
@@ -424,6 +483,7 @@ default="scl-ft"
         num_workers=0,
         checkpoint_dir=None,
         save_checkpoints=False,
+        resume=False,
         on_epoch_end=None,
         compute_train_nc1=True,
         callbacks=None,
@@ -466,6 +526,7 @@ default="scl-ft"
         self.num_workers = num_workers
         self.checkpoint_dir = checkpoint_dir
         self.save_checkpoints = save_checkpoints
+        self.resume = resume
         self.on_epoch_end = on_epoch_end
         self.compute_train_nc1 = compute_train_nc1
         self.callbacks = callbacks
@@ -553,6 +614,13 @@ default="scl-ft"
             raise ValueError("on_epoch_end must be a callable on_epoch_end(estimator, epoch).")
         if self.callbacks is not None and not isinstance(self.callbacks, (list, tuple)):
             raise ValueError("callbacks must be a list of skorch callbacks or (name, callback).")
+        if not isinstance(self.resume, (bool, np.bool_)):
+            raise ValueError(f"resume must be True or False, got {self.resume!r}.")
+        if self.resume and not (self.save_checkpoints and self.checkpoint_dir is not None):
+            raise ValueError(
+                "resume=True continues the run saved in checkpoint_dir: it needs "
+                "save_checkpoints=True and a checkpoint_dir."
+            )
 
     def _check_peft_params(self):
         tb = self.tuned_block
@@ -663,10 +731,10 @@ default="scl-ft"
             return "bfloat16"
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
-    def _callbacks(self, checkpoint_dir):
+    def _callbacks(self, checkpoint_dir, fingerprint=None, state=None):
         from skorch.callbacks import Callback, EarlyStopping, ProgressBar
 
-        from ._callbacks import BackboneCheckpoint, EpochHook
+        from ._callbacks import BackboneCheckpoint, EpochHook, TrainingState
 
         cbs = []
         if self.patience is not None:
@@ -699,6 +767,10 @@ default="scl-ft"
                 raise ValueError(f"callbacks[{i}] is not a skorch callback: {item!r}.")
             cb = copy.deepcopy(cb)
             cbs.append((name or f"user_callback_{i}", cb))
+        if checkpoint_dir is not None:
+            # Last, so that the saved state holds everything of its epoch.
+            schedulers = None if state is None else state["schedulers"]
+            cbs.append(("training_state", TrainingState(checkpoint_dir, fingerprint, schedulers)))
         return cbs
 
     # ------------------------------------------------------------------
@@ -735,6 +807,11 @@ default="scl-ft"
     def fit(self, X, y):
         """Fine-tune on images ``X`` with labels ``y``.
 
+        A fit that raises (bad input, an error in a callback, Ctrl-C) leaves
+        the estimator as it was before the call; a ``KeyboardInterrupt``
+        propagates with a note saying how far training got and where its
+        checkpoints are.
+
         Parameters
         ----------
         X : image collection
@@ -748,12 +825,77 @@ default="scl-ft"
         -------
         self : FineTuningClassifier
         """
+        before = dict(self.__dict__)
+        for key in [k for k in before if _is_fitted_name(k)]:
+            del self.__dict__[key]
+        progress = {}
+        try:
+            self._fit(X, y, progress)
+        except BaseException as exc:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            if isinstance(exc, KeyboardInterrupt):
+                exc.add_note(self._interrupt_note(progress))
+            raise
+        return self
+
+    def _interrupt_note(self, progress):
+        net = progress.get("net")
+        done = 0 if net is None else sum("dur" in row for row in net.history)
+        note = (
+            f"{type(self).__name__}.fit was interrupted after {done} complete epoch(s) "
+            f"of {self.max_epochs}; the estimator was left as it was before the call."
+        )
+        if progress.get("checkpoint_dir") is not None:
+            note += f" Checkpoints written so far are in {progress['checkpoint_dir']!r}" + (
+                "; fit again with resume=True to continue." if self.checkpoint_dir else "."
+            )
+        return note
+
+    def _checkpoint_dir(self):
+        """This fit's checkpoint directory (or None) and the state to resume from."""
+        from ._callbacks import STATE_FILE, load_training_state
+
+        if not self.save_checkpoints:
+            return None, None
+        if self.checkpoint_dir is None:
+            return tempfile.mkdtemp(prefix="sknc-ft-"), None
+        path = os.fspath(self.checkpoint_dir)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"checkpoint_dir {path!r} exists and is not a directory.")
+        os.makedirs(path, exist_ok=True)
+        state = load_training_state(path)
+        done = sorted(
+            int(m.group(1))
+            for m in (_CHECKPOINT_RE.fullmatch(name) for name in os.listdir(path))
+            if m and int(m.group(1)) > 0
+        )
+        if self.resume:
+            if state is None and done:
+                raise ValueError(
+                    f"checkpoint_dir {path!r} holds checkpoints up to epoch {done[-1]} but no "
+                    f"{STATE_FILE}, so the run cannot be resumed; use another directory."
+                )
+            return path, state
+        if state is not None or done:
+            last = state["epoch"] if state is not None else done[-1]
+            raise ValueError(
+                f"checkpoint_dir {path!r} already holds the checkpoints of a run ({last} "
+                "epoch(s)); pass resume=True to continue it, or choose another directory "
+                "(nothing there is overwritten)."
+            )
+        return path, None
+
+    def _fit(self, X, y, progress):
         from ..features._text import is_text_model
 
         if is_text_model(self.model):  # Hugging Face / sentence-transformers encoders
             from ._text import fit_text
 
+            if self.resume:
+                raise ValueError("resume=True is not supported for text encoders yet.")
             return fit_text(self, X, y)
+
         import torch
 
         from ..features._images import check_images, resolve_data_config
@@ -770,16 +912,35 @@ default="scl-ft"
         device = resolve_device(self.device)
         optimizer, optimizer_kwargs = self._optimizer_args()
 
+        checkpoint_dir, state = self._checkpoint_dir()
+        progress["checkpoint_dir"] = checkpoint_dir
+        fingerprint = {
+            "classes": [str(c) for c in classes],
+            "n_samples": int(n_samples),
+            "method": self.method,
+            "model": self.model if isinstance(self.model, str) else type(self.model).__name__,
+            "seed": seed,
+        }
+        done = 0
+        if state is not None:
+            saved = state["fingerprint"]
+            for key in ("classes", "n_samples", "method", "model"):
+                if saved.get(key) != fingerprint[key]:
+                    raise ValueError(
+                        f"Cannot resume from {state['path']!r}: it was trained with "
+                        f"{key}={saved.get(key)!r}, this fit has {key}={fingerprint[key]!r}."
+                    )
+            done = int(state["epoch"])
+            if done > self.max_epochs:
+                raise ValueError(
+                    f"Cannot resume from {state['path']!r}: it has already run {done} "
+                    f"epochs, more than max_epochs={self.max_epochs}."
+                )
+            seed = fingerprint["seed"] = int(saved["seed"])  # same validation split
+
         tuned_block, block_nc = self.tuned_block, None
         if self.method in _TUNED_METHODS and isinstance(tuned_block, str) and tuned_block == "auto":
             tuned_block, block_nc = self._auto_block(X, y_enc, seed, device)
-
-        checkpoint_dir = None
-        if self.save_checkpoints:
-            parent = None if self.checkpoint_dir is None else os.fspath(self.checkpoint_dir)
-            if parent is not None:
-                os.makedirs(parent, exist_ok=True)
-            checkpoint_dir = tempfile.mkdtemp(prefix="sknc-ft-", dir=parent)
 
         train_split = None
         if self.validation_fraction:
@@ -813,10 +974,10 @@ default="scl-ft"
             criterion=torch.nn.CrossEntropyLoss,
             optimizer=optimizer,
             lr=float(self.lr),
-            max_epochs=int(self.max_epochs),
+            max_epochs=int(self.max_epochs) - done,
             batch_size=int(self.batch_size),
             train_split=train_split,
-            callbacks=self._callbacks(checkpoint_dir),
+            callbacks=self._callbacks(checkpoint_dir, fingerprint, state),
             classes=list(range(len(classes))),
             device=str(device),
             verbose=int(self.verbose),
@@ -827,6 +988,7 @@ default="scl-ft"
             amp_dtype=self._amp_dtype(device),
             **optimizer_kwargs,
         )
+        progress["net"] = net
         fork_devices = []
         if device.type == "cuda":
             fork_devices = [
@@ -836,6 +998,8 @@ default="scl-ft"
             torch.manual_seed(seed)
             net.initialize()
             module = net.module_
+            if state is not None:
+                self._restore(net, state)
             if (
                 self.method == "linear-probe"
                 and not self.pretrained
@@ -845,6 +1009,9 @@ default="scl-ft"
                 from ..features._backbone import warn_identity_blocks
 
                 warn_identity_blocks(module.backbone, self.model, what="linear-probe features")
+            # Set now (not only on success) because on_epoch_end hooks use the
+            # estimator during training; fit() restores the earlier state if
+            # anything below raises.
             self.classes_ = classes
             self.net_ = net
             blocks_ = list(module.tuned_blocks)
@@ -866,6 +1033,7 @@ default="scl-ft"
             self.trainable_fraction_ = self.n_trainable_params_ / max(self.n_params_, 1)
             self._n_features_out = module.head_in_features
             self.checkpoint_dir_ = checkpoint_dir
+            self.resumed_from_ = done
             cache = self._build_cache(module, source, y_enc)
             self.prefix_cached_ = cache is not None
             if cache is not None:
@@ -875,15 +1043,17 @@ default="scl-ft"
 
                 dataset = make_train_dataset(source, y_enc, self.data_config_, self.augment)
             try:
-                if self.max_epochs > 0:
+                if state is not None:
+                    torch.set_rng_state(state["torch_rng"])
+                    if fork_devices and state["cuda_rng"]:
+                        torch.cuda.set_rng_state(state["cuda_rng"][fork_devices[0]], device)
+                if self.max_epochs > done:
                     net.partial_fit(dataset, y_enc)
                 self.history_ = net.history
                 self.n_iter_ = len(net.history)
                 durations = [row["dur"] for row in net.history if "dur" in row]
                 self.seconds_per_epoch_ = float(np.median(durations)) if durations else None
-                self.checkpoints_ = [
-                    row["checkpoint"] for row in net.history if "checkpoint" in row
-                ]
+                self.checkpoints_ = self._checkpoint_paths(net, checkpoint_dir)
                 self.train_nc1_ = None
                 if self.compute_train_nc1:
                     self.train_nc1_ = self._train_nc1(source, cache, y_enc)
@@ -892,6 +1062,25 @@ default="scl-ft"
         module.eval()
         self.fit_time_ = time.perf_counter() - start
         return self
+
+    @staticmethod
+    def _restore(net, state):
+        """Load a saved training state into a freshly initialised net."""
+        from skorch.history import History
+
+        net.module_.load_state_dict(state["module"])
+        net.optimizer_.load_state_dict(state["optimizer"])
+        net.history = History(state["history"])
+
+    @staticmethod
+    def _checkpoint_paths(net, checkpoint_dir):
+        if checkpoint_dir is None:
+            return []
+        from ._callbacks import checkpoint_path
+
+        paths = [row["checkpoint"] for row in net.history if "checkpoint" in row]
+        first = checkpoint_path(checkpoint_dir, 0)
+        return ([first] if os.path.exists(first) else []) + paths
 
     def _build_cache(self, module, source, y_enc):
         """The :class:`CachedPrefixDataset` for this fit, or None."""
@@ -999,6 +1188,32 @@ default="scl-ft"
         except ValueError:
             return float("nan")
 
+    # NC scorers (sknc.metrics.make_nc_scorer) score ``transform(X)``, the
+    # inputs of the head whose weights are ``coef_`` / ``intercept_``, rather
+    # than the images themselves.
+    _sknc_transform_is_head_input = True
+
+    @property
+    def coef_(self):
+        """Weights of the fine-tuned linear head, shape (n_classes, n_features_out).
+
+        Rows in the order of ``classes_``; columns are the features of
+        :meth:`transform`, so ``transform(X) @ coef_.T + intercept_`` equals
+        :meth:`decision_function` (up to float32 rounding). Used by the NC3 /
+        NC4 scorers.
+        """
+        check_is_fitted(self, "net_")
+        return self.net_.module_.head.weight.detach().cpu().numpy().copy()
+
+    @property
+    def intercept_(self):
+        """Bias of the fine-tuned linear head, shape (n_classes,)."""
+        check_is_fitted(self, "net_")
+        bias = self.net_.module_.head.bias
+        if bias is None:
+            return np.zeros(self.net_.module_.head.out_features, dtype=np.float32)
+        return bias.detach().cpu().numpy().copy()
+
     @property
     def device_(self):
         # Derived from the net rather than stored: skorch loads an unpickled
@@ -1091,7 +1306,8 @@ default="scl-ft"
         -------
         ndarray of shape (n_samples,)
         """
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        scores = self.decision_function(X)  # raises NotFittedError before classes_ is read
+        return self.classes_[np.argmax(scores, axis=1)]
 
     def transform(self, X):
         """Head-input features of the fine-tuned network (what ``train_nc1_`` measures).

@@ -18,6 +18,7 @@ def pretrain_backbone(
     y,
     *,
     checkpoint_dir=None,
+    resume=False,
     pretrained=False,
     weights=None,
     model_kwargs=None,
@@ -54,6 +55,10 @@ def pretrain_backbone(
     ``save_checkpoints=True``; it starts from random weights unless
     ``pretrained`` or ``weights`` say otherwise.
 
+    Ctrl-C stops training and propagates (the checkpoints written so far
+    stay); calling again with ``resume=True`` continues from the last
+    complete epoch.
+
     Parameters
     ----------
     model : str, torch.nn.Module, nn.Module subclass or callable
@@ -63,8 +68,19 @@ def pretrain_backbone(
     y : array-like of shape (n_samples,)
         Source class labels.
     checkpoint_dir : str, path-like or None, default=None
-        Parent directory; this run writes ``epoch_001.safetensors``, ... into
-        a new sub-directory of it (the estimator's ``checkpoint_dir_``).
+        Where this run writes ``epoch_000.safetensors`` (the initial
+        weights), ``epoch_001.safetensors``, ... and ``training_state.pt``
+        (what resuming needs), directly (no sub-directory; created if
+        needed). None: a new ``sknc-ft-*`` directory in the system temp
+        directory. A directory holding another run is refused unless
+        ``resume=True``.
+    resume : bool, default=False
+        Continue the run saved in ``checkpoint_dir`` from its last complete
+        epoch (or start it if there is none yet): the weights, optimizer,
+        learning-rate schedulers, random state and history are restored, so
+        the final weights equal those of an uninterrupted run with the same
+        ``random_state``. Call with the same arguments as the interrupted
+        run (``max_epochs`` may be larger to train on).
     pretrained, weights, model_kwargs : optional
         Starting weights (default: random initialisation) and model options.
     max_epochs : int, default=30
@@ -95,7 +111,8 @@ def pretrain_backbone(
     -------
     FineTuningClassifier
         The fitted estimator; ``checkpoints_`` lists the checkpoint paths in
-        epoch order. Each file holds the whole model in its own layout (the
+        epoch order, ``checkpoints_[0]`` being the initial weights (epoch 0).
+        Each file holds the whole model in its own layout (the
         source head under the model's classifier name), so
         ``sknc.features.BackboneFeatures(model, weights=path)`` or
         ``sknc.features._backbone.create_backbone(model, weights=path)``
@@ -112,7 +129,7 @@ def pretrain_backbone(
     >>> est = pretrain_backbone("resnet10t", X, y, max_epochs=2, input_size=32,
     ...                         random_state=0)
     >>> [p.rsplit("/", 1)[-1] for p in est.checkpoints_]
-    ['epoch_001.safetensors', 'epoch_002.safetensors']
+    ['epoch_000.safetensors', 'epoch_001.safetensors', 'epoch_002.safetensors']
     >>> backbone = create_backbone("resnet10t", weights=est.checkpoints_[-1])
     """
     est = FineTuningClassifier(
@@ -141,6 +158,7 @@ def pretrain_backbone(
         num_workers=num_workers,
         checkpoint_dir=checkpoint_dir,
         save_checkpoints=True,
+        resume=resume,
         on_epoch_end=on_epoch_end,
         compute_train_nc1=True,
         callbacks=callbacks,

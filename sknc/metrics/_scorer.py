@@ -13,7 +13,11 @@ On a fitted ``estimator`` and a fold ``(X, y)``:
 * a :class:`~sklearn.pipeline.Pipeline` whose last step is a predictor:
   ``estimator[:-1].transform(X)`` (the inputs of the final classifier);
 * a pure transformer, or a Pipeline that ends in one: ``estimator.transform(X)``;
-* a bare classifier: ``X`` itself;
+* a bare classifier: ``X`` itself, unless its ``transform`` returns the
+  inputs of its own linear head (it says so with the class attribute
+  ``_sknc_transform_is_head_input = True``, as
+  :class:`sknc.finetune.FineTuningClassifier` does): then
+  ``estimator.transform(X)`` (after the earlier steps, in a Pipeline);
 * ``features="step_name"``: the output of the Pipeline up to that step;
 * ``features=callable``: ``callable(estimator, X)``;
 * ``layer=...``: one block of a multi-layer feature transformer (any step with
@@ -143,6 +147,10 @@ def _extract_features(estimator, X, features):
     """
     clf = _final_predictor(estimator)
     if features is None:
+        if clf is not None and getattr(clf, "_sknc_transform_is_head_input", False):
+            if isinstance(estimator, Pipeline) and len(estimator.steps) > 1:
+                X = estimator[:-1].transform(X)
+            return clf.transform(X), clf, True
         if isinstance(estimator, Pipeline):
             if clf is not None:
                 if len(estimator.steps) == 1:

@@ -102,13 +102,15 @@ def _unique_numpy(y):
     """Sorted unique labels and integer codes for a 1-D numpy label array."""
     if y.dtype.kind in "iu" and y.size:
         lo, hi = int(y.min()), int(y.max())
-        if hi - lo <= 4 * y.size + 1024:
+        if hi - lo <= 4 * y.size + 1024 and hi <= np.iinfo(np.intp).max:
             # fast path for integer labels: no sort needed
-            counts = np.bincount(y - lo if lo else y, minlength=hi - lo + 1)
+            # shift in a wide dtype: int8 labels -100..100 overflow y - lo
+            shifted = y.astype(np.intp) - lo
+            counts = np.bincount(shifted, minlength=hi - lo + 1)
             present = np.flatnonzero(counts)
             lut = np.full(hi - lo + 1, -1, dtype=np.intp)
             lut[present] = np.arange(present.size)
-            codes = lut[y - lo if lo else y]
+            codes = lut[shifted]
             return (present + lo).astype(y.dtype), codes
     try:
         classes, codes = np.unique(y, return_inverse=True)
