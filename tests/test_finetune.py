@@ -653,6 +653,7 @@ def test_custom_module_and_augmentation():
 # --------------------------------------------------------------------------
 # checkpoints, per-epoch hooks, source pre-training
 # --------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:The backbone has random weights")
 def test_checkpoints_predictable_paths_and_round_trip(tmp_path):
     X, y = _images(), _labels()
     est = _fit("full-ft", X=X, y=y, max_epochs=2, save_checkpoints=True, checkpoint_dir=tmp_path)
@@ -805,6 +806,7 @@ def test_ctrl_c_propagates_keeps_checkpoints_and_leaves_estimator_unfitted(tmp_p
     ]
 
 
+@pytest.mark.filterwarnings("ignore:The backbone has random weights")
 def test_real_sigint_in_a_callback_propagates_but_early_stopping_does_not():
     import signal
 
@@ -822,6 +824,7 @@ def test_real_sigint_in_a_callback_propagates_but_early_stopping_does_not():
     assert est.n_iter_ < 20
 
 
+@pytest.mark.filterwarnings("ignore:The backbone has random weights")
 def test_gridsearch_stops_on_ctrl_c():
     grid = GridSearchCV(
         FineTuningClassifier(
@@ -902,6 +905,7 @@ def test_narrow_integer_labels_and_nc_scorers():
         assert np.isfinite(make_nc_scorer(metric)(est, X, y))
 
 
+@pytest.mark.filterwarnings("ignore:The backbone has random weights")
 def test_nc_scorer_in_grid_search_of_fine_tuners():
     from sknc.metrics import make_nc_scorer
 
