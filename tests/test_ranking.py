@@ -313,3 +313,161 @@ def test_ranking_correlations_use_rank_correlation(data):
         expected = rank_correlation([row[metric] for row in result.table], acc)
         assert result.correlations[metric] == expected
         assert expected["n"] == 5
+
+
+# ---------------------------------------------------------------------------
+# transferability scores in rank_backbones; ranking statistics; evaluate_rankings
+# ---------------------------------------------------------------------------
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from sknc.metrics import logme, minmax_combine, ncti_combine, ncti_parts, sfda  # noqa: E402
+from sknc.model_selection import (  # noqa: E402
+    SCORE_NAMES,
+    evaluate_rankings,
+    ranking_statistics,
+)
+
+SFDA_TABLE = json.loads((Path(__file__).parent / "data" / "sfda_group1_accuracy.json").read_text())
+
+
+def test_imagenet_prior_reproduces_published_mean_weighted_tau():
+    acc = SFDA_TABLE["finetune_accuracy"]
+    top1 = SFDA_TABLE["imagenet_top1"]
+    assert len(acc) == 11 and all(len(v) == 11 for v in acc.values())
+    ev = evaluate_rankings({"imagenet_top1": {ds: top1 for ds in acc}}, acc)
+    assert ev.mean["imagenet_top1"]["weighted_tau"] == pytest.approx(0.654, abs=5e-4)
+    assert ev.mean["imagenet_top1"]["n_datasets"] == 11
+    # per data set it is scipy's weightedtau with its defaults
+    for ds, models in acc.items():
+        names = list(models)
+        expected = stats.weightedtau([top1[m] for m in names], [models[m] for m in names])[0]
+        assert ev.per_dataset["imagenet_top1"][ds]["weighted_tau"] == pytest.approx(expected)
+    # flowers: resnet152 has the best top-1 but densenet169 the best fine-tuned accuracy
+    assert ev.per_dataset["imagenet_top1"]["flowers"]["top1_regret"] == pytest.approx(97.32 - 96.86)
+    df = ev.to_pandas()
+    assert set(df["dataset"]) == set(acc) | {"mean"}
+    assert "imagenet_top1" in repr(ev)
+
+
+def test_ranking_statistics_orientation_and_nan():
+    acc = [0.9, 0.7, 0.8, 0.6]
+    good = ranking_statistics([4.0, 2.0, 3.0, 1.0], acc)
+    assert good["weighted_tau"] == pytest.approx(1.0)
+    assert good["kendall"] == good["spearman"] == pytest.approx(1.0)
+    assert good["pearson"] == pytest.approx(stats.pearsonr([4, 2, 3, 1], acc)[0])
+    assert good["top1_regret"] == 0.0
+    lower = ranking_statistics([1.0, 3.0, 2.0, 4.0], acc, higher_is_better=False)
+    assert lower["weighted_tau"] == pytest.approx(1.0) and lower["top1_regret"] == 0.0
+    wrong = ranking_statistics([1.0, 3.0, 2.0, 4.0], acc)
+    assert wrong["kendall"] == pytest.approx(-1.0)
+    assert wrong["top1_regret"] == pytest.approx(0.3)
+    with_nan = ranking_statistics([4.0, np.nan, 3.0, 1.0], acc)
+    assert with_nan["n"] == 3
+    const = ranking_statistics([1.0, 1.0, 1.0, 1.0], acc)
+    assert np.isnan(const["weighted_tau"]) and const["top1_regret"] == pytest.approx(0.9 - 0.75)
+    with pytest.raises(ValueError, match="same length"):
+        ranking_statistics([1.0, 2.0], acc)
+
+
+def test_evaluate_rankings_errors():
+    acc = {"a": {"m1": 1.0, "m2": 2.0}}
+    with pytest.raises(ValueError, match="data set"):
+        evaluate_rankings({"s": {"b": {"m1": 1.0, "m2": 2.0}}}, acc)
+    with pytest.raises(ValueError, match="lacks model"):
+        evaluate_rankings({"s": {"a": {"m1": 1.0}}}, acc)
+    # nc1 is lower-is-better by default
+    ev = evaluate_rankings({"nc1": {"a": {"m1": 2.0, "m2": 1.0}}}, acc)
+    assert ev.per_dataset["nc1"]["a"]["top1_regret"] == 0.0
+
+
+def test_rank_backbones_every_score_from_one_extraction(data):
+    X, y = data
+    cands = {f"n{s}": NoisyFeatures(noise=s) for s in (0.2, 1.0, 3.0, 6.0)}
+    NoisyFeatures.calls = 0
+    prior = {"n0.2": 4.0, "n1.0": 3.0, "n3.0": 1.0, "n6.0": 2.0}
+    result = rank_backbones(
+        cands,
+        X,
+        y,
+        random_state=0,
+        scores=list(SCORE_NAMES),
+        prior=prior,
+        combiners={
+            "logme+sfda": lambda v: minmax_combine(
+                {m: {"a": d["logme"], "b": d["sfda"]} for m, d in v.items()}
+            )
+        },
+    )
+    assert NoisyFeatures.calls == len(cands)
+    assert set(result.evaluation) == set(SCORE_NAMES) | {"prior", "logme+sfda"}
+    parts = {}
+    for row in result.table:
+        Z = NoisyFeatures(cands[row["backbone"]].noise).fit_transform(X)
+        assert row["logme"] == pytest.approx(logme(Z, y), rel=1e-12)
+        assert row["sfda"] == pytest.approx(sfda(Z, y), rel=1e-12)
+        assert row["prior"] == prior[row["backbone"]]
+        parts[row["backbone"]] = ncti_parts(Z, y)
+    ncti = ncti_combine(parts)
+    for row in result.table:
+        assert row["ncti"] == pytest.approx(ncti[row["backbone"]])
+    assert result.parts["ncti"].keys() == set(cands)
+    # every statistic is the one ranking_statistics gives against the probe accuracy
+    acc = [row["accuracy"] for row in result.table]
+    ev = ranking_statistics([row["logme"] for row in result.table], acc)
+    assert result.evaluation["logme"] == ev
+    ev = ranking_statistics([row["nc1"] for row in result.table], acc, higher_is_better=False)
+    assert result.evaluation["nc1"] == ev
+    assert result.evaluation["prior"]["n"] == 4
+    assert set(result.score_time) >= set(SCORE_NAMES)
+    assert "weighted tau" in repr(result)
+
+
+def test_rank_backbones_rank_by_ground_truth_and_user_scores(data):
+    X, y = data
+    cands = {f"n{s}": NoisyFeatures(noise=s) for s in (0.2, 1.0, 3.0)}
+    truth = {"n0.2": 0.5, "n1.0": 0.9, "n3.0": 0.7}
+    result = rank_backbones(
+        cands,
+        X,
+        y,
+        accuracy=False,
+        scores={"logme": "logme", "spread": lambda Z, y: -float(Z.std())},
+        rank_by="logme",
+        ground_truth=truth,
+        random_state=0,
+    )
+    values = [row["logme"] for row in result.table]
+    assert values == sorted(values, reverse=True)
+    assert "accuracy" not in result.table[0]
+    assert result.table[0]["ground_truth"] == truth[result.table[0]["backbone"]]
+    truth_list = [row["ground_truth"] for row in result.table]
+    assert result.evaluation["spread"] == ranking_statistics(
+        [row["spread"] for row in result.table], truth_list
+    )
+    ax = result.plot(metric="logme")
+    assert "weighted tau" in ax.get_title()
+
+
+def test_rank_backbones_score_errors_and_undefined_scores(data):
+    X, y = data
+    cands = {"a": NoisyFeatures(0.5), "b": NoisyFeatures(2.0)}
+    with pytest.raises(ValueError, match="Unknown score"):
+        rank_backbones(cands, X, y, scores=["nc1", "bogus"])
+    with pytest.raises(ValueError, match="rank_by"):
+        rank_backbones(cands, X, y, scores=["logme"])
+    with pytest.raises(ValueError, match="prior lacks"):
+        rank_backbones(cands, X, y, prior={"a": 1.0})
+    with pytest.raises(ValueError, match="callable"):
+        rank_backbones(cands, X, y, scores={"x": 3})
+    # a score undefined for a candidate is NaN with a warning naming both
+    with pytest.warns(UserWarning, match="'knn' is undefined for candidate 'a'"):
+        result = rank_backbones(
+            {"a": FunctionTransformer()},
+            X[:4],
+            np.array([0, 0, 1, 1]),
+            accuracy=False,
+            scores=["nc1", "knn"],
+        )
+    assert np.isnan(result.table[0]["knn"])

@@ -2,13 +2,25 @@
 
 from ._episodes import EpisodeSplit
 from ._fewshot import FewShotResult, evaluate_episodes
-from ._ranking import BackboneRanking, rank_backbones, rank_correlation
+from ._ranking import (
+    SCORE_NAMES,
+    BackboneRanking,
+    RankingEvaluation,
+    evaluate_rankings,
+    rank_backbones,
+    rank_correlation,
+    ranking_statistics,
+)
 
 __all__ = [
+    "SCORE_NAMES",
     "BackboneRanking",
+    "RankingEvaluation",
     "EpisodeSplit",
     "FewShotResult",
     "evaluate_episodes",
     "rank_backbones",
     "rank_correlation",
+    "ranking_statistics",
+    "evaluate_rankings",
 ]

@@ -4,7 +4,13 @@ Li et al. (TMLR 2024) observe that the more the frozen features of a
 pretrained model collapse on the *downstream training data* (lower NC1), the
 better its linear-probe transfer accuracy. :func:`rank_backbones` measures NC1
 and CDNV of each candidate's features on the training data, optionally the
-linear-probe accuracy, and the rank correlation between the two.
+linear-probe accuracy, and the rank correlation between the two. Beside NC1
+it computes any of the field's transferability scores (LogME, SFDA, ...,
+NCTI and ETran across the pool) from the same single extraction, takes a
+prior per model (e.g. ImageNet top-1) as a baseline, and judges every score
+by the protocol of the field (:func:`ranking_statistics`: weighted Kendall
+tau, Kendall tau, Spearman, Pearson, top-1 regret);
+:func:`evaluate_rankings` does the same over a models x data sets table.
 """
 
 import numbers
@@ -25,6 +31,60 @@ from ..utils import to_numpy
 from ..utils._warnings import warn_external
 
 _NC_COLUMNS = ("nc1", "cdnv")
+# scores whose lower values predict better transfer
+_LOWER_IS_BETTER = frozenset(_NC_COLUMNS)
+_SET_LEVEL = ("ncti", "etran")
+
+
+def _feature_scores():
+    """Score name -> (function(Z, y, random_state), greater is better)."""
+    from ..metrics import (
+        cdnv,
+        gbc,
+        hscore,
+        knn_accuracy,
+        logme,
+        nc1,
+        nleep,
+        pactran,
+        parc,
+        sfda,
+        transrate,
+    )
+
+    return {
+        "nc1": (lambda Z, y, rs: nc1(Z, y), False),
+        "cdnv": (lambda Z, y, rs: cdnv(Z, y), False),
+        "logme": (lambda Z, y, rs: logme(Z, y), True),
+        "hscore": (lambda Z, y, rs: hscore(Z, y), True),
+        "hscore_shrinkage": (lambda Z, y, rs: hscore(Z, y, shrinkage=True), True),
+        "nleep": (lambda Z, y, rs: nleep(Z, y, random_state=rs), True),
+        "transrate": (lambda Z, y, rs: transrate(Z, y), True),
+        "gbc": (lambda Z, y, rs: gbc(Z, y), True),
+        "parc": (lambda Z, y, rs: parc(Z, y, random_state=rs), True),
+        "sfda": (lambda Z, y, rs: sfda(Z, y), True),
+        "pactran": (lambda Z, y, rs: pactran(Z, y, random_state=rs), True),
+        "knn": (lambda Z, y, rs: knn_accuracy(Z, y), True),
+    }
+
+
+#: Every score name :func:`rank_backbones` accepts in ``scores``.
+SCORE_NAMES = (
+    "nc1",
+    "cdnv",
+    "logme",
+    "hscore",
+    "hscore_shrinkage",
+    "nleep",
+    "transrate",
+    "gbc",
+    "parc",
+    "sfda",
+    "pactran",
+    "knn",
+    "ncti",
+    "etran",
+)
 
 
 class BackboneRanking:
@@ -45,15 +105,39 @@ class BackboneRanking:
         more collapse goes with higher accuracy). Empty when accuracy was
         not measured.
     rank_by : str
-        The metric the rows are sorted by.
+        The score the rows are sorted by (best predicted first).
     ranking : list of str
-        Candidate names, most collapsed first.
+        Candidate names, best predicted first.
+    evaluation : dict
+        For every score (and ``"prior"``): :func:`ranking_statistics` of that
+        score against the ground truth (``ground_truth`` if given, else the
+        measured accuracy), oriented so that positive values mean the score
+        ranks well. Empty without a ground truth.
+    higher_is_better : dict
+        Score name -> whether higher values predict better transfer.
+    parts : dict
+        For the set-level scores (``"ncti"``, ``"etran"``): model -> parts.
+    score_time : dict
+        Score name -> seconds spent computing it over all candidates.
     """
 
-    def __init__(self, table, correlations, rank_by):
+    def __init__(
+        self,
+        table,
+        correlations,
+        rank_by,
+        evaluation=None,
+        higher_is_better=None,
+        parts=None,
+        score_time=None,
+    ):
         self.table = table
         self.correlations = correlations
         self.rank_by = rank_by
+        self.evaluation = {} if evaluation is None else evaluation
+        self.higher_is_better = {} if higher_is_better is None else higher_is_better
+        self.parts = {} if parts is None else parts
+        self.score_time = {} if score_time is None else score_time
 
     @property
     def ranking(self):
@@ -81,7 +165,7 @@ class BackboneRanking:
         for col in cols:
             if col == "backbone":
                 dtype.append((col, f"U{max(width, 1)}"))
-            elif col in ("rank", "n_features"):
+            elif col in ("rank", "n_features") or isinstance(self.table[0][col], (int, np.integer)):
                 dtype.append((col, np.int64))
             else:
                 dtype.append((col, np.float64))
@@ -111,8 +195,8 @@ class BackboneRanking:
         ----------
         ax : matplotlib Axes or None, default=None
             Where to draw; None creates a new figure.
-        metric : {"nc1", "cdnv"} or None, default=None
-            The x-axis metric; None means ``rank_by``.
+        metric : str or None, default=None
+            The x-axis score (any column of the table); None means ``rank_by``.
 
         Returns
         -------
@@ -120,28 +204,36 @@ class BackboneRanking:
             The axes drawn on.
         """
         metric = self.rank_by if metric is None else metric
-        if metric not in _NC_COLUMNS:
-            raise ValueError(f"metric must be one of {_NC_COLUMNS}, got {metric!r}.")
-        if "accuracy" not in self.table[0]:
+        scores = [c for c in self.table[0] if c in self.higher_is_better or c in _NC_COLUMNS]
+        if metric not in scores:
+            raise ValueError(f"metric must be one of {scores}, got {metric!r}.")
+        target = "ground_truth" if "ground_truth" in self.table[0] else "accuracy"
+        if target not in self.table[0]:
             raise ValueError("No accuracy was measured (accuracy=False); nothing to plot against.")
         import matplotlib.pyplot as plt
 
         if ax is None:
             _, ax = plt.subplots(figsize=(5, 4))
         x = np.array([row[metric] for row in self.table])
-        acc = np.array([row["accuracy"] for row in self.table])
+        acc = np.array([row[target] for row in self.table])
         ax.scatter(x, acc)
         for row, xi, ai in zip(self.table, x, acc):
             ax.annotate(
                 row["backbone"], (xi, ai), textcoords="offset points", xytext=(4, 4), fontsize=8
             )
-        if np.all(x > 0):
-            ax.set_xscale("log")
-        ax.set_xlabel(f"{metric.upper()} on downstream training data (lower = more collapse)")
-        ax.set_ylabel("linear-probe accuracy")
-        corr = self.correlations.get(metric)
-        if corr is not None and np.isfinite(corr["spearman"]):
-            ax.set_title(f"Spearman {corr['spearman']:.2f}, Kendall {corr['kendall']:.2f}")
+        if metric in _NC_COLUMNS:
+            if np.all(x > 0):
+                ax.set_xscale("log")
+            ax.set_xlabel(f"{metric.upper()} on downstream training data (lower = more collapse)")
+        else:
+            ax.set_xlabel(f"{metric} on downstream training data (higher = better predicted)")
+        ax.set_ylabel("linear-probe accuracy" if target == "accuracy" else "ground-truth accuracy")
+        ev = self.evaluation.get(metric)
+        if ev is not None and np.isfinite(ev["weighted_tau"]):
+            ax.set_title(
+                f"weighted tau {ev['weighted_tau']:.2f}, Spearman {ev['spearman']:.2f}, "
+                f"top-1 regret {ev['top1_regret']:.3g}"
+            )
         return ax
 
     def __repr__(self):
@@ -160,7 +252,15 @@ class BackboneRanking:
         lines = [f"BackboneRanking(rank_by={self.rank_by!r})"]
         for r in rows:
             lines.append("  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)))
+        for name, ev in self.evaluation.items():
+            lines.append(
+                f"  {name}: weighted tau {ev['weighted_tau']:.3f}, Kendall {ev['kendall']:.3f}, "
+                f"Spearman {ev['spearman']:.3f}, Pearson {ev['pearson']:.3f}, "
+                f"top-1 regret {ev['top1_regret']:.4g}"
+            )
         for metric, corr in self.correlations.items():
+            if metric not in _NC_COLUMNS:
+                continue
             lines.append(
                 f"  {metric} vs accuracy: Spearman {corr['spearman']:.3f} "
                 f"(p={corr['spearman_pvalue']:.3g}), Kendall {corr['kendall']:.3f} "
@@ -258,9 +358,184 @@ def _as_paired(values, name):
     return arr
 
 
-def _correlations(table):
+def _correlations(table, columns=_NC_COLUMNS):
     acc = [row["accuracy"] for row in table]
-    return {metric: rank_correlation([row[metric] for row in table], acc) for metric in _NC_COLUMNS}
+    return {metric: rank_correlation([row[metric] for row in table], acc) for metric in columns}
+
+
+def ranking_statistics(scores, accuracy, *, higher_is_better=True):
+    """How well a score ranks models: the transferability-estimation protocol.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_models,)
+        A score per model (e.g. LogME of each model's features).
+    accuracy : array-like of shape (n_models,)
+        The ground truth per model (fine-tuned or linear-probe accuracy).
+    higher_is_better : bool, default=True
+        Whether higher scores predict better models (False for NC1, CDNV):
+        the scores are negated first, so positive statistics always mean a
+        good ranking.
+
+    Returns
+    -------
+    dict
+        ``weighted_tau``: :func:`scipy.stats.weightedtau` with its defaults
+        (hyperbolic weights, averaged over the rankings by score and by
+        accuracy), the field's headline statistic since SFDA (ECCV 2022);
+        ``kendall``, ``spearman``, ``pearson``: the usual correlations;
+        ``top1_regret``: best accuracy minus the accuracy of the top-scored
+        model (the mean accuracy of the models tied at the top), in the
+        units of ``accuracy``; ``n``: models with finite score and accuracy.
+        Pairs with a non-finite value are dropped; with fewer than 2 models
+        left, or constant scores or accuracies, the correlations are NaN
+        (the regret is still defined with at least one model).
+
+    Examples
+    --------
+    >>> from sknc.model_selection import ranking_statistics
+    >>> stats = ranking_statistics([0.1, 0.5, 0.3], [70.0, 80.0, 75.0])
+    >>> stats["weighted_tau"], stats["top1_regret"]
+    (1.0, 0.0)
+    >>> ranking_statistics([2.0, 1.0, 3.0], [70.0, 80.0, 75.0], higher_is_better=False)["top1_regret"]
+    0.0
+    """
+    x, acc = _as_paired(scores, "scores"), _as_paired(accuracy, "accuracy")
+    if x.shape != acc.shape:
+        raise ValueError(
+            f"scores and accuracy must have the same length, got {x.shape[0]} and {acc.shape[0]}."
+        )
+    if not higher_is_better:
+        x = -x
+    keep = np.isfinite(x) & np.isfinite(acc)
+    x, acc = x[keep], acc[keep]
+    n = int(x.size)
+    nan = float("nan")
+    out = {"weighted_tau": nan, "kendall": nan, "spearman": nan, "pearson": nan}
+    if n >= 2 and np.ptp(x) > 0 and np.ptp(acc) > 0:
+        out["weighted_tau"] = float(stats.weightedtau(x, acc)[0])
+        out["kendall"] = float(stats.kendalltau(x, acc)[0])
+        out["spearman"] = float(stats.spearmanr(x, acc)[0])
+        out["pearson"] = float(stats.pearsonr(x, acc)[0])
+    out["top1_regret"] = float(acc.max() - acc[x == x.max()].mean()) if n else nan
+    out["n"] = n
+    return out
+
+
+class RankingEvaluation:
+    """Result of :func:`evaluate_rankings`.
+
+    Attributes
+    ----------
+    per_dataset : dict
+        Score name -> data set -> :func:`ranking_statistics`.
+    mean : dict
+        Score name -> statistic -> mean over the data sets (NaN values are
+        left out of the mean; ``n_datasets`` counts those used for weighted tau).
+    """
+
+    _STATS = ("weighted_tau", "kendall", "spearman", "pearson", "top1_regret")
+
+    def __init__(self, per_dataset, mean):
+        self.per_dataset = per_dataset
+        self.mean = mean
+
+    def to_pandas(self):
+        """Long table: one row per (score, data set) plus a ``"mean"`` row per score.
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
+        import pandas as pd
+
+        rows = []
+        for score, per in self.per_dataset.items():
+            for ds, st in per.items():
+                rows.append({"score": score, "dataset": ds, **st})
+            rows.append({"score": score, "dataset": "mean", **self.mean[score]})
+        return pd.DataFrame(rows)
+
+    def __repr__(self):
+        width = max(len(s) for s in self.mean)
+        lines = ["RankingEvaluation (mean over data sets)"]
+        lines.append(
+            "  " + "score".ljust(width) + "  " + "  ".join(f"{k:>12}" for k in self._STATS)
+        )
+        for score, st in self.mean.items():
+            cells = "  ".join(f"{st[k]:12.3f}" for k in self._STATS)
+            lines.append("  " + score.ljust(width) + "  " + cells)
+        return "\n".join(lines)
+
+
+def evaluate_rankings(scores, accuracy, *, higher_is_better=None):
+    """Judge scores by how well they rank models, per data set and on average.
+
+    Parameters
+    ----------
+    scores : dict
+        Score name -> data set -> model -> value, e.g.
+        ``{"logme": {"cifar10": {"resnet50": 1.2, ...}, ...}, ...}``. A prior
+        per model (e.g. ImageNet top-1) is a score like any other.
+    accuracy : dict
+        Data set -> model -> ground-truth accuracy.
+    higher_is_better : dict of str to bool or None, default=None
+        Per score; by default True except for ``"nc1"`` and ``"cdnv"``.
+
+    Returns
+    -------
+    RankingEvaluation
+        :func:`ranking_statistics` per score and data set, and their means.
+
+    Raises
+    ------
+    ValueError
+        If a score lacks a data set of ``accuracy`` or a model of that data
+        set (models are matched by name).
+
+    Examples
+    --------
+    >>> from sknc.model_selection import evaluate_rankings
+    >>> acc = {"a": {"m1": 90.0, "m2": 80.0, "m3": 85.0},
+    ...        "b": {"m1": 70.0, "m2": 75.0, "m3": 60.0}}
+    >>> prior = {"m1": 76.1, "m2": 71.9, "m3": 73.3}
+    >>> ev = evaluate_rankings({"prior": {"a": prior, "b": prior}}, acc)
+    >>> round(ev.per_dataset["prior"]["a"]["weighted_tau"], 3)
+    1.0
+    >>> round(ev.mean["prior"]["top1_regret"], 1)
+    2.5
+    """
+    if not isinstance(scores, dict) or not scores:
+        raise ValueError("scores must be a non-empty dict: score -> data set -> model -> value.")
+    if not isinstance(accuracy, dict) or not accuracy:
+        raise ValueError("accuracy must be a non-empty dict: data set -> model -> accuracy.")
+    higher_is_better = dict(higher_is_better or {})
+    per_dataset, mean = {}, {}
+    for name, per_ds in scores.items():
+        hib = higher_is_better.get(name, name not in _LOWER_IS_BETTER)
+        missing = [ds for ds in accuracy if ds not in per_ds]
+        if missing:
+            raise ValueError(f"Score {name!r} has no values for data set(s) {missing}.")
+        per_dataset[name] = {}
+        for ds, acc in accuracy.items():
+            models = list(acc)
+            lacking = [m for m in models if m not in per_ds[ds]]
+            if lacking:
+                raise ValueError(f"Score {name!r} on {ds!r} lacks model(s) {lacking}.")
+            per_dataset[name][ds] = ranking_statistics(
+                [per_ds[ds][m] for m in models],
+                [acc[m] for m in models],
+                higher_is_better=hib,
+            )
+        mean[name] = {}
+        for key in RankingEvaluation._STATS:
+            vals = np.array([st[key] for st in per_dataset[name].values()], dtype=np.float64)
+            vals = vals[np.isfinite(vals)]
+            mean[name][key] = float(vals.mean()) if vals.size else float("nan")
+        mean[name]["n_datasets"] = int(
+            np.isfinite([st["weighted_tau"] for st in per_dataset[name].values()]).sum()
+        )
+    return RankingEvaluation(per_dataset, mean)
 
 
 def _warn_narrow(table, n_classes):
@@ -294,6 +569,10 @@ def rank_backbones(
     refit=True,
     random_state=None,
     verbose=False,
+    scores=("nc1", "cdnv"),
+    combiners=None,
+    prior=None,
+    ground_truth=None,
 ):
     """Rank backbones by the collapse of their frozen features on downstream data.
 
@@ -330,8 +609,10 @@ def rank_backbones(
         ``random_state``); ``accuracy_std`` is added to the table.
     test_size : float, default=0.25
         Share of samples held out when ``cv=None``.
-    rank_by : {"nc1", "cdnv"}, default="nc1"
-        The score the table is sorted by (ascending).
+    rank_by : str, default="nc1"
+        The score the table is sorted by, best predicted first (ascending for
+        NC1 and CDNV, descending for the others); any of ``scores``, a
+        combiner or ``"prior"``.
     refit : bool, default=True
         Fit a clone of each candidate on ``(X, y)`` before transforming.
         False uses the candidates as given (already fitted) and only calls
@@ -341,12 +622,37 @@ def rank_backbones(
         a ``random_state`` parameter left at None).
     verbose : bool, default=False
         Show a progress bar over the candidates.
+    scores : sequence of str, or dict of str to callable, default=("nc1", "cdnv")
+        The scores to compute, all from the one extraction of each candidate:
+        names from ``SCORE_NAMES`` (``"nc1"``, ``"cdnv"``, ``"logme"``,
+        ``"hscore"``, ``"hscore_shrinkage"``, ``"nleep"``, ``"transrate"``,
+        ``"gbc"``, ``"parc"``, ``"sfda"``, ``"pactran"``, ``"knn"``, and the
+        set-level ``"ncti"`` and ``"etran"``, whose parts are computed per
+        candidate and min-max normalised across the pool), or a dict mixing
+        such names and ``name -> callable(Z, y)`` user scores (higher is
+        better). Seeded scores (NLEEP, PARC, PACTran) use ``random_state``.
+    combiners : dict of str to callable or None, default=None
+        Set-level scores of your own: ``name -> f(values)`` where ``values``
+        maps each candidate to the dict of its computed scores and returns
+        candidate -> combined score (higher is better), e.g.
+        ``lambda v: sknc.metrics.minmax_combine({m: {"a": d["logme"],
+        "b": d["sfda"]} for m, d in v.items()})``.
+    prior : dict of str to float or None, default=None
+        A prior per candidate (e.g. its ImageNet top-1 accuracy), reported as
+        the column ``"prior"`` and judged like a score: the baseline any
+        score has to beat.
+    ground_truth : dict of str to float or None, default=None
+        The accuracy each candidate actually reaches (e.g. after fine-tuning),
+        column ``"ground_truth"``; when given, ``evaluation`` judges the
+        scores against it instead of the linear-probe accuracy.
 
     Returns
     -------
     BackboneRanking
         The table (``.table``, ``.to_records()``, ``.to_pandas()``), the
-        correlations, and ``.plot()``.
+        correlations, ``.evaluation`` (weighted Kendall tau, Kendall,
+        Spearman, Pearson and top-1 regret of every score against the
+        ground truth) and ``.plot()``.
 
     Warns
     -----
@@ -379,6 +685,16 @@ def rank_backbones(
     ['raw', 'pca16', 'pca9']
     >>> sorted(result.table[0])
     ['accuracy', 'backbone', 'cdnv', 'n_features', 'nc1', 'rank', 'transform_time']
+
+    Every score of the field from the same extraction, with a prior:
+
+    >>> result = rank_backbones(candidates, X, y, random_state=0,
+    ...                         scores=["nc1", "logme", "sfda", "ncti"],
+    ...                         prior={"raw": 0.7, "pca16": 0.6, "pca9": 0.5})
+    >>> sorted(result.evaluation)
+    ['logme', 'nc1', 'ncti', 'prior', 'sfda']
+    >>> sorted(result.evaluation["logme"])
+    ['kendall', 'n', 'pearson', 'spearman', 'top1_regret', 'weighted_tau']
     """
     if not isinstance(candidates, dict) or not candidates:
         raise ValueError("candidates must be a non-empty dict of name -> transformer.")
@@ -390,8 +706,17 @@ def rank_backbones(
                 f"Candidate {name!r} ({type(cand).__name__}) has no transform method; "
                 "candidates must be scikit-learn transformers."
             )
-    if rank_by not in _NC_COLUMNS:
-        raise ValueError(f"rank_by must be one of {_NC_COLUMNS}, got {rank_by!r}.")
+    feature_scores, set_level, user_scores = _check_scores(scores)
+    combiners = _check_named_callables(combiners, "combiners")
+    prior = _check_per_model(prior, "prior", candidates)
+    ground_truth = _check_per_model(ground_truth, "ground_truth", candidates)
+    columns = [*feature_scores, *user_scores, *set_level, *combiners]
+    if prior is not None:
+        columns.append("prior")
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"Score names must be unique, got {columns}.")
+    if rank_by not in columns:
+        raise ValueError(f"rank_by must be one of the computed scores {columns}, got {rank_by!r}.")
     if (X_test is None) != (y_test is None):
         raise ValueError("Pass both X_test and y_test, or neither.")
     if cv is None and X_test is None and accuracy:
@@ -425,6 +750,7 @@ def rank_backbones(
 
         items = tqdm(items, desc="rank_backbones", unit="backbone")
     table = []
+    parts, score_time = {}, {}
     for name, cand in items:
         t0 = time.perf_counter()
         if refit:
@@ -440,16 +766,10 @@ def rank_backbones(
                 f"Candidate {name!r} returned features of shape {Z.shape}; expected "
                 "(n_samples, n_features)."
             )
-        with warnings.catch_warnings():
-            # one warning for all narrow candidates below (_warn_narrow)
-            warnings.filterwarnings("ignore", message="NC1 of .* not comparable")
-            rep = collapse_report(Z, y)
-        row = {
-            "backbone": name,
-            "n_features": int(Z.shape[1]),
-            "nc1": float(rep.nc1),
-            "cdnv": float(rep.cdnv),
-        }
+        row = {"backbone": name, "n_features": int(Z.shape[1])}
+        _compute_scores(
+            row, name, Z, y, feature_scores, set_level, user_scores, seed, parts, score_time
+        )
         if accuracy:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*failed to converge.*")
@@ -469,10 +789,156 @@ def rank_backbones(
                     row["accuracy_std"] = float(scores.std())
         row["transform_time"] = elapsed
         table.append(row)
-    _warn_narrow(table, len(np.unique(y)))
+    if "nc1" in feature_scores:
+        _warn_narrow(table, len(np.unique(y)))
 
-    table.sort(key=lambda r: r[rank_by])
+    higher = {c: c not in _LOWER_IS_BETTER for c in columns}
+    for key in set_level:
+        t0 = time.perf_counter()
+        combined = set_level[key][1](
+            {row["backbone"]: parts[key][row["backbone"]] for row in table}
+        )
+        score_time[key] += time.perf_counter() - t0
+        for row in table:
+            row[key] = float(combined[row["backbone"]])
+    for key, func in combiners.items():
+        values = {row["backbone"]: {c: row[c] for c in row if c in higher} for row in table}
+        t0 = time.perf_counter()
+        combined = func(values)
+        score_time[key] = time.perf_counter() - t0
+        _check_per_model(combined, f"combiner {key!r}'s result", candidates)
+        for row in table:
+            row[key] = float(combined[row["backbone"]])
+    for row in table:
+        if prior is not None:
+            row["prior"] = float(prior[row["backbone"]])
+        if ground_truth is not None:
+            row["ground_truth"] = float(ground_truth[row["backbone"]])
+
+    sign = 1.0 if higher[rank_by] else -1.0
+    table.sort(key=lambda r: (not np.isfinite(r[rank_by]), -sign * r[rank_by]))
     for i, row in enumerate(table, start=1):
         table[i - 1] = {"rank": i, **row}
-    correlations = _correlations(table) if accuracy else {}
-    return BackboneRanking(table, correlations, rank_by)
+    nc_cols = [c for c in _NC_COLUMNS if c in columns]
+    correlations = _correlations(table, nc_cols) if accuracy else {}
+    target = "ground_truth" if ground_truth is not None else ("accuracy" if accuracy else None)
+    evaluation = {}
+    if target is not None:
+        truth = [row[target] for row in table]
+        for col in columns:
+            evaluation[col] = ranking_statistics(
+                [row[col] for row in table], truth, higher_is_better=higher[col]
+            )
+    return BackboneRanking(
+        table,
+        correlations,
+        rank_by,
+        evaluation=evaluation,
+        higher_is_better=higher,
+        parts={k: parts[k] for k in set_level},
+        score_time=score_time,
+    )
+
+
+def _check_named_callables(mapping, what):
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise ValueError(
+            f"{what} must be a dict of name -> callable, got {type(mapping).__name__}."
+        )
+    for key, func in mapping.items():
+        if not isinstance(key, str) or not callable(func):
+            raise ValueError(f"{what} must map names (str) to callables; {key!r} does not.")
+    return dict(mapping)
+
+
+def _check_scores(scores):
+    """Split ``scores`` into built-in feature scores, set-level ones and user callables."""
+    from ..metrics import etran_combine, etran_parts, ncti_combine, ncti_parts
+
+    if isinstance(scores, str):
+        scores = [scores]
+    if isinstance(scores, dict):
+        items = list(scores.items())
+    else:
+        try:
+            items = [(s, None) for s in scores]
+        except TypeError:
+            raise ValueError(
+                f"scores must be a sequence of score names or a dict, got {scores!r}."
+            ) from None
+    if not items:
+        raise ValueError("scores must name at least one score.")
+    registry = _feature_scores()
+    set_funcs = {"ncti": (ncti_parts, ncti_combine), "etran": (etran_parts, etran_combine)}
+    feature, set_level, user = {}, {}, {}
+    for key, func in items:
+        if not isinstance(key, str):
+            raise ValueError(f"Score names must be strings, got {key!r}.")
+        if func is not None and not isinstance(func, str):
+            if not callable(func):
+                raise ValueError(f"Score {key!r} must map to a callable(Z, y), got {func!r}.")
+            user[key] = func
+            continue
+        ref = key if func is None else func
+        if ref in registry:
+            feature[key] = registry[ref]
+        elif ref in set_funcs:
+            set_level[key] = set_funcs[ref]
+        else:
+            raise ValueError(f"Unknown score {ref!r}; choose from {list(SCORE_NAMES)}.")
+    return feature, set_level, user
+
+
+def _check_per_model(values, what, candidates):
+    if values is None:
+        return None
+    if not isinstance(values, dict):
+        raise ValueError(f"{what} must be a dict of candidate name -> number.")
+    missing = [name for name in candidates if name not in values]
+    if missing:
+        raise ValueError(f"{what} lacks candidate(s) {missing}.")
+    for name in candidates:
+        v = values[name]
+        if isinstance(v, bool) or not isinstance(v, (numbers.Real, np.floating, np.integer)):
+            raise ValueError(f"{what} must give a number for {name!r}, got {v!r}.")
+    return values
+
+
+def _compute_scores(row, name, Z, y, feature_scores, set_level, user_scores, seed, parts, timing):
+    """Fill ``row`` with every per-candidate score of features ``Z``."""
+    if "nc1" in feature_scores and "cdnv" in feature_scores:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            # one warning for all narrow candidates (_warn_narrow)
+            warnings.filterwarnings("ignore", message="NC1 of .* not comparable")
+            rep = collapse_report(Z, y)
+        half = (time.perf_counter() - t0) / 2
+        row["nc1"], row["cdnv"] = float(rep.nc1), float(rep.cdnv)
+        timing["nc1"] = timing.get("nc1", 0.0) + half
+        timing["cdnv"] = timing.get("cdnv", 0.0) + half
+    todo = [(k, f) for k, (f, _) in feature_scores.items() if k not in row]
+    todo += [(k, lambda Z, y, rs, f=f: f(Z, y)) for k, f in user_scores.items()]
+    for key, func in todo:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="NC1 of .* not comparable")
+            row[key] = _score_or_nan(func, Z, y, seed, name, key)
+        timing[key] = timing.get(key, 0.0) + time.perf_counter() - t0
+    for key, (part_func, _) in set_level.items():
+        t0 = time.perf_counter()
+        parts.setdefault(key, {})[name] = part_func(Z, y)
+        timing[key] = timing.get(key, 0.0) + time.perf_counter() - t0
+
+
+def _score_or_nan(func, Z, y, seed, name, key):
+    try:
+        return float(func(Z, y, seed))
+    except ValueError as exc:
+        warn_external(
+            f"Score {key!r} is undefined for candidate {name!r}: {exc} It is NaN in the "
+            "table and left out of the rank statistics.",
+            UserWarning,
+        )
+        return float("nan")
