@@ -3,17 +3,16 @@
 from ._episodes import EpisodeSplit
 from ._fewshot import FewShotResult, evaluate_episodes
 from ._ranking import (
-    SCORE_NAMES,
     BackboneRanking,
     RankingEvaluation,
     evaluate_rankings,
+    get_score_names,
     rank_backbones,
     rank_correlation,
     ranking_statistics,
 )
 
 __all__ = [
-    "SCORE_NAMES",
     "BackboneRanking",
     "RankingEvaluation",
     "EpisodeSplit",
@@ -23,4 +22,5 @@ __all__ = [
     "rank_correlation",
     "ranking_statistics",
     "evaluate_rankings",
+    "get_score_names",
 ]

@@ -68,8 +68,7 @@ def _feature_scores():
     }
 
 
-#: Every score name :func:`rank_backbones` accepts in ``scores``.
-SCORE_NAMES = (
+_SCORE_NAMES = (
     "nc1",
     "cdnv",
     "logme",
@@ -85,6 +84,24 @@ SCORE_NAMES = (
     "ncti",
     "etran",
 )
+
+
+def get_score_names():
+    """Names of every score :func:`rank_backbones` accepts in ``scores``.
+
+    Returns
+    -------
+    list of str
+        NC1 and CDNV (lower is better), the feature transferability scores
+        and the set-level ``"ncti"`` and ``"etran"`` (higher is better).
+
+    Examples
+    --------
+    >>> from sknc.model_selection import get_score_names
+    >>> get_score_names()[:4]
+    ['nc1', 'cdnv', 'logme', 'hscore']
+    """
+    return list(_SCORE_NAMES)
 
 
 class BackboneRanking:
@@ -624,7 +641,7 @@ def rank_backbones(
         Show a progress bar over the candidates.
     scores : sequence of str, or dict of str to callable, default=("nc1", "cdnv")
         The scores to compute, all from the one extraction of each candidate:
-        names from ``SCORE_NAMES`` (``"nc1"``, ``"cdnv"``, ``"logme"``,
+        names from :func:`get_score_names` (``"nc1"``, ``"cdnv"``, ``"logme"``,
         ``"hscore"``, ``"hscore_shrinkage"``, ``"nleep"``, ``"transrate"``,
         ``"gbc"``, ``"parc"``, ``"sfda"``, ``"pactran"``, ``"knn"``, and the
         set-level ``"ncti"`` and ``"etran"``, whose parts are computed per
@@ -887,7 +904,7 @@ def _check_scores(scores):
         elif ref in set_funcs:
             set_level[key] = set_funcs[ref]
         else:
-            raise ValueError(f"Unknown score {ref!r}; choose from {list(SCORE_NAMES)}.")
+            raise ValueError(f"Unknown score {ref!r}; choose from {list(_SCORE_NAMES)}.")
     return feature, set_level, user
 
 
