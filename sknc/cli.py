@@ -10,6 +10,10 @@ sknc demo
 sknc evaluate --model NAME [--weights FILE] --data DIR
     Collapse per block, linear-probe and few-shot accuracy of a backbone's
     frozen features on your own ImageFolder-style images.
+sknc rank --model A --model B ... --data DIR [--probe]
+    Every transferability score (NC1, CDNV, LogME, SFDA, NCTI, ...) of each
+    backbone from one forward pass per model; with --probe, each score's
+    weighted Kendall tau and top-1 regret against linear-probe accuracy.
 
 What the user asked wrongly (a missing folder, an empty class, an unknown
 model) is reported on stderr as ``sknc <command>: error: ...`` with exit
@@ -39,6 +43,17 @@ class (DIR/<class>/<image>): NC1, CDNV and NC2 per block (one forward pass),
 linear-probe and few-shot accuracy of the penultimate features, and the most
 collapsed block as a starting point for SCL-FT's tuned_block. Writes
 results.json, layerwise_nc.png and report.md to --out.
+"""
+
+
+_RANK_HELP = """\
+Frozen penultimate features of each model on an image folder (one forward
+pass per model) and every transferability score of the field from them:
+NC1, CDNV, LogME, H-score, NLEEP, TransRate, GBC, PARC, SFDA, PACTran,
+k-NN, NCTI and ETran (across the models). With --probe, linear-probe
+accuracy per model and each score's weighted Kendall tau, Kendall,
+Spearman and top-1 regret against it. Writes results.json, scores.png and
+report.md to --out.
 """
 
 
@@ -276,12 +291,88 @@ def build_parser():
     )
     _add_common(ev, "sknc_results/evaluate")
     ev.set_defaults(subparser=ev)
+
+    rk = sub.add_parser(
+        "rank",
+        help="every transferability score of several backbones on your images",
+        description=_RANK_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rk.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        metavar="NAME[=FILE]",
+        help="timm model name, optionally with a local weight file; repeat for each model",
+    )
+    rk.add_argument(
+        "--data", required=True, metavar="DIR", help="image folder: DIR/<class name>/<images>"
+    )
+    rk.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="timm's hub weights for models without a weight file (needs network or a cache)",
+    )
+    rk.add_argument(
+        "--probe",
+        action="store_true",
+        help="measure linear-probe accuracy and judge every score against it",
+    )
+    rk.add_argument(
+        "--scores",
+        default=None,
+        metavar="LIST",
+        help="comma-separated scores (default: all of them)",
+    )
+    rk.add_argument(
+        "--input-size",
+        type=_positive_int,
+        default=None,
+        metavar="PX",
+        help="resize and centre-crop images to PX x PX (default: each model's)",
+    )
+    rk.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=64,
+        help="images per forward pass (default: %(default)s)",
+    )
+    _add_common(rk, "sknc_results/rank")
+    rk.set_defaults(subparser=rk)
     return parser
 
 
 def _run(args):
-    from .experiments import run_demo, run_evaluate
+    from .experiments import run_demo, run_evaluate, run_rank
 
+    if args.command == "rank":
+        results = run_rank(
+            args.model,
+            args.data,
+            pretrained=args.pretrained,
+            probe=args.probe,
+            scores=None if args.scores is None else [s.strip() for s in args.scores.split(",")],
+            input_size=args.input_size,
+            batch_size=args.batch_size,
+            device=args.device,
+            out_dir=args.out,
+            seed=args.seed,
+            threads=args.threads,
+            progress=args.progress,
+        )
+        lines = [
+            f"sknc rank: report written to {args.out}/report.md "
+            f"({results['timing']['total']:.0f} s)",
+            f"  predicted best by {results['rank_by']}: {results['table'][0]['backbone']}",
+        ]
+        for name, ev in results["evaluation"].items():
+            tau, regret = ev["weighted_tau"], ev["top1_regret"]
+            lines.append(
+                f"  {name}: weighted tau {'n/a' if tau is None else f'{tau:.2f}'}, "
+                f"top-1 regret {'n/a' if regret is None else f'{regret:.3g}'}"
+            )
+        print("\n".join(lines))
+        return
     if args.command == "demo":
         if args.quick and args.tiny:
             raise _Usage("--quick and --tiny exclude each other")

@@ -471,3 +471,64 @@ def test_rank_backbones_score_errors_and_undefined_scores(data):
             scores=["nc1", "knn"],
         )
     assert np.isnan(result.table[0]["knn"])
+
+
+# ---------------------------------------------------------------------------
+# sknc rank
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("rank_images")
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        (root / f"c{c}").mkdir()
+        for i in range(6):
+            base = np.zeros((16, 16, 3), np.uint8)
+            base[..., c] = 150
+            pixels = (base + rng.integers(0, 100, (16, 16, 3))).astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_sknc_rank_command(image_folder, tmp_path, capsys):
+    from sknc.cli import main
+
+    out = tmp_path / "out"
+    argv = ["rank", "--model", "test_resnet", "--model", "test_efficientnet"]
+    argv += ["--data", str(image_folder), "--input-size", "16", "--probe", "-q"]
+    argv += ["--scores", "nc1,logme,sfda,ncti", "--out", str(out)]
+    assert main(argv) in (0, None)
+    printed = capsys.readouterr().out
+    assert "sknc rank: report written" in printed and "logme: weighted tau" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["report.md", "results.json", "scores.png"]
+    res = json.loads((out / "results.json").read_text())
+    assert res["scores"] == ["nc1", "logme", "sfda", "ncti"]
+    assert {row["backbone"] for row in res["table"]} == {"test_resnet", "test_efficientnet"}
+    assert set(res["evaluation"]) == {"nc1", "logme", "sfda", "ncti"}
+    assert all(0 <= row["accuracy"] <= 1 for row in res["table"])
+    assert "| logme |" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model", "test_resnet"], "at least two models"),
+        (["--model", "test_resnet", "--model", "test_resnet"], "distinct"),
+        (["--model", "test_resnet", "--model", "test_vit=/nonexistent.pth"], "does not exist"),
+        (["--model", "test_resnet", "--model", "test_vit", "--scores", "nc1,bogus"], "unknown"),
+    ],
+)
+def test_sknc_rank_usage_errors(image_folder, tmp_path, capsys, extra, message):
+    from sknc.cli import main
+
+    argv = ["rank", *extra, "--data", str(image_folder), "--out", str(tmp_path / "o"), "-q"]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
