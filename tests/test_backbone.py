@@ -596,3 +596,45 @@ def test_fingerprint_images(tmp_path, rng):
     st = os.stat(paths[0])
     os.utime(paths[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert fingerprint_images(paths) != before
+
+
+# ----------------------------------------------------------------------------
+# high bit-depth images are read at their real range (issue 13, item 4)
+def test_16_bit_png_is_read_at_its_real_range(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 65536, size=(12, 10), dtype=np.uint16)
+    path = tmp_path / "g16.png"
+    Image.fromarray(a).save(path)
+    assert Image.open(path).mode == "I;16"
+    expected = a.astype(np.float32) / 65535
+    for n_channels in (3, 1):
+        x = load_image(str(path), n_channels=n_channels)
+        assert x.dtype == torch.float32
+        np.testing.assert_allclose(x[0].numpy(), expected, rtol=1e-6)
+    # the same pixels as float arrays, and a 16-bit PIL image in a list
+    cfg = resolve_data_config(nn.Conv2d(3, 4, 3), input_size=(12, 10))
+    ref = preprocess_batch(torch.from_numpy(expected)[None, None], cfg)
+    for src in ([str(path)], [Image.open(path)], expected[None]):
+        (_, _, batch), *_ = iter_batches(src, cfg)
+        torch.testing.assert_close(batch, ref)
+    # a uint16 array beyond 8 bits is refused with the way out
+    with pytest.raises(ValueError, match="65535"):
+        check_images(a[None]).load(0, 1)
+
+
+def test_32_bit_integer_and_float_images(tmp_path):
+    from PIL import Image
+
+    f = np.linspace(0, 1, 80, dtype=np.float32).reshape(8, 10)
+    Image.fromarray(f).save(tmp_path / "f.tiff")
+    np.testing.assert_allclose(load_image(str(tmp_path / "f.tiff"))[0].numpy(), f)
+    Image.fromarray(f * 300).save(tmp_path / "f300.tiff")
+    with pytest.raises(ValueError, match=r"f300.tiff.*mode 'F'.*\[0, 300\]"):
+        load_image(str(tmp_path / "f300.tiff"))
+    small = np.arange(80, dtype=np.int32).reshape(8, 10)
+    x = load_image(Image.fromarray(small))
+    assert x.dtype == torch.uint8 and np.array_equal(x[0].numpy(), small)
+    with pytest.raises(ValueError, match=r"mode 'I'.*\[0, 4000\]"):
+        load_image(Image.fromarray((small * 50 + (small == 79) * 50).astype(np.int32)))

@@ -257,8 +257,14 @@ def _check_pixels_np(a, where):
     lo, hi = a.min(), a.max()
     if np.issubdtype(a.dtype, np.integer):
         if lo < 0 or hi > 255:
+            hint = (
+                " For 16-bit images pass float pixels (x / 65535), as 16-bit files are read."
+                if a.dtype == np.uint16
+                else ""
+            )
             raise ValueError(
-                f"{where} has integer pixels in [{lo}, {hi}]; expected uint8 values in [0, 255]."
+                f"{where} has integer pixels in [{lo}, {hi}]; expected uint8 values in "
+                f"[0, 255].{hint}"
             )
         return a.astype(np.uint8)
     if not (lo >= -_FLOAT_TOL and hi <= 1 + _FLOAT_TOL):
@@ -281,16 +287,58 @@ def _is_pil(item):
     return isinstance(item, Image.Image)
 
 
+_PIL_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _pil_to_array(img, n_channels, where):
+    """A PIL image as an array at its real range (no 8-bit saturation).
+
+    8-bit modes (and the palette, bilevel, CMYK, ... modes) are converted to
+    RGB or 'L' by PIL. 16-bit modes (``I;16*``, e.g. 16-bit greyscale PNGs)
+    are scaled by their bit depth to float32 in [0, 1], as 8-bit values are
+    by 255. Modes ``I`` (32-bit integers) and ``F`` (32-bit floats) carry no
+    bit depth: they follow the rule for arrays (integers in [0, 255], floats
+    in [0, 1]) and anything else is refused with the range found, never
+    clipped.
+    """
+    mode = img.mode
+    if mode in _PIL_16BIT_MODES:
+        a = np.asarray(img)
+        return (a.astype(np.float32) / np.float32(65535.0)).astype(np.float32)
+    if mode in ("I", "F") or mode.startswith(("I;", "F;")):
+        a = np.asarray(img)
+        if a.size:
+            lo, hi = a.min(), a.max()
+            if mode.startswith("I") and (lo < 0 or hi > 255):
+                raise ValueError(
+                    f"{where} holds 32-bit integer pixels (PIL mode {mode!r}) in [{lo}, {hi}]; "
+                    "their range is not known, so they are not clipped to 8 bits. Convert "
+                    "the image to 8 bits, 16 bits (mode 'I;16') or float pixels in [0, 1]."
+                )
+            if mode.startswith("F") and not (lo >= -_FLOAT_TOL and hi <= 1 + _FLOAT_TOL):
+                raise ValueError(
+                    f"{where} holds float pixels (PIL mode {mode!r}) in [{lo:.4g}, {hi:.4g}] "
+                    "(or NaN); float images must be in [0, 1]."
+                )
+        return a.astype(np.float32) if mode.startswith("F") else a.astype(np.uint8)
+    return np.asarray(img.convert("RGB" if n_channels == 3 else "L"))
+
+
 def load_image(item, n_channels=3):
     """Decode one image into a raw CHW torch tensor (uint8, or float32 in [0, 1]).
 
     Parameters
     ----------
     item : str, path-like, PIL.Image.Image, numpy array or torch tensor
-        File paths are read with PIL; files and PIL images are converted to
-        RGB (``n_channels=3``; this drops the alpha channel of RGBA images)
-        or to greyscale ``'L'`` (``n_channels=1``). Arrays may be (H, W),
-        (H, W, C) or (C, H, W) with C = 1 or ``n_channels``.
+        File paths are read with PIL; 8-bit files and PIL images are
+        converted to RGB (``n_channels=3``; this drops the alpha channel of
+        RGBA images) or to greyscale ``'L'`` (``n_channels=1``). 16-bit
+        greyscale images (PIL modes ``I;16*``, e.g. 16-bit PNGs) are read at
+        their full range, as float pixels ``value / 65535``; 32-bit integer
+        (``I``) and float (``F``) images follow the rule for arrays (integers
+        in [0, 255], floats in [0, 1]) and are refused otherwise, never
+        clipped. Arrays may be (H, W), (H, W, C) or (C, H, W) with C = 1 or
+        ``n_channels``.
     n_channels : {1, 3}, default=3
 
     Returns
@@ -309,14 +357,19 @@ def load_image(item, n_channels=3):
         from PIL import Image
 
         path = os.fspath(item)
+        where = f"Image file {path!r}"
         try:
             with Image.open(path) as img:
-                img = img.convert("RGB" if n_channels == 3 else "L")
-        except (OSError, ValueError, SyntaxError) as exc:
+                img.load()
+                item = _pil_to_array(img, n_channels, where)
+        except (OSError, SyntaxError) as exc:
             raise ValueError(f"Could not read image file {path!r}: {exc}") from exc
-        item = np.asarray(img)
+        except ValueError as exc:
+            if str(exc).startswith(where):
+                raise
+            raise ValueError(f"Could not read image file {path!r}: {exc}") from exc
     elif _is_pil(item):
-        item = np.asarray(item.convert("RGB" if n_channels == 3 else "L"))
+        item = _pil_to_array(item, n_channels, "A PIL image")
     if isinstance(item, torch.Tensor):
         item = item.detach().cpu().numpy()
     if not isinstance(item, np.ndarray):
