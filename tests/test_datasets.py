@@ -332,6 +332,30 @@ def test_load_image_folder_layout(tmp_path):
     assert len(paths) == 2 and list(y) == [0, 1]
 
 
+def test_load_image_folder_follows_links_without_loops(tmp_path):
+    # issue 13, item 5: a link loop multiplied 4 images into 164
+    _img(tmp_path / "cat" / "a.png")
+    _img(tmp_path / "cat" / "sub" / "b.png")
+    _img(tmp_path / "dog" / "c.png")
+    _img(tmp_path / "outside" / "d.png")
+    os.symlink(tmp_path / "cat", tmp_path / "cat" / "sub" / "loop")  # a cycle
+    os.symlink(tmp_path / "cat" / "sub", tmp_path / "cat" / "again")  # listed already
+    os.symlink(tmp_path / "dog", tmp_path / "dog" / "self")  # a cycle at the top
+    os.symlink(tmp_path / "outside", tmp_path / "dog" / "linked")  # a new folder: followed
+    f = load_image_folder(tmp_path, allow_empty=False)
+    rel = [os.path.relpath(p, tmp_path) for p in f.filenames]
+    assert sorted(rel) == sorted(
+        [
+            os.path.join("cat", "a.png"),
+            os.path.join("cat", "sub", "b.png"),
+            os.path.join("dog", "c.png"),
+            os.path.join("dog", "linked", "d.png"),
+            os.path.join("outside", "d.png"),
+        ]
+    )
+    assert list(f.target_names) == ["cat", "dog", "outside"]
+
+
 def test_load_image_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing-folder"):
         load_image_folder(tmp_path / "missing-folder")

@@ -53,7 +53,9 @@ def load_image_folder(path, *, extensions=IMAGE_EXTENSIONS, allow_empty=False, r
 
     Class names are the sub-folder names, sorted; ``target[i]`` indexes
     ``target_names``. Hidden files and folders (names starting with ``.``)
-    are skipped, as are files with other extensions. Files are not opened:
+    are skipped, as are files with other extensions. Symbolic links to
+    folders are followed, but no real folder is listed twice for a class
+    (so a link loop, or a link to a folder already listed, adds nothing). Files are not opened:
     the returned paths go straight to ``sknc.features`` transformers and the
     fine-tuners, which load them lazily.
 
@@ -123,8 +125,20 @@ def load_image_folder(path, *, extensions=IMAGE_EXTENSIONS, allow_empty=False, r
     filenames, target, empty = [], [], []
     for k, name in enumerate(classes):
         found = []
-        for dirpath, dirnames, files in os.walk(os.path.join(root, name), followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        top = os.path.join(root, name)
+        seen = {os.path.realpath(top)}  # real folders walked for this class
+        for dirpath, dirnames, files in os.walk(top, followlinks=True):
+            keep = []
+            # real sub-folders first, so a folder is listed under its own path
+            # rather than under a link to it
+            subdirs = sorted(d for d in dirnames if not d.startswith("."))
+            for d in sorted(subdirs, key=lambda d: os.path.islink(os.path.join(dirpath, d))):
+                real = os.path.realpath(os.path.join(dirpath, d))
+                if real in seen:  # a link back to a folder already listed (or a loop)
+                    continue
+                seen.add(real)
+                keep.append(d)
+            dirnames[:] = sorted(keep)
             for f in sorted(files):
                 if not f.startswith(".") and os.path.splitext(f)[1].lower() in extensions:
                     found.append(os.path.join(dirpath, f))
