@@ -19,6 +19,7 @@ from _helpers import VIT_KW, TinyNet  # noqa: E402
 
 from sknc.features import BackboneFeatures, ImageDataset, list_layers  # noqa: E402
 from sknc.features._backbone import create_backbone  # noqa: E402
+from sknc.features._images import check_images  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406])[:, None, None]
 STD = np.array([0.229, 0.224, 0.225])[:, None, None]
@@ -610,6 +611,61 @@ def test_errors(tmp_path, images):
         est.transform(images.astype(np.float64))
     with pytest.raises(ValueError, match="has 4 channels"):
         _resnet().fit(np.zeros((2, 32, 32, 4), dtype=np.uint8))
+
+
+def test_ambiguous_layouts_are_not_guessed(images):
+    # issue 13, item 7: (N, 3, 1, 1) was read as 3 x 1 greyscale pixels and one
+    # (32, 32, 3) image as 32 greyscale images
+    est = _resnet().fit()
+    rgb = np.random.default_rng(1).integers(0, 256, size=(4, 3, 1, 1), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"ambiguous.*layout='NCHW' or layout='NHWC'"):
+        est.transform(rgb)
+    with pytest.raises(ValueError, match=r"ambiguous.*X\[None\].*layout='NHW'"):
+        est.transform(images[0])
+    with pytest.raises(ValueError, match="ambiguous"):
+        _resnet().fit(images[0])
+    with pytest.raises(ValueError, match="ambiguous"):
+        est.transform([rgb[0]])  # one (3, 1, 1) item of a list
+    # saying which gives the same features as the unambiguous layout
+    nchw = _resnet(layout="NCHW").fit()
+    nhwc = _resnet(layout="NHWC").fit()
+    expected = nhwc.transform(np.ascontiguousarray(rgb.transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(nchw.transform(rgb), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(nchw.transform(list(rgb)), expected, rtol=1e-5, atol=1e-6)
+    grey = nhwc.transform(rgb)  # 3 x 1 pixels of one channel
+    assert not np.allclose(grey, expected)
+    np.testing.assert_allclose(
+        est.transform(images[:1]), est.transform(images[0][None]), rtol=0, atol=0
+    )
+    assert _resnet(layout="NHW").fit().transform(images[0]).shape == (32, 512)
+    # the layout is part of the cache key
+    assert _resnet(layout="NHWC").fit()._cache_key(
+        check_images(rgb, layout="NHWC")
+    ) != nchw._cache_key(check_images(rgb, layout="NCHW"))
+    with pytest.raises(ValueError, match="layout must be"):
+        _resnet(layout="HWC").fit()
+    with pytest.raises(ValueError, match="3-D"):
+        _resnet(layout="NHWC").fit(images[:, :, :, 0])
+
+
+def test_error_messages_name_the_problem(tmp_path):
+    # issue 13, item 15
+    grey = _resnet(model_kwargs={"in_chans": 1}).fit()
+    with pytest.raises(ValueError, match=r"has 3 channels; expected 1 \(greyscale\) channel\.$"):
+        grey.transform(np.zeros((2, 32, 32, 3), dtype=np.uint8))
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"is a directory.*model.safetensors"):
+        _resnet(weights=folder).fit()
+    est = _resnet().fit()
+    big = np.zeros((2, 32, 32, 3)) + 1j
+    for X in (big, torch.from_numpy(big)):
+        with pytest.raises(ValueError, match="complex") as info:
+            est.transform(X)
+        assert len(str(info.value)) < 200
+    with pytest.raises(ValueError, match="complex"):
+        _resnet().fit(big)  # refused at fit too, not only when the pixels are read
 
 
 def test_docstring_examples_run():

@@ -326,6 +326,17 @@ def read_state_dict(weights):
     else:
         path = os.fspath(weights)
         label = f"weights file {path!r}"
+        if os.path.isdir(path):
+            files = sorted(
+                f
+                for f in os.listdir(path)
+                if f.endswith((".safetensors", ".pth", ".pt", ".bin", ".ckpt"))
+            )
+            inside = f" Weight files in it: {_few(files)}." if files else ""
+            raise ValueError(
+                f"{label} is a directory, not a weight file; pass the path of the "
+                f".safetensors / .pth / .pt / .bin file itself.{inside}"
+            )
         if not os.path.isfile(path):
             raise ValueError(f"{label} does not exist.")
         if path.endswith(".safetensors"):

@@ -25,7 +25,13 @@ from ._backbone import (
     warn_identity_blocks,
     weights_fingerprint,
 )
-from ._images import check_images, fingerprint_images, iter_batches, resolve_data_config
+from ._images import (
+    LAYOUTS,
+    check_images,
+    fingerprint_images,
+    iter_batches,
+    resolve_data_config,
+)
 
 __all__ = ["BackboneFeatures"]
 
@@ -156,6 +162,13 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         Centre-crop fraction; default from the data config.
     interpolation : {"bilinear", "bicubic", "nearest"} or None, default=None
         Resize interpolation; default from the data config.
+    layout : {"NHW", "NHWC", "NCHW"} or None, default=None
+        The layout of image arrays (for lists of arrays, of each item:
+        ``"NHWC"`` (H, W, C), ``"NCHW"`` (C, H, W)). None guesses it from the
+        shape and raises a ``ValueError`` naming the choices where two
+        readings are possible, e.g. ``(N, 3, 1, 1)`` or a single
+        ``(H, W, 3)`` image passed as X (which would read as H greyscale
+        images).
     batch_size : int, default=64
         Images per forward pass.
     device : str or torch.device, default="auto"
@@ -290,6 +303,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         std=None,
         crop_pct=None,
         interpolation=None,
+        layout=None,
         batch_size=64,
         device="auto",
         amp=False,
@@ -310,6 +324,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         self.std = std
         self.crop_pct = crop_pct
         self.interpolation = interpolation
+        self.layout = layout
         self.batch_size = batch_size
         self.device = device
         self.amp = amp
@@ -338,6 +353,8 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             raise ValueError(f"amp must be False, True, 'float16' or 'bfloat16', got {self.amp!r}.")
         if self.model_kwargs is not None and not isinstance(self.model_kwargs, dict):
             raise ValueError(f"model_kwargs must be a dict or None, got {self.model_kwargs!r}.")
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be None or one of {LAYOUTS}, got {self.layout!r}.")
 
     def _layer_specs(self):
         layers = self.layers
@@ -422,7 +439,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             interpolation=self.interpolation,
         )
         if X is not None:
-            check_images(X, n_channels=data_config["input_size"][0])
+            check_images(X, n_channels=data_config["input_size"][0], layout=self.layout)
 
         device = resolve_device(self.device)
         if self.amp not in (False, None) and device.type != "cuda":
@@ -589,6 +606,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             "data_config": repr(sorted(self.data_config_.items())),
             "precision": str(amp_dtype or "float32"),
             "input": fingerprint_images(source),
+            "layout": self.layout,
         }
 
     def transform(self, X):
@@ -608,7 +626,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "model_")
         self._check_params()
-        source = check_images(X, n_channels=self.data_config_["input_size"][0])
+        source = check_images(X, n_channels=self.data_config_["input_size"][0], layout=self.layout)
         if self.memory is None:
             return self._extract(source, as_torch=self.output == "torch")
         memory = self.memory

@@ -215,26 +215,69 @@ def resolve_data_config(
 # --------------------------------------------------------------------------
 def _channel_error(n_got, n_channels, where):
     hint = " Convert RGBA images to RGB first." if n_got == 4 else ""
-    return ValueError(
-        f"{where} has {n_got} channels; expected 1 (greyscale) or {n_channels}"
-        f"{' (RGB)' if n_channels == 3 else ''} channels.{hint}"
+    expected = (
+        "1 (greyscale) channel"
+        if n_channels == 1
+        else f"1 (greyscale) or {n_channels}{' (RGB)' if n_channels == 3 else ''} channels"
     )
+    return ValueError(f"{where} has {n_got} channels; expected {expected}.{hint}")
 
 
-def _array_layout(shape, where):
-    """'NHW', 'NHWC' or 'NCHW' for a batch of images (or 'HW', 'HWC', 'CHW' for one)."""
-    batch = len(shape) in (3, 4) and where != "image"
-    dims = shape[1:] if batch else shape
+LAYOUTS = ("NHW", "NHWC", "NCHW")
+
+
+def _check_layout(layout):
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"layout must be None or one of {LAYOUTS}, got {layout!r}.")
+
+
+def _array_layout(shape, where, n_channels=3, layout=None):
+    """'HW', 'HWC' or 'CHW': the layout of one image (``where="image"``) or of
+    the images of a batch (otherwise; the leading N is not included).
+
+    ``layout`` (``"NHW"``, ``"NHWC"``, ``"NCHW"`` or None) says what the user
+    knows; None guesses from the shape and raises when two readings are
+    possible (e.g. ``(N, 3, 1, 1)``: three channels of 1 x 1 pixels, or 3 x 1
+    pixels of one channel), naming the choices.
+    """
+    _check_layout(layout)
+    batch = where != "image"
+    dims = tuple(shape[1:] if batch else shape)
     if len(dims) == 2:
+        if layout not in (None, "NHW"):
+            what = "X" if batch else "An image"
+            raise ValueError(
+                f"{what} of shape {tuple(shape)} has no channel axis, but layout={layout!r} "
+                f"was given; {'a 3-D batch is (N, H, W)' if batch else 'use layout=None'}."
+            )
         return "HW"
     if len(dims) != 3:
         kind = (
             "a batch of images (N, H, W), (N, H, W, C) or (N, C, H, W)"
-            if where != "image"
+            if batch
             else "an image (H, W), (H, W, C) or (C, H, W)"
         )
         raise ValueError(f"Expected {kind}; got an array of shape {tuple(shape)}.")
-    first, last = dims[0], dims[2]
+    if layout == "NHW":
+        raise ValueError(
+            f"An array of shape {tuple(shape)} has a channel axis; layout='NHW' is for "
+            "(N, H, W) batches of greyscale images."
+        )
+    if layout is not None:
+        return layout[1:]
+    first, mid, last = dims
+    ok = (1, n_channels)
+    if first in ok and last in ok and not (first == last == mid == 1):
+        shown = f"(N, {first}, {mid}, {last})" if batch else str(dims)
+        n = "N" if batch else ""
+        raise ValueError(
+            f"{'The image array' if batch else 'An image'} of shape {tuple(shape)} is "
+            f"ambiguous: {shown} reads as ({n + ', ' if n else ''}C, H, W) = {first} "
+            f"channel(s) of {mid} x {last} pixels, or as ({n + ', ' if n else ''}H, W, C) = "
+            f"{first} x {mid} pixels with {last} channel(s). Say which with "
+            "layout='NCHW' or layout='NHWC' (or move the channel axis, e.g. with "
+            "np.moveaxis, so that it is the only axis of size 1 or 3)."
+        )
     if last <= 4 < first or (last in (1, 3) and first not in (1, 3)):
         return "HWC"
     if first <= 4 < last or (first in (1, 3) and last not in (1, 3)):
@@ -242,6 +285,26 @@ def _array_layout(shape, where):
     if last in (1, 3, 4):
         return "HWC"
     return "HWC" if last < first else "CHW"
+
+
+def _batch3_ambiguity(shape, layout):
+    """Refuse a 3-D array that looks like one (H, W, C) image read as N images."""
+    if layout is not None:
+        if layout != "NHW":
+            raise ValueError(
+                f"X of shape {tuple(shape)} is 3-D, which is a batch (N, H, W) of greyscale "
+                f"images, not layout={layout!r}; for one image pass X[None]."
+            )
+        return
+    n, h, w = shape
+    if w in (1, 3, 4) and h > 4:
+        raise ValueError(
+            f"The image array of shape {tuple(shape)} is ambiguous: a 3-D array is read as "
+            f"(N, H, W) = {n} greyscale images of {h} x {w} pixels, but it looks like one "
+            f"(H, W, C) image of {n} x {h} pixels with {w} channels. Pass X[None] for one "
+            "image, or layout='NHW' if these really are images "
+            f"{w} pixel(s) wide."
+        )
 
 
 def _check_pixels_np(a, where):
@@ -324,7 +387,7 @@ def _pil_to_array(img, n_channels, where):
     return np.asarray(img.convert("RGB" if n_channels == 3 else "L"))
 
 
-def load_image(item, n_channels=3):
+def load_image(item, n_channels=3, layout=None):
     """Decode one image into a raw CHW torch tensor (uint8, or float32 in [0, 1]).
 
     Parameters
@@ -340,6 +403,10 @@ def load_image(item, n_channels=3):
         clipped. Arrays may be (H, W), (H, W, C) or (C, H, W) with C = 1 or
         ``n_channels``.
     n_channels : {1, 3}, default=3
+    layout : {"NHWC", "NCHW", "NHW"} or None, default=None
+        How arrays are laid out (``"NHWC"``: (H, W, C) images, ``"NCHW"``:
+        (C, H, W), ``"NHW"``: (H, W)); None guesses from the shape and raises
+        when an array reads both ways (e.g. (3, 1, 1)).
 
     Returns
     -------
@@ -353,6 +420,9 @@ def load_image(item, n_channels=3):
     """
     import torch
 
+    _check_layout(layout)
+    if _is_path(item) or _is_pil(item):
+        layout = "NHWC"  # decoded by PIL: (H, W) or (H, W, C)
     if _is_path(item):
         from PIL import Image
 
@@ -377,7 +447,7 @@ def load_image(item, n_channels=3):
             f"Cannot read an image from a {type(item).__name__}; expected a file path, "
             "a PIL image or an array."
         )
-    layout = _array_layout(item.shape, "image")
+    layout = _array_layout(item.shape, "image", n_channels, None if item.ndim == 2 else layout)
     if layout == "HW":
         item = item[None]
     elif layout == "HWC":
@@ -407,6 +477,13 @@ class ImageSource:
     X : see above
     n_channels : {1, 3}, default=3
         Channels the model takes.
+    layout : {"NHW", "NHWC", "NCHW"} or None, default=None
+        The layout of array inputs (for lists of arrays: ``"NHWC"`` means
+        (H, W, C) items, ``"NCHW"`` (C, H, W) items). None guesses from the
+        shape, and raises a ``ValueError`` naming the choices where two
+        readings are possible: ``(N, 3, 1, 1)`` (3 channels of 1 x 1 pixels,
+        or 3 x 1 pixels of one channel) or a single ``(H, W, 3)`` image passed
+        as a 3-D batch (which would read as H greyscale images of W x 3).
 
     Attributes
     ----------
@@ -414,12 +491,14 @@ class ImageSource:
     layout : {"NHW", "NHWC", "NCHW"} or None
     """
 
-    def __init__(self, X, n_channels=3):
+    def __init__(self, X, n_channels=3, layout=None):
         import torch
 
+        _check_layout(layout)
         self.n_channels = int(n_channels)
         self.X = X
         self.layout = None
+        self._item_layout = layout
         if isinstance(X, torch.Tensor) or (
             isinstance(X, np.ndarray) and X.dtype != object and X.dtype.kind not in "USO"
         ):
@@ -431,10 +510,18 @@ class ImageSource:
                     "(N, H, W), (N, H, W, C) or (N, C, H, W), file paths or PIL images, "
                     "not tabular features."
                 )
+            if X.dtype == (torch.bool if self.kind == "tensor" else np.bool_) or (
+                X.is_complex() if self.kind == "tensor" else np.iscomplexobj(X)
+            ):
+                raise ValueError(
+                    f"Image {self.kind}s of dtype {X.dtype} are not supported; use uint8 "
+                    "pixels, or float pixels in [0, 1]."
+                )
             if len(shape) == 3:
+                _batch3_ambiguity(shape, layout)
                 self.layout = "NHW"
             elif len(shape) == 4:
-                self.layout = "N" + _array_layout(shape, "batch")
+                self.layout = "N" + _array_layout(shape, "batch", self.n_channels, layout)
                 c = shape[3] if self.layout == "NHWC" else shape[1]
                 if c not in (1, self.n_channels):
                     raise _channel_error(c, self.n_channels, f"The image array of shape {shape}")
@@ -443,8 +530,6 @@ class ImageSource:
                     f"Expected a batch of images (N, H, W), (N, H, W, C) or (N, C, H, W); "
                     f"got an array of shape {shape}."
                 )
-            if self.kind == "array" and X.dtype == np.bool_:
-                raise ValueError("Boolean image arrays are not supported; use uint8.")
             self._n = shape[0]
         else:
             if hasattr(X, "to_numpy") and not isinstance(X, Mapping):  # pandas
@@ -488,7 +573,7 @@ class ImageSource:
 
         if self.kind == "list":
             items = self.X[start:stop]
-            fn = lambda item: load_image(item, self.n_channels)  # noqa: E731
+            fn = lambda item: load_image(item, self.n_channels, self._item_layout)  # noqa: E731
             if executor is not None and len(items) > 1:
                 return list(executor.map(fn, items))
             return [fn(item) for item in items]
@@ -521,15 +606,15 @@ class ImageSource:
     def load_item(self, i):
         """Raw image ``i`` as a ``(C, H, W)`` tensor."""
         if self.kind == "list":
-            return load_image(self.X[i], self.n_channels)
+            return load_image(self.X[i], self.n_channels, self._item_layout)
         return self.load(i, i + 1)[0]
 
 
-def check_images(X, n_channels=3):
+def check_images(X, n_channels=3, layout=None):
     """Validate an image collection without decoding it; returns an :class:`ImageSource`."""
     if isinstance(X, ImageSource):
         return X
-    return ImageSource(X, n_channels=n_channels)
+    return ImageSource(X, n_channels=n_channels, layout=layout)
 
 
 # --------------------------------------------------------------------------
@@ -894,6 +979,9 @@ def _make_dataset():
             Return ``(x, y)`` pairs; None means "when y is given". With True
             and no y, the target is a NaN placeholder (what skorch expects
             for prediction).
+        layout : {"NHW", "NHWC", "NCHW"} or None, default=None
+            The layout of array inputs; None guesses it from the shape and
+            raises where two readings are possible (see :class:`ImageSource`).
 
         Examples
         --------
@@ -918,9 +1006,12 @@ def _make_dataset():
             transform_input="pil",
             pixels="normalized",
             return_pairs=None,
+            layout=None,
         ):
             self.data_config = dict(data_config or IMAGENET_DEFAULT_CONFIG)
-            self.source = check_images(X, n_channels=self.data_config["input_size"][0])
+            self.source = check_images(
+                X, n_channels=self.data_config["input_size"][0], layout=layout
+            )
             if y is not None:
                 y = y.to_numpy() if hasattr(y, "to_numpy") else y
                 if len(y) != len(self.source):

@@ -71,6 +71,8 @@ def check_features(X, name="X", cpu_tensors_as_numpy=True):
             X = X.resolve_conj().resolve_neg().numpy()
             return X, get_ops(X)
         return X, get_ops(X)
+    if np.iscomplexobj(X):  # check_array's own message prints the whole array
+        raise ValueError(f"{name} must be real-valued, got dtype {np.asarray(X).dtype}.")
     X = check_array(
         X,
         accept_sparse=False,
