@@ -937,6 +937,8 @@ def test_nc1_warns_when_width_is_at_most_k_minus_1(d, warns):
         assert bool(got) == warns
         if warns:
             assert "n_classes - 1" in str(got[0].message) and got[0].filename == __file__
+
+
 def test_complex_features_error_is_short():
     # issue 13, item 15: the complex-X error printed the whole array
     X = np.zeros((500, 20)) + 1j
