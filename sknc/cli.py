@@ -211,9 +211,18 @@ def build_parser():
         description=_EVALUATE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ev.add_argument("--model", required=True, help="timm model name, e.g. resnet18")
     ev.add_argument(
-        "--data", required=True, metavar="DIR", help="image folder: DIR/<class name>/<images>"
+        "--model",
+        required=True,
+        help="timm model name, e.g. resnet18; or a Hugging Face text model (local folder "
+        "or hub id), which makes --data texts",
+    )
+    ev.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="image folder: DIR/<class name>/<images>; for a text model DIR/<class>/<file>.txt "
+        "or a .csv/.tsv file with text and label columns",
     )
     ev.add_argument(
         "--weights",

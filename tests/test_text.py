@@ -342,3 +342,88 @@ def test_real_text_loaders_shapes():
     brown = load_brown()
     assert len(brown.data) == 500 and len(brown.target_names) == 15
     assert len(load_fortunes().target_names) >= 30
+
+
+# ----------------------------------------------------------------------------- sknc evaluate
+def test_evaluate_on_text_folder_and_table(bert_dir, tmp_path):
+    import json
+
+    from sknc.cli import main
+    from sknc.experiments import run_evaluate
+
+    root = tmp_path / "texts"
+    for i, (text, label) in enumerate(zip(CORPUS, LABELS)):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        (root / label / f"{i}.txt").write_text(text)
+    res = run_evaluate(bert_dir, root, n_episodes=5, out_dir=tmp_path / "out", progress=False)
+    assert [r["layer"] for r in res["layers"]] == [
+        "embeddings",
+        "encoder.layer.0",
+        "encoder.layer.1",
+        "encoder.layer.2",
+        "penultimate",
+    ]
+    assert res["config"]["max_length"] == 48 and res["data"]["n_images"] == len(CORPUS)
+    assert res["few_shot"]["n_way"] == 4
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "tokens per text" in report and "texts per class" in report
+    table = tmp_path / "t.tsv"
+    table.write_text(
+        "category\tsentence\n" + "".join(f"{y}\t{x}\n" for x, y in zip(CORPUS, LABELS))
+    )
+    rc = main(
+        [
+            "evaluate",
+            "--model",
+            bert_dir,
+            "--data",
+            str(table),
+            "--out",
+            str(tmp_path / "o2"),
+            "--episodes",
+            "5",
+            "--layers",
+            "1,-1",
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    res2 = json.loads((tmp_path / "o2" / "results.json").read_text())
+    assert [r["layer"] for r in res2["layers"]] == [
+        "encoder.layer.0",
+        "encoder.layer.2",
+        "penultimate",
+    ]
+    # the table and the folder hold the same texts: same penultimate NC1
+    assert np.isclose(res2["layers"][-1]["nc1"], res["layers"][-1]["nc1"])
+    bad = ["evaluate", "--model", bert_dir, "--data", str(table), "--input-size", "32"]
+    with pytest.raises(SystemExit) as exc:
+        main(bad + ["--out", str(tmp_path / "o3"), "--no-progress"])
+    assert exc.value.code == 2
+
+
+def test_text_folder_and_table_errors(tmp_path):
+    from sknc.datasets import load_text_files, load_text_table
+
+    with pytest.raises(FileNotFoundError):
+        load_text_files(tmp_path / "missing")
+    with pytest.raises(ValueError, match="No text files"):
+        load_text_files(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.txt").write_bytes(b"\xff\xfe\xfa")
+    with pytest.raises(ValueError, match="Cannot decode"):
+        load_text_files(tmp_path)
+    table = tmp_path / "t.csv"
+    table.write_text("id,body,extra\n1,hello,x\n")
+    with pytest.raises(ValueError, match="Cannot tell the text and label columns"):
+        load_text_table(table)
+    with pytest.raises(ValueError, match="No column 'txt'"):
+        load_text_table(table, text_column="txt", label_column="id")
+    b = load_text_table(table, text_column="body", label_column="id")
+    assert b.data == ["hello"] and b.columns == ("body", "id")
+    table.write_text("label,text\nspam,\n")
+    with pytest.raises(ValueError, match="Row 2 .* empty"):
+        load_text_table(table)
+    two = tmp_path / "two.tsv"
+    two.write_text("a\tb\nx\ta long sentence here\ny\tanother long one\n")
+    assert load_text_table(two).columns == ("b", "a")

@@ -6,6 +6,8 @@ Built locally, no download:
   each (fonts shipped with matplotlib), cached under :func:`get_data_home`.
 - :func:`load_digits_images`: scikit-learn's digits upscaled for backbones.
 - :func:`load_image_folder`: any ``root/<class>/<image>`` folder.
+- :func:`load_text_files`, :func:`load_text_table`: your own labelled texts
+  (``root/<class>/<file>.txt``, or a CSV/TSV with text and label columns).
 
 Real data fetched once by ``benchmarks/fetch_data.py`` (no download at run
 time): :func:`load_fashion_mnist`, :func:`load_emoji` and
@@ -24,7 +26,14 @@ from ._glyphs import GLYPH_DROPPED, load_glyphs
 from ._pretrained import PRETRAINED_BACKBONES, load_pretrained_backbone
 from ._real import EMOJI_VENDORS, load_emoji, load_fashion_mnist, read_idx
 from ._splits import source_novel_split, split_classes, subsample_per_class
-from ._text import load_brown, load_debian_descriptions, load_fortunes, load_spam_assassin
+from ._text import (
+    load_brown,
+    load_debian_descriptions,
+    load_fortunes,
+    load_spam_assassin,
+    load_text_files,
+    load_text_table,
+)
 
 __all__ = [
     "EMOJI_VENDORS",
@@ -36,6 +45,8 @@ __all__ = [
     "load_debian_descriptions",
     "load_fortunes",
     "load_spam_assassin",
+    "load_text_files",
+    "load_text_table",
     "get_data_home",
     "load_digits_images",
     "load_emoji",

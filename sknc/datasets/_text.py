@@ -18,6 +18,10 @@ load_spam_assassin
     SpamAssassin e-mails: ham or spam, or the five collection folders.
 load_debian_descriptions
     One-line Debian package descriptions labelled by archive section.
+load_text_files
+    Your own texts: ``root/<class>/<file>.txt``, one text per file.
+load_text_table
+    Your own texts: a CSV / TSV file with a text column and a label column.
 """
 
 import csv
@@ -31,7 +35,14 @@ from sklearn.utils import Bunch
 from ._base import _fetch_hint
 from ._real import _data_home_path
 
-__all__ = ["load_brown", "load_debian_descriptions", "load_fortunes", "load_spam_assassin"]
+__all__ = [
+    "load_brown",
+    "load_debian_descriptions",
+    "load_fortunes",
+    "load_spam_assassin",
+    "load_text_files",
+    "load_text_table",
+]
 
 _SPAM_GROUPS = ("easy-ham-1", "easy-ham-2", "hard-ham-1", "spam-1", "spam-2")
 _TAG = re.compile(r"/[^\s/]+(?=\s|$)")  # the "/TAG" suffix of Brown tokens
@@ -312,3 +323,179 @@ def load_debian_descriptions(*, data_home=None, min_count=100, return_X_y=False)
         "One-line synopses from apt-cache dumpavail, labelled by archive section."
     )
     return _finish(data, target, descr, return_X_y, min_count=min_count, package=packages)
+
+
+def _labelled(data, labels, **extra):
+    names, target = np.unique(np.asarray(labels, dtype=str), return_inverse=True)
+    return Bunch(data=data, target=target.astype(np.int64), target_names=names, **extra)
+
+
+def load_text_files(root, *, extensions=(".txt",), encoding="utf-8", return_X_y=False):
+    """Load texts stored one per file in one folder per class.
+
+    ``root/<class name>/<anything>.txt``, the text layout of
+    :func:`sklearn.datasets.load_files` (and of
+    :func:`~sknc.datasets.load_image_folder` for images). Hidden files and
+    folders are skipped; files are read in sorted order.
+
+    Parameters
+    ----------
+    root : str or path-like
+    extensions : tuple of str, default=(".txt",)
+        File name endings read (case-insensitive); None reads every file.
+    encoding : str, default="utf-8"
+    return_X_y : bool, default=False
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        data (list of str), target (int64 indices into target_names),
+        target_names (sorted class folder names), filenames.
+
+    (data, target) : tuple if ``return_X_y`` is True
+
+    Raises
+    ------
+    FileNotFoundError, NotADirectoryError
+        A missing root.
+    ValueError
+        No class folder with text files, or a file that cannot be decoded
+        (naming it).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from sknc.datasets import load_text_files
+    >>> root = tempfile.mkdtemp()
+    >>> for c, t in [("pos", "great"), ("neg", "awful")]:
+    ...     os.makedirs(os.path.join(root, c))
+    ...     with open(os.path.join(root, c, "a.txt"), "w") as fh:
+    ...         _ = fh.write(t)
+    >>> b = load_text_files(root)
+    >>> b.data, b.target.tolist(), b.target_names.tolist()
+    (['awful', 'great'], [0, 1], ['neg', 'pos'])
+    """
+    root = os.fspath(root)
+    if not os.path.exists(root):
+        raise FileNotFoundError(f"Text folder {root!r} does not exist.")
+    if not os.path.isdir(root):
+        raise NotADirectoryError(f"{root!r} is not a folder of class folders.")
+    exts = None if extensions is None else tuple(e.lower() for e in extensions)
+    data, labels, files = [], [], []
+    for cls in sorted(os.listdir(root)):
+        folder = os.path.join(root, cls)
+        if cls.startswith(".") or not os.path.isdir(folder):
+            continue
+        for dirpath, dirnames, names in os.walk(folder):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(names):
+                if name.startswith(".") or (exts is not None and not name.lower().endswith(exts)):
+                    continue
+                path = os.path.join(dirpath, name)
+                try:
+                    with open(path, encoding=encoding) as fh:
+                        data.append(fh.read().strip())
+                except UnicodeDecodeError as exc:
+                    raise ValueError(f"Cannot decode {path!r} as {encoding}: {exc}.") from exc
+                labels.append(cls)
+                files.append(path)
+    if not data:
+        raise ValueError(
+            f"No text files ({', '.join(exts) if exts else 'any'}) in class folders of "
+            f"{root!r}; expected root/<class>/<file>.txt."
+        )
+    bunch = _labelled(data, labels, filenames=np.asarray(files, dtype=object))
+    return (bunch.data, bunch.target) if return_X_y else bunch
+
+
+_TEXT_NAMES = ("text", "sentence", "document", "content", "body", "review", "description")
+_LABEL_NAMES = ("label", "labels", "class", "target", "category", "y")
+
+
+def load_text_table(path, *, text_column=None, label_column=None, return_X_y=False):
+    """Load labelled texts from a CSV (``,``) or TSV (``.tsv``/``.tab``: tab) file.
+
+    The first row names the columns. Without ``text_column`` /
+    ``label_column`` the columns are found by name (``text``, ``sentence``,
+    ``document``, ... and ``label``, ``class``, ``target``, ``category``,
+    ..., case-insensitive), or taken as the only two columns (the longer
+    values being the text).
+
+    Parameters
+    ----------
+    path : str or path-like
+    text_column, label_column : str or None, default=None
+    return_X_y : bool, default=False
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        data (list of str), target (int64), target_names, ``columns`` (the
+        two column names used).
+
+    (data, target) : tuple if ``return_X_y`` is True
+
+    Raises
+    ------
+    ValueError
+        An unknown column (listing the columns), columns that cannot be
+        guessed, empty or missing values (naming the row).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from sknc.datasets import load_text_table
+    >>> path = os.path.join(tempfile.mkdtemp(), "reviews.csv")
+    >>> with open(path, "w") as fh:
+    ...     _ = fh.write('label,text\\npos,"great, really"\\nneg,awful\\n')
+    >>> b = load_text_table(path)
+    >>> b.data, b.target_names.tolist(), b.columns
+    (['great, really', 'awful'], ['neg', 'pos'], ('text', 'label'))
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Text table {path!r} does not exist.")
+    delimiter = "\t" if path.lower().endswith((".tsv", ".tab")) else ","
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh, delimiter=delimiter))
+    if len(rows) < 2:
+        raise ValueError(f"{path!r} has no rows below its header.")
+    header = [h.strip() for h in rows[0]]
+    lower = [h.lower() for h in header]
+
+    def pick(given, names, what):
+        if given is not None:
+            if given not in header:
+                raise ValueError(f"No column {given!r} in {path!r}; columns: {header}.")
+            return header.index(given)
+        hits = [i for i, h in enumerate(lower) if h in names]
+        return hits[0] if hits else None
+
+    ti = pick(text_column, _TEXT_NAMES, "text")
+    li = pick(label_column, _LABEL_NAMES, "label")
+    if (ti is None or li is None) and len(header) == 2:
+        body = rows[1:]
+        mean_len = [np.mean([len(r[i]) for r in body if len(r) > i]) for i in (0, 1)]
+        guess_text = int(np.argmax(mean_len))
+        ti = guess_text if ti is None else ti
+        li = 1 - ti if li is None else li
+    if ti is None or li is None or ti == li:
+        raise ValueError(
+            f"Cannot tell the text and label columns of {path!r} (columns: {header}); "
+            "name them with text_column= and label_column= (--text-column/--label-column)."
+        )
+    data, labels = [], []
+    for n, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise ValueError(
+                f"Row {n} of {path!r} has {len(row)} fields, the header {len(header)}."
+            )
+        text, label = row[ti].strip(), row[li].strip()
+        if not text or not label:
+            raise ValueError(f"Row {n} of {path!r} has an empty text or label.")
+        data.append(text)
+        labels.append(label)
+    bunch = _labelled(data, labels, columns=(header[ti], header[li]))
+    return (bunch.data, bunch.target) if return_X_y else bunch

@@ -31,6 +31,7 @@ from ._common import (
     write_results,
 )
 from ._report import count, num, render_evaluate_report
+from ._text_input import fit_text_features, is_text_input, load_text_data
 
 __all__ = ["run_evaluate"]
 
@@ -365,55 +366,78 @@ def run_evaluate(
     steps = Progress(progress, n_steps=4)
     timing = {}
 
-    folder, counts = _load_folder(data)
+    text = is_text_input(model)  # a text encoder: data holds texts (sknc.experiments._text_input)
+    folder, counts = load_text_data(data) if text else _load_folder(data)
     y = folder.target
     n_classes = len(folder.target_names)
-    module = check_model(model)
+    module = None if text else check_model(model)
     specs = _parse_layers(layers)
-    if specs is None:
+    if specs is None and not text:
         specs = list_layers(module)
-    if _PENULTIMATE not in specs:
+    if specs is not None and _PENULTIMATE not in specs:
         specs = list(specs) + [_PENULTIMATE]
 
     with torch_threads(threads) as n_threads:
         t = time.perf_counter()
-        feats = BackboneFeatures(
-            model,
-            pretrained=pretrained,
-            weights=weights,
-            layers=specs,
-            input_size=input_size,
-            crop_pct=crop_pct,
-            mean=mean,
-            std=std,
-            interpolation=interpolation,
-            model_kwargs=model_kwargs,
-            batch_size=batch_size,
-            device=device,
-            verbose=progress,
-            random_state=seed,
-        )
-        try:  # builds the model, loads the weights, runs one blank image
-            feats.fit()
-        except (ValueError, TypeError, OSError, RuntimeError, AssertionError) as exc:
-            raise InputError(str(exc).strip() or type(exc).__name__) from exc
-        dc = feats.data_config_
-        size = dc["input_size"]
-        preprocessing = {
-            "input_size": [int(v) for v in size],
-            "crop_pct": float(dc["crop_pct"]),
-            "crop_mode": dc.get("crop_mode", "center"),
-            "interpolation": dc["interpolation"],
-            "mean": [float(v) for v in dc["mean"]],
-            "std": [float(v) for v in dc["std"]],
-        }
+        if text:
+            feats, specs = fit_text_features(
+                model,
+                specs,
+                image_args={
+                    "weights": weights,
+                    "input_size": input_size,
+                    "crop_pct": crop_pct,
+                    "mean": mean,
+                    "std": std,
+                    "interpolation": interpolation,
+                },
+                model_kwargs=model_kwargs,
+                batch_size=batch_size,
+                device=device,
+                progress=progress,
+                seed=seed,
+            )
+            size = (None, feats.max_length_, None)
+            preprocessing = None
+        else:
+            feats = BackboneFeatures(
+                model,
+                pretrained=pretrained,
+                weights=weights,
+                layers=specs,
+                input_size=input_size,
+                crop_pct=crop_pct,
+                mean=mean,
+                std=std,
+                interpolation=interpolation,
+                model_kwargs=model_kwargs,
+                batch_size=batch_size,
+                device=device,
+                verbose=progress,
+                random_state=seed,
+            )
+            try:  # builds the model, loads the weights, runs one blank image
+                feats.fit()
+            except (ValueError, TypeError, OSError, RuntimeError, AssertionError) as exc:
+                raise InputError(str(exc).strip() or type(exc).__name__) from exc
+            dc = feats.data_config_
+            size = dc["input_size"]
+            preprocessing = {
+                "input_size": [int(v) for v in size],
+                "crop_pct": float(dc["crop_pct"]),
+                "crop_mode": dc.get("crop_mode", "center"),
+                "interpolation": dc["interpolation"],
+                "mean": [float(v) for v in dc["mean"]],
+                "std": [float(v) for v in dc["std"]],
+            }
         steps.step(
             f"features of {len(feats.layers_)} layers of {model} for "
-            f"{len(y)} images in {n_classes} classes "
-            f"({size[1]} x {size[2]} px, one forward pass)"
+            f"{len(y)} {'texts' if text else 'images'} in {n_classes} classes "
+            + (f"(at most {size[1]} tokens" if text else f"({size[1]} x {size[2]} px")
+            + ", one forward pass)"
         )
         try:
-            Z = feats.transform_layers(folder.filenames)
+            Z = feats.transform_layers(folder.data if text else folder.filenames)
         except (ValueError, OSError) as exc:
             raise InputError(str(exc)) from exc
         timing["features"] = time.perf_counter() - t
@@ -496,7 +520,8 @@ def run_evaluate(
                 "pretrained": bool(pretrained),
                 "model_kwargs": model_kwargs,
                 "layers": [str(s) for s in specs],
-                "input_size": [int(size[1]), int(size[2])],
+                "input_size": None if text else [int(size[1]), int(size[2])],
+                "max_length": int(size[1]) if text else None,
                 "preprocessing": preprocessing,
                 "batch_size": batch_size,
                 "device": str(device),

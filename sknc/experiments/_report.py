@@ -47,6 +47,8 @@ def finetuning_call(results, tuned_block):
     """The ``FineTuningClassifier(...)`` call matching an evaluation's backbone and preprocessing."""
     cfg = results["config"]
     args = [_py(cfg["model"]), 'method="scl-ft"', f"tuned_block={_py(tuned_block)}"]
+    if cfg.get("max_length"):  # a text encoder: weights and tokenizer come with the model
+        return "FineTuningClassifier(" + ", ".join(args) + ")"
     if cfg.get("weights"):
         args.append(f"weights={_py(cfg['weights'])}")
     if cfg.get("pretrained"):
@@ -389,16 +391,24 @@ def render_evaluate_report(results):
     cfg, data, timing, env = r["config"], r["data"], r["timing"], r["environment"]
     out = []
     weights = (
-        f", weights `{cfg['weights']}`"
+        ", its saved weights"
+        if cfg.get("max_length")
+        else f", weights `{cfg['weights']}`"
         if cfg.get("weights")
         else (", pretrained hub weights" if cfg.get("pretrained") else ", random initialisation")
     )
     out.append(f"# sknc evaluate: `{cfg['model']}` on `{data['path']}`\n")
     out.append(
         f"Frozen features of `{cfg['model']}`{weights}, at "
-        f"{num(cfg['input_size'][0])} × {num(cfg['input_size'][1])} px, on "
-        f"{count(data['n_images'])} images of {num(data['n_classes'])} classes "
-        f"({num(data['min_class_size'])} to {num(data['max_class_size'])} images per class); "
+        + (
+            f"most {num(cfg['max_length'])} tokens per text, on "  # ", at most ..."
+            if cfg.get("max_length")
+            else f"{num(cfg['input_size'][0])} × {num(cfg['input_size'][1])} px, on "
+        )
+        + f"{count(data['n_images'])} {'texts' if cfg.get('max_length') else 'images'} of "
+        f"{num(data['n_classes'])} classes "
+        f"({num(data['min_class_size'])} to {num(data['max_class_size'])} "
+        f"{'texts' if cfg.get('max_length') else 'images'} per class); "
         f"{env['device']}, {num(env['threads'])} torch threads, {secs(timing['total'])} s. "
         f"Lower NC1, CDNV and NC2 mean more collapse: tighter classes, farther apart.\n"
     )
