@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from sknc.experiments._common import to_jsonable, write_text
+from sknc.experiments._format import finite  # noqa: F401 - the scripts use rc.finite
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(BENCH_DIR)
@@ -85,21 +86,6 @@ def read_json(path, default=None):
         return default
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
-
-
-def finite(x):
-    """False for None (NaN after a JSON round trip) and NaN / inf."""
-    return x is not None and bool(np.isfinite(x))
-
-
-def fmt(x, digits):
-    """``x`` with ``digits`` significant digits, or ``"n/a"`` when not :func:`finite`."""
-    return f"{x:.{digits}g}" if finite(x) else "n/a"
-
-
-def percent(x):
-    """A fraction as a percentage with one decimal (``"n/a"`` when not finite)."""
-    return f"{100 * x:.1f}%" if finite(x) else "n/a"
 
 
 def replot(out, claims, figures):

@@ -88,28 +88,6 @@ PRESETS = {
     ),
 }
 
-CLAIMS = {
-    "collapse_generalizes": dict(
-        paper="Galanti et al., ICLR 2022",
-        title="Collapse generalises to unseen samples and to new classes",
-        claim="While a network is trained on source classes, the CDNV of its features falls "
-        "on its training samples, on unseen samples of those classes and on new classes.",
-    ),
-    "fewshot_follows_cdnv": dict(
-        paper="Galanti et al., ICLR 2022",
-        title="Lower novel-class CDNV, better few-shot NCC accuracy",
-        claim="As the novel-class CDNV falls during training, nearest-class-centre few-shot "
-        "accuracy on the novel classes rises.",
-    ),
-    "source_training_helps": dict(
-        paper="Galanti et al., ICLR 2022",
-        title="Source-trained features beat raw pixels for few-shot learning",
-        claim="Features of a network trained on many source classes give much better "
-        "few-shot NCC accuracy on new classes than the raw input; across feature "
-        "extractors, lower novel-class CDNV goes with higher few-shot accuracy.",
-    ),
-}
-
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
@@ -402,107 +380,34 @@ def measure_baselines(cfg, X_own, X_native, y, split):
 
 
 # ----------------------------------------------------------------------------
-# verdicts, computed from the numbers
+# verdicts: sknc.experiments' rules, the same as sknc demo's
 # ----------------------------------------------------------------------------
-def _f(x, digits=3):
-    return rc.fmt(x, digits)
+SET_LABELS = {
+    "source_train": "source-train",
+    "source_test": "held-out-vendors",
+    "novel": "novel-class",
+}
 
 
 def claims(res):
-    out = {k: dict(v) for k, v in CLAIMS.items()}
-    col = res["collapse"]
-    names = {
-        "source_train": "source-train",
-        "source_test": "held-out-vendors",
-        "novel": "novel-class",
-    }
-    parts = []
-    n_fell = 0
-    for key, label in names.items():
-        v = np.asarray(col[key]["cdnv"], float)
-        best = int(np.argmin(v))
-        fell = v[-1] < v[0]
-        n_fell += bool(fell)
-        text = f"{label} {_f(v[0])} to {_f(v[-1])}"
-        if v[best] < 0.99 * v[-1]:  # the minimum is clearly before the end
-            text += f" (lowest {_f(v[best])} at epoch {best})"
-        parts.append(text)
-    c = out["collapse_generalizes"]
-    # held: all three fell; partly: source-train fell but not all the others
-    c["status"] = "held" if n_fell == 3 else ("partly held" if n_fell >= 1 else "did not hold")
-    c["verdict"] = f"CDNV from epoch 0 to epoch {col['epoch'][-1]}: " + "; ".join(parts) + "."
-    tr, te, nv = (col[k]["cdnv"][-1] for k in names)
-    c["verdict"] += (
-        f" At the end the novel-class CDNV is {nv / tr:.1f}x and the "
-        f"held-out-vendors CDNV {te / tr:.1f}x the source-train CDNV."
+    """The verdicts of Galanti et al.'s claims from the numbers in ``res``."""
+    from sknc.experiments import (
+        verdict_collapse_generalizes,
+        verdict_fewshot_follows_cdnv,
+        verdict_source_training_helps,
     )
 
-    fs = res["fewshot"]
-    corr = res["correlations"]["epochs"]
-    c = out["fewshot_follows_cdnv"]
-    moves = []
-    ok = True
-    for k, s in fs.items():
-        moves.append(
-            f"{N_WAY}-way {k}-shot {rc.percent(s['mean'][0])} to {rc.percent(s['mean'][-1])} "
-            f"(± {rc.percent(s['ci95'][-1])})"
-        )
-        rho = corr[k]["spearman"]
-        ok &= bool(s["mean"][-1] > s["mean"][0] and rc.finite(rho) and rho < 0)
-    c["status"] = "held" if ok else "did not hold"
-    c["verdict"] = (
-        "Over training, " + " and ".join(moves) + "; Spearman ρ between novel CDNV "
-        "and accuracy over the epochs: "
-        + ", ".join(
-            f"{k}-shot {_f(corr[k]['spearman'], 2)} (p = {_f(corr[k]['spearman_pvalue'], 2)})"
-            for k in fs
-        )
-        + "."
-    )
-
-    c = out["source_training_helps"]
-    rows = {r["name"]: r for r in res["feature_sets"]}
-    own = rows["own backbone (final epoch)"]
-    raw = rows["raw pixels"]
-    imagenet = [r for r in res["feature_sets"] if r["kind"] == "imagenet"]
+    col, fs, corr = res["collapse"], res["fewshot"], res["correlations"]
     k = str(max(SHOTS))
-    beats_raw = own["fewshot"][k]["mean"] > raw["fewshot"][k]["mean"]
-    fcorr = res["correlations"]["feature_sets"][k]
-    text = (
-        f"{N_WAY}-way {k}-shot: own source-trained backbone {rc.percent(own['fewshot'][k]['mean'])} "
-        f"(novel CDNV {_f(own['cdnv'])}) against raw pixels {rc.percent(raw['fewshot'][k]['mean'])} "
-        f"(CDNV {_f(raw['cdnv'])})"
-    )
-    if imagenet:
-        best = max(imagenet, key=lambda r: r["fewshot"][k]["mean"])
-        text += (
-            f" and the best ImageNet backbone, {best['name']}, "
-            f"{rc.percent(best['fewshot'][k]['mean'])} (CDNV {_f(best['cdnv'])})"
-        )
-    text += (
-        f". Across the {fcorr['n']} feature sets, Spearman ρ between novel CDNV and "
-        f"{k}-shot accuracy is {_f(fcorr['spearman'], 2)} "
-        f"(p = {_f(fcorr['spearman_pvalue'], 2)}),"
-        f" Kendall τ {_f(fcorr['kendall'], 2)} (p = {_f(fcorr['kendall_pvalue'], 2)})."
-    )
-    sets = res["feature_sets"]
-    order = sorted(sets, key=lambda r: r["cdnv"])
-    ranks = {
-        kk: 1 + sorted(sets, key=lambda r: -r["fewshot"][kk]["mean"]).index(own)
-        for kk in own["fewshot"]
+    return {
+        "collapse_generalizes": verdict_collapse_generalizes(
+            col["epoch"], {key: col[key]["cdnv"] for key in SET_LABELS}, SET_LABELS
+        ),
+        "fewshot_follows_cdnv": verdict_fewshot_follows_cdnv(fs, corr["epochs"], N_WAY),
+        "source_training_helps": verdict_source_training_helps(
+            res["feature_sets"], corr["feature_sets"][k], N_WAY, k
+        ),
     }
-    text += (
-        f" The own backbone's novel CDNV ranks {1 + order.index(own)} of {len(sets)} "
-        "(1 = lowest); its accuracy ranks "
-        + ", ".join(f"{ranks[kk]} ({kk}-shot)" for kk in ranks)
-        + "."
-    )
-    agrees = rc.finite(fcorr["spearman"]) and fcorr["spearman"] < 0
-    c["status"] = (
-        "held" if beats_raw and agrees else "partly held" if beats_raw or agrees else "did not hold"
-    )
-    c["verdict"] = text
-    return out
 
 
 # ----------------------------------------------------------------------------

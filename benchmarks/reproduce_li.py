@@ -98,30 +98,6 @@ PRESETS = {
     ),
 }
 
-CLAIMS = {
-    "collapse_predicts_transfer": dict(
-        paper="Li et al., TMLR 2024",
-        title="More collapse on the downstream data, better linear-probe transfer",
-        claim="The lower the NC1 of a backbone's frozen features on the downstream training "
-        "data, the higher its linear-probe accuracy, so NC1 ranks backbones without "
-        "training anything.",
-    ),
-    "scl_ft_efficient": dict(
-        paper="Li et al., TMLR 2024",
-        title="SCL-FT: >= 90% fewer trainable parameters, competitive accuracy, "
-        "robust to scarce data",
-        claim="Fine-tuning one intermediate block and the classifier with a skip connection "
-        "(SCL-FT) trains at least 90% fewer parameters than full fine-tuning and matches "
-        "or beats it, in particular when the downstream training set is small.",
-    ),
-    "scl_ft_collapse": dict(
-        paper="Li et al., TMLR 2024",
-        title="The skip connection induces collapse and helps over Layer FT",
-        claim="Adding the skip connection to Layer FT makes the fine-tuned features collapse "
-        "more on the downstream training data (lower NC1) and improves accuracy.",
-    ),
-}
-
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
@@ -521,139 +497,29 @@ def _summarise(rows):
 
 
 # ----------------------------------------------------------------------------
-# verdicts, computed from the numbers
+# verdicts: sknc.experiments' rules, the same as sknc demo's
 # ----------------------------------------------------------------------------
-def _f(x, d=2):
-    return rc.fmt(x, d)
-
-
-def _pm(row):
-    """Mean accuracy ± std over the seeds of a fine-tuning summary row."""
-    if not rc.finite(row.get("accuracy_std")):
-        return rc.percent(row["accuracy"])
-    return f"{100 * row['accuracy']:.1f} ± {100 * row['accuracy_std']:.1f}%"
-
-
 def claims(res):
-    out = {k: dict(v) for k, v in CLAIMS.items()}
-    c = out["collapse_predicts_transfer"]
-    # held: NC1 and accuracy significantly anti-correlated (Kendall p < 0.05) on every
-    # task, and the sign also holds among the ImageNet backbones alone; partly held:
-    # negative correlation somewhere; did not hold: no negative correlation at all.
-    texts, signs, signif, within = [], [], [], []
-    for task, r in res["ranking"].items():
-        k, i = r["correlations"]["nc1"], r["imagenet_only"]
-        n = len(r["table"])
-        signs.append(rc.finite(k["spearman"]) and k["spearman"] < 0)
-        signif.append(
-            rc.finite(k["kendall_pvalue"]) and k["kendall_pvalue"] < 0.05 and k["kendall"] < 0
-        )
-        within.append(rc.finite(i["spearman"]) and i["spearman"] < 0)
-        best_nc1 = r["table"][0]
-        best_acc = max(r["table"], key=lambda row: row["accuracy"])
-        texts.append(
-            f"{TASKS[task]}: over {n} backbones Spearman ρ = {_f(k['spearman'])} "
-            f"(p = {_f(k['spearman_pvalue'])}), Kendall τ = {_f(k['kendall'])} "
-            f"(p = {_f(k['kendall_pvalue'])}), among the {i['n']} ImageNet backbones alone "
-            f"ρ = {_f(i['spearman'])}; lowest NC1: {best_nc1['backbone']} "
-            f"({rc.percent(best_nc1['accuracy'])}), best probe: {best_acc['backbone']} "
-            f"({rc.percent(best_acc['accuracy'])})"
-        )
-    c["status"] = (
-        "held" if all(signif) and all(within) else "partly held" if any(signs) else "did not hold"
+    """The verdicts of Li et al.'s claims from the numbers in ``res``."""
+    from sknc.experiments import (
+        make_claim,
+        verdict_collapse_predicts_transfer,
+        verdict_scl_ft_collapse,
+        verdict_scl_ft_efficient,
     )
-    c["verdict"] = "; ".join(texts) + "."
-    if all(signif) and not all(within):
-        c["verdict"] += (
-            " The correlation is significant over all backbones, but it comes "
-            "from the gap between the ImageNet and the own backbones: NC1 does "
-            "not order the ImageNet backbones by accuracy."
-        )
 
+    out = {
+        "collapse_predicts_transfer": verdict_collapse_predicts_transfer(
+            res["ranking"], TASKS, subgroup={"label": "ImageNet", "key": "imagenet_only"}
+        )
+    }
     if not res.get("finetune"):
         for key in ("scl_ft_efficient", "scl_ft_collapse"):
-            out[key]["status"] = "not run"
-            out[key]["verdict"] = "fine-tuning was skipped (--skip-finetune)."
+            out[key] = make_claim(key, "not run", "fine-tuning was skipped (--skip-finetune).")
         return out
-    # Fine-tuning comparisons: a difference of means counts only when it exceeds
-    # twice its standard error over the seeds (2 * sqrt(sd_a^2 / n + sd_b^2 / n));
-    # otherwise the two methods are "level".
-    c = out["scl_ft_efficient"]
-    texts, outcome, small = [], {"full": [], "scarce": []}, []
-    for task, rows in res["finetune"].items():
-        by = {(r["regime"], r["method"]): r for r in rows}
-        parts = []
-        for regime in ("full", "scarce"):
-            scl, full = by[(regime, "scl-ft")], by[(regime, "full-ft")]
-            sign = _compare(scl, full, "accuracy")
-            outcome[regime].append(sign)
-            small.append(scl["trainable_vs_full"] <= 0.1)
-            parts.append(
-                f"{'10%' if regime == 'scarce' else 'full'} data SCL-FT "
-                f"{_pm(scl)} vs full FT {_pm(full)} ({_WORDS[sign]})"
-            )
-        scl = by[("full", "scl-ft")]
-        texts.append(
-            f"{TASKS[task]}: "
-            + ", ".join(parts)
-            + f" (SCL-FT trains {rc.percent(scl['trainable_vs_full'])} of full FT's parameters)"
-        )
-    not_worse = {regime: [sign >= 0 for sign in signs] for regime, signs in outcome.items()}
-    # held: at most 10% of the parameters and never clearly below full FT; partly:
-    # at most 10% and level or better somewhere (e.g. on the scarce sets only)
-    if all(small) and all(not_worse["full"]) and all(not_worse["scarce"]):
-        c["status"] = "held"
-    elif all(small) and (any(not_worse["scarce"]) or any(not_worse["full"])):
-        c["status"] = "partly held"
-    else:
-        c["status"] = "did not hold"
-    c["verdict"] = "; ".join(texts) + ". " + _NOISE_RULE
-
-    c = out["scl_ft_collapse"]
-    texts, nc1_signs, acc_signs = [], [], []
-    for task, rows in res["finetune"].items():
-        by = {(r["regime"], r["method"]): r for r in rows}
-        parts = []
-        for regime in ("full", "scarce"):
-            scl, layer = by[(regime, "scl-ft")], by[(regime, "layer-ft")]
-            nc1_signs.append(-_compare(scl, layer, "train_nc1"))  # +1: SCL-FT lower NC1
-            acc_signs.append(_compare(scl, layer, "accuracy"))
-            parts.append(
-                f"{'10%' if regime == 'scarce' else 'full'} data: train NC1 "
-                f"{_f(scl['train_nc1'], 3)} vs {_f(layer['train_nc1'], 3)} "
-                f"({_NC1_WORDS[nc1_signs[-1]]}), accuracy {_pm(scl)} vs {_pm(layer)} "
-                f"({_WORDS[acc_signs[-1]]})"
-            )
-        texts.append(f"{TASKS[task]} (SCL-FT vs Layer FT): " + "; ".join(parts))
-    # held: clearly lower NC1 everywhere and accuracy never clearly lower; did not hold:
-    # neither a clearly lower NC1 nor a clearly higher accuracy anywhere
-    if all(v > 0 for v in nc1_signs) and all(v >= 0 for v in acc_signs):
-        c["status"] = "held"
-    elif any(v > 0 for v in nc1_signs) or any(v > 0 for v in acc_signs):
-        c["status"] = "partly held"
-    else:
-        c["status"] = "did not hold"
-    c["verdict"] = ". ".join(texts) + ". " + _NOISE_RULE
+    out["scl_ft_efficient"] = verdict_scl_ft_efficient(res["finetune"], TASKS)
+    out["scl_ft_collapse"] = verdict_scl_ft_collapse(res["finetune"], TASKS)
     return out
-
-
-_WORDS = {1: "better", 0: "level", -1: "worse"}
-_NC1_WORDS = {1: "lower", 0: "level", -1: "higher"}
-_NOISE_RULE = (
-    "A difference counts as better or worse only when it exceeds twice its "
-    "standard error over the training seeds."
-)
-
-
-def _compare(a, b, key):
-    """+1 / -1 when ``a[key]`` is clearly above / below ``b[key]`` over the seeds, else 0."""
-    diff = a[key] - b[key]
-    n = max(int(a.get("n_seeds") or 1), 1)
-    sa, sb = a.get(f"{key}_std"), b.get(f"{key}_std")
-    se = np.sqrt(((sa or 0.0) ** 2 + (sb or 0.0) ** 2) / n)
-    if not rc.finite(diff):
-        return 0
-    return int(np.sign(diff)) if abs(diff) > 2 * se else 0
 
 
 # ----------------------------------------------------------------------------

@@ -22,6 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _repro_common as rc
 
+from sknc.experiments import _format as fmt
+from sknc.experiments._format import count, finite, num, p_equals, pct
+
 DOCS_DIR = os.path.join(rc.REPO_DIR, "docs")
 PAGE = os.path.join(DOCS_DIR, "results.rst")
 ASSETS = os.path.join(DOCS_DIR, "results")  # docs/results/<experiment>.json + figures
@@ -90,31 +93,13 @@ def _caveats(res):
 # ----------------------------------------------------------------------------
 # formatting
 # ----------------------------------------------------------------------------
-def num(x, digits=3):
-    return "n/a" if not rc.finite(x) else f"{x:.{digits}g}"
-
-
-def pct(x, digits=1):
-    return "n/a" if not rc.finite(x) else f"{100 * x:.{digits}f}"
-
-
 def pm(mean, spread):
     return f"{pct(mean)} ± {pct(spread)}"
 
 
-def count(x):
-    return "n/a" if x is None else f"{int(x):,}"
-
-
 def secs(x):
-    return "n/a" if not rc.finite(x) else f"{x:.0f}"
-
-
-def pval(x):
-    """'= 0.012' or '< 1e-4' (to follow a 'p')."""
-    if not rc.finite(x):
-        return "= n/a"
-    return f"= {x:.2g}" if x >= 1e-4 else "< 1e-4"
+    """Whole seconds."""
+    return fmt.secs(x, digits=0)
 
 
 def table(header, rows, widths=None):
@@ -300,11 +285,11 @@ real ImageNet backbones ({", ".join(cfg["imagenet"])}; {cfg["imagenet_size"]} px
     out.append(
         "Rank correlation between novel-class CDNV and few-shot accuracy: over the "
         f"{ce['5']['n']} checkpoints, Spearman ρ = {num(ce['1']['spearman'], 2)} "
-        f"(p {pval(ce['1']['spearman_pvalue'])}) for 1-shot and "
-        f"{num(ce['5']['spearman'], 2)} (p {pval(ce['5']['spearman_pvalue'])}) for "
+        f"(p {p_equals(ce['1']['spearman_pvalue'])}) for 1-shot and "
+        f"{num(ce['5']['spearman'], 2)} (p {p_equals(ce['5']['spearman_pvalue'])}) for "
         f"5-shot; over the {cs['5']['n']} feature extractors of the table, "
-        f"ρ = {num(cs['1']['spearman'], 2)} (p {pval(cs['1']['spearman_pvalue'])}) and "
-        f"{num(cs['5']['spearman'], 2)} (p {pval(cs['5']['spearman_pvalue'])}).\n"
+        f"ρ = {num(cs['1']['spearman'], 2)} (p {p_equals(cs['1']['spearman_pvalue'])}) and "
+        f"{num(cs['5']['spearman'], 2)} (p {p_equals(cs['5']['spearman_pvalue'])}).\n"
     )
     out.append(heading("Did the claims hold?", "-"))
     for key, c in g["claims"].items():
@@ -402,11 +387,11 @@ including the pass that caches the frozen prefix.
         cd = r["correlations"]["cdnv"]
         out.append(
             f"NC1 vs accuracy over {len(r['table'])} backbones: Spearman ρ = "
-            f"{num(c['spearman'], 2)} (p {pval(c['spearman_pvalue'])}), Kendall τ = "
-            f"{num(c['kendall'], 2)} (p {pval(c['kendall_pvalue'])}); CDNV vs accuracy: "
+            f"{num(c['spearman'], 2)} (p {p_equals(c['spearman_pvalue'])}), Kendall τ = "
+            f"{num(c['kendall'], 2)} (p {p_equals(c['kendall_pvalue'])}); CDNV vs accuracy: "
             f"ρ = {num(cd['spearman'], 2)}, τ = {num(cd['kendall'], 2)}; the "
             f"{i['n']} ImageNet backbones alone: ρ = {num(i['spearman'], 2)}, "
-            f"τ = {num(i['kendall'], 2)} (p {pval(i['kendall_pvalue'])}).\n"
+            f"τ = {num(i['kendall'], 2)} (p {p_equals(i['kendall_pvalue'])}).\n"
         )
     out.append(
         figure(
@@ -428,7 +413,7 @@ including the pass that caches the frozen prefix.
                         METHOD_NAMES[r["method"]],
                         f"``{r['tuned_block']}``" if r["tuned_block"] else "",
                         pm(r["accuracy"], r["accuracy_std"])
-                        if rc.finite(r["accuracy_std"])
+                        if finite(r["accuracy_std"])
                         else pct(r["accuracy"]),
                         pct(r["train_accuracy"]) if r["train_accuracy"] is not None else "",
                         count(r["n_trainable_params"]),

@@ -399,7 +399,7 @@ def _run(args):
             keep_checkpoints=args.keep_checkpoints,
             progress=args.progress,
         )
-        verdicts = [f"  {c['title']}: {c['verdict']}" for c in results["claims"].values()]
+        verdicts = [f"  {c['title']}: {c['status']}" for c in results["claims"].values()]
         lines = [
             f"sknc demo: report written to {args.out}/report.md "
             f"({results['timing']['total']:.0f} s)"

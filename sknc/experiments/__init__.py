@@ -8,12 +8,49 @@ and few-shot accuracy of a backbone's frozen features on an image folder.
 :func:`run_rank` is ``sknc rank``: every transferability score of several
 backbones on an image folder, optionally judged against a linear probe.
 Both raise :class:`InputError` (a ``ValueError``) for what the user asked
-wrongly (missing folder, empty class, unknown model).
+wrongly (missing folder, empty class, unknown model), and
+:class:`Interrupted` (a ``KeyboardInterrupt``) after Ctrl-C, leaving an
+earlier report untouched.
+
+The papers' claims and the one rule set that judges them (used by the
+demo and by the real-data reproductions in ``benchmarks/``):
+:data:`CLAIMS`, :func:`make_claim`, :func:`compare_over_seeds` and one
+``verdict_*`` function per claim, each returning the claim schema
+(``paper``, ``title``, ``claim``, ``status``, ``held``, ``verdict``).
 """
 
 from ._common import InputError, Interrupted
 from ._demo import PRESETS, run_demo
 from ._evaluate import run_evaluate
 from ._rank import run_rank
+from ._verdicts import (
+    CLAIMS,
+    STATUSES,
+    compare_over_seeds,
+    make_claim,
+    verdict_collapse_generalizes,
+    verdict_collapse_predicts_transfer,
+    verdict_fewshot_follows_cdnv,
+    verdict_scl_ft_collapse,
+    verdict_scl_ft_efficient,
+    verdict_source_training_helps,
+)
 
-__all__ = ["InputError", "Interrupted", "PRESETS", "run_demo", "run_evaluate", "run_rank"]
+__all__ = [
+    "CLAIMS",
+    "InputError",
+    "Interrupted",
+    "PRESETS",
+    "STATUSES",
+    "compare_over_seeds",
+    "make_claim",
+    "run_demo",
+    "run_evaluate",
+    "run_rank",
+    "verdict_collapse_generalizes",
+    "verdict_collapse_predicts_transfer",
+    "verdict_fewshot_follows_cdnv",
+    "verdict_scl_ft_collapse",
+    "verdict_scl_ft_efficient",
+    "verdict_source_training_helps",
+]

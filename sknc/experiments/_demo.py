@@ -43,7 +43,15 @@ from ._common import (
     torch_threads,
     write_results,
 )
-from ._report import num, pct, pval, render_demo_report
+from ._format import finite, pct
+from ._report import render_demo_report
+from ._verdicts import (
+    verdict_collapse_generalizes,
+    verdict_collapse_predicts_transfer,
+    verdict_fewshot_follows_cdnv,
+    verdict_scl_ft_collapse,
+    verdict_scl_ft_efficient,
+)
 
 __all__ = ["PRESETS", "run_demo"]
 
@@ -120,37 +128,6 @@ PRESETS = {
         scarce_fraction=0.1,
         scripts=("greek",),
         glyph_cache=False,
-    ),
-}
-
-_CLAIMS = {
-    "collapse_generalizes": dict(
-        paper="Galanti et al.",
-        title="Collapse generalises to unseen samples and to new classes",
-        claim="While a network is trained on the source classes, the class-distance "
-        "normalised variance (CDNV) of its features falls not only on its training "
-        "samples but also on unseen samples of those classes and on classes it never saw.",
-    ),
-    "fewshot": dict(
-        paper="Galanti et al.",
-        title="Collapse on new classes makes a good few-shot learner",
-        claim="As the CDNV of the novel classes falls, a nearest-class-centre classifier on "
-        "the frozen features gets better at few-shot episodes on those classes.",
-    ),
-    "collapse_predicts_transfer": dict(
-        paper="Li et al.",
-        title="More collapse on the downstream data, better transfer",
-        claim="The lower the NC1 of a backbone's frozen features on the downstream training "
-        "data, the higher its linear-probe accuracy, so NC1 ranks backbones without "
-        "training anything.",
-    ),
-    "scl_ft": dict(
-        paper="Li et al.",
-        title="Tune one block with a skip connection when data is scarce",
-        claim="Fine-tuning one intermediate block plus the classifier, with a skip connection "
-        "from that block to the penultimate features (SCL-FT), matches or beats full "
-        "fine-tuning on scarce downstream data while training a small fraction of the "
-        "parameters.",
     ),
 }
 
@@ -477,94 +454,48 @@ def _finetune(p, model, size, checkpoint, sets, device, seed, progress):
 
 
 # ----------------------------------------------------------------------------
-# verdicts: computed from the numbers, never fixed in advance
+# verdicts: sknc.experiments' one rule set (the reproductions use it too)
 # ----------------------------------------------------------------------------
+_SET_LABELS = {"source_train": "source-train", "source_test": "source-test", "novel": "novel-class"}
+
+
 def _claims(results):
-    claims = {key: dict(value) for key, value in _CLAIMS.items()}
-    col = results["collapse"]
-    first, last = col["epoch"][0], col["epoch"][-1]
-    names = {"source_train": "source-train", "source_test": "source-test", "novel": "novel-class"}
-    moves = [f"{num(col[k]['cdnv'][0])} to {num(col[k]['cdnv'][-1])} on {names[k]}" for k in names]
-    fell = [k for k in names if col[k]["cdnv"][-1] < col[k]["cdnv"][0]]
-    c = claims["collapse_generalizes"]
-    c["held"] = len(fell) == len(names)
-    span = f"between epoch {num(first)} and epoch {num(last)}"
-    if c["held"]:
-        c["verdict"] = (
-            f"held: CDNV fell from {', '.join(moves[:-1])} and {moves[-1]} features {span}."
-        )
-    else:
-        stuck = [names[k] for k in names if k not in fell]
-        c["verdict"] = (
-            f"did not hold here: CDNV did not fall on {', '.join(stuck)} features "
-            f"{span} (it went from {'; '.join(moves)})."
-        )
-
-    fs = results["few_shot"]
-    top = fs["shots"][str(max(_SHOTS))]
-    low = fs["shots"][str(min(_SHOTS))]
-    cd0, cd1 = fs["novel_cdnv"][0], fs["novel_cdnv"][-1]
-    a0, a1 = top["mean"][0], top["mean"][-1]
-    rho = fs["correlation"]["spearman"]
-    c = claims["fewshot"]
-    proto = f"{num(fs['n_way'])}-way {num(top['n_shot'])}-shot"
-    text = (
-        f"novel-class CDNV went from {num(cd0)} to {num(cd1)} while {proto} accuracy "
-        f"went from {pct(a0)}% to {pct(a1)}% ({num(low['n_shot'])}-shot: "
-        f"{pct(low['mean'][0])}% to {pct(low['mean'][-1])}%); Spearman ρ between the two "
-        f"over the epochs is {pval(rho)}."
+    """The verdicts, computed from the numbers with :mod:`sknc.experiments`' rules."""
+    col, fs, tr = results["collapse"], results["few_shot"], results["transfer"]
+    table = sorted(
+        (
+            {"backbone": f"epoch {e}", "nc1": nc1, "accuracy": acc}
+            for e, nc1, acc in zip(tr["epoch"], tr["nc1"], tr["accuracy"])
+        ),
+        key=lambda row: (not finite(row["nc1"]), row["nc1"] if finite(row["nc1"]) else 0.0),
     )
-    c["held"] = bool(cd1 < cd0 and a1 > a0 and np.isfinite(rho) and rho < 0)
-    c["verdict"] = ("held: " if c["held"] else "did not hold here: ") + text
-
-    tr = results["transfer"]
-    corr = tr["correlations"].get("nc1", {})
-    rho, p_rho = corr.get("spearman", float("nan")), corr.get("spearman_pvalue", float("nan"))
-    tau, p = corr.get("kendall", float("nan")), corr.get("kendall_pvalue", float("nan"))
-    c = claims["collapse_predicts_transfer"]
-    stats_text = (
-        f"over {num(tr['n_checkpoints'])} checkpoints, Spearman ρ between NC1 and "
-        f"linear-probe accuracy on {tr['downstream']} is {pval(rho)} "
-        f"(p = {pval(p_rho)}), Kendall τ {pval(tau)} (p = {pval(p)})"
-    )
-    best = int(np.nanargmin(tr["nc1"])) if np.isfinite(tr["nc1"]).any() else None
-    extra = ""
-    if best is not None:
-        extra = (
-            f"; the most collapsed checkpoint (epoch {num(tr['epoch'][best])}, NC1 "
-            f"{num(tr['nc1'][best])}) reached {pct(tr['accuracy'][best])}%"
-        )
-    if not np.isfinite(rho):
-        c["held"] = None
-        c["verdict"] = (
-            "could not be assessed: fewer than three checkpoints or a constant "
-            "accuracy or NC1" + extra + "."
-        )
-    elif rho < 0 and tau < 0 and p < 0.05:  # Kendall's p-value is exact for few points
-        c["held"] = True
-        c["verdict"] = f"held: {stats_text}{extra}."
-    elif rho < 0:
-        c["held"] = None
-        c["verdict"] = (
-            "inconclusive: the sign agrees but the correlation is not significant; "
-            f"{stats_text}{extra}."
-        )
-    else:
-        c["held"] = False
-        c["verdict"] = f"did not hold here: {stats_text}{extra}."
-
-    rows = {r["method"]: r for r in results["finetune"]["methods"]}
-    scl, full, layer = rows["scl-ft"], rows["full-ft"], rows["layer-ft"]
-    c = claims["scl_ft"]
-    c["held"] = bool(scl["accuracy"] >= full["accuracy"])
-    text = (
-        f"SCL-FT reached {pct(scl['accuracy'])}% against full fine-tuning's "
-        f"{pct(full['accuracy'])}%, training {pct(scl['trainable_vs_full'])}% of the "
-        f"parameters full fine-tuning trains (Layer FT: {pct(layer['accuracy'])}%, linear "
-        f"probe: {pct(rows['linear-probe']['accuracy'])}%)."
-    )
-    c["verdict"] = ("held: " if c["held"] else "did not hold here: ") + text
-    return claims
+    ranking = {"downstream": {"table": table, "correlations": tr["correlations"]}}
+    scarce = results["data"]["scarce"]
+    rows = [
+        {
+            **m,
+            "regime": "scarce",
+            "n_seeds": 1,
+            "accuracy_std": None,
+            "train_nc1_std": None,
+        }
+        for m in results["finetune"]["methods"]
+    ]
+    tasks = {"scarce": scarce["name"]}
+    regimes = {"scarce": f"{pct(scarce['fraction'])}%"}
+    return {
+        "collapse_generalizes": verdict_collapse_generalizes(
+            col["epoch"], {k: col[k]["cdnv"] for k in _SET_LABELS}, _SET_LABELS
+        ),
+        "fewshot_follows_cdnv": verdict_fewshot_follows_cdnv(
+            {k: s for k, s in fs["shots"].items()}, fs["correlations"], fs["n_way"]
+        ),
+        "collapse_predicts_transfer": verdict_collapse_predicts_transfer(
+            ranking, {"downstream": tr["downstream"]}
+        ),
+        "scl_ft_efficient": verdict_scl_ft_efficient({"scarce": rows}, tasks, regimes),
+        "scl_ft_collapse": verdict_scl_ft_collapse({"scarce": rows}, tasks, regimes),
+    }
 
 
 # ----------------------------------------------------------------------------
@@ -791,9 +722,10 @@ def run_demo(
                 p, model, image_size, checkpoints, sets, memory, device, seed, n_threads, steps
             )
             fs = results["few_shot"]
-            fs["correlation"] = rank_correlation(
-                fs["novel_cdnv"], fs["shots"][str(max(_SHOTS))]["mean"]
-            )
+            fs["correlations"] = {
+                k: rank_correlation(fs["novel_cdnv"], shot["mean"])
+                for k, shot in fs["shots"].items()
+            }
             timing["checkpoint_metrics"] = time.perf_counter() - t
 
             t = time.perf_counter()

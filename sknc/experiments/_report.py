@@ -15,8 +15,8 @@ FORMATTERS
 """
 
 import json
-import math
-import numbers
+
+from ._format import FORMATTERS, count, num, pct, pval, secs
 
 __all__ = ["FORMATTERS", "render_demo_report", "render_evaluate_report"]
 
@@ -68,43 +68,6 @@ def finetuning_call(results, tuned_block):
     return "FineTuningClassifier(" + ", ".join(args) + ")"
 
 
-def _missing(x):
-    return x is None or (isinstance(x, float) and not math.isfinite(x))
-
-
-def num(x):
-    """General number: ints as they are, floats to 3 significant digits."""
-    if _missing(x):
-        return "n/a"
-    if isinstance(x, numbers.Integral):
-        return str(int(x))
-    return f"{x:.3g}"
-
-
-def pct(x):
-    """A fraction in [0, 1] as a percentage with one decimal (without the % sign)."""
-    return "n/a" if _missing(x) else f"{100 * x:.1f}"
-
-
-def secs(x):
-    """Seconds with one decimal."""
-    return "n/a" if _missing(x) else f"{x:.1f}"
-
-
-def pval(x):
-    """A p-value or a correlation, two significant digits."""
-    return "n/a" if _missing(x) else f"{x:.2g}"
-
-
-def count(x):
-    """An integer count with thousands separators."""
-    return "n/a" if _missing(x) else f"{int(x):,}"
-
-
-#: Every formatter the reports use (the tests match report numbers against these).
-FORMATTERS = (num, pct, secs, pval, count)
-
-
 def _pm(mean, ci):
     return f"{pct(mean)}% ± {pct(ci)}%"
 
@@ -130,9 +93,8 @@ def _files_and_timing(r):
 
 
 def _verdict(claim):
-    held = claim.get("held")
-    mark = {True: "✅", False: "❌", None: "➖"}[held]
-    return f"**Verdict** {mark} {claim['verdict']}"
+    mark = {True: "✅", False: "❌", None: "➖"}[claim.get("held")]
+    return f"**Verdict** {mark} {claim['status']}: {claim['verdict']}"
 
 
 def _figure(results, key, alt):
@@ -258,7 +220,7 @@ def render_demo_report(results):
     out.append(_verdict(claim) + "\n")
 
     # --- Galanti: few-shot
-    claim = r["claims"]["fewshot"]
+    claim = r["claims"]["fewshot_follows_cdnv"]
     fs = r["few_shot"]
     out.append(f"## {claim['title']}\n")
     out.append(f"**Claim** ({claim['paper']}). {claim['claim']}\n")
@@ -277,9 +239,12 @@ def render_demo_report(results):
         f"Nearest-class-centre accuracy over {count(fs['n_episodes'])} episodes per protocol "
         f"({num(fs['n_query'])} queries per class), mean ± {num(fs['confidence_level'])}% "
         f"confidence interval; "
-        f"rank correlation over epochs between novel-class CDNV and "
-        f"{num(fs['shots'][shots[-1]]['n_shot'])}-shot accuracy: Spearman "
-        f"{pval(fs['correlation']['spearman'])}.\n"
+        "rank correlation over epochs between novel-class CDNV and accuracy: Spearman "
+        + ", ".join(
+            f"{pval(fs['correlations'][k]['spearman'])} ({num(fs['shots'][k]['n_shot'])}-shot)"
+            for k in shots
+        )
+        + ".\n"
     )
     out.append(_table(header, rows))
     out.append("")
@@ -325,7 +290,7 @@ def render_demo_report(results):
     out.append(_verdict(claim) + "\n")
 
     # --- Li: SCL-FT
-    claim = r["claims"]["scl_ft"]
+    claim = r["claims"]["scl_ft_efficient"]
     ft = r["finetune"]
     out.append(f"## {claim['title']}\n")
     out.append(f"**Claim** ({claim['paper']}). {claim['claim']}\n")
@@ -364,6 +329,10 @@ def render_demo_report(results):
         )
     )
     out.append("")
+    out.append(_verdict(claim) + "\n")
+    claim = r["claims"]["scl_ft_collapse"]
+    out.append(f"### {claim['title']}\n")
+    out.append(f"**Claim** ({claim['paper']}). {claim['claim']}\n")
     out.append(_verdict(claim) + "\n")
 
     out += _files_and_timing(r)

@@ -1,0 +1,466 @@
+"""The papers' claims and the one set of rules that decides whether each held.
+
+``sknc demo`` and the real-data reproductions (``benchmarks/reproduce_*.py``)
+test the same claims; they call these functions, so a claim means the same
+thing, is judged by the same rule and is stored in the same form everywhere.
+
+Every verdict is a dict (the claim schema)::
+
+    {"paper": ..., "title": ..., "claim": ...,     # from CLAIMS
+     "status": "held" | "partly held" | "did not hold" | "inconclusive" | "not run",
+     "held": True | False | None,                  # the status as a bool (None: neither)
+     "verdict": "the numbers behind the status"}
+
+The rules:
+
+- **collapse_generalizes**: CDNV at the last checkpoint below that at the
+  first on every feature set (held), on some (partly held), on none.
+- **fewshot_follows_cdnv**: for every shot count, few-shot accuracy at the
+  last checkpoint above the first and Spearman's rho between novel-class
+  CDNV and accuracy over the checkpoints negative.
+- **source_training_helps**: the source-trained backbone beats raw pixels
+  and lower novel CDNV goes with higher accuracy across feature sets (both:
+  held; one: partly held).
+- **collapse_predicts_transfer**: on every task NC1 and linear-probe
+  accuracy are significantly anti-correlated (Kendall tau < 0, p < 0.05),
+  and, where a subgroup of candidates is given (e.g. the ImageNet backbones
+  alone), the sign holds within it too (held); a negative correlation
+  somewhere (partly held); none (did not hold); no finite correlation
+  (fewer than three candidates, constant values: inconclusive).
+- **scl_ft_efficient**: SCL-FT trains at most 10% of full fine-tuning's
+  parameters and is never clearly below full fine-tuning (held); at most
+  10% and level or better in some regime (partly held).
+- **scl_ft_collapse**: SCL-FT's training NC1 clearly below Layer FT's
+  everywhere and its accuracy never clearly lower (held); a clearly lower
+  NC1 or a clearly higher accuracy somewhere (partly held).
+
+"Clearly" (:func:`compare_over_seeds`): a difference of means counts only
+when it exceeds twice its standard error over the training seeds; with a
+single seed there is no standard error and any difference counts.
+"""
+
+import numpy as np
+
+from ._format import finite, num, percent, ratio
+
+__all__ = [
+    "CLAIMS",
+    "STATUSES",
+    "compare_over_seeds",
+    "make_claim",
+    "verdict_collapse_generalizes",
+    "verdict_collapse_predicts_transfer",
+    "verdict_fewshot_follows_cdnv",
+    "verdict_scl_ft_collapse",
+    "verdict_scl_ft_efficient",
+    "verdict_source_training_helps",
+]
+
+STATUSES = ("held", "partly held", "did not hold", "inconclusive", "not run")
+_HELD = {"held": True, "did not hold": False}
+
+_GALANTI = "Galanti et al., ICLR 2022"
+_LI = "Li et al., TMLR 2024"
+
+#: The claims tested, by key: the paper, a title and the claim in words.
+CLAIMS = {
+    "collapse_generalizes": dict(
+        paper=_GALANTI,
+        title="Collapse generalises to unseen samples and to new classes",
+        claim="While a network is trained on source classes, the CDNV of its features falls "
+        "on its training samples, on unseen samples of those classes and on new classes.",
+    ),
+    "fewshot_follows_cdnv": dict(
+        paper=_GALANTI,
+        title="Lower novel-class CDNV, better few-shot NCC accuracy",
+        claim="As the novel-class CDNV falls during training, nearest-class-centre few-shot "
+        "accuracy on the novel classes rises.",
+    ),
+    "source_training_helps": dict(
+        paper=_GALANTI,
+        title="Source-trained features beat raw pixels for few-shot learning",
+        claim="Features of a network trained on many source classes give much better "
+        "few-shot NCC accuracy on new classes than the raw input; across feature "
+        "extractors, lower novel-class CDNV goes with higher few-shot accuracy.",
+    ),
+    "collapse_predicts_transfer": dict(
+        paper=_LI,
+        title="More collapse on the downstream data, better linear-probe transfer",
+        claim="The lower the NC1 of a backbone's frozen features on the downstream training "
+        "data, the higher its linear-probe accuracy, so NC1 ranks backbones without "
+        "training anything.",
+    ),
+    "scl_ft_efficient": dict(
+        paper=_LI,
+        title="SCL-FT: >= 90% fewer trainable parameters, competitive accuracy, "
+        "robust to scarce data",
+        claim="Fine-tuning one intermediate block and the classifier with a skip connection "
+        "(SCL-FT) trains at least 90% fewer parameters than full fine-tuning and matches "
+        "or beats it, in particular when the downstream training set is small.",
+    ),
+    "scl_ft_collapse": dict(
+        paper=_LI,
+        title="The skip connection induces collapse and helps over Layer FT",
+        claim="Adding the skip connection to Layer FT makes the fine-tuned features collapse "
+        "more on the downstream training data (lower NC1) and improves accuracy.",
+    ),
+}
+
+_WORDS = {1: "better", 0: "level", -1: "worse"}
+_NC1_WORDS = {1: "lower", 0: "level", -1: "higher"}
+_NOISE_RULE = (
+    "A difference counts as better or worse only when it exceeds twice its "
+    "standard error over the training seeds."
+)
+_ONE_SEED = " With one training seed there is no standard error: any difference counts."
+
+
+def make_claim(key, status, verdict):
+    """A verdict in the claim schema (see the module docstring).
+
+    Parameters
+    ----------
+    key : str
+        One of :data:`CLAIMS`.
+    status : str
+        One of :data:`STATUSES`.
+    verdict : str
+        The numbers behind the status, in words.
+
+    Returns
+    -------
+    dict
+    """
+    if key not in CLAIMS:
+        raise ValueError(f"unknown claim {key!r}; expected one of {sorted(CLAIMS)}.")
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {status!r}.")
+    return {**CLAIMS[key], "status": status, "held": _HELD.get(status), "verdict": verdict}
+
+
+def compare_over_seeds(a, b, key):
+    """+1 / -1 when ``a[key]`` is clearly above / below ``b[key]`` over the seeds, else 0.
+
+    ``a`` and ``b`` are summaries over training seeds with ``key`` (the
+    mean), ``f"{key}_std"`` (the standard deviation over seeds, None for
+    one seed) and ``n_seeds``. Clearly: by more than twice the standard
+    error of the difference, ``2 * sqrt((sd_a**2 + sd_b**2) / n)``.
+    """
+    diff = (a[key] - b[key]) if finite(a[key]) and finite(b[key]) else float("nan")
+    n = max(int(a.get("n_seeds") or 1), 1)
+    sa, sb = a.get(f"{key}_std"), b.get(f"{key}_std")
+    se = np.sqrt(((sa or 0.0) ** 2 + (sb or 0.0) ** 2) / n)
+    if not finite(diff):
+        return 0
+    return int(np.sign(diff)) if abs(diff) > 2 * se else 0
+
+
+def verdict_collapse_generalizes(epochs, cdnv, labels):
+    """Galanti et al.: CDNV falls on training samples, unseen samples and new classes.
+
+    Parameters
+    ----------
+    epochs : sequence of int
+        The checkpoints' epochs.
+    cdnv : dict
+        ``{"source_train": [...], "source_test": [...], "novel": [...]}``,
+        CDNV per checkpoint.
+    labels : dict
+        The same keys -> names used in the text (e.g. ``"novel-class"``).
+
+    Returns
+    -------
+    dict
+        The claim (see :func:`make_claim`).
+    """
+    parts, n_fell = [], 0
+    for key, label in labels.items():
+        v = np.asarray([np.nan if x is None else x for x in cdnv[key]], float)
+        fell = v[-1] < v[0]
+        n_fell += bool(fell)
+        text = f"{label} {num(v[0])} to {num(v[-1])}"
+        if np.isfinite(v).any():
+            best = int(np.nanargmin(v))
+            if v[best] < 0.99 * v[-1]:  # the minimum is clearly before the end
+                text += f" (lowest {num(v[best])} at epoch {epochs[best]})"
+        parts.append(text)
+    status = "held" if n_fell == len(labels) else ("partly held" if n_fell >= 1 else "did not hold")
+    verdict = f"CDNV from epoch {epochs[0]} to epoch {epochs[-1]}: " + "; ".join(parts) + "."
+    tr, te, nv = (cdnv[k][-1] for k in ("source_train", "source_test", "novel"))
+    if finite(tr) and tr > 0 and finite(te) and finite(nv):
+        verdict += (
+            f" At the end the {labels['novel']} CDNV is {ratio(nv / tr)} and the "
+            f"{labels['source_test']} CDNV {ratio(te / tr)} the {labels['source_train']} CDNV."
+        )
+    return make_claim("collapse_generalizes", status, verdict)
+
+
+def verdict_fewshot_follows_cdnv(shots, correlations, n_way):
+    """Galanti et al.: as novel-class CDNV falls over training, few-shot accuracy rises.
+
+    Parameters
+    ----------
+    shots : dict
+        Shot count (str) -> ``{"mean": [...], "ci95": [...]}`` per checkpoint.
+    correlations : dict
+        Shot count (str) -> :func:`sknc.model_selection.rank_correlation`
+        of novel-class CDNV and that accuracy over the checkpoints.
+    n_way : int
+
+    Returns
+    -------
+    dict
+    """
+    moves, ok = [], True
+    for k, s in shots.items():
+        moves.append(
+            f"{n_way}-way {k}-shot {percent(s['mean'][0])} to {percent(s['mean'][-1])} "
+            f"(± {percent(s['ci95'][-1])})"
+        )
+        rho = correlations[k]["spearman"]
+        ok &= bool(s["mean"][-1] > s["mean"][0] and finite(rho) and rho < 0)
+    verdict = (
+        "Over training, " + " and ".join(moves) + "; Spearman ρ between novel CDNV "
+        "and accuracy over the epochs: "
+        + ", ".join(
+            f"{k}-shot {num(correlations[k]['spearman'], 2)} "
+            f"(p = {num(correlations[k]['spearman_pvalue'], 2)})"
+            for k in shots
+        )
+        + "."
+    )
+    return make_claim("fewshot_follows_cdnv", "held" if ok else "did not hold", verdict)
+
+
+def verdict_source_training_helps(feature_sets, correlation, n_way, shot):
+    """Galanti et al.: source-trained features beat raw pixels; lower CDNV, better accuracy.
+
+    Parameters
+    ----------
+    feature_sets : list of dict
+        One per feature extractor: ``name``, ``kind`` (``"raw"``,
+        ``"imagenet"``, ``"own"``), ``cdnv`` (novel classes) and
+        ``fewshot`` (shot -> ``{"mean": ...}``); the own backbone's final
+        checkpoint is named ``"own backbone (final epoch)"``.
+    correlation : dict
+        :func:`~sknc.model_selection.rank_correlation` of novel CDNV and
+        ``shot``-shot accuracy across the feature sets.
+    n_way : int
+    shot : str
+        The shot count compared.
+
+    Returns
+    -------
+    dict
+    """
+    k = shot
+    rows = {r["name"]: r for r in feature_sets}
+    own = rows["own backbone (final epoch)"]
+    raw = rows["raw pixels"]
+    imagenet = [r for r in feature_sets if r["kind"] == "imagenet"]
+    beats_raw = own["fewshot"][k]["mean"] > raw["fewshot"][k]["mean"]
+    text = (
+        f"{n_way}-way {k}-shot: own source-trained backbone {percent(own['fewshot'][k]['mean'])} "
+        f"(novel CDNV {num(own['cdnv'])}) against raw pixels {percent(raw['fewshot'][k]['mean'])} "
+        f"(CDNV {num(raw['cdnv'])})"
+    )
+    if imagenet:
+        best = max(imagenet, key=lambda r: r["fewshot"][k]["mean"])
+        text += (
+            f" and the best ImageNet backbone, {best['name']}, "
+            f"{percent(best['fewshot'][k]['mean'])} (CDNV {num(best['cdnv'])})"
+        )
+    c = correlation
+    text += (
+        f". Across the {c['n']} feature sets, Spearman ρ between novel CDNV and "
+        f"{k}-shot accuracy is {num(c['spearman'], 2)} "
+        f"(p = {num(c['spearman_pvalue'], 2)}),"
+        f" Kendall τ {num(c['kendall'], 2)} (p = {num(c['kendall_pvalue'], 2)})."
+    )
+    order = sorted(feature_sets, key=lambda r: r["cdnv"])
+    ranks = {
+        kk: 1 + sorted(feature_sets, key=lambda r: -r["fewshot"][kk]["mean"]).index(own)
+        for kk in own["fewshot"]
+    }
+    text += (
+        f" The own backbone's novel CDNV ranks {1 + order.index(own)} of {len(feature_sets)} "
+        "(1 = lowest); its accuracy ranks "
+        + ", ".join(f"{ranks[kk]} ({kk}-shot)" for kk in ranks)
+        + "."
+    )
+    agrees = finite(c["spearman"]) and c["spearman"] < 0
+    status = (
+        "held" if beats_raw and agrees else "partly held" if beats_raw or agrees else "did not hold"
+    )
+    return make_claim("source_training_helps", status, text)
+
+
+def verdict_collapse_predicts_transfer(rankings, task_names, subgroup=None):
+    """Li et al.: lower NC1 on the downstream training data, higher linear-probe accuracy.
+
+    Parameters
+    ----------
+    rankings : dict
+        Task -> ``{"table": rows sorted by NC1 (``backbone``, ``nc1``,
+        ``accuracy``), "correlations": {"nc1": rank_correlation(...)}}``,
+        as :func:`sknc.model_selection.rank_backbones` gives them.
+    task_names : dict
+        Task -> its name in the text.
+    subgroup : dict or None, default=None
+        ``{"label": "ImageNet", "key": "imagenet_only"}``: each ranking's
+        ``key`` entry is the rank correlation within that subgroup of
+        candidates, whose sign must agree too.
+
+    Returns
+    -------
+    dict
+    """
+    texts, signs, signif, within, assessable = [], [], [], [], []
+    for task, r in rankings.items():
+        k = r["correlations"]["nc1"]
+        n = len(r["table"])
+        assessable.append(finite(k["spearman"]))
+        signs.append(finite(k["spearman"]) and k["spearman"] < 0)
+        signif.append(
+            finite(k["kendall_pvalue"]) and k["kendall_pvalue"] < 0.05 and k["kendall"] < 0
+        )
+        best_nc1 = r["table"][0]
+        best_acc = max(r["table"], key=lambda row: row["accuracy"])
+        text = (
+            f"{task_names[task]}: over {n} backbones Spearman ρ = {num(k['spearman'], 2)} "
+            f"(p = {num(k['spearman_pvalue'], 2)}), Kendall τ = {num(k['kendall'], 2)} "
+            f"(p = {num(k['kendall_pvalue'], 2)})"
+        )
+        if subgroup is not None:
+            i = r[subgroup["key"]]
+            within.append(finite(i["spearman"]) and i["spearman"] < 0)
+            text += f", among the {i['n']} {subgroup['label']} backbones alone ρ = " + num(
+                i["spearman"], 2
+            )
+        text += (
+            f"; lowest NC1: {best_nc1['backbone']} ({percent(best_nc1['accuracy'])}), "
+            f"best probe: {best_acc['backbone']} ({percent(best_acc['accuracy'])})"
+        )
+        texts.append(text)
+    verdict = "; ".join(texts) + "."
+    if not any(assessable):
+        status = "inconclusive"
+        verdict += " No rank correlation could be computed (fewer than three candidates, or "
+        verdict += "a constant NC1 or accuracy)."
+    elif all(signif) and all(within):
+        status = "held"
+    elif any(signs):
+        status = "partly held"
+    else:
+        status = "did not hold"
+    if all(signif) and not all(within):
+        verdict += (
+            f" The correlation is significant over all backbones, but it comes "
+            f"from the gap between the {subgroup['label']} and the own backbones: NC1 does "
+            f"not order the {subgroup['label']} backbones by accuracy."
+        )
+    return make_claim("collapse_predicts_transfer", status, verdict)
+
+
+def _regime_label(regime, regime_names):
+    return regime_names.get(regime, regime)
+
+
+def _noise_rule(rows):
+    one_seed = all(int(r.get("n_seeds") or 1) == 1 for r in rows)
+    return _NOISE_RULE + (_ONE_SEED if one_seed else "")
+
+
+def verdict_scl_ft_efficient(finetune, task_names, regime_names=None):
+    """Li et al.: SCL-FT trains <= 10% of full FT's parameters and is not clearly worse.
+
+    Parameters
+    ----------
+    finetune : dict
+        Task -> summary rows over the training seeds, one per (``regime``,
+        ``method``): ``accuracy``, ``accuracy_std`` (None for one seed),
+        ``n_seeds``, ``trainable_vs_full``.
+    task_names : dict
+        Task -> its name in the text.
+    regime_names : dict or None, default=None
+        Regime -> its name in the text (default ``{"full": "full", "scarce": "10%"}``).
+
+    Returns
+    -------
+    dict
+    """
+    regime_names = {"full": "full", "scarce": "10%", **(regime_names or {})}
+    texts, outcome, small, all_rows = [], {}, [], []
+    for task, rows in finetune.items():
+        all_rows += rows
+        by = {(r["regime"], r["method"]): r for r in rows}
+        regimes = list(dict.fromkeys(r["regime"] for r in rows))
+        parts = []
+        for regime in regimes:
+            scl, full = by[(regime, "scl-ft")], by[(regime, "full-ft")]
+            sign = compare_over_seeds(scl, full, "accuracy")
+            outcome.setdefault(regime, []).append(sign)
+            small.append(scl["trainable_vs_full"] <= 0.1)
+            parts.append(
+                f"{_regime_label(regime, regime_names)} data SCL-FT "
+                f"{_pm(scl)} vs full FT {_pm(full)} ({_WORDS[sign]})"
+            )
+        scl = by[(regimes[0], "scl-ft")]
+        texts.append(
+            f"{task_names[task]}: "
+            + ", ".join(parts)
+            + f" (SCL-FT trains {percent(scl['trainable_vs_full'])} of full FT's parameters)"
+        )
+    not_worse = [[sign >= 0 for sign in signs] for signs in outcome.values()]
+    if all(small) and all(all(v) for v in not_worse):
+        status = "held"
+    elif all(small) and any(any(v) for v in not_worse):
+        status = "partly held"
+    else:
+        status = "did not hold"
+    verdict = "; ".join(texts) + ". " + _noise_rule(all_rows)
+    return make_claim("scl_ft_efficient", status, verdict)
+
+
+def verdict_scl_ft_collapse(finetune, task_names, regime_names=None):
+    """Li et al.: the skip connection lowers training NC1 over Layer FT, without hurting accuracy.
+
+    Parameters are those of :func:`verdict_scl_ft_efficient` (rows with
+    ``train_nc1`` and ``train_nc1_std`` too).
+
+    Returns
+    -------
+    dict
+    """
+    regime_names = {"full": "full", "scarce": "10%", **(regime_names or {})}
+    texts, nc1_signs, acc_signs, all_rows = [], [], [], []
+    for task, rows in finetune.items():
+        all_rows += rows
+        by = {(r["regime"], r["method"]): r for r in rows}
+        parts = []
+        for regime in dict.fromkeys(r["regime"] for r in rows):
+            scl, layer = by[(regime, "scl-ft")], by[(regime, "layer-ft")]
+            nc1_signs.append(-compare_over_seeds(scl, layer, "train_nc1"))  # +1: lower NC1
+            acc_signs.append(compare_over_seeds(scl, layer, "accuracy"))
+            parts.append(
+                f"{_regime_label(regime, regime_names)} data: train NC1 "
+                f"{num(scl['train_nc1'])} vs {num(layer['train_nc1'])} "
+                f"({_NC1_WORDS[nc1_signs[-1]]}), accuracy {_pm(scl)} vs {_pm(layer)} "
+                f"({_WORDS[acc_signs[-1]]})"
+            )
+        texts.append(f"{task_names[task]} (SCL-FT vs Layer FT): " + "; ".join(parts))
+    if all(v > 0 for v in nc1_signs) and all(v >= 0 for v in acc_signs):
+        status = "held"
+    elif any(v > 0 for v in nc1_signs) or any(v > 0 for v in acc_signs):
+        status = "partly held"
+    else:
+        status = "did not hold"
+    verdict = ". ".join(texts) + ". " + _noise_rule(all_rows)
+    return make_claim("scl_ft_collapse", status, verdict)
+
+
+def _pm(row):
+    """Mean accuracy ± std over the seeds of a fine-tuning summary row."""
+    if not finite(row.get("accuracy_std")):
+        return percent(row["accuracy"])
+    return f"{100 * row['accuracy']:.1f} ± {100 * row['accuracy_std']:.1f}%"
