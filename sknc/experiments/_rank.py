@@ -20,7 +20,7 @@ from ._common import (
     write_results,
 )
 from ._evaluate import _load_folder
-from ._report import count, num
+from ._format import count, num
 
 __all__ = ["run_rank"]
 
