@@ -14,6 +14,18 @@ caching, building the cache (one no-grad pass over the data) happens before
 the first epoch; it is reported separately in the "fit s" column, which is the
 whole ``fit`` call. The target is SCL-FT with caching at least 3x faster per
 epoch than full FT, measured in the same run.
+
+The second table compares the parameter-efficient methods (LoRA at rank 8,
+BitFit, norm tuning; SCL-FT with caching and the linear probe for reference)
+with full FT on the same data: every fit runs in its own fresh process
+(``multiprocessing`` spawn), so that its peak resident memory
+(``resource.getrusage(...).ru_maxrss``, Linux) is its own; the figure
+reported is the peak during ``fit`` minus the peak of the same process after
+building the data and the network with ``max_epochs=0`` (the training
+overhead: activations kept for the backward pass, gradients, optimizer
+state, caches). Methods are interleaved over ``--repeats`` rounds at each of
+``--peft-threads`` torch thread counts; medians are reported with ratios to
+full FT measured in the same rounds. ``--no-peft`` skips this table.
 """
 
 import argparse
@@ -125,6 +137,11 @@ def main():
     parser.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)"
     )
+    parser.add_argument("--no-peft", action="store_true", help="skip the PEFT vs full FT table")
+    parser.add_argument(
+        "--peft-threads", type=int, nargs="+", default=[1, 2], help="thread counts (PEFT table)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (PEFT table)")
     args = parser.parse_args()
     import torch
 
@@ -138,6 +155,94 @@ def main():
     )
     for device in devices:
         run(args, device)
+    if not args.no_peft:
+        run_peft(args)
+
+
+# ----------------------------------------------------------------------------
+# parameter-efficient methods against full FT: s/epoch and peak memory
+# ----------------------------------------------------------------------------
+PEFT_CONFIGS = (
+    ("full-ft", dict(method="full-ft")),
+    ("lora-r8", dict(method="lora", lora_rank=8)),
+    ("bitfit", dict(method="bitfit")),
+    ("norm", dict(method="norm")),
+    ("scl-ft cached", dict(method="scl-ft", cache_prefix=True)),
+    ("linear-probe", dict(method="linear-probe", cache_prefix=True)),
+)
+
+
+def _peft_child(args, params, threads, queue):
+    import resource
+
+    import torch
+
+    warnings.filterwarnings("ignore", message="The backbone has random weights")
+    torch.set_num_threads(threads)
+    from sknc.finetune import FineTuningClassifier
+
+    X, y = load_data(args.n_samples, args.size)
+    common = dict(
+        input_size=args.size,
+        batch_size=args.batch_size,
+        lr=1e-3,
+        compute_train_nc1=False,
+        device="cpu",
+        random_state=0,
+        **params,
+    )
+    FineTuningClassifier(args.model, max_epochs=0, **common).fit(X, y)
+    idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    est = FineTuningClassifier(args.model, max_epochs=args.epochs, **common).fit(X, y)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    durations = [row["dur"] for row in est.history_]
+    queue.put(
+        dict(
+            per_epoch=statistics.median(durations[1:] if len(durations) > 1 else durations),
+            extra_mib=(peak - idle) / 1024,  # ru_maxrss is in KiB on Linux
+            trainable=est.n_trainable_params_,
+            total=est.n_params_,
+        )
+    )
+
+
+def run_peft(args):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    results = {}
+    for threads in args.peft_threads:
+        for _ in range(args.repeats):
+            for label, params in PEFT_CONFIGS:  # interleaved rounds
+                queue = ctx.Queue()
+                proc = ctx.Process(target=_peft_child, args=(args, params, threads, queue))
+                proc.start()
+                row = queue.get()
+                proc.join()
+                results.setdefault((threads, label), []).append(row)
+    print(
+        f"\nPEFT vs full FT: {args.model} @ {args.size}px, {args.n_samples} images, batch "
+        f"{args.batch_size}, {args.epochs} epochs, CPU, median of {args.repeats} interleaved "
+        "rounds (timings on a shared machine are noisy)"
+    )
+    print(
+        f"{'threads':<8}{'method':<15}{'s/epoch':>9}{'vs full':>9}{'peak MiB':>10}"
+        f"{'vs full':>9}{'trainable':>12}{'fraction':>10}"
+    )
+    for threads in args.peft_threads:
+        full = results[(threads, "full-ft")]
+        base_t = statistics.median(r["per_epoch"] for r in full)
+        base_m = statistics.median(r["extra_mib"] for r in full)
+        for label, _ in PEFT_CONFIGS:
+            rows = results[(threads, label)]
+            t = statistics.median(r["per_epoch"] for r in rows)
+            m = statistics.median(r["extra_mib"] for r in rows)
+            print(
+                f"{threads:<8}{label:<15}{t:>9.3f}{t / base_t:>8.2f}x{m:>10.0f}"
+                f"{m / base_m if base_m > 0 else float('nan'):>8.2f}x"
+                f"{rows[0]['trainable']:>12,}{rows[0]['trainable'] / rows[0]['total']:>10.1%}"
+            )
+    return results
 
 
 if __name__ == "__main__":

@@ -1,0 +1,592 @@
+"""SCL-FT against the field's parameter-efficient fine-tuning baselines, on real data.
+
+Li et al. (TMLR 2024) claim that tuning one block with a skip connection
+(SCL-FT) competes with full fine-tuning at >= 90% fewer tuned parameters and
+overfits less on scarce data. This script compares it, with **the same
+tuning budget for every method**, against what a practitioner would use
+instead: linear probe, BitFit (biases + head), normalisation-layer tuning
+(BatchNorm affine + head), LoRA at two ranks (``peft``, on every dense
+convolution), Layer FT (the default block), the last two blocks, and full
+fine-tuning; SCL-FT with the block chosen by collapse (``tuned_block="auto"``)
+and, as an oracle, with the best of a sweep of single blocks.
+
+Protocol (per backbone, data set and regime):
+
+* backbones: the real ImageNet-1k MobileNetV2 and EfficientNet-Lite0
+  (:func:`sknc.datasets.load_pretrained_backbone`, weights fetched by
+  ``benchmarks/fetch_data.py``);
+* data sets: Fashion-MNIST and emoji categories (the tasks of
+  ``reproduce_li.py``, built by its ``load_tasks``), and scikit-learn's
+  digits (real 8 x 8 handwritten digits, upscaled);
+* regimes: 100% and a stratified 10% of the training set;
+* tuning budget: every method picks its learning rate from the same grid on a
+  stratified validation split of the training set (seed 0), then trains on the
+  whole training set with that rate for every seed; AdamW, cosine schedule,
+  the same epochs and batch size for all methods, no augmentation;
+* measured: test accuracy (mean ± sd over the seeds), trainable parameters,
+  seconds per epoch, NC1 of the head input on the training data;
+* the auto block is validated against a sweep of single SCL-FT blocks: is its
+  mean test accuracy within one standard error of the best swept block?
+
+Verdicts on Li et al.'s two fine-tuning claims use the verdict rule of
+``reproduce_li.py`` (a difference counts only beyond twice its standard error
+over the seeds).
+
+Run::
+
+    python benchmarks/reproduce_peft.py --data-dir /work/data            # release
+    python benchmarks/reproduce_peft.py --data-dir /work/data --reduced  # ~20 min, 2 cores
+    python benchmarks/reproduce_peft.py --replot --out DIR               # verdicts again
+
+Runs are cached in ``OUT/runs.json`` (keyed by everything that determines
+them), so an interrupted run resumes where it stopped.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _repro_common as rc
+import reproduce_li as li
+
+#: (label, estimator parameters); ``scl-ft-auto`` is SCL-FT with the block chosen
+#: by collapse; the oracle ``scl-ft-best`` row comes from the block sweep.
+METHODS = (
+    ("linear-probe", dict(method="linear-probe")),
+    ("bitfit", dict(method="bitfit")),
+    ("norm", dict(method="norm")),
+    ("lora-r4", dict(method="lora", lora_rank=4)),
+    ("lora-r16", dict(method="lora", lora_rank=16)),
+    ("layer-ft", dict(method="layer-ft")),
+    ("scl-ft-auto", dict(method="scl-ft", tuned_block="auto")),
+    ("last-2", dict(method="layer-ft", last_k=2)),
+    ("full-ft", dict(method="full-ft")),
+)
+PEFT_BASELINES = ("bitfit", "norm", "lora-r4", "lora-r16", "last-2")
+TASKS = {
+    "fashion_mnist": "Fashion-MNIST",
+    "emoji_category": "emoji categories",
+    "digits": "digits",
+}
+
+PRESETS = {
+    "release": dict(
+        backbones=("mobilenetv2_100", "tf_efficientnet_lite0"),
+        imagenet_size=96,
+        fmnist_train=2000,
+        fmnist_test=2000,
+        digits_train=1000,
+        emoji_test_fraction=0.3,
+        min_category_emoji=10,
+        max_classes=None,
+        max_train=None,
+        scarce_fraction=0.1,
+        lr_grid=(3e-4, 1e-3, 3e-3),
+        validation_fraction=0.2,
+        batch_size=32,
+        epochs_full=5,
+        epochs_scarce=30,
+        seeds=(0, 1, 2),
+        sweep_blocks=None,  # every candidate block
+    ),
+    "reduced": dict(
+        backbones=("mobilenetv2_100",),
+        imagenet_size=32,
+        fmnist_train=150,
+        fmnist_test=150,
+        digits_train=150,
+        emoji_test_fraction=0.3,
+        min_category_emoji=3,
+        max_classes=160,
+        max_train=150,
+        scarce_fraction=0.1,
+        lr_grid=(1e-3, 1e-2),
+        validation_fraction=0.25,
+        batch_size=32,
+        epochs_full=2,
+        epochs_scarce=8,
+        seeds=(0, 1, 2),
+        sweep_blocks=3,  # evenly spaced candidate blocks (and the auto block)
+    ),
+}
+
+CLAIMS = {
+    "peft_level_with_scl": dict(
+        paper="issue 16 / Lessons from a unifying PEFT study (CVPR 2025)",
+        title="With the same tuning budget, SCL-FT and the field's PEFT baselines are level",
+        claim="Tuned with the same learning-rate grid, epochs and data, SCL-FT is neither "
+        "clearly better nor clearly worse than BitFit, norm tuning, LoRA and last-2-blocks.",
+    ),
+    "auto_block": dict(
+        paper="Li et al., TMLR 2024 (layer choice by collapse)",
+        title="The block chosen by collapse is as good as the best block",
+        claim="SCL-FT on the block chosen from layer-wise NC1 (tuned_block='auto') is within "
+        "one standard error of the best single block of the sweep.",
+    ),
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--reduced", action="store_true", help="the reduced scale (~20 min)")
+    p.add_argument("--out", default=None, help="output folder")
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get("SKNC_DATA", rc.DATA_DIR),
+        help="folder of benchmarks/fetch_data.py (default $SKNC_DATA or benchmarks/data)",
+    )
+    p.add_argument("--backbones", nargs="+", default=None)
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--replot", action="store_true", help="only recompute the verdicts")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data subsamples")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    preset = "reduced" if args.reduced else "release"
+    cfg = dict(PRESETS[preset], preset=preset, seed=args.seed, threads=args.threads)
+    if args.backbones:
+        cfg["backbones"] = tuple(args.backbones)
+    if args.seeds:
+        cfg["seeds"] = tuple(args.seeds)
+    if args.out is None:
+        args.out = os.path.join(rc.RESULTS_DIR, f"peft_{preset}")
+    rc.DATA_DIR = os.path.abspath(args.data_dir)
+    return args, cfg
+
+
+# ----------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------
+def load_tasks(cfg):
+    """reproduce_li's Fashion-MNIST and emoji tasks, plus digits, capped at ``max_train``."""
+    from sklearn.datasets import load_digits
+
+    from sknc.datasets import subsample_per_class
+
+    tasks = li.load_tasks(cfg)
+    digits = load_digits()
+    rng = np.random.default_rng(cfg["seed"])
+    order = rng.permutation(len(digits.target))
+    n_tr = cfg["digits_train"]
+    tr, te = order[:n_tr], order[n_tr : 2 * n_tr]
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)
+    names = np.array([str(d) for d in range(10)])
+    tasks["digits"] = dict(
+        X_train=rc.resize_rgb(images[tr], cfg["imagenet_size"]),
+        y_train=names[digits.target[tr]],
+        X_test=rc.resize_rgb(images[te], cfg["imagenet_size"]),
+        y_test=names[digits.target[te]],
+        info={"source": "scikit-learn load_digits (real 8 px handwritten digits)"},
+    )
+    for t in tasks.values():
+        if cfg["max_train"] is not None and len(t["y_train"]) > cfg["max_train"]:
+            keep = subsample_per_class(
+                t["y_train"],
+                fraction=cfg["max_train"] / len(t["y_train"]),
+                random_state=cfg["seed"],
+            )
+            t["X_train"], t["y_train"] = t["X_train"][keep], t["y_train"][keep]
+        t["scarce"] = subsample_per_class(
+            t["y_train"], fraction=cfg["scarce_fraction"], random_state=cfg["seed"]
+        )
+        t["info"].update(
+            n_classes=int(len(np.unique(t["y_train"]))),
+            n_train=int(len(t["y_train"])),
+            n_train_scarce=int(len(t["scarce"])),
+            n_test=int(len(t["y_test"])),
+        )
+    return tasks
+
+
+def _validation_split(y, fraction, seed):
+    """(train, val) indices: a stratified split when every class has 2 samples, else random."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    _, counts = np.unique(y, return_counts=True)
+    strat = y if counts.min() >= 2 else None
+    n_val = max(int(round(fraction * len(y))), len(counts) if strat is not None else 1)
+    if strat is not None and len(y) - n_val < len(counts):
+        strat = None
+    return train_test_split(idx, test_size=n_val, stratify=strat, random_state=seed)
+
+
+# ----------------------------------------------------------------------------
+# runs
+# ----------------------------------------------------------------------------
+class Runner:
+    """Fits one configuration, caching the result in ``runs.json`` by a key."""
+
+    def __init__(self, cfg, out):
+        self.cfg = cfg
+        self.store = os.path.join(out, "runs.json")
+        self.runs = rc.read_json(self.store, default={})
+        self.computed = self.reused = 0
+        self.modules = {}
+
+    def module(self, name):
+        if name not in self.modules:
+            self.modules[name] = rc.imagenet_backbone(name)[0]
+        return self.modules[name]
+
+    def run(self, backbone, task, t, regime, label, params, lr, seed, train_idx, eval_on):
+        """One fit; accuracy on the test set (``eval_on="test"``) or on ``eval_on`` indices."""
+        from skorch.callbacks import LRScheduler
+
+        from sknc.finetune import FineTuningClassifier
+
+        cfg = self.cfg
+        epochs = cfg["epochs_full"] if regime == "full" else cfg["epochs_scarce"]
+        eval_idx = None if isinstance(eval_on, str) else np.asarray(eval_on)
+        key_src = json.dumps(
+            [
+                backbone,
+                task,
+                regime,
+                label,
+                sorted(params.items()),
+                lr,
+                seed,
+                cfg["imagenet_size"],
+                cfg["batch_size"],
+                epochs,
+                int(np.sum(train_idx)),
+                len(train_idx),
+                None if eval_idx is None else int(np.sum(eval_idx)),
+                len(t["y_test"]),
+            ],
+            default=str,
+        )
+        key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
+        if key in self.runs:
+            self.reused += 1
+            return self.runs[key]
+        clf = FineTuningClassifier(
+            self.module(backbone),
+            input_size=cfg["imagenet_size"],
+            max_epochs=epochs,
+            lr=lr,
+            batch_size=cfg["batch_size"],
+            device="cpu",
+            random_state=seed,
+            callbacks=[("cosine", LRScheduler(policy="CosineAnnealingLR", T_max=epochs))],
+            **params,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(t["X_train"][train_idx], t["y_train"][train_idx])
+        if eval_idx is None:
+            acc = float(clf.score(t["X_test"], t["y_test"]))
+        else:
+            acc = float(clf.score(t["X_train"][eval_idx], t["y_train"][eval_idx]))
+        row = {
+            "backbone": backbone,
+            "task": task,
+            "regime": regime,
+            "label": label,
+            "lr": lr,
+            "seed": seed,
+            "evaluated_on": "test" if eval_idx is None else "validation",
+            "n_train": int(len(train_idx)),
+            "epochs": epochs,
+            "accuracy": acc,
+            "tuned_block": clf.tuned_block_,
+            "block_nc": clf.block_nc_,
+            "n_trainable_params": int(clf.n_trainable_params_),
+            "n_params": int(clf.n_params_),
+            "trainable_fraction": float(clf.trainable_fraction_),
+            "seconds_per_epoch": clf.seconds_per_epoch_,
+            "fit_seconds": float(clf.fit_time_),
+            "train_nc1": clf.train_nc1_,
+            "prefix_cached": bool(clf.prefix_cached_),
+        }
+        self.runs[key] = rc.to_jsonable(row)
+        rc.write_json(self.store, self.runs)
+        self.computed += 1
+        rc.log(
+            f"  {backbone} {task} {regime} {label} lr={lr:g} seed={seed} "
+            f"({row['evaluated_on']}): acc {100 * acc:.1f}%, "
+            f"{row['n_trainable_params']:,} trainable, {row['fit_seconds']:.1f} s"
+        )
+        return self.runs[key]
+
+
+def _summary(rows, label, lr):
+    acc = [r["accuracy"] for r in rows]
+    nc1 = [r["train_nc1"] for r in rows]
+    first = rows[0]
+    out = {
+        k: first[k]
+        for k in (
+            "backbone",
+            "task",
+            "regime",
+            "n_train",
+            "epochs",
+            "n_trainable_params",
+            "n_params",
+            "trainable_fraction",
+        )
+    }
+    out.update(
+        method=label,
+        lr=lr,
+        tuned_block=first["tuned_block"],
+        n_seeds=len(rows),
+        accuracy=float(np.mean(acc)),
+        accuracy_std=float(np.std(acc, ddof=1)) if len(acc) > 1 else None,
+        accuracy_runs=acc,
+        seconds_per_epoch=float(np.mean([r["seconds_per_epoch"] or np.nan for r in rows])),
+        train_nc1=float(np.mean(nc1)) if all(rc.finite(v) for v in nc1) else None,
+        train_nc1_std=(
+            float(np.std(nc1, ddof=1)) if len(nc1) > 1 and all(rc.finite(v) for v in nc1) else None
+        ),
+        block_nc=first.get("block_nc"),
+    )
+    return out
+
+
+def _sweep_blocks(cfg, runner, backbone, auto_block):
+    from sknc.finetune._modules import candidate_blocks
+
+    blocks = candidate_blocks(runner.module(backbone))
+    n = cfg["sweep_blocks"]
+    if n is not None and n < len(blocks):
+        picks = np.unique(np.linspace(0, len(blocks) - 1, n + 2)[1:-1].round().astype(int))
+        blocks = [blocks[i] for i in picks]
+    if auto_block not in blocks:
+        blocks.append(auto_block)
+    return blocks
+
+
+def experiment(cfg, tasks, out):
+    runner = Runner(cfg, out)
+    summary = []
+    for backbone in cfg["backbones"]:
+        for task, t in tasks.items():
+            for regime in ("full", "scarce"):
+                idx = np.arange(len(t["y_train"])) if regime == "full" else t["scarce"]
+                fit_i, val_i = _validation_split(
+                    t["y_train"][idx], cfg["validation_fraction"], cfg["seed"]
+                )
+                fit_i, val_i = idx[fit_i], idx[val_i]
+                rc.log(
+                    f"{backbone} / {TASKS[task]} / {regime}: {len(idx)} training images "
+                    f"({len(fit_i)} + {len(val_i)} for the learning-rate choice)"
+                )
+                chosen = {}
+                for label, params in METHODS:
+                    val = {
+                        lr: runner.run(
+                            backbone, task, t, regime, label, params, lr, cfg["seed"], fit_i, val_i
+                        )["accuracy"]
+                        for lr in cfg["lr_grid"]
+                    }
+                    lr = max(cfg["lr_grid"], key=lambda v: (val[v], -v))
+                    chosen[label] = lr
+                    rows = [
+                        runner.run(backbone, task, t, regime, label, params, lr, s, idx, "test")
+                        for s in cfg["seeds"]
+                    ]
+                    row = _summary(rows, label, lr)
+                    row["validation_accuracy"] = val
+                    summary.append(row)
+                # block sweep for SCL-FT at the learning rate chosen for the auto block
+                auto = next(
+                    r
+                    for r in summary
+                    if (r["backbone"], r["task"], r["regime"], r["method"])
+                    == (backbone, task, regime, "scl-ft-auto")
+                )
+                sweep = []
+                for block in _sweep_blocks(cfg, runner, backbone, auto["tuned_block"]):
+                    params = dict(method="scl-ft", tuned_block=block)
+                    rows = [
+                        runner.run(
+                            backbone,
+                            task,
+                            t,
+                            regime,
+                            f"scl-ft@{block}",
+                            params,
+                            chosen["scl-ft-auto"],
+                            s,
+                            idx,
+                            "test",
+                        )
+                        for s in cfg["seeds"]
+                    ]
+                    sweep.append(_summary(rows, f"scl-ft@{block}", chosen["scl-ft-auto"]))
+                best = max(sweep, key=lambda r: r["accuracy"])
+                summary.append(dict(best, method="scl-ft-best", oracle=True))
+                auto["sweep"] = [
+                    {k: r[k] for k in ("tuned_block", "accuracy", "accuracy_std", "n_seeds")}
+                    for r in sweep
+                ]
+    for row in summary:
+        full = next(
+            r
+            for r in summary
+            if (r["backbone"], r["task"], r["regime"], r["method"])
+            == (row["backbone"], row["task"], row["regime"], "full-ft")
+        )
+        row["trainable_vs_full"] = row["n_trainable_params"] / full["n_trainable_params"]
+    return summary, {"computed_runs": runner.computed, "reused_runs": runner.reused}
+
+
+# ----------------------------------------------------------------------------
+# verdicts
+# ----------------------------------------------------------------------------
+def claims(res):
+    """Li et al.'s claims through reproduce_li's verdict rule, plus the PEFT comparisons."""
+    out = {}
+    li.TASKS.update(TASKS)  # reproduce_li's verdict texts name the tasks
+    by_backbone = {}
+    for r in res["summary"]:
+        by_backbone.setdefault(r["backbone"], {}).setdefault(r["task"], []).append(r)
+    for backbone, per_task in by_backbone.items():
+        finetune = {
+            task: [
+                dict(r, method={"scl-ft-auto": "scl-ft"}.get(r["method"], r["method"]))
+                for r in rows
+                if r["method"] in ("scl-ft-auto", "layer-ft", "full-ft")
+            ]
+            for task, rows in per_task.items()
+        }
+        li_claims = li.claims({"ranking": {}, "finetune": finetune})
+        short = rc.SHORT_NAMES.get(backbone, backbone)
+        for key in ("scl_ft_efficient", "scl_ft_collapse"):
+            c = dict(li_claims[key])
+            c["title"] += f" ({short}; SCL-FT with the auto block)"
+            out[f"{key}:{backbone}"] = c
+
+    texts, signs = [], []
+    for backbone, per_task in by_backbone.items():
+        for task, rows in per_task.items():
+            by = {(r["regime"], r["method"]): r for r in rows}
+            for regime in ("full", "scarce"):
+                scl = by[(regime, "scl-ft-auto")]
+                parts = []
+                for base in PEFT_BASELINES:
+                    sign = li._compare(scl, by[(regime, base)], "accuracy")
+                    signs.append(sign)
+                    parts.append(f"{base} {li._pm(by[(regime, base)])} ({li._WORDS[sign]})")
+                texts.append(
+                    f"{rc.SHORT_NAMES.get(backbone, backbone)} {TASKS[task]} "
+                    f"{'10%' if regime == 'scarce' else 'full'}: SCL-FT {li._pm(scl)} vs "
+                    + ", ".join(parts)
+                )
+    c = dict(CLAIMS["peft_level_with_scl"])
+    n_better, n_worse = signs.count(1), signs.count(-1)
+    c["status"] = (
+        "held"
+        if n_better == n_worse == 0
+        else "partly held"
+        if max(n_better, n_worse) <= len(signs) // 4
+        else "did not hold"
+    )
+    c["verdict"] = (
+        f"SCL-FT (auto block) clearly better in {n_better}, level in {signs.count(0)}, clearly "
+        f"worse in {n_worse} of {len(signs)} comparisons (held: all level; partly: at most a "
+        "quarter not level). " + "; ".join(texts) + ". " + li._NOISE_RULE
+    )
+    out["peft_level_with_scl"] = c
+
+    hits, texts = [], []
+    for r in res["summary"]:
+        if r["method"] != "scl-ft-auto" or not r.get("sweep"):
+            continue
+        best = max(r["sweep"], key=lambda s: s["accuracy"])
+        se = (best["accuracy_std"] or 0.0) / np.sqrt(max(best["n_seeds"], 1))
+        hit = r["accuracy"] >= best["accuracy"] - se
+        hits.append(hit)
+        texts.append(
+            f"{rc.SHORT_NAMES.get(r['backbone'], r['backbone'])} {TASKS[r['task']]} "
+            f"{'10%' if r['regime'] == 'scarce' else 'full'}: auto {r['tuned_block']} "
+            f"{li._pm(r)} vs best {best['tuned_block']} {li._pm(best)} "
+            f"({'within' if hit else 'outside'} 1 SE)"
+        )
+    c = dict(CLAIMS["auto_block"])
+    frac = float(np.mean(hits)) if hits else float("nan")
+    c["status"] = "held" if hits and all(hits) else "partly held" if any(hits) else "did not hold"
+    c["within_one_se"] = frac
+    c["verdict"] = (
+        f"the auto block is within one standard error of the best swept block in "
+        f"{sum(hits)} of {len(hits)} settings; " + "; ".join(texts) + "."
+    )
+    out["auto_block"] = c
+    return out
+
+
+def table(summary):
+    """A plain-text table of the summary rows."""
+    lines = [
+        f"{'backbone':<16}{'task':<16}{'regime':<8}{'method':<14}{'lr':>8}{'accuracy':>16}"
+        f"{'trainable':>12}{'vs full':>9}{'s/epoch':>9}{'train NC1':>11}  block"
+    ]
+    for r in summary:
+        lines.append(
+            f"{r['backbone']:<16}{r['task']:<16}{r['regime']:<8}{r['method']:<14}"
+            f"{r['lr']:>8g}{li._pm(r):>16}{r['n_trainable_params']:>12,}"
+            f"{100 * r['trainable_vs_full']:>8.1f}%{r['seconds_per_epoch']:>9.2f}"
+            f"{rc.fmt(r['train_nc1'], 3):>11}  {r['tuned_block'] or '-'}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args, cfg = parse_args(argv)
+    rc.set_threads(cfg["threads"])
+    out = os.path.abspath(args.out)
+    if args.replot:
+        path = os.path.join(out, "results.json")
+        res = rc.read_json(path)
+        if res is None:
+            raise SystemExit(f"--replot: no results.json in {out}")
+        res["claims"] = claims(res)
+        rc.write_json(path, res)
+        return res
+    os.makedirs(out, exist_ok=True)
+    t0 = time.perf_counter()
+    rc.log(f"PEFT comparison ({cfg['preset']}), output in {out}")
+    tasks = load_tasks(cfg)
+    for task, t in tasks.items():
+        rc.log(f"{TASKS[task]}: {t['info']}")
+    summary, cache = experiment(cfg, tasks, out)
+    res = {
+        "experiment": "peft",
+        "title": "SCL-FT against parameter-efficient fine-tuning baselines",
+        "command": rc.command_line(None if argv is None else [sys.argv[0], *argv]),
+        "config": {
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+            "methods": {label: params for label, params in METHODS},
+            "optimizer": "AdamW, cosine schedule, no augmentation",
+        },
+        "environment": rc.environment(),
+        "git": rc.git_revision(),
+        "data": {task: t["info"] for task, t in tasks.items()},
+        "summary": summary,
+        "cache": cache,
+    }
+    res["claims"] = claims(res)
+    res["wall_seconds"] = time.perf_counter() - t0
+    rc.write_json(os.path.join(out, "results.json"), res)
+    print(table(summary))
+    for c in res["claims"].values():
+        rc.log(f"{c['title']}: {c['status']}. {c['verdict']}")
+    rc.log(f"done in {res['wall_seconds'] / 60:.1f} min: {os.path.join(out, 'results.json')}")
+    return res
+
+
+if __name__ == "__main__":
+    main()
