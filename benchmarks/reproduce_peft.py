@@ -20,8 +20,10 @@ Protocol (per backbone, data set and regime):
   digits (real 8 x 8 handwritten digits, upscaled);
 * regimes: 100% and a stratified 10% of the training set;
 * tuning budget: every method picks its learning rate from the same grid on a
-  stratified validation split of the training set (seed 0), then trains on the
-  whole training set with that rate for every seed; AdamW, cosine schedule,
+  stratified validation split of the training set (seed 0; for the 10%
+  regime, fitted on the 10% set and scored on training images outside it),
+  then trains on the whole training set with that rate for every seed;
+  AdamW, cosine schedule,
   the same epochs and batch size for all methods, no augmentation;
 * measured: test accuracy (mean ± sd over the seeds), trainable parameters,
   seconds per epoch, NC1 of the head input on the training data;
@@ -221,6 +223,24 @@ def _validation_split(y, fraction, seed):
     return train_test_split(idx, test_size=n_val, stratify=strat, random_state=seed)
 
 
+def _lr_split(y, idx, cfg):
+    """(fit, validation) indices for the learning-rate choice of one regime.
+
+    Full regime: a stratified ``validation_fraction`` of the training set is
+    held out. 10% regime: the 10% set is too small to split (a split would
+    leave one image per class), so the candidates are fitted on the whole 10%
+    set and scored on as many training images from *outside* it as the full
+    regime's validation split has (stratified).
+    """
+    if len(idx) == len(y):
+        fit_i, val_i = _validation_split(y, cfg["validation_fraction"], cfg["seed"])
+        return idx[fit_i], idx[val_i]
+    rest = np.setdiff1d(np.arange(len(y)), idx)
+    n_val = int(round(cfg["validation_fraction"] * len(y)))
+    _, val_i = _validation_split(y[rest], min(n_val / len(rest), 0.99), cfg["seed"])
+    return np.asarray(idx), rest[val_i]
+
+
 # ----------------------------------------------------------------------------
 # runs
 # ----------------------------------------------------------------------------
@@ -376,10 +396,7 @@ def experiment(cfg, tasks, out):
         for task, t in tasks.items():
             for regime in ("full", "scarce"):
                 idx = np.arange(len(t["y_train"])) if regime == "full" else t["scarce"]
-                fit_i, val_i = _validation_split(
-                    t["y_train"][idx], cfg["validation_fraction"], cfg["seed"]
-                )
-                fit_i, val_i = idx[fit_i], idx[val_i]
+                fit_i, val_i = _lr_split(t["y_train"], idx, cfg)
                 rc.log(
                     f"{backbone} / {TASKS[task]} / {regime}: {len(idx)} training images "
                     f"({len(fit_i)} + {len(val_i)} for the learning-rate choice)"

@@ -324,6 +324,12 @@ def test_auto_block_is_reproducible_and_follows_the_rule():
     assert _fit("layer-ft", X=X, y=y, max_epochs=0).block_nc_ is None
 
 
+def test_auto_block_refuses_one_image_per_class():
+    # NC1 is exactly 0 at every block when every class has one image: no ranking
+    with pytest.raises(ValueError, match="two or more training images"):
+        _fit("scl-ft", X=_images(3), y=_labels(3), tuned_block="auto", max_epochs=0)
+
+
 def test_auto_block_nc_matches_features_of_each_block():
     from sknc.features._backbone import LayerTap
     from sknc.features._images import check_images, preprocess_batch

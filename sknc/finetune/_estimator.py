@@ -674,6 +674,12 @@ default="scl-ft"
         from ..features._images import check_images, iter_batches, resolve_data_config
         from ._modules import candidate_blocks, layerwise_nc1, select_block_by_collapse
 
+        if np.bincount(y_enc).max() < 2:
+            raise ValueError(
+                "tuned_block='auto' needs at least one class with two or more training "
+                "images: with one image per class the within-class scatter, and so NC1, is "
+                "zero at every block and cannot rank them. Pass tuned_block explicitly."
+            )
         with torch.random.fork_rng(devices=[]):
             backbone = create_backbone(
                 self.model,
