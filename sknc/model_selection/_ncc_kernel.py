@@ -251,11 +251,13 @@ class _EpisodeKernel:
                 E32 = err32
         # two scores, two implementations: 4 E64 (+ 2 E32) would do; doubled
         tol = torch.nan_to_num(8.0 * E64 + 4.0 * E32, nan=inf)
-        # best and second-best score; with a tie both are equal (margin 0), and
-        # which index min() reports does not matter: the query is unsure
-        two, pos = torch.topk(scores, 2, dim=-2, largest=False, sorted=True)
-        sure = (two[..., 1, :] - two[..., 0, :]) > tol  # False for NaN / inf too
-        return pos[..., 0, :], sure
+        # best and second-best score (the best masked out; faster than topk);
+        # with a tie both are equal (margin 0), and which index min() reports
+        # does not matter: the query is unsure. min() propagates NaN.
+        best, pos = scores.min(dim=-2)
+        second = scores.scatter(-2, pos.unsqueeze(-2), inf).amin(dim=-2)
+        sure = (second - best) > tol  # False for NaN / inf too
+        return pos, sure
 
     def __call__(self, support, query, first=0):
         """Run a batch.
@@ -324,14 +326,17 @@ class _EpisodeKernel:
         C = self.C64[:B]
         delta = torch.empty(B, dtype=f64, device=C.device)
         a = torch.empty(B, d, dtype=f64, device=C.device) if normalize == "center+l2" else None
+        if normalize != "center+l2":  # the scale needs the support norms only
+            s_norm = torch.index_select(self.norms, 0, support.reshape(-1)).view(B, W * K)
+            torch.amax(s_norm if normalize is None else (s_norm > 0).to(f64), dim=1, out=delta)
         step = self.sub_support
         for i in range(0, B, step):
             j = min(B, i + step)
             # shot-major (K, b, W, d): class sums over the outer axis (fast)
             sidx = support[i:j].permute(2, 0, 1).reshape(-1)
             S = self._gather(sidx, self.s64, self.s_raw).view(K, j - i, W, d)
-            s_norm = torch.index_select(self.norms, 0, sidx).view(K, j - i, W)
             if normalize == "center+l2":
+                s_norm = torch.index_select(self.norms, 0, sidx).view(K, j - i, W)
                 # the support mean, as the mean of the class means (balanced)
                 a_i = torch.matmul(self.avg_w, S.sum(dim=0).mul_(1.0 / K)).squeeze(1)
                 a[i:j] = a_i
@@ -340,12 +345,10 @@ class _EpisodeKernel:
                 ns = torch.linalg.vector_norm(S, dim=3)
                 S.mul_(torch.where(ns == 0, 1.0, ns).reciprocal_().unsqueeze(3))
                 err_s = torch.where(ns == 0, inf, (s_norm + a_n.unsqueeze(1)) / ns)
+                torch.amax(err_s, dim=(0, 2), out=delta[i:j])
             elif normalize == "l2":
-                S.mul_(torch.where(s_norm == 0, 1.0, s_norm).reciprocal_().unsqueeze(3))
-                err_s = (s_norm > 0).to(f64)
-            else:
-                err_s = s_norm
-            torch.amax(err_s, dim=(0, 2), out=delta[i:j])
+                s_norm = torch.index_select(self.norms, 0, sidx).view(K, j - i, W, 1)
+                S.mul_(torch.where(s_norm == 0, 1.0, s_norm).reciprocal_())
             torch.sum(S, dim=0, out=C[i:j])
         C.mul_(1.0 / K)  # class means
         delta.mul_(self.gamma)
