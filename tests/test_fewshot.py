@@ -113,6 +113,34 @@ def test_equals_cross_val_score_with_exact_and_near_ties(name, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_fallback_path_gives_the_same_accuracies(dtype, rng, monkeypatch):
+    """With no decision trusted, every re-check path runs, and results stay equal.
+
+    evaluate_episodes and NearestClassCenter share their decision margin
+    (sknc.utils._rounding.safe_margin); with an infinite margin the float32
+    pass defers every query to the float64 pass, which leaves every episode
+    to NearestClassCenter, which recomputes every distance directly.
+    """
+    from sknc.model_selection import _ncc_kernel
+    from sknc.neighbors import _nearest_class_center
+
+    X, y = _gaussian(rng, n_classes=8, per_class=12, d=6, dtype=dtype)
+    cv = EpisodeSplit(4, 2, 3, n_episodes=12, random_state=2)
+    expected = {
+        (metric, normalize): _slow(X, y, cv, metric, normalize)
+        for metric, normalize in itertools.product(METRICS, NORMALIZE)
+    }
+    never = lambda err64, err32=0.0: err64 * float("inf")  # noqa: E731
+    monkeypatch.setattr(_ncc_kernel, "safe_margin", never)
+    monkeypatch.setattr(_nearest_class_center, "safe_margin", never)
+    for (metric, normalize), slow in expected.items():
+        res = evaluate_episodes(X, y, cv, metric=metric, normalize=normalize, return_cdnv=False)
+        assert res.n_exact == cv.n_episodes
+        np.testing.assert_array_equal(res.scores, slow)
+        np.testing.assert_array_equal(_slow(X, y, cv, metric, normalize), slow)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_no_spurious_near_ties_on_ordinary_data(dtype, rng):
     X, y = _gaussian(rng, n_classes=10, per_class=30, d=64, spread=0.3)
     X = np.maximum(X + 1.0, 0.0).astype(dtype)  # ReLU-like features with an offset

@@ -223,3 +223,31 @@ def test_docstring_examples():
     result = doctest.testmod(_nearest_class_center, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("n", [3, 64, 512, 2048])
+def test_shared_rounding_bounds_hold(n):
+    """The float64 and float32 dot-product bounds of sknc.utils._rounding hold.
+
+    float32 inputs have exact float64 products, so math.fsum gives the exact
+    dot product; cancellation-heavy vectors (large common parts, tiny
+    differences) make the rounding as large as it gets in practice.
+    """
+    import math
+
+    import torch
+
+    from sknc.utils._rounding import dot_error32, gamma64, safe_margin
+
+    rng = np.random.default_rng(n)
+    for scale in (1.0, 1e6):
+        a = ((scale + rng.standard_normal(n)) * rng.choice([-1, 1], n)).astype(np.float32)
+        b = (scale + rng.standard_normal(n)).astype(np.float32)
+        exact = math.fsum(float(x) * float(y) for x, y in zip(a, b))
+        bound = float(np.linalg.norm(a.astype(np.float64)) * np.linalg.norm(b.astype(np.float64)))
+        err64 = abs(float(a.astype(np.float64) @ b.astype(np.float64)) - exact)
+        assert err64 <= gamma64(n) * bound
+        for got in (float(a @ b), float(torch.from_numpy(a) @ torch.from_numpy(b))):
+            assert abs(got - exact) <= dot_error32(n) * bound
+    assert safe_margin(1.0, 1.0) == 12.0  # 8 E64 + 4 E32 (see the module note)
+    assert safe_margin(np.array([1.0]))[0] == 8.0

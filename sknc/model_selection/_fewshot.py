@@ -176,10 +176,11 @@ def evaluate_episodes(
         on other devices.
 
     n_jobs : int, default=None
-        Threads evaluating batches in parallel on the CPU. None means as many
-        as torch's intra-op setting (``torch.get_num_threads()``, which
-        these threads replace during the call), -1 all cores. Ignored on
-        other devices.
+        Threads evaluating batches in parallel on the CPU (and computing the
+        CDNV). None means as many as torch's intra-op setting
+        (``torch.get_num_threads()``, which these threads replace during the
+        call), -1 all usable cores; never more than the usable cores (see
+        :func:`sknc.utils.thread_budget`). Ignored on other devices.
 
     return_cdnv : bool, default=True
         Also compute the CDNV (:func:`sknc.metrics.cdnv`) of the features of
@@ -220,11 +221,13 @@ def evaluate_episodes(
 
     Memory is bounded by the batch: ``batch_size * n_way * (n_shot +
     n_query) * n_features`` gathered features per thread; ``X`` is never
-    copied per episode. On the CPU, torch's intra-op thread count is set to
-    1 for the duration of the call (and restored): these many small
-    operations run faster on one thread each, in parallel over batches
-    (``n_jobs`` threads), and do not stall when other processes share the
-    cores.
+    copied per episode. Threads follow sknc's thread policy
+    (:mod:`sknc.utils`): torch and BLAS run on one thread for the duration
+    of the call (and are restored): these many small operations run faster
+    on one thread each, in parallel over batches (``n_jobs`` worker
+    threads, :func:`sknc.utils.map_threads`), and do not stall when other
+    processes share the cores. The CDNV of CPU features is computed by the
+    numpy path of :func:`sknc.metrics.cdnv` on ``n_jobs`` threads.
 
     The CDNV is that of the features as given (before any ``normalize``),
     over all samples of the classes the episodes draw from.

@@ -9,6 +9,8 @@ flushes, near-tie episodes) lives in ``_fewshot.py``.
 
 # On the CPU, support and query rows are gathered in sub-batches of about this
 # many bytes, which stay in cache until they are used.
+from ..utils._rounding import TINY32, U32, dot_error32, gamma64, safe_margin
+
 _SUB_BATCH_BYTES = 1 << 19
 _SUPPORT_BATCH_BYTES = 1 << 19
 
@@ -135,17 +137,17 @@ class _EpisodeKernel:
         f64, f32 = torch.float64, torch.float32
         dev = Xt.device
         self.d = d
-        self.gamma = 16.0 * (d + n_way * n_shot + 16) * torch.finfo(f64).eps
+        # bounds: see sknc.utils._rounding (the sums of the centres add W K terms)
+        self.gamma = gamma64(d + n_way * n_shot)
         # the products also need the extra vector a
         self.has_a = normalize == "center+l2" or (normalize is None and metric == "euclidean")
         n_m = n_way + 1 if self.has_a else n_way
         self.fast32 = Xt.dtype in (f32, torch.float16, torch.bfloat16) and _ieee_fp32_matmul(dev)
-        u32 = torch.finfo(f32).eps / 2
         # rigorous bound for a float32 dot product of length d (any summation
         # order), including the rounding of the float64 vector to float32
-        self.eps32 = (d + 2) * u32 / (1.0 - (d + 2) * u32)
-        self.two_u32 = 2.0 * u32
-        self.tiny32 = 4.0 * d * torch.finfo(f32).tiny  # flush-to-zero of tiny products
+        self.eps32 = dot_error32(d)
+        self.two_u32 = 2.0 * U32
+        self.tiny32 = 4.0 * d * TINY32  # flush-to-zero of tiny products
 
         # on the CPU, supports are gathered (in float64) in cache-sized sub-batches
         per_ep = n_way * n_shot * d * 8
@@ -250,7 +252,7 @@ class _EpisodeKernel:
                 E64 = g + err64 + ep["delta"]
                 E32 = err32
         # two scores, two implementations: 4 E64 (+ 2 E32) would do; doubled
-        tol = torch.nan_to_num(8.0 * E64 + 4.0 * E32, nan=inf)
+        tol = torch.nan_to_num(safe_margin(E64, E32), nan=inf)
         # best and second-best score (the best masked out; faster than topk);
         # with a tie both are equal (margin 0), and which index min() reports
         # does not matter: the query is unsure. min() propagates NaN.

@@ -13,6 +13,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..utils._rounding import gamma64, safe_margin
+
 _METRICS = ("euclidean", "cosine")
 _NORMALIZE = (None, "l2", "center+l2")
 
@@ -49,10 +51,11 @@ def _squared_distances(Z, C, chunk_elements=1 << 20):
     np.maximum(d2, 0.0, out=d2)
     if C.shape[0] < 2 or Z.shape[0] == 0:
         return d2
-    gamma = 16.0 * (Z.shape[1] + 16) * np.finfo(np.float64).eps
+    # rounding bound and decision margin: see sknc.utils._rounding
     span = np.sqrt(zz) + np.sqrt(cc.max())
     two = np.partition(d2, 1, axis=1)[:, :2]
-    redo = np.flatnonzero(~(two[:, 1] - two[:, 0] > 8.0 * gamma * span * span))
+    tol = safe_margin(gamma64(Z.shape[1]) * span * span)
+    redo = np.flatnonzero(~(two[:, 1] - two[:, 0] > tol))
     step = max(1, chunk_elements // (C.shape[0] * C.shape[1]))
     for i in range(0, redo.size, step):
         rows = redo[i : i + step]
