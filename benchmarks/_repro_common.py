@@ -51,12 +51,18 @@ SHORT_NAMES = {
 
 
 def set_threads(n_threads):
-    """One process, ``n_threads`` torch intra-op threads (1 is fastest on a busy CPU)."""
-    import torch
+    """Torch and BLAS on ``n_threads`` threads for the rest of the run (1 is fastest on a busy CPU).
 
-    torch.set_num_threads(int(n_threads))
+    Holds one :class:`sknc.utils.thread_limits` (the library's thread policy)
+    for the life of the script; also works offline (``HF_HUB_OFFLINE``).
+    """
+    from sknc.utils import thread_limits
+
+    limits = thread_limits(int(n_threads), torch=True)
+    limits.__enter__()  # released when the process ends
     os.environ.setdefault("OMP_NUM_THREADS", str(n_threads))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return limits
 
 
 def command_line(argv=None):

@@ -24,6 +24,8 @@ matplotlib is imported when a function is called, not with this module.
 
 import numpy as np
 
+from .utils._plotting import _annotate_apart, _as_1d, _check_mapping, _log_if_positive, _new_axes
+
 __all__ = [
     "plot_cdnv_curves",
     "plot_finetune_comparison",
@@ -31,81 +33,6 @@ __all__ = [
     "plot_layerwise_nc",
     "plot_nc_vs_accuracy",
 ]
-
-
-def _as_1d(values, name, length=None):
-    """A finite-or-NaN float array of one dimension (None entries become NaN)."""
-    try:
-        arr = np.array(
-            [np.nan if v is None else v for v in np.ravel(np.asarray(values, dtype=object))],
-            dtype=float,
-        )
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a sequence of numbers, got {values!r}.") from exc
-    if np.ndim(values) != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {np.shape(values)}.")
-    if length is not None and arr.shape[0] != length:
-        raise ValueError(f"{name} has {arr.shape[0]} values, expected {length}.")
-    return arr
-
-
-def _check_mapping(values, name):
-    if not isinstance(values, dict) or not values:
-        raise ValueError(f"{name} must be a non-empty dict of label -> sequence, got {values!r}.")
-    return values
-
-
-def _new_axes(ax, figsize=(5.5, 4.0)):
-    if ax is not None:
-        return ax
-    import matplotlib.pyplot as plt
-
-    _, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return ax
-
-
-def _plain_log_ticks(axis):
-    """Tick labels such as 0.2, 0.5, 1, 2 on a log axis instead of 2 x 10^-1."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
-
-    fmt = FuncFormatter(lambda v, _: f"{v:g}")
-    axis.set_major_formatter(fmt)
-    axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-    axis.set_minor_formatter(fmt)
-
-
-def _log_if_positive(ax, values, axis="y"):
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size and np.all(values > 0) and values.max() / values.min() > 3:
-        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
-        _plain_log_ticks(ax.yaxis if axis == "y" else ax.xaxis)
-
-
-def _annotate_apart(ax, x, y, labels, offset, min_pixels=18, **kwargs):
-    """Write ``labels`` next to the points, skipping those that would overlap a label.
-
-    Labels are considered first and last point first, then in order; one is
-    drawn only if its point is at least ``min_pixels`` away (on screen, with
-    the axes' final scales) from every point already labelled. Empty strings
-    and None are not drawn.
-    """
-    ax.autoscale_view()
-    xy = np.column_stack([x, y])
-    finite = np.isfinite(xy).all(axis=1)
-    screen = np.full(xy.shape, np.nan)
-    if finite.any():
-        screen[finite] = ax.transData.transform(xy[finite])
-    kept = []
-    n = len(labels)
-    for i in dict.fromkeys([0, n - 1, *range(n)]) if n else []:
-        text = labels[i]
-        if text in (None, "") or not finite[i]:
-            continue
-        if any(np.hypot(*(screen[i] - screen[j])) < min_pixels for j in kept):
-            continue
-        kept.append(i)
-        ax.annotate(str(text), (x[i], y[i]), textcoords="offset points", xytext=offset, **kwargs)
 
 
 def plot_cdnv_curves(epochs, curves, *, ylabel="CDNV", log=True, ax=None):
@@ -277,27 +204,9 @@ def plot_nc_vs_accuracy(nc, accuracy, *, labels=None, metric="NC1", log=True, ax
     >>> ax.get_title()
     'Spearman ρ = -1.00, Kendall τ = -1.00'
     """
-    x = _as_1d(nc, "nc")
-    y = _as_1d(accuracy, "accuracy", length=x.shape[0])
-    if labels is not None and len(labels) != x.shape[0]:
-        raise ValueError(f"labels has {len(labels)} entries, expected {x.shape[0]}.")
-    ax = _new_axes(ax)
-    order = np.arange(x.shape[0])
-    points = ax.scatter(x, 100 * y, c=order, cmap="viridis", zorder=3)
-    if x.shape[0] > 1:
-        points.set_clim(0, x.shape[0] - 1)
-    if log:
-        _log_if_positive(ax, x, axis="x")
-    if labels is not None:
-        _annotate_apart(ax, x, 100 * y, labels, (4, 4), fontsize=7)
-    from .model_selection import rank_correlation
+    from .model_selection._plot import plot_score_vs_accuracy
 
-    corr = rank_correlation(x, y)
-    ax.set_title(f"Spearman ρ = {corr['spearman']:.2f}, Kendall τ = {corr['kendall']:.2f}")
-    ax.set_xlabel(f"{metric} on downstream training data (lower = more collapse)")
-    ax.set_ylabel("linear-probe accuracy (%)")
-    ax.grid(True, alpha=0.3)
-    return ax
+    return plot_score_vs_accuracy(nc, accuracy, labels=labels, metric=metric, log=log, ax=ax)
 
 
 def plot_finetune_comparison(methods, accuracy, trainable_params, seconds, *, axes=None):

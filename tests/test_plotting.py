@@ -1,6 +1,7 @@
 """Tests of sknc.plotting."""
 
 import doctest
+import warnings
 
 import matplotlib
 
@@ -256,3 +257,28 @@ def test_importing_plotting_does_not_import_pyplot():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_ranking_plot_and_plot_nc_vs_accuracy_are_one_figure():
+    """BackboneRanking.plot draws with plot_nc_vs_accuracy's scales and units."""
+    from sklearn.datasets import load_digits
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import FunctionTransformer
+
+    from sknc.model_selection import rank_backbones
+
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:400], y[:400]
+    cands = {"raw": FunctionTransformer(), "pca32": PCA(32), "pca12": PCA(12), "pca10": PCA(10)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ranking = rank_backbones(cands, X, y, random_state=0)
+    a = ranking.plot()
+    nc1 = [row["nc1"] for row in ranking.table]
+    acc = [row["accuracy"] for row in ranking.table]
+    b = plot_nc_vs_accuracy(nc1, acc, labels=ranking.ranking)
+    np.testing.assert_allclose(a.collections[0].get_offsets(), b.collections[0].get_offsets())
+    assert a.get_xscale() == b.get_xscale()
+    assert a.get_ylabel() == b.get_ylabel() == "linear-probe accuracy (%)"
+    assert a.get_xlabel() == b.get_xlabel()
+    assert max(p[1] for p in a.collections[0].get_offsets()) > 1  # percent, not a fraction

@@ -46,6 +46,8 @@ import time
 
 import numpy as np
 
+from ..utils import thread_limits
+
 
 class InputError(ValueError):
     """What the user asked for cannot be done (bad folder, class, model, weights)."""
@@ -154,42 +156,34 @@ def staged_output(out_dir):
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def available_cores():
-    """Number of CPU cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return max(1, os.cpu_count() or 1)
-
-
 @contextlib.contextmanager
 def torch_threads(n_threads=None):
-    """Run torch's CPU operations on ``n_threads`` threads (default: all usable cores)."""
-    import torch
+    """Run torch's CPU operations on ``n_threads`` threads (default: all usable cores).
 
-    n = available_cores() if n_threads is None else int(n_threads)
-    if n < 1:
-        raise InputError(f"threads must be a positive int, got {n_threads!r}.")
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
+    :class:`sknc.utils.thread_limits` (the library's one thread policy) on
+    torch only, capped at the usable cores; a bad count is an InputError.
+    """
     try:
-        yield n
-    finally:
-        torch.set_num_threads(old)
+        limits = thread_limits(-1 if n_threads is None else n_threads, torch=True, blas=False)
+        with limits as n:
+            yield n
+    except ValueError as exc:
+        if "must be None" in str(exc):
+            raise InputError(f"threads must be a positive int, got {n_threads!r}.") from exc
+        raise
 
 
 def single_threaded_blas():
-    """Limit numpy/scipy BLAS to one thread (restored on exit).
+    """Limit numpy/scipy BLAS to one thread (restored on exit); torch's threads untouched.
 
     The dense algebra after feature extraction (a logistic-regression probe
     on a few hundred samples, NC1 of a few thousand) is made of small
     matrix products, which run faster on one thread than on several, and
-    much faster when other processes compete for the cores. torch's threads
-    (feature extraction, training) are not affected.
+    much faster when other processes compete for the cores. torch keeps its
+    threads (feature extraction runs inside some of these blocks).
+    :class:`sknc.utils.thread_limits` is the one implementation.
     """
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
+    return thread_limits(1, torch=False, blas=True)
 
 
 class Progress:

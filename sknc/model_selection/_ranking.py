@@ -206,7 +206,10 @@ class BackboneRanking:
         return pd.DataFrame(self.table, columns=self._columns())
 
     def plot(self, ax=None, metric=None):
-        """Scatter plot of a collapse metric (log scale) against accuracy.
+        """Scatter plot of a score against accuracy (in percent), as :func:`sknc.plotting.plot_nc_vs_accuracy`.
+
+        One implementation draws both (``sknc.model_selection._plot``): NC
+        scores on a log axis when they span more than a factor of three.
 
         Parameters
         ----------
@@ -227,31 +230,28 @@ class BackboneRanking:
         target = "ground_truth" if "ground_truth" in self.table[0] else "accuracy"
         if target not in self.table[0]:
             raise ValueError("No accuracy was measured (accuracy=False); nothing to plot against.")
-        import matplotlib.pyplot as plt
+        from ._plot import plot_score_vs_accuracy  # the one scatter (plotting uses it too)
 
-        if ax is None:
-            _, ax = plt.subplots(figsize=(5, 4))
-        x = np.array([row[metric] for row in self.table])
-        acc = np.array([row[target] for row in self.table])
-        ax.scatter(x, acc)
-        for row, xi, ai in zip(self.table, x, acc):
-            ax.annotate(
-                row["backbone"], (xi, ai), textcoords="offset points", xytext=(4, 4), fontsize=8
-            )
-        if metric in _NC_COLUMNS:
-            if np.all(x > 0):
-                ax.set_xscale("log")
-            ax.set_xlabel(f"{metric.upper()} on downstream training data (lower = more collapse)")
-        else:
-            ax.set_xlabel(f"{metric} on downstream training data (higher = better predicted)")
-        ax.set_ylabel("linear-probe accuracy" if target == "accuracy" else "ground-truth accuracy")
         ev = self.evaluation.get(metric)
+        title = None
         if ev is not None and np.isfinite(ev["weighted_tau"]):
-            ax.set_title(
+            title = (
                 f"weighted tau {ev['weighted_tau']:.2f}, Spearman {ev['spearman']:.2f}, "
                 f"top-1 regret {ev['top1_regret']:.3g}"
             )
-        return ax
+        lower = metric in _NC_COLUMNS
+        return plot_score_vs_accuracy(
+            [row[metric] for row in self.table],
+            [row[target] for row in self.table],
+            labels=[row["backbone"] for row in self.table],
+            metric=metric.upper() if lower else metric,
+            lower_is_better=lower,
+            ylabel="linear-probe accuracy (%)" if target == "accuracy" else "ground truth",
+            percent=target == "accuracy",
+            title=title,
+            log=lower,
+            ax=ax,
+        )
 
     def __repr__(self):
         cols = self._columns()
