@@ -290,3 +290,32 @@ class _TorchOps:
 
     def scalar(self, a):
         return float(a)
+
+
+# float64 block of the class sums: ~2 MB, so that the converted rows stay in
+# the CPU cache between the conversion and the sum
+_SUM64_BYTES = 2**21
+
+
+def sum64_rows(n_features):
+    """Rows per float64 block of :func:`class_sums64`."""
+    return max(64, _SUM64_BYTES // (8 * max(1, n_features)))
+
+
+def class_sums64(ops, X, codes, n_classes, ref, exp, buf=None):
+    """Per-class float64 sums of ``(X - ref) * 2**-exp``, in cache-sized blocks.
+
+    Every row is converted to float64 before the reference is subtracted and
+    before it is summed, so neither a common offset nor the order of the
+    rows costs digits. ``buf`` (numpy only) is a float64 scratch block of
+    :func:`sum64_rows` rows.
+    """
+    n = X.shape[0]
+    step = n if ops.is_torch else buf.shape[0]
+    sums = None
+    for i in range(0, n, step):
+        out = None if ops.is_torch else buf[: min(step, n - i)]
+        Y = ops.scale_(ops.shifted64(X[i : i + step], ref, out=out), exp)
+        part = ops.class_sums(Y, codes[i : i + step], n_classes)
+        sums = part if sums is None else sums + part
+    return sums

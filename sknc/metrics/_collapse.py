@@ -37,6 +37,7 @@ import numpy as np
 
 from ..utils import single_thread, thread_budget
 from ..utils._warnings import warn_external
+from ._backend import class_sums64, sum64_rows
 from ._core import (
     _CDNV_BIAS,
     BetweenGeometry,
@@ -148,12 +149,15 @@ class _Prepared:
 
         def work(chunks):
             sums = ops.zeros((K, self.n_features), dtype=ops.f64())
-            buf = None if ops.is_torch else np.empty((rows, self.n_features))
+            buf = (
+                None
+                if ops.is_torch
+                else np.empty((min(rows, sum64_rows(self.n_features)), self.n_features))
+            )
             with np.errstate(invalid="ignore", over="ignore"):
                 for start, stop in chunks:
-                    out = None if buf is None else buf[: stop - start]
-                    Y = ops.scale_(ops.shifted64(X[start:stop], ref_dev, out=out), pre)
-                    sums += ops.class_sums(Y, self.codes[start:stop], K)
+                    c = self.codes[start:stop]
+                    sums += class_sums64(ops, X[start:stop], c, K, ref_dev, pre, buf)
             return ops.to_numpy(sums)
 
         sums = sum(self.run_chunks(work))

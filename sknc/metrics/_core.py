@@ -206,6 +206,9 @@ def class_variances(ss, counts, bias):
     class covariance (needs two samples per class).
     """
     counts = np.asarray(counts, dtype=np.float64)
+    # a single sample is its own mean: variance exactly 0 (not the rounding
+    # residue of the mean)
+    ss = np.where(counts == 1, 0.0, ss)
     if bias == "corrected":
         if np.any(counts < 2):
             raise ValueError(

@@ -4,7 +4,7 @@ import numpy as np
 from sklearn.exceptions import NotFittedError
 
 from ..utils import is_torch_tensor, to_numpy
-from ._backend import _NumpyOps
+from ._backend import _NumpyOps, class_sums64, sum64_rows
 from ._collapse import (
     _CDNV_VARIANTS,
     _EQUIANGULARITY_KINDS,
@@ -91,12 +91,11 @@ def _batch_statistics(X, ops, codes, Kb, chunk_size, ref):
     def sums_pass(pre):
         def work(group):
             sums = ops.zeros((Kb, d), dtype=f64)
-            buf = None if ops.is_torch else np.empty((rows, d))
+            buf = None if ops.is_torch else np.empty((min(rows, sum64_rows(d)), d))
             with np.errstate(invalid="ignore", over="ignore"):
                 for start, stop in group:
-                    out = None if buf is None else buf[: stop - start]
-                    Y = ops.scale_(ops.shifted64(X[start:stop], ref_dev, out=out), pre)
-                    sums += ops.class_sums(Y, codes[start:stop], Kb)
+                    c = codes[start:stop]
+                    sums += class_sums64(ops, X[start:stop], c, Kb, ref_dev, pre, buf)
             return ops.to_numpy(sums)
 
         return sum(run_chunk_groups(ops, chunks, work))
