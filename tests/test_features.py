@@ -12,6 +12,7 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
+from torch import nn
 
 timm = pytest.importorskip("timm")
 
@@ -404,6 +405,14 @@ def _count_forwards(est):
     return calls
 
 
+def _count_extracts(est):
+    """Count feature extractions without touching the model (hooks enter the cache key)."""
+    calls = []
+    extract = est._extract
+    est._extract = lambda *a, **k: calls.append(1) or extract(*a, **k)
+    return calls
+
+
 def test_cache_hit_does_not_call_the_model(tmp_path, images):
     est = _resnet(memory=str(tmp_path), layers=["layer3", None]).fit()
     calls = _count_forwards(est)
@@ -473,13 +482,212 @@ def test_grid_search_over_classifier_reuses_cache(tmp_path):
     grid.fit(X, y)
     # 3 candidates x 3 folds x (train, test) + the refit, but only 3 + 3 + 1
     # distinct inputs: the backbone ran once per distinct input
-    assert len(list(tmp_path.rglob("output.pkl"))) == 7
+    assert len(list(tmp_path.rglob("*.npy"))) == 7
     cached = clone(feats).fit()
-    calls = _count_forwards(cached)
+    calls = _count_extracts(cached)
     for train, test in StratifiedKFold(3).split(X, y):
         cached.transform(X[train])
         cached.transform(X[test])
     assert calls == []
+
+
+class _Scaled(nn.Module):
+    """Two instances with equal weights differ only in a Python attribute."""
+
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3)) * self.scale
+
+
+def _scaled(scale, **kw):
+    torch.manual_seed(0)
+    return BackboneFeatures(_Scaled(scale), input_size=8, device="cpu", **kw)
+
+
+def test_cache_key_covers_python_attributes(tmp_path, images):
+    # issue 13, item 6: repr + state dict gave both models one key
+    X = images[:, :8, :8]
+    one = _scaled(1.0, memory=tmp_path).fit().transform(X)
+    two = _scaled(2.0, memory=tmp_path).fit().transform(X)
+    np.testing.assert_allclose(two, 2 * one, rtol=1e-6)
+    assert len(list(tmp_path.rglob("*.npy"))) == 2
+    # a plain tensor attribute, a non-persistent buffer, a forward hook
+    for change in (
+        lambda m: setattr(m, "scale", torch.tensor(3.0)),
+        lambda m: m.register_buffer("shift", torch.ones(1), persistent=False),
+        lambda m: m.register_forward_hook(lambda mod, i, out: out + 1),
+    ):
+        m = _Scaled(1.0)
+        m.load_state_dict(_scaled(1.0).fit().model_.state_dict(), strict=False)
+        change(m)
+        est = BackboneFeatures(m, input_size=8, device="cpu", memory=tmp_path).fit()
+        calls = _count_forwards(est)
+        est.transform(X)
+        assert len(calls) == 1
+    assert len(list(tmp_path.rglob("*.npy"))) == 5
+
+
+class _Opaque:
+    """A value that can be shared (deep-copied as itself) but never pickled or hashed."""
+
+    __slots__ = ()
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("cannot pickle _Opaque")
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def test_cache_refuses_modules_it_cannot_key(tmp_path, images):
+    m = _Scaled(1.0)
+    m.handle = _Opaque()
+    est = BackboneFeatures(m, input_size=8, device="cpu", memory=tmp_path).fit()
+    with pytest.warns(UserWarning, match=r"does not cache this model: handle is a .*_Opaque"):
+        Z = est.transform(images[:, :8, :8])
+    assert not list(tmp_path.rglob("*.npy"))
+    np.testing.assert_array_equal(Z, est.set_params(memory=None).transform(images[:, :8, :8]))
+
+
+def test_cache_file_rewritten_with_same_size_and_mtime(tmp_path, images):
+    import os
+
+    from PIL import Image
+
+    path = str(tmp_path / "a.bmp")  # uncompressed: equal sizes for images of equal shape
+    Image.fromarray(images[0]).save(path)
+    original = open(path, "rb").read()
+    Image.fromarray(images[1]).save(tmp_path / "b.bmp")
+    other = (tmp_path / "b.bmp").read_bytes()
+    assert len(other) == len(original)
+    first = os.stat(path)
+    for file_key in ("stat", "content"):
+        est = _resnet(memory=tmp_path / f"cache-{file_key}", file_key=file_key).fit()
+        Z = est.transform([path])
+        time.sleep(0.05)  # beyond the file system's timestamp granularity
+        with open(path, "r+b") as f:  # rewritten in place: same size, inode and mtime
+            f.write(other)
+        os.utime(path, ns=(first.st_atime_ns, first.st_mtime_ns))
+        calls = _count_forwards(est)
+        assert not np.allclose(est.transform([path]), Z)
+        assert len(calls) == 1, file_key
+        with open(path, "r+b") as f:
+            f.write(original)
+        os.utime(path, ns=(first.st_atime_ns, first.st_mtime_ns))
+    # content keys survive copying the file elsewhere
+    est = _resnet(memory=tmp_path / "cache-content", file_key="content").fit()
+    copy = tmp_path / "copy.bmp"
+    copy.write_bytes(original)
+    calls = _count_extracts(est)
+    np.testing.assert_array_equal(est.transform([str(copy)]), Z)
+    assert calls == []
+    with pytest.raises(ValueError, match="file_key"):
+        _resnet(file_key="mtime").fit()
+
+
+class _Planted:
+    """Unpickling it creates the file ``mark``: code run by a cache read."""
+
+    def __init__(self, mark):
+        self.mark = str(mark)
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.mark),))
+
+
+def test_cache_cannot_execute_planted_files(tmp_path, images):
+    # issue 13, item 12: a planted joblib output.pkl ran code on the next transform
+    import pickle
+
+    mark = tmp_path / "pwned"
+    cache = tmp_path / "cache"
+    est = _resnet(memory=cache).fit()
+    Z = est.transform(images)
+    entries = list(cache.rglob("*.npy"))
+    assert len(entries) == 1 and not list(cache.rglob("*.pkl"))
+    # joblib's layout, with a pickle that would run code if loaded
+    for pkl in [cache / "joblib" / "x" / "output.pkl", entries[0].with_suffix(".pkl")]:
+        pkl.parent.mkdir(parents=True, exist_ok=True)
+        pkl.write_bytes(pickle.dumps(_Planted(mark)))
+    calls = _count_forwards(est)
+    np.testing.assert_array_equal(est.transform(images), Z)
+    assert calls == [] and not mark.exists()
+    # an entry replaced by a pickle, an object array, a 0-d array, another shape: misses
+    planted = [
+        pickle.dumps(_Planted(mark)),
+        None,
+    ]
+    for content in planted + ["object", "scalar", "shape", "float64"]:
+        if content == "object":
+            np.save(entries[0], np.array([_Planted(mark)], dtype=object), allow_pickle=True)
+        elif content == "scalar":
+            np.save(entries[0], np.float32(1.0))
+        elif content == "shape":
+            np.save(entries[0], Z[:3])
+        elif content == "float64":
+            np.save(entries[0], Z.astype(np.float64))
+        elif content is None:
+            entries[0].write_bytes(entries[0].read_bytes()[:100])  # truncated
+        else:
+            entries[0].write_bytes(content)
+        with pytest.warns(UserWarning, match="invalid feature-cache entry"):
+            np.testing.assert_array_equal(est.transform(images), Z)
+        assert not mark.exists()
+        # replaced by a valid entry, read back without a forward pass
+        n = len(calls)
+        np.testing.assert_array_equal(est.transform(images), Z)
+        assert len(calls) == n
+    assert not list(cache.rglob(".tmp-*"))
+
+
+def test_cache_location_that_cannot_be_used(tmp_path, images, monkeypatch):
+    import os
+    import tempfile
+
+    expected = _resnet().fit().transform(images)
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.warns(UserWarning, match="not a directory.*without caching"):
+        np.testing.assert_array_equal(_resnet(memory=not_a_dir).fit().transform(images), expected)
+    with pytest.raises(ValueError, match="memory must be"):
+        _resnet(memory=3).fit().transform(images)
+    # a folder that refuses writes (simulated: root writes anywhere)
+    est = _resnet(memory=tmp_path / "refusing").fit()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tempfile, "mkstemp", refuse)
+        with pytest.warns(UserWarning, match="Could not write to the feature cache.*Permission"):
+            np.testing.assert_array_equal(est.transform(images), expected)
+    if os.geteuid() == 0:  # pragma: no cover - root writes anywhere
+        return
+    read_only = tmp_path / "ro"
+    est = _resnet(memory=read_only).fit()
+    est.transform(images[:2])  # one entry stored
+    read_only.chmod(0o555)
+    for sub in read_only.rglob("*"):
+        if sub.is_dir():
+            sub.chmod(0o555)
+    try:
+        with pytest.warns(UserWarning, match="Could not write to the feature cache"):
+            np.testing.assert_array_equal(est.transform(images), expected)
+        calls = _count_forwards(est)
+        est.transform(images[:2])  # entries already there are still read
+        assert calls == []
+        with pytest.warns(UserWarning, match="cannot be created"):
+            _resnet(memory=read_only / "new").fit().transform(images[:2])
+    finally:
+        for sub in [read_only, *read_only.rglob("*")]:
+            if sub.is_dir():
+                sub.chmod(0o755)
 
 
 @pytest.mark.slow  # ~15 s: two loky workers import torch and timm

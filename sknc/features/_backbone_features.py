@@ -4,14 +4,12 @@ import contextlib
 import copy
 import itertools
 import numbers
-import os
 import threading
-import types
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, check_memory
+from sklearn.utils.validation import check_is_fitted
 
 from ..utils import resolve_device
 from ..utils._warnings import warn_external
@@ -25,6 +23,7 @@ from ._backbone import (
     warn_identity_blocks,
     weights_fingerprint,
 )
+from ._cache import UnkeyableError, key_digest, module_fingerprint, resolve_cache
 from ._images import (
     LAYOUTS,
     check_images,
@@ -35,7 +34,7 @@ from ._images import (
 
 __all__ = ["BackboneFeatures"]
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _AMP = {
     True: "float16",
     "float16": "float16",
@@ -45,40 +44,6 @@ _AMP = {
 }
 _POOLS = ("auto", "avg", "token", "max", "flatten")
 _FLUSH_EVERY = 8  # CUDA: copy features to the host every few batches, not every batch
-
-
-def _cached_transform(key, source, estimator):
-    """Feature extraction, cached by joblib on ``key`` only (see BackboneFeatures)."""
-    return estimator._extract(source)
-
-
-_CACHED_TRANSFORMS = {}  # cache location -> its own copy of _cached_transform
-
-
-def _cached_function(memory):
-    """``_cached_transform`` as a distinct function object per cache location.
-
-    joblib.Memory remembers, per process and per function object, that it has
-    checked the function's code, and then skips writing ``func_code.py`` into
-    any further location. A process (e.g. a Dask worker) that used one cache
-    directory would fill a second one without ``func_code.py``, and any other
-    process would take its first read there for a miss. A copy per location
-    (same code and name, hence the same cache entries) has joblib check and
-    write ``func_code.py`` in each location.
-    """
-    location = getattr(memory, "location", None)
-    if location is None:
-        return _cached_transform
-    location = os.fspath(location)
-    func = _CACHED_TRANSFORMS.get(location)
-    if func is None:
-        func = types.FunctionType(
-            _cached_transform.__code__, _cached_transform.__globals__, _cached_transform.__name__
-        )
-        func.__qualname__ = _cached_transform.__qualname__
-        func.__doc__ = _cached_transform.__doc__
-        func = _CACHED_TRANSFORMS.setdefault(location, func)
-    return func
 
 
 def _cpu_copy(module, force=False):
@@ -185,7 +150,13 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         ``transform`` returns a float32 numpy array, or a float32 torch
         tensor on the compute device.
     memory : None, str, path-like or joblib.Memory, default=None
-        Cache ``transform`` outputs on disk; see Notes.
+        Cache ``transform`` outputs on disk, in this folder (or the
+        ``joblib.Memory``'s); see Notes.
+    file_key : {"stat", "content"}, default="stat"
+        How the cache keys image files: by path and ``os.stat`` (size,
+        modification and status-change times, inode; no file is read), or
+        by the hash of their bytes (every file is read at each ``transform``;
+        keys survive moving or copying the files). See Notes.
     verbose : bool or int, default=False
         Show a progress bar (tqdm) during extraction.
     model_kwargs : dict or None, default=None
@@ -228,23 +199,39 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
     unless already at ``input_size``. On CUDA, uint8 pixels are sent to the
     device as bytes and converted and normalised there.
 
-    **Caching.** With ``memory``, ``transform`` outputs are stored with
-    ``joblib.Memory`` under a key made of what determines the features: the
-    model's architecture and a hash of its weights (computed once per fit),
-    the layers, the pooling, the preprocessing config, the numerical
-    precision (``amp`` when it applies, so float16 and float32 features are
-    kept apart) and a hash of the input (array bytes; for files the path,
-    size and modification time). Device, ``batch_size``, ``channels_last``,
-    ``output`` and ``verbose`` are *not* in the key, so e.g. features cached on
-    a GPU are reused on a CPU (they agree to float32 round-off). This differs
-    from ``Pipeline(memory=...)``, which caches fitted transformers and their
-    ``fit_transform`` output keyed on all constructor parameters (device and
-    batch size included), and only for steps before the last, and never
-    caches ``transform`` at predict time. Here every ``transform`` call, on
-    training or test data, in any clone, is served from the cache, so a
-    ``GridSearchCV`` over the downstream classifier runs the backbone once
-    per distinct input. The weights hash is taken once per fit: refit after
-    changing ``model_``'s weights in place.
+    **Caching.** With ``memory``, ``transform`` outputs are stored as
+    ``.npy`` files (float32) in ``<memory>/sknc-features/``, written
+    atomically (temporary file + rename) so that processes sharing the folder
+    (Dask workers, ``n_jobs``) never read half a file. Entries are read with
+    ``allow_pickle=False`` and used only if they hold a float32 array of the
+    expected shape; anything else (a pickle, a truncated file) is a miss
+    and is replaced, so nothing in a shared cache folder can run code. The
+    key covers what determines the features: the model argument and
+    ``model_kwargs``; the built module's ``repr``, a hash of its state dict
+    (names, dtypes, shapes, values) and a hash of everything else its
+    forward can read (every sub-module's Python attributes, plain tensor
+    attributes, non-persistent buffers, forward hooks, and the code of
+    module classes defined outside torch, timm and torchvision, whose
+    versions are in the key); the layers, pooling, preprocessing config,
+    ``layout`` and numerical precision (``amp`` when it applies); and the
+    input (array bytes, dtype and shape; PIL pixels; files per
+    ``file_key``: with ``"stat"`` the path, size, modification and
+    status-change times and inode, which change with any rewrite except one
+    within the file system's timestamp granularity, a few milliseconds on
+    Linux, that keeps size and inode; with ``"content"`` the file bytes). A
+    module with an attribute that cannot be hashed (a lock, an open file)
+    is not cached: ``transform`` warns and computes the features. Device,
+    ``batch_size``, ``channels_last``, ``output`` and ``verbose`` are *not*
+    in the key, so features cached on a GPU are reused on a CPU (they agree
+    to float32 round-off). The model hash is taken once per fit: refit after
+    changing ``model_`` in place. A ``memory`` folder that cannot be created
+    or written (read-only, or a file) does not fail ``transform``: it warns
+    and the features are computed (entries already there are still read
+    from a read-only folder). Unlike ``Pipeline(memory=...)``, which caches
+    fitted transformers keyed on all constructor parameters and only at
+    fit time, every ``transform`` call, on training or test data, in any
+    clone, is served from the cache, so a ``GridSearchCV`` over the
+    downstream classifier runs the backbone once per distinct input.
 
     **Fit.** ``fit`` only builds the model, resolves the layers and the data
     config and runs one dummy image to learn the output widths; it ignores
@@ -310,6 +297,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         channels_last=False,
         output="numpy",
         memory=None,
+        file_key="stat",
         verbose=False,
         model_kwargs=None,
         random_state=None,
@@ -331,6 +319,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         self.channels_last = channels_last
         self.output = output
         self.memory = memory
+        self.file_key = file_key
         self.verbose = verbose
         self.model_kwargs = model_kwargs
         self.random_state = random_state
@@ -353,6 +342,8 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             raise ValueError(f"amp must be False, True, 'float16' or 'bfloat16', got {self.amp!r}.")
         if self.model_kwargs is not None and not isinstance(self.model_kwargs, dict):
             raise ValueError(f"model_kwargs must be a dict or None, got {self.model_kwargs!r}.")
+        if self.file_key not in ("stat", "content"):
+            raise ValueError(f"file_key must be 'stat' or 'content', got {self.file_key!r}.")
         if self.layout is not None and self.layout not in LAYOUTS:
             raise ValueError(f"layout must be None or one of {LAYOUTS}, got {self.layout!r}.")
 
@@ -586,10 +577,26 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             flush(final=True)
         return out
 
-    def _cache_key(self, source):
+    def _model_fingerprint(self):
+        """(state-dict hash, behaviour hash or None), computed once per fit."""
         if getattr(self, "_fingerprint", None) is None:
             with self._lock():
-                self._fingerprint = weights_fingerprint(self.model_)
+                try:
+                    behaviour = module_fingerprint(self.model_)
+                    reason = None
+                except UnkeyableError as exc:
+                    behaviour, reason = None, str(exc)
+                self._fingerprint = (weights_fingerprint(self.model_), behaviour, reason)
+        return self._fingerprint
+
+    def _cache_key(self, source):
+        """The cache key of ``source`` (a dict), or None when the model cannot be keyed."""
+        import timm
+        import torch
+
+        weights, behaviour, _ = self._model_fingerprint()
+        if behaviour is None:
+            return None
         model = self.model
         if not isinstance(model, str):
             name = getattr(model, "__qualname__", type(model).__qualname__)
@@ -597,17 +604,38 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         amp_dtype = self._amp_dtype(resolve_device(self.device))
         return {
             "version": _CACHE_VERSION,
+            "libraries": [torch.__version__, timm.__version__],
             "model": model,
             "model_kwargs": repr(sorted((self.model_kwargs or {}).items())),
             "architecture": repr(self.model_),
-            "weights": self._fingerprint,
+            "weights": weights,
+            "module": behaviour,
             "layers": list(self.layers_),
             "pool": self.pool,
             "data_config": repr(sorted(self.data_config_.items())),
             "precision": str(amp_dtype or "float32"),
-            "input": fingerprint_images(source),
+            "input": fingerprint_images(source, files=self.file_key),
+            "file_key": self.file_key,
             "layout": self.layout,
         }
+
+    def _cached_extract(self, source, cache):
+        """Features of ``source`` from ``cache``, computed and stored on a miss."""
+        key = self._cache_key(source)
+        if key is None:
+            warn_external(
+                f"{type(self).__name__}(memory=...) does not cache this model: "
+                f"{self._fingerprint[2]}, so a cache key could not tell it from "
+                "another model. The features are computed without caching.",
+                UserWarning,
+            )
+            return self._extract(source)
+        digest = key_digest(key)
+        Z = cache.load(digest, (len(source), self.n_features_out_))
+        if Z is None:
+            Z = self._extract(source)
+            cache.save(digest, Z)
+        return Z
 
     def transform(self, X):
         """Extract features.
@@ -627,12 +655,10 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         self._check_params()
         source = check_images(X, n_channels=self.data_config_["input_size"][0], layout=self.layout)
-        if self.memory is None:
+        cache = resolve_cache(self.memory)
+        if cache is None:
             return self._extract(source, as_torch=self.output == "torch")
-        memory = self.memory
-        memory = check_memory(os.fspath(memory) if isinstance(memory, os.PathLike) else memory)
-        cached = memory.cache(_cached_function(memory), ignore=["source", "estimator"])
-        Z = cached(self._cache_key(source), source, self)
+        Z = self._cached_extract(source, cache)
         if self.output == "torch":
             import torch
 

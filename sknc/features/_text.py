@@ -43,12 +43,13 @@ import weakref
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, check_memory
+from sklearn.utils.validation import check_is_fitted
 
 from ..utils import resolve_device
 from ..utils._warnings import warn_external
 from ._backbone import PENULTIMATE, _hub_reachable, _offline_env, weights_fingerprint
-from ._backbone_features import _AMP, BackboneFeatures, _cached_function, _cpu_copy
+from ._backbone_features import _AMP, BackboneFeatures, _cpu_copy
+from ._cache import resolve_cache
 
 __all__ = [
     "TextEncoder",
@@ -826,6 +827,7 @@ class TextFeatures(TransformerMixin, BaseEstimator):
     _layer_specs = BackboneFeatures._layer_specs
     _amp_dtype = BackboneFeatures._amp_dtype
     _lock = BackboneFeatures._lock
+    _cached_extract = BackboneFeatures._cached_extract
     split_layers = BackboneFeatures.split_layers
     transform_layers = BackboneFeatures.transform_layers
     get_feature_names_out = BackboneFeatures.get_feature_names_out
@@ -1085,12 +1087,10 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "layers_")
         self._check_params()
         texts = check_texts(X)
-        if self.memory is None:
+        cache = resolve_cache(self.memory)
+        if cache is None:
             return self._extract(texts, as_torch=self.output == "torch")
-        memory = self.memory
-        memory = check_memory(os.fspath(memory) if isinstance(memory, os.PathLike) else memory)
-        cached = memory.cache(_cached_function(memory), ignore=["source", "estimator"])
-        Z = cached(self._cache_key(texts), texts, self)
+        Z = self._cached_extract(texts, cache)
         if self.output == "torch":
             import torch
 
