@@ -638,3 +638,65 @@ def test_32_bit_integer_and_float_images(tmp_path):
     assert x.dtype == torch.uint8 and np.array_equal(x[0].numpy(), small)
     with pytest.raises(ValueError, match=r"mode 'I'.*\[0, 4000\]"):
         load_image(Image.fromarray((small * 50 + (small == 79) * 50).astype(np.int32)))
+
+
+# ----------------------------------------------------------------------------
+# foreign weight layouts are converted by timm name (issue 13, item 19)
+def _torchvision_mobilenet_v2_file(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    ref = torchvision.models.mobilenet_v2().eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for mod in ref.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "mobilenet_v2-tv.pth"
+    torch.save(ref.state_dict(), path)  # torchvision's key layout
+    return ref, path
+
+
+def test_torchvision_mobilenet_v2_weights_load_by_timm_name(tmp_path):
+    from sknc.features import BackboneFeatures, detect_layout
+
+    ref, path = _torchvision_mobilenet_v2_file(tmp_path)
+    assert detect_layout(read_state_dict(path)) == "torchvision_mobilenet_v2"
+    model = create_backbone("mobilenetv2_100", weights=path)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-4, atol=1e-5)
+    # the feature transformer (what `sknc evaluate --weights` builds) takes the file too
+    X = np.random.default_rng(0).integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+    feats = BackboneFeatures("mobilenetv2_100", weights=str(path), input_size=32, device="cpu")
+    mine = BackboneFeatures(ref, input_size=32, device="cpu").fit().transform(X)
+    np.testing.assert_allclose(feats.fit_transform(X), mine, rtol=1e-4, atol=1e-5)
+    # a 10-class head: the ImageNet classifier is skipped
+    ten = create_backbone("mobilenetv2_100", model_kwargs={"num_classes": 10})
+    assert load_weights(ten, path) == ["classifier.bias", "classifier.weight"]
+
+
+def test_foreign_layout_into_another_model_names_the_way(tmp_path):
+    _, path = _torchvision_mobilenet_v2_file(tmp_path)
+    with pytest.raises(ValueError, match=r"MobileNetV2.*'mobilenetv2_100'.*convert_torchvision"):
+        create_backbone("resnet18", weights=path)
+    with pytest.raises(ValueError, match=r"MobileNetV2 .*does not fit.*blocks"):
+        create_backbone("efficientnet_b0", weights=path)
+    lite = {"_conv_stem.weight": torch.zeros(32, 3, 3, 3), "_blocks.0._bn1.weight": torch.ones(1)}
+    with pytest.raises(ValueError, match=r"EfficientNet-Lite.*tf_efficientnet_lite0"):
+        create_backbone("resnet18", weights=lite)
+
+
+def test_converters_moved_with_a_deprecated_alias():
+    from sknc.datasets import _pretrained
+    from sknc.features import convert_torchvision_mobilenet_v2
+
+    mnv2 = timm.create_model("mobilenetv2_100")
+    state = convert_torchvision_mobilenet_v2(
+        {"features.0.0.weight": torch.zeros(1), "features.18.0.weight": torch.zeros(1)}, mnv2
+    )
+    assert set(state) == {"conv_stem.weight", "conv_head.weight"}
+    with pytest.warns(FutureWarning, match="moved to sknc.features"):
+        old = _pretrained.convert_torchvision_mobilenet_v2(
+            {"features.0.0.weight": torch.zeros(1), "features.18.0.weight": torch.zeros(1)}, mnv2
+        )
+    assert set(old) == set(state)

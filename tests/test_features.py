@@ -877,7 +877,10 @@ def test_error_messages_name_the_problem(tmp_path):
 
 
 def test_docstring_examples_run():
-    for obj in (BackboneFeatures, ImageDataset, list_layers):
+    from sknc.features import create_backbone as create
+    from sknc.features import detect_layout, load_weights
+
+    for obj in (BackboneFeatures, ImageDataset, list_layers, create, load_weights, detect_layout):
         finder = doctest.DocTestFinder(recurse=False)
         runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
         for test in finder.find(obj, globs={}):

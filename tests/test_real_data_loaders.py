@@ -22,7 +22,7 @@ from sknc.datasets import (
     load_pretrained_backbone,
     read_idx,
 )
-from sknc.datasets._pretrained import convert_efficientnet_lite, convert_torchvision_mobilenet_v2
+from sknc.features import convert_efficientnet_lite, convert_torchvision_mobilenet_v2
 
 REAL_DATA = Path(
     os.environ.get("SKNC_DATA") or Path(__file__).resolve().parents[1] / "benchmarks" / "data"

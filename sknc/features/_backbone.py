@@ -236,6 +236,13 @@ def create_backbone(model, *, pretrained=False, weights=None, model_kwargs=None,
     -------
     torch.nn.Module
         The backbone, in eval mode, on CPU.
+
+    Examples
+    --------
+    >>> from sknc.features import create_backbone, list_layers
+    >>> model = create_backbone("resnet18", model_kwargs={"num_classes": 10}, seed=0)
+    >>> model.fc.out_features, model.training
+    (10, False)
     """
     import torch
     from torch import nn
@@ -406,10 +413,27 @@ def load_weights(module, weights, *, allow_head_mismatch=True):
         module keeps its own head. Features discard the head, so this is what
         loading a 1000-class checkpoint into a 10-class model needs.
 
+    Known foreign layouts of the same architecture are converted to timm's
+    names when the keys do not fit as they are: torchvision's MobileNetV2
+    into timm's ``mobilenetv2_100``, ``efficientnet_lite_pytorch``'s
+    EfficientNet-Lite into ``tf_efficientnet_lite{0,1,2}`` (see
+    :func:`detect_layout`); such weights given to another model raise an
+    error naming the models they fit.
+
     Returns
     -------
     list of str
         The skipped classifier-head keys.
+
+    Examples
+    --------
+    >>> from sknc.features import create_backbone, load_weights
+    >>> source = create_backbone("resnet18", seed=1)
+    >>> target = create_backbone("resnet18", model_kwargs={"num_classes": 10}, seed=2)
+    >>> load_weights(target, source.state_dict())  # the 1000-class head is skipped
+    ['fc.bias', 'fc.weight']
+    >>> bool((target.conv1.weight == source.conv1.weight).all())
+    True
 
     Raises
     ------
@@ -420,6 +444,8 @@ def load_weights(module, weights, *, allow_head_mismatch=True):
     state = read_state_dict(weights)
     own = module.state_dict()
     state = _strip_prefixes(state, own)
+    label = "the given state dict" if isinstance(weights, Mapping) else repr(os.fspath(weights))
+    state = _convert_foreign_layout(state, module, own, label)
     head = classifier_name(module) if allow_head_mismatch else None
 
     def is_head(key):
@@ -447,7 +473,6 @@ def load_weights(module, weights, *, allow_head_mismatch=True):
             else:
                 unexpected.append(key)
     if missing or unexpected or mismatched:
-        label = "the given state dict" if isinstance(weights, Mapping) else repr(os.fspath(weights))
         parts = []
         if mismatched:
             parts.append(f"shape mismatches: {_few(mismatched)}")
@@ -461,6 +486,41 @@ def load_weights(module, weights, *, allow_head_mismatch=True):
     keep = {k: v for k, v in state.items() if k in own and k not in skipped}
     module.load_state_dict(keep, strict=False)
     return sorted(set(skipped))
+
+
+def _convert_foreign_layout(state, module, own, label):
+    """Rename a known foreign layout (torchvision MobileNetV2, EfficientNet-Lite) to timm's.
+
+    Only when the keys do not already fit ``module`` (fewer than half of its
+    parameters found). A known layout that cannot fit ``module`` raises an
+    error naming the timm models it fits and the converter.
+    """
+    from ._convert import WEIGHT_LAYOUTS, detect_layout
+
+    if len(set(own).intersection(state)) * 2 >= len(own):
+        return state
+    layout = detect_layout(state)
+    if layout is None:
+        return state
+    what, fits, convert = WEIGHT_LAYOUTS[layout]
+    timm_like = (
+        _is_timm_model(module) and hasattr(module, "blocks") and hasattr(module, "conv_stem")
+    )
+    if not timm_like:
+        raise ValueError(
+            f"Weights {label} are in {what} layout, which does not fit "
+            f"{type(module).__name__}. They load into timm's {' / '.join(map(repr, fits))} "
+            f"(converted automatically, e.g. BackboneFeatures({fits[0]!r}, weights=...)), "
+            f"or rename them yourself with sknc.features.{convert.__name__}(state_dict, model)."
+        )
+    try:
+        return convert(state, module)
+    except ValueError as exc:
+        raise ValueError(
+            f"Weights {label} are in {what} layout, which does not fit this "
+            f"{type(module).__name__} ({exc}); they fit timm's "
+            f"{' / '.join(map(repr, fits))}."
+        ) from exc
 
 
 def weights_fingerprint(module):
