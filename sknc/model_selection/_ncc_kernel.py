@@ -112,7 +112,9 @@ class _EpisodeKernel:
     + 16) eps64`` times the magnitudes involved (normalising after centring
     amplifies rounding by ``(||x|| + ||a||) / ||x - a||``). If the two best
     scores are more than ``8 E`` apart (twice what two scores in two
-    implementations need), both implementations pick the same class.
+    implementations need), both implementations pick the same class. The
+    constants and this margin are derived once, in ``sknc.utils._rounding``,
+    and shared with ``NearestClassCenter``.
 
     Two passes: for float32 (or half) features, the query products are first
     computed in float32 from the float32 rows (no float64 copy of the
