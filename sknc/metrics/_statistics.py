@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn.exceptions import NotFittedError
 
-from ..utils import is_torch_tensor, to_numpy
+from ..utils import is_torch_tensor, single_thread, to_numpy
 from ._backend import _NumpyOps, class_sums64, sum64_rows
 from ._collapse import (
     _CDNV_VARIANTS,
@@ -412,31 +412,33 @@ class NCStatistics:
         batch = _batch_statistics(X, ops, codes, len(batch_labels), chunk_size, ref)
         counts_b, sums_b, ss_b, scatter_b, ref, exp_b = batch
 
-        # commit (nothing above changed the state)
-        if self._ops is None:
-            self._ops = home
-            self._n_features = d
-            self._ref = ref
-            self._exp = exp_b
-            self._set_arrays(
-                {
-                    "counts": home.zeros(0, dtype=home.i64()),
-                    "sums": home.zeros((0, d), dtype=home.f64()),
-                    "ss": home.zeros(0, dtype=home.f64()),
-                    "scatter": home.zeros((d, d), dtype=home.f64()),
-                }
-            )
-        else:
-            self._move_to(home)
-        exp = self._rescale_to(max(self._exp, exp_b))
-        sums_b = ldexp(sums_b, exp_b - exp)
-        ss_b = ldexp(ss_b, 2 * (exp_b - exp))
-        scatter_b = ldexp(scatter_b, 2 * (exp_b - exp))
-        self._grow(new)
-        state = self._arrays()
-        batch = _state_to(home, {"c": counts_b, "s": sums_b, "ss": ss_b, "sc": scatter_b})
-        self._merge_into(home, state, rows, batch["c"], batch["s"], batch["ss"], batch["sc"])
-        self._set_arrays(state)
+        # commit (nothing above changed the state); small (K, d) and (d, d)
+        # updates: one thread (torch would wait on its pool for each)
+        with single_thread():
+            if self._ops is None:
+                self._ops = home
+                self._n_features = d
+                self._ref = ref
+                self._exp = exp_b
+                self._set_arrays(
+                    {
+                        "counts": home.zeros(0, dtype=home.i64()),
+                        "sums": home.zeros((0, d), dtype=home.f64()),
+                        "ss": home.zeros(0, dtype=home.f64()),
+                        "scatter": home.zeros((d, d), dtype=home.f64()),
+                    }
+                )
+            else:
+                self._move_to(home)
+            exp = self._rescale_to(max(self._exp, exp_b))
+            sums_b = ldexp(sums_b, exp_b - exp)
+            ss_b = ldexp(ss_b, 2 * (exp_b - exp))
+            scatter_b = ldexp(scatter_b, 2 * (exp_b - exp))
+            self._grow(new)
+            state = self._arrays()
+            batch = _state_to(home, {"c": counts_b, "s": sums_b, "ss": ss_b, "sc": scatter_b})
+            self._merge_into(home, state, rows, batch["c"], batch["s"], batch["ss"], batch["sc"])
+            self._set_arrays(state)
         return self
 
     def _rescale_to(self, exp):
