@@ -269,7 +269,7 @@ def _with_pairs(idx, y):
 
 def measure_checkpoints(cfg, checkpoints, X, y, split):
     from sknc.features import BackboneFeatures
-    from sknc.metrics import collapse_report
+    from sknc.metrics import cdnv, collapse_report
     from sknc.neighbors import NearestClassCenter
 
     parts = {
@@ -279,7 +279,7 @@ def measure_checkpoints(cfg, checkpoints, X, y, split):
     }
     # CDNV / NC1 need two samples of a class: drop singleton classes of a part
     parts = {p: _with_pairs(idx, y) for p, idx in parts.items()}
-    collapse = {p: {"cdnv": [], "nc1": []} for p in parts}
+    collapse = {p: {"cdnv": [], "nc1": [], "cdnv_corrected": []} for p in parts}
     ncc_acc = []
     shots = {
         str(k): {"n_shot": k, "n_query": q, "mean": [], "std": [], "ci95": []}
@@ -302,6 +302,8 @@ def measure_checkpoints(cfg, checkpoints, X, y, split):
             rep = collapse_report(Z[idx], y[idx])
             collapse[part]["cdnv"].append(float(rep.cdnv))
             collapse[part]["nc1"].append(float(rep.nc1))
+            # the parts differ in samples per class: bias-corrected CDNV compares them
+            collapse[part]["cdnv_corrected"].append(float(cdnv(Z[idx], y[idx], bias="corrected")))
         ncc = NearestClassCenter().fit(Z[split.source_train], y[split.source_train])
         ncc_acc.append(float(ncc.score(Z[split.source_test], y[split.source_test])))
         res = fewshot(Z[split.novel], y[split.novel], cfg)
@@ -399,9 +401,12 @@ def claims(res):
 
     col, fs, corr = res["collapse"], res["fewshot"], res["correlations"]
     k = str(max(SHOTS))
+    corrected = None  # results stored before the bias-corrected CDNV was measured lack it
+    if all("cdnv_corrected" in col[key] for key in SET_LABELS):
+        corrected = {key: col[key]["cdnv_corrected"] for key in SET_LABELS}
     return {
         "collapse_generalizes": verdict_collapse_generalizes(
-            col["epoch"], {key: col[key]["cdnv"] for key in SET_LABELS}, SET_LABELS
+            col["epoch"], {key: col[key]["cdnv"] for key in SET_LABELS}, SET_LABELS, corrected
         ),
         "fewshot_follows_cdnv": verdict_fewshot_follows_cdnv(fs, corr["epochs"], N_WAY),
         "source_training_helps": verdict_source_training_helps(

@@ -203,6 +203,12 @@ def build_parser():
         action="store_true",
         help="copy the per-epoch checkpoints to OUT/checkpoints",
     )
+    demo.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the pre-training of an interrupted run (Ctrl-C) from the "
+        "checkpoints it kept in OUT/interrupted_checkpoints",
+    )
     demo.set_defaults(subparser=demo)
 
     ev = sub.add_parser(
@@ -397,6 +403,7 @@ def _run(args):
             seed=args.seed,
             threads=args.threads,
             keep_checkpoints=args.keep_checkpoints,
+            resume=args.resume,
             progress=args.progress,
         )
         verdicts = [f"  {c['title']}: {c['status']}" for c in results["claims"].values()]

@@ -712,7 +712,9 @@ def test_demo_interrupt_keeps_earlier_report_and_checkpoints(demo_run, tmp_path,
     assert "left untouched" in message
     kept = out / "interrupted_checkpoints"
     assert str(kept) in message
-    assert sorted(os.listdir(kept)) == [f"epoch_{e:03d}.safetensors" for e in range(3)]
+    ckpts = [f"epoch_{e:03d}.safetensors" for e in range(3)]
+    assert set(ckpts) <= set(os.listdir(kept))
+    assert "--resume" in message
     after = _snapshot(out)
     assert {k: v for k, v in after.items() if not k.startswith("interrupted_")} == before
     assert not [p for p in os.listdir(out) if p.startswith(".sknc-staging")]
@@ -737,10 +739,76 @@ def test_demo_interrupt_during_finetuning(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "interrupted while fine-tuning" in err and "no report was written" in err
     assert sorted(os.listdir(out)) == ["interrupted_checkpoints"]
-    assert sorted(os.listdir(out / "interrupted_checkpoints")) == [
-        "epoch_000.safetensors",
-        "epoch_001.safetensors",
-    ]
+    kept = set(os.listdir(out / "interrupted_checkpoints"))
+    assert {"epoch_000.safetensors", "epoch_001.safetensors"} <= kept
+
+
+def test_demo_resume_continues_from_the_kept_checkpoints(tmp_path, monkeypatch, capsys):
+    """--resume pre-trains in OUT/interrupted_checkpoints with resume=True."""
+    import sknc.finetune
+
+    calls = []
+
+    def fake_pretrain(*args, **kwargs):
+        calls.append(kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sknc.finetune, "pretrain_backbone", fake_pretrain)
+    out = tmp_path / "out"
+    kept = out / "interrupted_checkpoints"
+    argv = ["demo", "--tiny", "--epochs", "1", "--out", str(out), "-q", "--threads", "1"]
+    assert main(argv + ["--resume"]) == 130  # nothing to resume yet: starts afresh
+    assert calls[-1]["resume"] is False and not kept.exists()
+    kept.mkdir(parents=True)
+    assert main(argv + ["--resume"]) == 130
+    assert calls[-1]["resume"] is True
+    assert os.path.abspath(calls[-1]["checkpoint_dir"]) == str(kept)
+    assert "interrupted while pre-training" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    """Ctrl-C in the last pre-training epoch, then --resume: the same weights and numbers."""
+    import sknc.finetune
+
+    argv = ["demo", "--tiny", "-q", "--threads", "1", "--keep-checkpoints"]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(argv + ["--out", str(tmp_path / "whole")]) == 0
+        original = sknc.finetune.pretrain_backbone
+
+        def interrupted(*args, on_epoch_end=None, **kwargs):
+            def hook(est, epoch):
+                on_epoch_end(est, epoch)
+                if epoch == 2:  # after its checkpoint, before its training state
+                    raise KeyboardInterrupt
+
+            return original(*args, on_epoch_end=hook, **kwargs)
+
+        monkeypatch.setattr(sknc.finetune, "pretrain_backbone", interrupted)
+        out = tmp_path / "resumed"
+        assert main(argv + ["--out", str(out)]) == 130
+        assert (out / "interrupted_checkpoints").is_dir()
+        monkeypatch.setattr(sknc.finetune, "pretrain_backbone", original)
+        assert main(argv + ["--out", str(out), "--resume"]) == 0
+    assert not (out / "interrupted_checkpoints").exists()
+    from safetensors.numpy import load_file
+
+    for name in sorted(os.listdir(tmp_path / "whole" / "checkpoints")):
+        a = load_file(str(tmp_path / "whole" / "checkpoints" / name))
+        b = load_file(str(out / "checkpoints" / name))
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text(encoding="utf-8"))
+    resumed = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    # a seeded demo is deterministic on CPU (same threads): every figure equal
+    for key in ("collapse", "few_shot", "transfer", "claims"):
+        assert resumed[key] == whole[key], key
+    for a, b in zip(resumed["finetune"]["methods"], whole["finetune"]["methods"]):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {
+            k: v for k, v in b.items() if k != "seconds"
+        }
+    assert resumed["pretraining"]["resumed_from_epoch"] == 1
 
 
 def test_demo_refuses_a_fit_cut_short_by_a_swallowed_interrupt():

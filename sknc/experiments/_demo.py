@@ -259,25 +259,27 @@ def _save_initial_weights(model, path, seed):
     return path
 
 
-def _pretrain(p, model, size, epochs, sets, work, device, seed, progress):
+def _pretrain(p, model, size, epochs, sets, work, pretrain_dir, resume, device, seed, progress):
+    """Pre-train with a checkpoint per epoch in ``pretrain_dir`` (resumable)."""
     from skorch.callbacks import LRScheduler
 
     from ..finetune import pretrain_backbone
 
     X, y = sets["source_train"]
-    init = _save_initial_weights(model, os.path.join(work, "epoch_000.safetensors"), seed)
+    init = _save_initial_weights(model, os.path.join(work, "initial_weights.safetensors"), seed)
     bar = progress.bar(total=epochs, desc="pre-training", unit="epoch")
 
     def on_epoch_end(estimator, epoch):
         bar.set_postfix(loss=f"{estimator.net_.history[-1, 'train_loss']:.3f}")
-        bar.update(1)
+        bar.update(max(0, epoch - bar.n))
 
     try:
         est = pretrain_backbone(
             model,
             X,
             y,
-            checkpoint_dir=work,
+            checkpoint_dir=pretrain_dir,
+            resume=resume,
             weights=init,
             max_epochs=epochs,
             lr=p.lr,
@@ -292,12 +294,20 @@ def _pretrain(p, model, size, epochs, sets, work, device, seed, progress):
         bar.close()
     _check_trained(est, epochs, "pre-training")
     history = est.history_
-    # checkpoints_[0] is the initial weights, rewritten at the same path as init
-    return [init] + list(est.checkpoints_[1:]), {
+    # checkpoints_[0] is the initial weights, as saved in init. The paths are those of
+    # pretrain_dir: a resumed run's history may name the folder it was copied from.
+    checkpoints = [os.path.join(pretrain_dir, os.path.basename(c)) for c in est.checkpoints_]
+    if not checkpoints or not os.path.basename(checkpoints[0]).startswith("epoch_000"):
+        checkpoints = [init] + checkpoints
+    missing = [c for c in checkpoints if not os.path.exists(c)]
+    if missing:
+        raise InputError(f"pre-training checkpoints missing in {pretrain_dir}: {missing}")
+    return checkpoints, {
         "epoch": list(range(1, len(history) + 1)),
         "train_loss": [float(v) for v in history[:, "train_loss"]],
         "seconds": [float(v) for v in history[:, "dur"]],
         "final_train_nc1": est.train_nc1_,
+        "resumed_from_epoch": int(getattr(est, "resumed_from_", 0)),
     }
 
 
@@ -328,7 +338,7 @@ def _measure_checkpoints(p, model, size, checkpoints, sets, memory, device, seed
 
     parts = ("source_train", "source_test", "novel")
     collapse = {"epoch": []}
-    collapse.update({part: {"cdnv": [], "nc1": []} for part in parts})
+    collapse.update({part: {"cdnv": [], "nc1": [], "cdnv_corrected": []} for part in parts})
     novel_from_downstream = "novel" not in sets
     if novel_from_downstream:
         y_novel = np.concatenate([sets["downstream_train"][1], sets["downstream_test"][1]])
@@ -370,6 +380,7 @@ def _measure_checkpoints(p, model, size, checkpoints, sets, memory, device, seed
                 rep = collapse_report(Z[part], labels[part])
                 collapse[part]["cdnv"].append(float(rep.cdnv))
                 collapse[part]["nc1"].append(float(rep.nc1))
+                collapse[part]["cdnv_corrected"].append(_corrected_cdnv(Z[part], labels[part]))
         few["epoch"].append(epoch)
         few["novel_cdnv"].append(collapse["novel"]["cdnv"][-1])
         for k in _SHOTS:
@@ -380,6 +391,16 @@ def _measure_checkpoints(p, model, size, checkpoints, sets, memory, device, seed
             few["shots"][str(k)]["mean"].append(float(res.mean))
             few["shots"][str(k)]["ci95"].append(float(res.ci95))
     return collapse, few
+
+
+def _corrected_cdnv(Z, y):
+    """Bias-corrected CDNV (comparable across sets of different sizes), NaN if undefined."""
+    from ..metrics import cdnv
+
+    try:
+        return float(cdnv(Z, y, bias="corrected"))
+    except ValueError:  # a class with a single sample: no unbiased variance
+        return float("nan")
 
 
 def _rank_checkpoints(model, size, checkpoints, sets, memory, device, seed, progress):
@@ -485,7 +506,10 @@ def _claims(results):
     regimes = {"scarce": f"{pct(scarce['fraction'])}%"}
     return {
         "collapse_generalizes": verdict_collapse_generalizes(
-            col["epoch"], {k: col[k]["cdnv"] for k in _SET_LABELS}, _SET_LABELS
+            col["epoch"],
+            {k: col[k]["cdnv"] for k in _SET_LABELS},
+            _SET_LABELS,
+            cdnv_corrected={k: col[k]["cdnv_corrected"] for k in _SET_LABELS},
         ),
         "fewshot_follows_cdnv": verdict_fewshot_follows_cdnv(
             {k: s for k, s in fs["shots"].items()}, fs["correlations"], fs["n_way"]
@@ -576,6 +600,7 @@ def run_demo(
     seed=0,
     threads=None,
     keep_checkpoints=False,
+    resume=False,
     progress=True,
 ):
     """Run the demo end to end and write its report.
@@ -623,6 +648,12 @@ def run_demo(
         Number of torch CPU threads (None: every core this process may use).
     keep_checkpoints : bool, default=False
         Copy the per-epoch checkpoints to ``out_dir/checkpoints``.
+    resume : bool, default=False
+        Continue the pre-training of an interrupted run from the checkpoints
+        it kept in ``out_dir/interrupted_checkpoints`` (same arguments;
+        the final weights equal those of an uninterrupted run, see
+        :func:`sknc.finetune.pretrain_backbone`); that folder is removed
+        once the run completes. Without it, the demo starts afresh.
     progress : bool, default=True
         Step lines and progress bars on stderr.
 
@@ -691,6 +722,9 @@ def run_demo(
         tempfile.TemporaryDirectory(prefix="sknc-demo-") as work,
     ):
         step = "starting"
+        resume_dir = os.path.join(out_dir, INTERRUPTED_CHECKPOINTS)
+        resuming = bool(resume) and os.path.isdir(resume_dir)
+        pretrain_dir = resume_dir if resuming else os.path.join(work, "pretraining")
         try:
             results["environment"] = environment(resolved, n_threads)
             t = time.perf_counter()
@@ -706,8 +740,20 @@ def run_demo(
                 f"classes ({d['source']['n_train']} images), {epochs} epochs"
             )
             steps.step(step)
+            if resume and not resuming:
+                steps.note(f"  nothing to resume in {resume_dir}: starting afresh")
             checkpoints, results["pretraining"] = _pretrain(
-                p, model, image_size, epochs, sets, work, device, seed, steps
+                p,
+                model,
+                image_size,
+                epochs,
+                sets,
+                work,
+                pretrain_dir,
+                resuming,
+                device,
+                seed,
+                steps,
             )
             timing["pretraining"] = time.perf_counter() - t
 
@@ -772,8 +818,10 @@ def run_demo(
                             path, os.path.join(target, f"epoch_{epoch:03d}.safetensors")
                         )
                 results = _write_demo(results, timing, t_start, stage, keep_checkpoints)
+            if resuming:  # the interrupted run is complete now
+                shutil.rmtree(resume_dir, ignore_errors=True)
         except KeyboardInterrupt as exc:
-            raise Interrupted(_interrupted_message(step, out_dir, work)) from exc
+            raise Interrupted(_interrupted_message(step, out_dir, pretrain_dir)) from exc
     return results
 
 
@@ -832,27 +880,57 @@ def _complete_checkpoints(work):
     return [found[e] for e in sorted(found)]
 
 
-def _interrupted_message(step, out_dir, work):
-    """Keep the completed checkpoints of an interrupted demo; say what happened."""
+def _resumable_files(folder):
+    """The files of a pre-training run that resuming can continue from.
+
+    The training state is saved after the epoch's checkpoint, so Ctrl-C in
+    between leaves a checkpoint the state does not cover yet: only the
+    checkpoints up to the state's epoch are kept (just the initial weights
+    when there is no state), so that ``--resume`` accepts the folder.
+    """
+    from ..finetune._callbacks import STATE_FILE, load_training_state
+
+    try:
+        state = load_training_state(folder)
+    except Exception:
+        state = None
+    last = int(state["epoch"]) if state is not None else 0
+    keep = [
+        name
+        for name in sorted(os.listdir(folder))
+        if name.startswith("epoch_")
+        and name.endswith(".safetensors")
+        and name[6:9].isdigit()
+        and int(name[6:9]) <= last
+    ]
+    return keep + ([STATE_FILE] if state is not None else [])
+
+
+def _interrupted_message(step, out_dir, pretrain_dir):
+    """Keep an interrupted demo's pre-training run (to resume it); say what happened."""
     report = os.path.join(out_dir, "report.md")
     if os.path.exists(report):
         kept = f"the earlier report in {out_dir} was left untouched"
     else:
         kept = "no report was written"
     text = f"interrupted while {step}; {kept}"
-    ckpts = _complete_checkpoints(work)
+    target = os.path.join(out_dir, INTERRUPTED_CHECKPOINTS)
+    try:
+        if os.path.isdir(pretrain_dir) and os.path.abspath(pretrain_dir) != os.path.abspath(target):
+            names = _resumable_files(pretrain_dir)
+            if names:
+                shutil.rmtree(target, ignore_errors=True)
+                os.makedirs(target)
+                for name in names:  # checkpoints and the training state resuming needs
+                    shutil.copyfile(os.path.join(pretrain_dir, name), os.path.join(target, name))
+    except OSError as exc:  # the message must still come out
+        return text + f"; the completed checkpoints could not be kept ({exc})."
+    ckpts = _complete_checkpoints(target) if os.path.isdir(target) else []
     if ckpts:
-        target = os.path.join(out_dir, INTERRUPTED_CHECKPOINTS)
-        try:
-            shutil.rmtree(target, ignore_errors=True)
-            os.makedirs(target)
-            for path in ckpts:
-                shutil.copyfile(path, os.path.join(target, os.path.basename(path)))
-            epochs = [int(os.path.basename(c)[6:9]) for c in ckpts]
-            text += (
-                f"; the {len(ckpts)} complete pre-training checkpoint(s) (epochs "
-                f"{epochs[0]} to {epochs[-1]}) were kept in {target}"
-            )
-        except OSError as exc:  # the message must still come out
-            text += f"; the completed checkpoints could not be kept ({exc})"
+        epochs = [int(os.path.basename(c)[6:9]) for c in ckpts]
+        text += (
+            f"; the {len(ckpts)} complete pre-training checkpoint(s) (epochs "
+            f"{epochs[0]} to {epochs[-1]}) were kept in {target}; add --resume to the "
+            "same command to continue from there"
+        )
     return text + "."

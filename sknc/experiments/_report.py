@@ -217,6 +217,16 @@ def render_demo_report(results):
         )
     )
     out.append("")
+    if all("cdnv_corrected" in col[part] for part in ("source_train", "source_test", "novel")):
+        out.append(
+            "The three sets have different numbers of images per class, which biases the "
+            "plug-in CDNV above (fewer images, lower CDNV); the bias-corrected CDNV "
+            "(unbiased within-class variances and squared distances, "
+            '`sknc.metrics.cdnv(..., bias="corrected")`) compares them fairly. At the '
+            f"last epoch: source train {num(col['source_train']['cdnv_corrected'][-1])}, "
+            f"source test {num(col['source_test']['cdnv_corrected'][-1])}, novel classes "
+            f"{num(col['novel']['cdnv_corrected'][-1])}.\n"
+        )
     out.append(_verdict(claim) + "\n")
 
     # --- Galanti: few-shot

@@ -155,7 +155,7 @@ def compare_over_seeds(a, b, key):
     return int(np.sign(diff)) if abs(diff) > 2 * se else 0
 
 
-def verdict_collapse_generalizes(epochs, cdnv, labels):
+def verdict_collapse_generalizes(epochs, cdnv, labels, cdnv_corrected=None):
     """Galanti et al.: CDNV falls on training samples, unseen samples and new classes.
 
     Parameters
@@ -167,6 +167,11 @@ def verdict_collapse_generalizes(epochs, cdnv, labels):
         CDNV per checkpoint.
     labels : dict
         The same keys -> names used in the text (e.g. ``"novel-class"``).
+    cdnv_corrected : dict or None, default=None
+        The same keys -> bias-corrected CDNV per checkpoint
+        (``sknc.metrics.cdnv(..., bias="corrected")``). The sets have
+        different numbers of samples per class, which biases the plug-in
+        CDNV; when given, the closing comparison between the sets uses these.
 
     Returns
     -------
@@ -186,11 +191,16 @@ def verdict_collapse_generalizes(epochs, cdnv, labels):
         parts.append(text)
     status = "held" if n_fell == len(labels) else ("partly held" if n_fell >= 1 else "did not hold")
     verdict = f"CDNV from epoch {epochs[0]} to epoch {epochs[-1]}: " + "; ".join(parts) + "."
-    tr, te, nv = (cdnv[k][-1] for k in ("source_train", "source_test", "novel"))
+    across, kind = cdnv, ""
+    if cdnv_corrected is not None:
+        across, kind = cdnv_corrected, "bias-corrected "
+    tr, te, nv = (across[k][-1] for k in ("source_train", "source_test", "novel"))
     if finite(tr) and tr > 0 and finite(te) and finite(nv):
         verdict += (
-            f" At the end the {labels['novel']} CDNV is {ratio(nv / tr)} and the "
-            f"{labels['source_test']} CDNV {ratio(te / tr)} the {labels['source_train']} CDNV."
+            f" At the end the {labels['novel']} {kind}CDNV is {ratio(nv / tr)} and the "
+            f"{labels['source_test']} {kind}CDNV {ratio(te / tr)} the "
+            f"{labels['source_train']} {kind}CDNV"
+            + (" (corrected for the sets' different sizes)." if kind else ".")
         )
     return make_claim("collapse_generalizes", status, verdict)
 

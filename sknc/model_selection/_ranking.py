@@ -113,7 +113,11 @@ class BackboneRanking:
         One row per candidate, sorted by ``rank_by`` (most collapsed first),
         with keys ``rank``, ``backbone``, ``n_features``, ``nc1``, ``cdnv``,
         ``transform_time`` and, when measured, ``accuracy`` (plus
-        ``accuracy_std`` with cross-validation).
+        ``accuracy_std`` with cross-validation). ``transform_time`` is the
+        wall time this call spent getting the features (fit and transform of
+        ``X``, and of ``X_test``): with a feature cache (e.g.
+        ``BackboneFeatures(memory=...)``) that hits, it is the time to load
+        the cached features, not to extract them.
     correlations : dict
         For each of ``"nc1"`` and ``"cdnv"``: the :func:`rank_correlation`
         of that score and the accuracy over the candidates (``spearman``,
