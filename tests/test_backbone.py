@@ -700,3 +700,24 @@ def test_converters_moved_with_a_deprecated_alias():
             {"features.0.0.weight": torch.zeros(1), "features.18.0.weight": torch.zeros(1)}, mnv2
         )
     assert set(old) == set(state)
+
+
+def test_torch_classes_are_defined_at_module_level():
+    # issue 14: no classes built in factories, no module __getattr__
+    import importlib
+
+    for name, classes in [
+        ("sknc.features._backbone", ["LayerTap"]),
+        ("sknc.features._images", ["ImageDataset", "ImageNormalizer"]),
+        ("sknc.features", ["ImageDataset"]),
+    ]:
+        module = importlib.import_module(name)
+        assert "__getattr__" not in vars(module), name
+        for cls in classes:
+            assert isinstance(vars(module)[cls], type), (name, cls)
+    from sknc.features import ImageDataset
+    from sknc.features._images import ImageNormalizer
+
+    assert LayerTap.__qualname__ == "LayerTap" and issubclass(LayerTap, nn.Module)
+    assert ImageDataset.__module__ == "sknc.features._images"
+    assert issubclass(ImageNormalizer, nn.Module)

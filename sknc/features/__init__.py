@@ -31,6 +31,7 @@ preprocessing) lives in ``sknc.features._backbone`` and
 from ._backbone import create_backbone, list_layers, load_weights
 from ._backbone_features import BackboneFeatures
 from ._convert import convert_efficientnet_lite, convert_torchvision_mobilenet_v2, detect_layout
+from ._images import ImageDataset
 from ._text import TextFeatures
 
 __all__ = [
@@ -44,12 +45,3 @@ __all__ = [
     "list_layers",
     "load_weights",
 ]
-
-
-def __getattr__(name):
-    # ImageDataset subclasses torch's Dataset: import torch only when asked for.
-    if name == "ImageDataset":
-        from ._images import ImageDataset
-
-        return ImageDataset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

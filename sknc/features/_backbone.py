@@ -40,8 +40,8 @@ PENULTIMATE
     The layer name ``"penultimate"``: the pre-logits features (model output
     after :func:`strip_classifier`).
 
-Torch and timm are imported inside the functions so that importing this module
-stays cheap.
+timm is imported inside the functions that need it; torch at import (the
+``LayerTap`` module is defined at module level).
 """
 
 import copy
@@ -55,10 +55,12 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 
 import numpy as np
+import torch
+from torch import nn
 
 __all__ = [
     "PENULTIMATE",
-    "LayerTap",  # noqa: F822 (built lazily by the module __getattr__)
+    "LayerTap",
     "classifier_name",
     "create_backbone",
     "list_layers",
@@ -244,7 +246,6 @@ def create_backbone(model, *, pretrained=False, weights=None, model_kwargs=None,
     >>> model.fc.out_features, model.training
     (10, False)
     """
-    import torch
     from torch import nn
 
     model_kwargs = dict(model_kwargs or {})
@@ -298,7 +299,6 @@ def create_backbone(model, *, pretrained=False, weights=None, model_kwargs=None,
 # weights
 # --------------------------------------------------------------------------
 def _unwrap_container(obj):
-    import torch
 
     seen = 0
     while isinstance(obj, Mapping) and seen < 5:
@@ -326,7 +326,6 @@ def read_state_dict(weights):
     ValueError
         If the file is missing, cannot be loaded safely, or holds no tensors.
     """
-    import torch
 
     if isinstance(weights, Mapping):
         obj, label = weights, "the given state dict"
@@ -525,7 +524,6 @@ def _convert_foreign_layout(state, module, own, label):
 
 def weights_fingerprint(module):
     """Content hash (hex) of ``module.state_dict()``: names, dtypes, shapes and values."""
-    import torch
 
     h = hashlib.blake2b(digest_size=20)
     for key, value in module.state_dict().items():
@@ -547,7 +545,6 @@ def zero_scale_layers(module):
     RegNets, CSP and NF nets, ...) zeroes the last BatchNorm (or gain) of
     every residual block so that its residual branch starts switched off.
     """
-    import torch
     from torch import nn
 
     norms = (
@@ -878,145 +875,128 @@ class _StopForward(Exception):
     """Raised by a hook once every requested layer has been captured."""
 
 
-def _make_layer_tap():
-    from torch import nn
+class LayerTap(nn.Module):
+    """Pooled outputs of several layers of ``backbone`` from one forward pass.
 
-    class LayerTap(nn.Module):
-        """Pooled outputs of several layers of ``backbone`` from one forward pass.
+    Forward hooks are registered on the requested module paths when the
+    tap is built; ``forward(x)`` returns a list with one ``(N, C_i)``
+    tensor per entry of ``layers``. The entry :data:`PENULTIMATE` stands
+    for the backbone's own output (after :func:`strip_classifier` these
+    are the pre-logits features), pooled with ``pool="auto"``. When
+    ``stop_early`` is true and the penultimate output is not requested,
+    the forward pass stops as soon as the last requested block has run.
+    Gradients flow through the taps, so fine-tuners can use it in
+    training. A module called several times per forward contributes its
+    first call. Call :meth:`remove` to detach the hooks.
 
-        Forward hooks are registered on the requested module paths when the
-        tap is built; ``forward(x)`` returns a list with one ``(N, C_i)``
-        tensor per entry of ``layers``. The entry :data:`PENULTIMATE` stands
-        for the backbone's own output (after :func:`strip_classifier` these
-        are the pre-logits features), pooled with ``pool="auto"``. When
-        ``stop_early`` is true and the penultimate output is not requested,
-        the forward pass stops as soon as the last requested block has run.
-        Gradients flow through the taps, so fine-tuners can use it in
-        training. A module called several times per forward contributes its
-        first call. Call :meth:`remove` to detach the hooks.
+    Parameters
+    ----------
+    backbone : torch.nn.Module
+    layers : list of str
+        Resolved module paths (see :func:`resolve_layer`) and/or
+        :data:`PENULTIMATE`.
+    pool : str, default="auto"
+        Pooling for the intermediate layers; see :func:`pool_features`.
+    num_prefix_tokens, has_class_token, fmt : optional
+        Pooling details; inferred with :func:`token_info` when None.
+    stop_early : bool, default=True
+    """
 
-        Parameters
-        ----------
-        backbone : torch.nn.Module
-        layers : list of str
-            Resolved module paths (see :func:`resolve_layer`) and/or
-            :data:`PENULTIMATE`.
-        pool : str, default="auto"
-            Pooling for the intermediate layers; see :func:`pool_features`.
-        num_prefix_tokens, has_class_token, fmt : optional
-            Pooling details; inferred with :func:`token_info` when None.
-        stop_early : bool, default=True
-        """
+    def __init__(
+        self,
+        backbone,
+        layers,
+        *,
+        pool="auto",
+        num_prefix_tokens=None,
+        has_class_token=None,
+        fmt=None,
+        stop_early=True,
+    ):
+        super().__init__()
+        if pool not in _POOLS:
+            raise ValueError(f"pool must be one of {_POOLS}, got {pool!r}.")
+        self.backbone = backbone
+        self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("LayerTap needs at least one layer.")
+        if len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"Duplicate layers in {self.layers}.")
+        n_prefix, has_cls, fmt_ = token_info(backbone)
+        self.pool = pool
+        self.num_prefix_tokens = n_prefix if num_prefix_tokens is None else num_prefix_tokens
+        self.has_class_token = has_cls if has_class_token is None else has_class_token
+        self.fmt = fmt_ if fmt is None else fmt
+        self._taps = [p for p in self.layers if p != PENULTIMATE]
+        self.stop_early = bool(stop_early) and PENULTIMATE not in self.layers
+        self._captured = {}
+        self._active = False
+        self._handles = []
+        modules = dict(backbone.named_modules())
+        for path in self._taps:
+            if path not in modules or not path:
+                raise ValueError(f"{type(backbone).__name__} has no module {path!r}.")
+            self._handles.append(modules[path].register_forward_hook(self._hook(path)))
 
-        def __init__(
-            self,
-            backbone,
-            layers,
-            *,
-            pool="auto",
-            num_prefix_tokens=None,
-            has_class_token=None,
-            fmt=None,
-            stop_early=True,
-        ):
-            super().__init__()
-            if pool not in _POOLS:
-                raise ValueError(f"pool must be one of {_POOLS}, got {pool!r}.")
-            self.backbone = backbone
-            self.layers = list(layers)
-            if not self.layers:
-                raise ValueError("LayerTap needs at least one layer.")
-            if len(set(self.layers)) != len(self.layers):
-                raise ValueError(f"Duplicate layers in {self.layers}.")
-            n_prefix, has_cls, fmt_ = token_info(backbone)
-            self.pool = pool
-            self.num_prefix_tokens = n_prefix if num_prefix_tokens is None else num_prefix_tokens
-            self.has_class_token = has_cls if has_class_token is None else has_class_token
-            self.fmt = fmt_ if fmt is None else fmt
-            self._taps = [p for p in self.layers if p != PENULTIMATE]
-            self.stop_early = bool(stop_early) and PENULTIMATE not in self.layers
-            self._captured = {}
+    def _hook(self, path):
+        def hook(_module, _inputs, output):
+            # a tap only records during its own forward (other taps on the
+            # same backbone, or plain calls of the backbone, are not affected)
+            if not self._active or path in self._captured:
+                return
+            self._captured[path] = pool_features(
+                output,
+                self.num_prefix_tokens,
+                self.pool,
+                has_class_token=self.has_class_token,
+                fmt=self.fmt,
+            )
+            if self.stop_early and len(self._captured) == len(self._taps):
+                raise _StopForward
+
+        return hook
+
+    def forward(self, x):
+        self._captured = {}
+        self._active = True
+        out = None
+        try:
+            out = self.backbone(x)
+        except _StopForward:
+            pass
+        finally:
             self._active = False
-            self._handles = []
-            modules = dict(backbone.named_modules())
-            for path in self._taps:
-                if path not in modules or not path:
-                    raise ValueError(f"{type(backbone).__name__} has no module {path!r}.")
-                self._handles.append(modules[path].register_forward_hook(self._hook(path)))
-
-        def _hook(self, path):
-            def hook(_module, _inputs, output):
-                # a tap only records during its own forward (other taps on the
-                # same backbone, or plain calls of the backbone, are not affected)
-                if not self._active or path in self._captured:
-                    return
-                self._captured[path] = pool_features(
-                    output,
-                    self.num_prefix_tokens,
-                    self.pool,
-                    has_class_token=self.has_class_token,
-                    fmt=self.fmt,
+        captured, self._captured = self._captured, {}
+        result = []
+        for path in self.layers:
+            if path == PENULTIMATE:
+                result.append(
+                    pool_features(
+                        out,
+                        self.num_prefix_tokens,
+                        "auto",
+                        has_class_token=self.has_class_token,
+                        fmt=self.fmt,
+                    )
                 )
-                if self.stop_early and len(self._captured) == len(self._taps):
-                    raise _StopForward
+            elif path in captured:
+                result.append(captured[path])
+            else:
+                raise RuntimeError(
+                    f"Layer {path!r} of {type(self.backbone).__name__} did not run "
+                    "during the forward pass."
+                )
+        return result
 
-            return hook
+    def remove(self):
+        """Remove the forward hooks from the backbone."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
-        def forward(self, x):
-            self._captured = {}
-            self._active = True
-            out = None
-            try:
-                out = self.backbone(x)
-            except _StopForward:
-                pass
-            finally:
-                self._active = False
-            captured, self._captured = self._captured, {}
-            result = []
-            for path in self.layers:
-                if path == PENULTIMATE:
-                    result.append(
-                        pool_features(
-                            out,
-                            self.num_prefix_tokens,
-                            "auto",
-                            has_class_token=self.has_class_token,
-                            fmt=self.fmt,
-                        )
-                    )
-                elif path in captured:
-                    result.append(captured[path])
-                else:
-                    raise RuntimeError(
-                        f"Layer {path!r} of {type(self.backbone).__name__} did not run "
-                        "during the forward pass."
-                    )
-            return result
+    def __enter__(self):
+        return self
 
-        def remove(self):
-            """Remove the forward hooks from the backbone."""
-            for handle in self._handles:
-                handle.remove()
-            self._handles = []
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.remove()
-            return False
-
-    LayerTap.__module__ = __name__
-    LayerTap.__qualname__ = "LayerTap"
-    return LayerTap
-
-
-def __getattr__(name):
-    # LayerTap subclasses nn.Module; build it on first use so that importing
-    # this module does not import torch.
-    if name == "LayerTap":
-        cls = _make_layer_tap()
-        globals()["LayerTap"] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __exit__(self, *exc):
+        self.remove()
+        return False

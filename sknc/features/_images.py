@@ -49,11 +49,14 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
 
 __all__ = [
     "IMAGENET_DEFAULT_CONFIG",
-    "ImageDataset",  # noqa: F822 (built lazily by the module __getattr__)
-    "ImageNormalizer",  # noqa: F822 (built lazily by the module __getattr__)
+    "ImageDataset",
+    "ImageNormalizer",
     "ImageSource",
     "check_images",
     "fingerprint_images",
@@ -924,193 +927,160 @@ def _file_digest(path):
 
 
 # --------------------------------------------------------------------------
-# torch classes (built lazily so importing this module does not import torch)
+# torch classes
 # --------------------------------------------------------------------------
-def _make_normalizer():
-    import torch
-    from torch import nn
+class ImageNormalizer(nn.Module):
+    """uint8 pixels or float pixels in [0, 1] -> normalised float, on any device.
 
-    class ImageNormalizer(nn.Module):
-        """uint8 pixels or float pixels in [0, 1] -> normalised float, on any device.
+    The last step of the preprocessing rule as a module, for networks
+    that take raw (already resized) pixels, e.g. when a fine-tuner moves
+    uint8 batches to the GPU and normalises there.
 
-        The last step of the preprocessing rule as a module, for networks
-        that take raw (already resized) pixels, e.g. when a fine-tuner moves
-        uint8 batches to the GPU and normalises there.
+    Parameters
+    ----------
+    data_config : dict
+        From :func:`resolve_data_config` (uses ``mean``, ``std`` and
+        ``input_size[0]``).
+    """
 
-        Parameters
-        ----------
-        data_config : dict
-            From :func:`resolve_data_config` (uses ``mean``, ``std`` and
-            ``input_size[0]``).
-        """
+    def __init__(self, data_config):
+        super().__init__()
+        self.n_channels = int(data_config["input_size"][0])
+        self.register_buffer(
+            "mean", torch.tensor(data_config["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+        )
+        self.register_buffer(
+            "std", torch.tensor(data_config["std"], dtype=torch.float32).view(1, -1, 1, 1)
+        )
 
-        def __init__(self, data_config):
-            super().__init__()
-            self.n_channels = int(data_config["input_size"][0])
-            self.register_buffer(
-                "mean", torch.tensor(data_config["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-            )
-            self.register_buffer(
-                "std", torch.tensor(data_config["std"], dtype=torch.float32).view(1, -1, 1, 1)
-            )
-
-        def forward(self, x):
-            x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
-            if x.shape[1] != self.n_channels:
-                if x.shape[1] != 1:
-                    raise _channel_error(x.shape[1], self.n_channels, "An image batch")
-                x = x.expand(-1, self.n_channels, -1, -1)
-            return (x - self.mean) / self.std
-
-    ImageNormalizer.__module__ = __name__
-    ImageNormalizer.__qualname__ = "ImageNormalizer"
-    return ImageNormalizer
+    def forward(self, x):
+        x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+        if x.shape[1] != self.n_channels:
+            if x.shape[1] != 1:
+                raise _channel_error(x.shape[1], self.n_channels, "An image batch")
+            x = x.expand(-1, self.n_channels, -1, -1)
+        return (x - self.mean) / self.std
 
 
-def _make_dataset():
-    import torch
-    from torch.utils.data import Dataset
+class ImageDataset(Dataset):
+    """Preprocessed images (and targets) as a ``torch.utils.data.Dataset``.
 
-    class ImageDataset(Dataset):
-        """Preprocessed images (and targets) as a ``torch.utils.data.Dataset``.
+    Parameters
+    ----------
+    X : image collection
+        Arrays (N, H, W), (N, H, W, C) uint8 or float in [0, 1], (N, C, H, W);
+        lists or arrays of file paths (read lazily, an unreadable file
+        raises a ``ValueError`` naming it); lists of PIL images or arrays.
+    y : array-like of shape (N,) or None, default=None
+        Targets; when given, items are ``(x, y[i])``.
+    data_config : dict or None, default=None
+        From :func:`resolve_data_config`; None uses ImageNet defaults
+        (224 x 224, RGB).
+    transform : callable or None, default=None
+        Replaces the default preprocessing: called with the image as an
+        RGB (or 'L') ``PIL.Image`` (``transform_input="pil"``) or as a
+        float CHW tensor in [0, 1] at its original size
+        (``transform_input="tensor"``), and must return a CHW tensor;
+        e.g. ``timm.data.create_transform(**data_config, is_training=True)``
+        for augmentation.
+    transform_input : {"pil", "tensor"}, default="pil"
+    pixels : {"normalized", "float", "uint8"}, default="normalized"
+        What items hold (without ``transform``): normalised float32
+        model inputs; resized/cropped float32 pixels in [0, 1]; or
+        resized/cropped uint8 pixels (4x less to move: send batches to
+        the GPU and normalise there with :class:`ImageNormalizer`).
+    return_pairs : bool or None, default=None
+        Return ``(x, y)`` pairs; None means "when y is given". With True
+        and no y, the target is a NaN placeholder (what skorch expects
+        for prediction).
+    layout : {"NHW", "NHWC", "NCHW"} or None, default=None
+        The layout of array inputs; None guesses it from the shape and
+        raises where two readings are possible (see :class:`ImageSource`).
 
-        Parameters
-        ----------
-        X : image collection
-            Arrays (N, H, W), (N, H, W, C) uint8 or float in [0, 1], (N, C, H, W);
-            lists or arrays of file paths (read lazily, an unreadable file
-            raises a ``ValueError`` naming it); lists of PIL images or arrays.
-        y : array-like of shape (N,) or None, default=None
-            Targets; when given, items are ``(x, y[i])``.
-        data_config : dict or None, default=None
-            From :func:`resolve_data_config`; None uses ImageNet defaults
-            (224 x 224, RGB).
-        transform : callable or None, default=None
-            Replaces the default preprocessing: called with the image as an
-            RGB (or 'L') ``PIL.Image`` (``transform_input="pil"``) or as a
-            float CHW tensor in [0, 1] at its original size
-            (``transform_input="tensor"``), and must return a CHW tensor;
-            e.g. ``timm.data.create_transform(**data_config, is_training=True)``
-            for augmentation.
-        transform_input : {"pil", "tensor"}, default="pil"
-        pixels : {"normalized", "float", "uint8"}, default="normalized"
-            What items hold (without ``transform``): normalised float32
-            model inputs; resized/cropped float32 pixels in [0, 1]; or
-            resized/cropped uint8 pixels (4x less to move: send batches to
-            the GPU and normalise there with :class:`ImageNormalizer`).
-        return_pairs : bool or None, default=None
-            Return ``(x, y)`` pairs; None means "when y is given". With True
-            and no y, the target is a NaN placeholder (what skorch expects
-            for prediction).
-        layout : {"NHW", "NHWC", "NCHW"} or None, default=None
-            The layout of array inputs; None guesses it from the shape and
-            raises where two readings are possible (see :class:`ImageSource`).
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.features import ImageDataset
+    >>> X = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+    >>> config = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3,
+    ...           "crop_pct": 1.0, "interpolation": "bilinear", "crop_mode": "center"}
+    >>> ds = ImageDataset(X, y=[0, 1, 0, 1], data_config=config)
+    >>> x, y = ds[1]
+    >>> tuple(x.shape), float(x[0, 0, 0]), y
+    ((3, 32, 32), -1.0, 1)
+    """
 
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from sknc.features._images import ImageDataset
-        >>> X = np.zeros((4, 32, 32, 3), dtype=np.uint8)
-        >>> config = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3,
-        ...           "crop_pct": 1.0, "interpolation": "bilinear", "crop_mode": "center"}
-        >>> ds = ImageDataset(X, y=[0, 1, 0, 1], data_config=config)
-        >>> x, y = ds[1]
-        >>> tuple(x.shape), float(x[0, 0, 0]), y
-        ((3, 32, 32), -1.0, 1)
-        """
+    def __init__(
+        self,
+        X,
+        y=None,
+        *,
+        data_config=None,
+        transform=None,
+        transform_input="pil",
+        pixels="normalized",
+        return_pairs=None,
+        layout=None,
+    ):
+        self.data_config = dict(data_config or IMAGENET_DEFAULT_CONFIG)
+        self.source = check_images(X, n_channels=self.data_config["input_size"][0], layout=layout)
+        if y is not None:
+            y = y.to_numpy() if hasattr(y, "to_numpy") else y
+            if len(y) != len(self.source):
+                raise ValueError(f"X has {len(self.source)} images but y has {len(y)} targets.")
+        if transform_input not in ("pil", "tensor"):
+            raise ValueError(f"transform_input must be 'pil' or 'tensor', got {transform_input!r}.")
+        self.y = y
+        self.transform = transform
+        self.transform_input = transform_input
+        if pixels not in ("normalized", "float", "uint8"):
+            raise ValueError(f"pixels must be 'normalized', 'float' or 'uint8', got {pixels!r}.")
+        self.pixels = pixels
+        self.return_pairs = (y is not None) if return_pairs is None else bool(return_pairs)
 
-        def __init__(
-            self,
-            X,
-            y=None,
-            *,
-            data_config=None,
-            transform=None,
-            transform_input="pil",
-            pixels="normalized",
-            return_pairs=None,
-            layout=None,
-        ):
-            self.data_config = dict(data_config or IMAGENET_DEFAULT_CONFIG)
-            self.source = check_images(
-                X, n_channels=self.data_config["input_size"][0], layout=layout
-            )
-            if y is not None:
-                y = y.to_numpy() if hasattr(y, "to_numpy") else y
-                if len(y) != len(self.source):
-                    raise ValueError(f"X has {len(self.source)} images but y has {len(y)} targets.")
-            if transform_input not in ("pil", "tensor"):
-                raise ValueError(
-                    f"transform_input must be 'pil' or 'tensor', got {transform_input!r}."
+    def __len__(self):
+        return len(self.source)
+
+    def _image(self, i):
+        raw = self.source.load_item(i)
+        if self.transform is not None:
+            if self.transform_input == "tensor":
+                img = raw.float().div(255.0) if raw.dtype == torch.uint8 else raw.float()
+            else:
+                from PIL import Image
+
+                arr = (
+                    raw
+                    if raw.dtype == torch.uint8
+                    else (raw.float().clamp(0, 1).mul(255).round().to(torch.uint8))
                 )
-            self.y = y
-            self.transform = transform
-            self.transform_input = transform_input
-            if pixels not in ("normalized", "float", "uint8"):
-                raise ValueError(
-                    f"pixels must be 'normalized', 'float' or 'uint8', got {pixels!r}."
+                arr = arr.permute(1, 2, 0).numpy()
+                mode = "L" if arr.shape[2] == 1 else "RGB"
+                img = Image.fromarray(arr[:, :, 0] if mode == "L" else arr, mode=mode)
+                if self.data_config["input_size"][0] == 3 and mode == "L":
+                    img = img.convert("RGB")
+            out = self.transform(img)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(
+                    f"transform returned {type(out).__name__}; it must return a tensor."
                 )
-            self.pixels = pixels
-            self.return_pairs = (y is not None) if return_pairs is None else bool(return_pairs)
+            return out
+        if self.pixels == "normalized":
+            return preprocess_batch(raw[None], self.data_config, check=False)[0]
+        n_channels, th, tw = self.data_config["input_size"]
+        if self.pixels == "uint8" and raw.dtype == torch.uint8 and raw.shape[1:] == (th, tw):
+            return raw.expand(n_channels, -1, -1).contiguous()  # exact bytes, no rounding
+        config = dict(self.data_config)
+        config["mean"], config["std"] = (0.0,) * n_channels, (1.0,) * n_channels
+        x = preprocess_batch(raw[None], config, check=False)[0]
+        if self.pixels == "uint8":
+            x = x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        return x
 
-        def __len__(self):
-            return len(self.source)
-
-        def _image(self, i):
-            raw = self.source.load_item(i)
-            if self.transform is not None:
-                if self.transform_input == "tensor":
-                    img = raw.float().div(255.0) if raw.dtype == torch.uint8 else raw.float()
-                else:
-                    from PIL import Image
-
-                    arr = (
-                        raw
-                        if raw.dtype == torch.uint8
-                        else (raw.float().clamp(0, 1).mul(255).round().to(torch.uint8))
-                    )
-                    arr = arr.permute(1, 2, 0).numpy()
-                    mode = "L" if arr.shape[2] == 1 else "RGB"
-                    img = Image.fromarray(arr[:, :, 0] if mode == "L" else arr, mode=mode)
-                    if self.data_config["input_size"][0] == 3 and mode == "L":
-                        img = img.convert("RGB")
-                out = self.transform(img)
-                if not isinstance(out, torch.Tensor):
-                    raise TypeError(
-                        f"transform returned {type(out).__name__}; it must return a tensor."
-                    )
-                return out
-            if self.pixels == "normalized":
-                return preprocess_batch(raw[None], self.data_config, check=False)[0]
-            n_channels, th, tw = self.data_config["input_size"]
-            if self.pixels == "uint8" and raw.dtype == torch.uint8 and raw.shape[1:] == (th, tw):
-                return raw.expand(n_channels, -1, -1).contiguous()  # exact bytes, no rounding
-            config = dict(self.data_config)
-            config["mean"], config["std"] = (0.0,) * n_channels, (1.0,) * n_channels
-            x = preprocess_batch(raw[None], config, check=False)[0]
-            if self.pixels == "uint8":
-                x = x.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+    def __getitem__(self, i):
+        x = self._image(i)
+        if not self.return_pairs:
             return x
-
-        def __getitem__(self, i):
-            x = self._image(i)
-            if not self.return_pairs:
-                return x
-            if self.y is None:
-                return x, torch.tensor(float("nan"))
-            return x, self.y[i]
-
-    ImageDataset.__module__ = __name__
-    ImageDataset.__qualname__ = "ImageDataset"
-    return ImageDataset
-
-
-_LAZY = {"ImageDataset": _make_dataset, "ImageNormalizer": _make_normalizer}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        cls = _LAZY[name]()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        if self.y is None:
+            return x, torch.tensor(float("nan"))
+        return x, self.y[i]
