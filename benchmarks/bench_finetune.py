@@ -26,6 +26,16 @@ overhead: activations kept for the backward pass, gradients, optimizer
 state, caches). Methods are interleaved over ``--repeats`` rounds at each of
 ``--peft-threads`` torch thread counts; medians are reported with ratios to
 full FT measured in the same rounds. ``--no-peft`` skips this table.
+
+``--overhead`` measures instead the whole-``fit`` time of
+``FineTuningClassifier`` (full FT, defaults: ``compute_train_nc1=True``) and
+without the train-NC1 pass, against a plain PyTorch loop on the same model,
+data, batch size, optimizer and epochs (tensors normalised once), as medians
+of interleaved repeats at 1 and 2 torch threads on the CPU (target: <= 1.05x).
+Timings on a shared machine are noisy: compare ratios from one run only::
+
+    .venv/bin/python benchmarks/bench_finetune.py --overhead --model resnet10t \
+        --size 32 --n-samples 128 --epochs 10 --batch-size 32 --repeats 3
 """
 
 import argparse

@@ -279,8 +279,14 @@ default="scl-ft"
         value other than None is stored in ``history_`` under
         ``"epoch_hook"``.
     compute_train_nc1 : bool, default=True
-        After fitting, compute ``train_nc1_`` (one extra forward pass over
-        the training data, or over the cache).
+        After fitting, compute ``train_nc1_`` exactly: one extra no-grad
+        forward pass over the training data with the final weights (over
+        the cache only, when the prefix is cached). For full fine-tuning it
+        costs about a third of one training epoch (``bench_finetune.py
+        --overhead`` measures it); pass False to skip it. It is not
+        accumulated during the last epoch instead because those features
+        come from weights that change batch by batch and from train-mode
+        BatchNorm/dropout, so they are not the fitted network's features.
     callbacks : list of skorch callbacks or (name, callback) pairs, default=None
         Extra skorch callbacks (copied for each fit), e.g.
         ``skorch.callbacks.LRScheduler(policy="CosineAnnealingLR", T_max=10)``.
