@@ -954,8 +954,12 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert not os.path.exists(tmp_path / "cut" / "epoch_003.safetensors")
     with pytest.raises(ValueError, match="resume=True"):
         _pretrain(tmp_path / "cut")  # never overwrites another run silently
-    resumed = _pretrain(tmp_path / "cut", resume=True)
+    import shutil
+
+    shutil.move(tmp_path / "cut", tmp_path / "moved")  # a run folder may move
+    resumed = _pretrain(tmp_path / "moved", resume=True)
     assert resumed.resumed_from_ == 2 and resumed.n_iter_ == 3
+    assert all(p.startswith(str(tmp_path / "moved")) for p in resumed.checkpoints_)
     a, b = _state(full), _state(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["train_loss"] for r in resumed.history_] == [r["train_loss"] for r in full.history_]
@@ -963,7 +967,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
         f"epoch_{e:03d}.safetensors" for e in range(4)
     ]
     # resuming a finished run trains nothing and gives the same network
-    again = _pretrain(tmp_path / "cut", resume=True)
+    again = _pretrain(tmp_path / "moved", resume=True)
     assert again.resumed_from_ == 3 and again.n_iter_ == 3
     assert all(torch.equal(a[k], v) for k, v in _state(again).items())
     with pytest.raises(ValueError, match="Cannot resume.*classes"):
@@ -974,7 +978,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
             max_epochs=3,
             input_size=32,
             model_kwargs=RESNET_KW,
-            checkpoint_dir=tmp_path / "cut",
+            checkpoint_dir=tmp_path / "moved",
             resume=True,
         )
 

@@ -1090,7 +1090,13 @@ default="scl-ft"
             return []
         from ._callbacks import checkpoint_path
 
-        paths = [row["checkpoint"] for row in net.history if "checkpoint" in row]
+        # named from checkpoint_dir, not the history: a resumed run's folder may
+        # have been moved or copied since the history recorded its paths
+        paths = [
+            os.path.join(checkpoint_dir, os.path.basename(row["checkpoint"]))
+            for row in net.history
+            if "checkpoint" in row
+        ]
         first = checkpoint_path(checkpoint_dir, 0)
         return ([first] if os.path.exists(first) else []) + paths
 
