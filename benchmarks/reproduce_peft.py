@@ -30,9 +30,12 @@ Protocol (per backbone, data set and regime):
 * the auto block is validated against a sweep of single SCL-FT blocks: is its
   mean test accuracy within one standard error of the best swept block?
 
-Verdicts on Li et al.'s two fine-tuning claims use the verdict rule of
-``reproduce_li.py`` (a difference counts only beyond twice its standard error
-over the seeds).
+Verdicts on Li et al.'s two fine-tuning claims use the one verdict rule set
+of :mod:`sknc.experiments` (``verdict_scl_ft_efficient``,
+``verdict_scl_ft_collapse``; "clearly" is ``compare_over_seeds``: a
+difference counts only beyond twice its standard error over the seeds); the
+comparisons with the PEFT baselines and the auto-block check use the same
+``compare_over_seeds``.
 
 Run::
 
@@ -464,14 +467,37 @@ def experiment(cfg, tasks, out):
 # ----------------------------------------------------------------------------
 # verdicts
 # ----------------------------------------------------------------------------
+def _pm(row):
+    """Mean accuracy ± sd over the seeds."""
+    if not rc.finite(row.get("accuracy_std")):
+        return rc.percent(row["accuracy"])
+    return f"{100 * row['accuracy']:.1f} ± {100 * row['accuracy_std']:.1f}%"
+
+
+def _claim(key, status, verdict):
+    """A verdict in sknc.experiments' claim schema, for this script's own claims."""
+    held = {"held": True, "did not hold": False}.get(status)
+    return {**CLAIMS[key], "status": status, "held": held, "verdict": verdict}
+
+
 def claims(res):
-    """Li et al.'s claims through reproduce_li's verdict rule, plus the PEFT comparisons."""
+    """Li et al.'s claims with sknc.experiments' verdict rules, plus the PEFT comparisons.
+
+    "Clearly better/worse" is :func:`sknc.experiments.compare_over_seeds`
+    everywhere (a difference beyond twice its standard error over the seeds).
+    """
+    from sknc.experiments import (
+        compare_over_seeds,
+        verdict_scl_ft_collapse,
+        verdict_scl_ft_efficient,
+    )
+
     out = {}
-    li.TASKS.update(TASKS)  # reproduce_li's verdict texts name the tasks
     by_backbone = {}
     for r in res["summary"]:
         by_backbone.setdefault(r["backbone"], {}).setdefault(r["task"], []).append(r)
     for backbone, per_task in by_backbone.items():
+        # Li et al.'s SCL-FT is the auto-block row here
         finetune = {
             task: [
                 dict(r, method={"scl-ft-auto": "scl-ft"}.get(r["method"], r["method"]))
@@ -480,10 +506,12 @@ def claims(res):
             ]
             for task, rows in per_task.items()
         }
-        li_claims = li.claims({"ranking": {}, "finetune": finetune})
         short = rc.SHORT_NAMES.get(backbone, backbone)
-        for key in ("scl_ft_efficient", "scl_ft_collapse"):
-            c = dict(li_claims[key])
+        for key, fn in (
+            ("scl_ft_efficient", verdict_scl_ft_efficient),
+            ("scl_ft_collapse", verdict_scl_ft_collapse),
+        ):
+            c = fn(finetune, TASKS)
             c["title"] += f" ({short}; SCL-FT with the auto block)"
             out[f"{key}:{backbone}"] = c
 
@@ -495,29 +523,29 @@ def claims(res):
                 scl = by[(regime, "scl-ft-auto")]
                 parts = []
                 for base in PEFT_BASELINES:
-                    sign = li._compare(scl, by[(regime, base)], "accuracy")
+                    sign = compare_over_seeds(scl, by[(regime, base)], "accuracy")
                     signs.append(sign)
-                    parts.append(f"{base} {li._pm(by[(regime, base)])} ({li._WORDS[sign]})")
+                    parts.append(f"{base} {_pm(by[(regime, base)])} ({_WORDS[sign]})")
                 texts.append(
                     f"{rc.SHORT_NAMES.get(backbone, backbone)} {TASKS[task]} "
-                    f"{'10%' if regime == 'scarce' else 'full'}: SCL-FT {li._pm(scl)} vs "
+                    f"{'10%' if regime == 'scarce' else 'full'}: SCL-FT {_pm(scl)} vs "
                     + ", ".join(parts)
                 )
-    c = dict(CLAIMS["peft_level_with_scl"])
     n_better, n_worse = signs.count(1), signs.count(-1)
-    c["status"] = (
+    status = (
         "held"
         if n_better == n_worse == 0
         else "partly held"
         if max(n_better, n_worse) <= len(signs) // 4
         else "did not hold"
     )
-    c["verdict"] = (
+    out["peft_level_with_scl"] = _claim(
+        "peft_level_with_scl",
+        status,
         f"SCL-FT (auto block) clearly better in {n_better}, level in {signs.count(0)}, clearly "
         f"worse in {n_worse} of {len(signs)} comparisons (held: all level; partly: at most a "
-        "quarter not level). " + "; ".join(texts) + ". " + li._NOISE_RULE
+        "quarter not level). " + "; ".join(texts) + ". " + _NOISE_RULE,
     )
-    out["peft_level_with_scl"] = c
 
     hits, texts = [], []
     for r in res["summary"]:
@@ -530,19 +558,26 @@ def claims(res):
         texts.append(
             f"{rc.SHORT_NAMES.get(r['backbone'], r['backbone'])} {TASKS[r['task']]} "
             f"{'10%' if r['regime'] == 'scarce' else 'full'}: auto {r['tuned_block']} "
-            f"{li._pm(r)} vs best {best['tuned_block']} {li._pm(best)} "
+            f"{_pm(r)} vs best {best['tuned_block']} {_pm(best)} "
             f"({'within' if hit else 'outside'} 1 SE)"
         )
-    c = dict(CLAIMS["auto_block"])
-    frac = float(np.mean(hits)) if hits else float("nan")
-    c["status"] = "held" if hits and all(hits) else "partly held" if any(hits) else "did not hold"
-    c["within_one_se"] = frac
-    c["verdict"] = (
+    status = "held" if hits and all(hits) else "partly held" if any(hits) else "did not hold"
+    c = _claim(
+        "auto_block",
+        status,
         f"the auto block is within one standard error of the best swept block in "
-        f"{sum(hits)} of {len(hits)} settings; " + "; ".join(texts) + "."
+        f"{sum(hits)} of {len(hits)} settings; " + "; ".join(texts) + ".",
     )
+    c["within_one_se"] = float(np.mean(hits)) if hits else None
     out["auto_block"] = c
     return out
+
+
+_WORDS = {1: "better", 0: "level", -1: "worse"}
+_NOISE_RULE = (
+    "A difference counts as better or worse only when it exceeds twice its "
+    "standard error over the training seeds."
+)
 
 
 def table(summary):
@@ -554,7 +589,7 @@ def table(summary):
     for r in summary:
         lines.append(
             f"{r['backbone']:<16}{r['task']:<16}{r['regime']:<8}{r['method']:<14}"
-            f"{r['lr']:>8g}{li._pm(r):>16}{r['n_trainable_params']:>12,}"
+            f"{r['lr']:>8g}{_pm(r):>16}{r['n_trainable_params']:>12,}"
             f"{100 * r['trainable_vs_full']:>8.1f}%{r['seconds_per_epoch']:>9.2f}"
             f"{rc.fmt(r['train_nc1'], 3):>11}  {r['tuned_block'] or '-'}"
         )
