@@ -17,13 +17,11 @@ epoch than full FT, measured in the same run.
 
 The second table compares the parameter-efficient methods (LoRA at rank 8,
 BitFit, norm tuning; SCL-FT with caching and the linear probe for reference)
-with full FT on the same data: every fit runs in its own fresh process
-(``multiprocessing`` spawn), so that its peak resident memory
-(``resource.getrusage(...).ru_maxrss``, Linux) is its own; the figure
-reported is the peak during ``fit`` minus the peak of the same process after
-building the data and the network with ``max_epochs=0`` (the training
-overhead: activations kept for the backward pass, gradients, optimizer
-state, caches). Methods are interleaved over ``--repeats`` rounds at each of
+with full FT on the same data. Peak memory is the peak resident set size
+during ``fit`` (``/proc/self/statm``, Linux, sampled every 5 ms by a thread)
+above the resident size just before it, after freed heap memory was handed
+back to the OS (glibc ``malloc_trim``): the network, activations kept for the
+backward pass, gradients, optimizer state and caches. Methods are interleaved over ``--repeats`` rounds at each of
 ``--peft-threads`` torch thread counts; medians are reported with ratios to
 full FT measured in the same rounds. ``--no-peft`` skips this table.
 
@@ -39,6 +37,7 @@ Timings on a shared machine are noisy: compare ratios from one run only::
 """
 
 import argparse
+import os
 import statistics
 import time
 import warnings
@@ -230,6 +229,7 @@ def main():
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)"
     )
     parser.add_argument("--no-peft", action="store_true", help="skip the PEFT vs full FT table")
+    parser.add_argument("--peft-only", action="store_true", help="only the PEFT vs full FT table")
     parser.add_argument(
         "--peft-threads", type=int, nargs="+", default=[1, 2], help="thread counts (PEFT table)"
     )
@@ -255,7 +255,7 @@ def main():
         if args.device
         else (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     )
-    for device in devices:
+    for device in devices if not args.peft_only else ():
         run(args, device)
     if not args.no_peft:
         run_peft(args)
@@ -274,58 +274,94 @@ PEFT_CONFIGS = (
 )
 
 
-def _peft_child(args, params, threads, queue):
-    import resource
+def _rss_bytes():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
-    import torch
 
-    warnings.filterwarnings("ignore", message="The backbone has random weights")
-    torch.set_num_threads(threads)
-    from sknc.finetune import FineTuningClassifier
+def _release_memory():
+    """Return freed heap memory to the OS (glibc), so RSS starts low for each fit."""
+    import ctypes
+    import gc
 
-    X, y = load_data(args.n_samples, args.size)
-    common = dict(
-        input_size=args.size,
-        batch_size=args.batch_size,
-        lr=1e-3,
-        compute_train_nc1=False,
-        device="cpu",
-        random_state=0,
-        **params,
-    )
-    FineTuningClassifier(args.model, max_epochs=0, **common).fit(X, y)
-    idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    est = FineTuningClassifier(args.model, max_epochs=args.epochs, **common).fit(X, y)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    durations = [row["dur"] for row in est.history_]
-    queue.put(
-        dict(
-            per_epoch=statistics.median(durations[1:] if len(durations) > 1 else durations),
-            extra_mib=(peak - idle) / 1024,  # ru_maxrss is in KiB on Linux
-            trainable=est.n_trainable_params_,
-            total=est.n_params_,
-        )
-    )
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # pragma: no cover - not glibc
+        pass
+
+
+def _peak_rss_during(fn, interval=0.005):
+    """``(result, peak RSS above the start in bytes)`` of ``fn()``, sampled by a thread."""
+    import threading
+
+    _release_memory()
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            done.wait(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        result = fn()
+    finally:
+        done.set()
+        thread.join()
+    peak[0] = max(peak[0], _rss_bytes())
+    return result, peak[0] - base
 
 
 def run_peft(args):
-    import multiprocessing as mp
+    import torch
 
-    ctx = mp.get_context("spawn")
+    from sknc.finetune import FineTuningClassifier
+
+    X, y = load_data(args.n_samples, args.size)
     results = {}
+    print(
+        f"\nPEFT vs full FT: {args.model} @ {args.size}px, {args.n_samples} images, batch "
+        f"{args.batch_size}, {args.epochs} epochs, CPU; rows as measured:",
+        flush=True,
+    )
     for threads in args.peft_threads:
-        for _ in range(args.repeats):
+        torch.set_num_threads(threads)
+        for rnd in range(args.repeats):
             for label, params in PEFT_CONFIGS:  # interleaved rounds
-                queue = ctx.Queue()
-                proc = ctx.Process(target=_peft_child, args=(args, params, threads, queue))
-                proc.start()
-                row = queue.get()
-                proc.join()
+                est = FineTuningClassifier(
+                    args.model,
+                    max_epochs=args.epochs,
+                    input_size=args.size,
+                    batch_size=args.batch_size,
+                    lr=1e-3,
+                    compute_train_nc1=False,
+                    device="cpu",
+                    random_state=0,
+                    **params,
+                )
+                est, extra = _peak_rss_during(lambda est=est: est.fit(X, y))
+                durations = [row["dur"] for row in est.history_]
+                row = dict(
+                    per_epoch=statistics.median(durations[1:] if len(durations) > 1 else durations),
+                    extra_mib=extra / 1024**2,
+                    trainable=est.n_trainable_params_,
+                    total=est.n_params_,
+                )
+                print(
+                    f"  threads={threads} round={rnd} {label}: {row['per_epoch']:.3f} s/epoch, "
+                    f"+{row['extra_mib']:.0f} MiB",
+                    flush=True,
+                )
                 results.setdefault((threads, label), []).append(row)
     print(
         f"\nPEFT vs full FT: {args.model} @ {args.size}px, {args.n_samples} images, batch "
         f"{args.batch_size}, {args.epochs} epochs, CPU, median of {args.repeats} interleaved "
-        "rounds (timings on a shared machine are noisy)"
+        "rounds (timings on a shared machine are noisy); peak MiB = peak RSS during fit "
+        "above the RSS before it"
     )
     print(
         f"{'threads':<8}{'method':<15}{'s/epoch':>9}{'vs full':>9}{'peak MiB':>10}"
