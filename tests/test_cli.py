@@ -223,6 +223,25 @@ def test_demo_verdicts_follow_the_numbers(demo_run):
     assert results["claims"]["fewshot_follows_cdnv"]["held"] is ok
 
 
+def test_collapse_verdict_compares_sets_with_the_bias_corrected_cdnv():
+    from sknc.experiments import verdict_collapse_generalizes
+
+    labels = {"source_train": "train", "source_test": "test", "novel": "novel"}
+    plugin = {"source_train": [2.0, 1.0], "source_test": [2.0, 0.5], "novel": [3.0, 2.0]}
+    corrected = {"source_train": [2.2, 1.1], "source_test": [2.4, 2.2], "novel": [3.1, 2.2]}
+    claim = verdict_collapse_generalizes([0, 1], plugin, labels, corrected)
+    assert claim["status"] == "held" and claim["held"] is True
+    assert (
+        "novel bias-corrected CDNV is 2.0x and the test bias-corrected CDNV 2.0x"
+        in (claim["verdict"])
+    )
+    corrected["source_test"][-1] = None  # infinite: too close for the sample sizes
+    claim = verdict_collapse_generalizes([0, 1], plugin, labels, corrected)
+    assert "novel CDNV is 2.0x and the test CDNV 0.5x" in claim["verdict"]
+    plugin["novel"] = [1.0, 2.0]
+    assert verdict_collapse_generalizes([0, 1], plugin, labels)["status"] == "partly held"
+
+
 def test_demo_and_reproductions_share_the_verdict_rules():
     """One rule set: the demo and benchmarks/reproduce_*.py call the same functions."""
     import inspect

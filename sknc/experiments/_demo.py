@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -395,10 +396,12 @@ def _measure_checkpoints(p, model, size, checkpoints, sets, memory, device, seed
 
 def _corrected_cdnv(Z, y):
     """Bias-corrected CDNV (comparable across sets of different sizes), NaN if undefined."""
-    from ..metrics import cdnv
+    from ..metrics import NCDegenerateWarning, cdnv
 
     try:
-        return float(cdnv(Z, y, bias="corrected"))
+        with warnings.catch_warnings():  # infinite when classes are too close for their size
+            warnings.simplefilter("ignore", NCDegenerateWarning)
+            return float(cdnv(Z, y, bias="corrected"))
     except ValueError:  # a class with a single sample: no unbiased variance
         return float("nan")
 

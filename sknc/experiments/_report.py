@@ -225,7 +225,13 @@ def render_demo_report(results):
             '`sknc.metrics.cdnv(..., bias="corrected")`) compares them fairly. At the '
             f"last epoch: source train {num(col['source_train']['cdnv_corrected'][-1])}, "
             f"source test {num(col['source_test']['cdnv_corrected'][-1])}, novel classes "
-            f"{num(col['novel']['cdnv_corrected'][-1])}.\n"
+            f"{num(col['novel']['cdnv_corrected'][-1])}"
+            + (
+                " (n/a: undefined, as some classes are closer than their sample sizes can resolve)"
+                if any(col[p]["cdnv_corrected"][-1] is None for p in col if p != "epoch")
+                else ""
+            )
+            + ".\n"
         )
     out.append(_verdict(claim) + "\n")
 

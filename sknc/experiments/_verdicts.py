@@ -171,7 +171,8 @@ def verdict_collapse_generalizes(epochs, cdnv, labels, cdnv_corrected=None):
         The same keys -> bias-corrected CDNV per checkpoint
         (``sknc.metrics.cdnv(..., bias="corrected")``). The sets have
         different numbers of samples per class, which biases the plug-in
-        CDNV; when given, the closing comparison between the sets uses these.
+        CDNV; when given and finite at the last checkpoint, the closing
+        comparison between the sets uses these.
 
     Returns
     -------
@@ -192,7 +193,8 @@ def verdict_collapse_generalizes(epochs, cdnv, labels, cdnv_corrected=None):
     status = "held" if n_fell == len(labels) else ("partly held" if n_fell >= 1 else "did not hold")
     verdict = f"CDNV from epoch {epochs[0]} to epoch {epochs[-1]}: " + "; ".join(parts) + "."
     across, kind = cdnv, ""
-    if cdnv_corrected is not None:
+    ends = [] if cdnv_corrected is None else [cdnv_corrected[k][-1] for k in labels]
+    if ends and all(finite(v) for v in ends):  # undefined (inf) when classes are too close
         across, kind = cdnv_corrected, "bias-corrected "
     tr, te, nv = (across[k][-1] for k in ("source_train", "source_test", "novel"))
     if finite(tr) and tr > 0 and finite(te) and finite(nv):
