@@ -531,6 +531,14 @@ def test_cache_key_covers_python_attributes(tmp_path, images):
     assert len(list(tmp_path.rglob("*.npy"))) == 5
 
 
+def test_cache_after_unpickling_an_estimator_of_the_old_format(tmp_path, images):
+    est = _scaled(1.0, memory=tmp_path).fit()
+    est._fingerprint = "0" * 40  # the weights-only key of sknc 0.1
+    Z = est.transform(images[:, :8, :8])
+    assert isinstance(est._fingerprint, tuple) and len(list(tmp_path.rglob("*.npy"))) == 1
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(est)).transform(images[:, :8, :8]), Z)
+
+
 class _Opaque:
     """A value that can be shared (deep-copied as itself) but never pickled or hashed."""
 

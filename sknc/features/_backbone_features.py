@@ -579,7 +579,8 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
 
     def _model_fingerprint(self):
         """(state-dict hash, behaviour hash or None), computed once per fit."""
-        if getattr(self, "_fingerprint", None) is None:
+        fingerprint = getattr(self, "_fingerprint", None)
+        if not (isinstance(fingerprint, tuple) and len(fingerprint) == 3):  # or pickled by sknc 0.1
             with self._lock():
                 try:
                     behaviour = module_fingerprint(self.model_)
