@@ -513,3 +513,19 @@ def test_scorers_share_one_extraction_per_fold(blobs):
 def test_docstring_examples():
     failures, _ = doctest.testmod(tr_module, optionflags=doctest.ELLIPSIS)
     assert failures == 0
+
+
+@pytest.mark.parametrize("n_components", [2, 3, 5])
+def test_parc_rank_formula_with_ties_equals_spearman(n_components):
+    from scipy import stats
+
+    rng = np.random.default_rng(11)
+    n = 300
+    y = np.arange(n) % 4
+    X = rng.normal(size=(n, 12)) + rng.normal(size=(4, 12))[y]
+    F = PCA(n_components, svd_solver="full").fit_transform(X)
+    F = (F - F.mean(0)) / F.std(0)
+    rdm = np.round(1 - np.corrcoef(F), 12)  # 2 components: only two values, all ties
+    iu = np.triu_indices(n, 1)
+    expected = 100 * stats.spearmanr(rdm[iu], (y[:, None] != y[None, :])[iu])[0]
+    assert parc(X, y, n_components=n_components) == pytest.approx(expected, rel=1e-9)

@@ -21,7 +21,6 @@ import numbers
 
 import numpy as np
 from scipy import linalg, sparse
-from scipy import stats as sp_stats
 from scipy.special import logsumexp, softmax
 
 from ..utils import to_numpy
@@ -906,14 +905,33 @@ def parc(X, y, *, n_components=32, max_samples=5000, random_state=None):
             rdm[pos : pos + row.size] = row
             same[pos : pos + row.size] = codes[i + 1 :] == codes[i]
             pos += row.size
-    ranks = sp_stats.rankdata(rdm)
+    # Spearman's rho with a two-valued variable: the Pearson correlation of the
+    # (average) ranks of the feature dissimilarities with the pair indicator.
+    # Only the ranks of the within-class pairs (about 1/C of them) are needed.
+    m = rdm.size
+    # values equal up to rounding (e.g. +-1 correlations with 2 components) tie
+    np.round(rdm, 12, out=rdm)
+    within = rdm[same]
+    rdm.sort()
+    lo = np.searchsorted(rdm, within, side="left")
+    hi = np.searchsorted(rdm, within, side="right")
+    rank_same = ((lo + 1 + hi) / 2.0).sum()  # average ranks, 1-based
+    tie = np.flatnonzero(np.diff(rdm) == 0)
+    tie_term = 0.0
+    if tie.size:  # sum of t^3 - t over runs of equal values
+        starts = np.flatnonzero(np.diff(np.r_[-2, tie]) != 1)
+        lengths = np.diff(np.r_[starts, tie.size]) + 1
+        tie_term = float((lengths.astype(np.float64) ** 3 - lengths).sum())
     del rdm
-    p = same.mean()
-    if p in (0.0, 1.0):
+    n_same = within.size
+    n_across = m - n_same
+    if n_same == 0 or n_across == 0:
         raise ValueError("PARC needs pairs of samples both within and across classes.")
-    # Pearson correlation of the ranks with the label dissimilarity (1 - same)
-    diff = ranks[~same].mean() - ranks[same].mean()
-    r = diff * np.sqrt(p * (1 - p)) / ranks.std()
+    total = m * (m + 1) / 2.0
+    diff = (total - rank_same) / n_across - rank_same / n_same
+    var = (m * m - 1) / 12.0 - tie_term / (12.0 * m)
+    p = n_same / m
+    r = diff * np.sqrt(p * (1 - p)) / np.sqrt(var)
     return float(100.0 * r)
 
 
