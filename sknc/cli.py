@@ -50,7 +50,8 @@ _RANK_HELP = """\
 Frozen penultimate features of each model on an image folder (one forward
 pass per model) and every transferability score of the field from them:
 NC1, CDNV, LogME, H-score, NLEEP, TransRate, GBC, PARC, SFDA, PACTran,
-k-NN, NCTI and ETran (across the models). With --probe, linear-probe
+k-NN, NCTI and ETran (across the models), LEEP and NCE (from the models'
+classifier outputs of the same forward pass). With --probe, linear-probe
 accuracy per model and each score's weighted Kendall tau, Kendall,
 Spearman and top-1 regret against it. Writes results.json, scores.png and
 report.md to --out.

@@ -529,3 +529,48 @@ def test_parc_rank_formula_with_ties_equals_spearman(n_components):
     iu = np.triu_indices(n, 1)
     expected = 100 * stats.spearmanr(rdm[iu], (y[:, None] != y[None, :])[iu])[0]
     assert parc(X, y, n_components=n_components) == pytest.approx(expected, rel=1e-9)
+
+
+# ---------------------------------------------------------------------------
+# source-classifier outputs for LEEP / NCE from BackboneFeatures
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_backbone_features_head_outputs_for_leep_and_nce():
+    torch = pytest.importorskip("torch")
+    from sknc.features import BackboneFeatures
+
+    images = np.random.default_rng(0).integers(0, 255, (12, 16, 16, 3)).astype(np.uint8)
+    y = np.arange(12) % 3
+    plain = BackboneFeatures("test_resnet", input_size=16, random_state=0).fit()
+    logits = BackboneFeatures("test_resnet", input_size=16, head="logits", random_state=0).fit()
+    proba = BackboneFeatures("test_resnet", input_size=16, head="proba", random_state=0).fit()
+    Zl, Zp = logits.split_layers(logits.transform(images)), proba.transform(images)
+    blocks = proba.split_layers(Zp)
+    assert list(blocks) == ["penultimate", "head"]
+    # same forward pass: the penultimate block is the plain features
+    np.testing.assert_allclose(blocks["penultimate"], plain.transform(images), rtol=1e-6)
+    # the head block is the pretrained classifier applied to them
+    expected = proba.head_(torch.from_numpy(Zl["penultimate"])).detach().numpy()
+    np.testing.assert_allclose(Zl["head"], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(blocks["head"], softmax(expected, axis=1), rtol=1e-4, atol=1e-7)
+    assert np.isfinite(leep(blocks["head"], y)) and np.isfinite(nce(blocks["head"], y))
+    with pytest.raises(ValueError, match="head must be"):
+        BackboneFeatures("test_resnet", head="probs").fit()
+    with pytest.raises(ValueError, match="penultimate"):
+        BackboneFeatures("test_resnet", layers=[1], head="proba").fit()
+    # rank_backbones scores LEEP/NCE from the head block and the rest from the features
+    from sknc.model_selection import rank_backbones
+
+    cands = {
+        "a": BackboneFeatures("test_resnet", input_size=16, head="proba", random_state=0),
+        "b": BackboneFeatures("test_efficientnet", input_size=16, head="proba", random_state=0),
+    }
+    res = rank_backbones(
+        cands, images, y, accuracy=False, scores=["logme", "leep", "nce"], rank_by="leep"
+    )
+    row = next(r for r in res.table if r["backbone"] == "a")
+    assert row["leep"] == pytest.approx(leep(blocks["head"], y), rel=1e-6)
+    assert row["logme"] == pytest.approx(logme(blocks["penultimate"], y), rel=1e-6)
+    assert row["n_features"] == blocks["penultimate"].shape[1]

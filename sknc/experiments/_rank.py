@@ -137,8 +137,10 @@ def run_rank(
     Each model's frozen penultimate features of every image are extracted
     once (:class:`sknc.features.BackboneFeatures`) and every score of
     :func:`sknc.model_selection.get_score_names` -- NC1, CDNV, LogME,
-    H-score, NLEEP, TransRate, GBC, PARC, SFDA, PACTran, k-NN, NCTI, ETran --
-    is computed from them by :func:`sknc.model_selection.rank_backbones`.
+    H-score, NLEEP, TransRate, GBC, PARC, SFDA, PACTran, k-NN, NCTI, ETran,
+    and LEEP and NCE from the pretrained classifier's outputs of the same
+    forward pass -- is computed from them by
+    :func:`sknc.model_selection.rank_backbones`.
     With ``probe=True`` a linear probe (standardised features, logistic
     regression, stratified k-fold, k = 5 or the smallest class size)
     measures each model's accuracy, and each score is judged by how well it
@@ -234,6 +236,7 @@ def run_rank(
     steps = Progress(progress, n_steps=2)
     timing = {}
 
+    want_head = any(s in ("leep", "nce") for s in names)
     candidates = {}
     for label, name, weights in parsed:
         feats = BackboneFeatures(
@@ -245,9 +248,15 @@ def run_rank(
             device=device,
             verbose=progress,
             random_state=seed,
+            head="proba" if want_head else None,
         )
         try:  # builds the model and loads the weights now: errors before any work
-            feats.fit()
+            try:
+                feats.fit()
+            except ValueError as exc:
+                if not want_head or "classifier" not in str(exc):
+                    raise
+                feats.set_params(head=None).fit()  # no classifier: LEEP/NCE undefined
         except (ValueError, TypeError, OSError, RuntimeError, AssertionError) as exc:
             raise InputError(f"model {label!r}: {str(exc).strip() or type(exc).__name__}") from exc
         candidates[label] = feats

@@ -166,11 +166,20 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         Seeds the random initialisation of the weights (models built with
         ``pretrained=False`` and no ``weights``), so that random-init
         backbones give the same features at every fit.
+    head : {None, "logits", "proba"}, default=None
+        Also return the pretrained classifier's outputs on the penultimate
+        features, from the same forward pass, as the last block of columns
+        (key ``"head"`` of :meth:`split_layers`): its logits, or their
+        softmax probabilities -- what LEEP and NCE
+        (:func:`sknc.metrics.leep`, :func:`sknc.metrics.nce`) need. Requires
+        ``"penultimate"`` among ``layers`` and a model with a classifier.
 
     Attributes
     ----------
     model_ : torch.nn.Module
         The backbone with its classifier replaced by identity, in eval mode.
+    head_ : torch.nn.Module or None
+        A copy of the pretrained classifier (with ``head=...``), else None.
     layers_ : list of str
         The resolved layers: module paths and/or ``"penultimate"``.
     layer_slices_ : dict of str to slice
@@ -301,6 +310,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         verbose=False,
         model_kwargs=None,
         random_state=None,
+        head=None,
     ):
         self.model = model
         self.pretrained = pretrained
@@ -323,6 +333,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         self.verbose = verbose
         self.model_kwargs = model_kwargs
         self.random_state = random_state
+        self.head = head
 
     # ------------------------------------------------------------------
     # parameters
@@ -346,6 +357,8 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             raise ValueError(f"file_key must be 'stat' or 'content', got {self.file_key!r}.")
         if self.layout is not None and self.layout not in LAYOUTS:
             raise ValueError(f"layout must be None or one of {LAYOUTS}, got {self.layout!r}.")
+        if self.head not in (None, "logits", "proba"):
+            raise ValueError(f"head must be None, 'logits' or 'proba', got {self.head!r}.")
 
     def _layer_specs(self):
         layers = self.layers
@@ -419,6 +432,19 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             if path in layers:
                 raise ValueError(f"Layer {spec!r} appears twice in layers={self.layers!r}.")
             layers.append(path)
+        head_module = None
+        if self.head is not None:
+            if clf is None:
+                raise ValueError(
+                    f"head={self.head!r} needs the model's classifier, but "
+                    f"{type(module).__name__} has none."
+                )
+            if PENULTIMATE not in layers:
+                raise ValueError(
+                    f"head={self.head!r} applies the classifier to the penultimate features; "
+                    "include 'penultimate' (or None) in layers."
+                )
+            head_module = copy.deepcopy(module.get_submodule(clf)).eval()
         if clf is not None:
             strip_classifier(module)
         data_config = resolve_data_config(
@@ -440,6 +466,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
                 UserWarning,
             )
         self.model_ = module
+        self.head_ = head_module
         self.layers_ = layers
         self.data_config_ = data_config
         self._placement = ("cpu", False)
@@ -452,7 +479,8 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         self.layer_slices_ = {}
         names = []
         start = 0
-        for path, width in zip(layers, widths):
+        blocks = layers + (["head"] if head_module is not None else [])
+        for path, width in zip(blocks, widths):
             self.layer_slices_[path] = slice(start, start + width)
             names.extend(f"{path}__{i}" for i in range(width))
             start += width
@@ -473,6 +501,8 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         if getattr(self, "_placement", None) != placement:
             fmt = torch.channels_last if self.channels_last else torch.contiguous_format
             self.model_.to(device=device, memory_format=fmt)
+            if getattr(self, "head_", None) is not None:
+                self.head_.to(device=device)
             self._placement = placement
 
     @contextlib.contextmanager
@@ -502,10 +532,15 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             )
             try:
                 with torch.inference_mode(), autocast:
+                    head = getattr(self, "head_", None)
+                    pen = self.layers_.index(PENULTIMATE) if head is not None else None
 
                     def run(batch):
-                        feats = tap(batch.to(device))
-                        return [f.reshape(f.shape[0], -1).float() for f in feats]
+                        feats = [f.reshape(f.shape[0], -1).float() for f in tap(batch.to(device))]
+                        if head is not None:
+                            out = head(feats[pen]).float()
+                            feats.append(out.softmax(dim=1) if self.head == "proba" else out)
+                        return feats
 
                     yield run
             finally:
@@ -612,6 +647,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             "weights": weights,
             "module": behaviour,
             "layers": list(self.layers_),
+            "head": self.head,
             "pool": self.pool,
             "data_config": repr(sorted(self.data_config_.items())),
             "precision": str(amp_dtype or "float32"),
@@ -735,6 +771,8 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         state.pop("_placement", None)
         if "model_" in state:
             state["model_"] = _cpu_copy(state["model_"])
+        if state.get("head_") is not None:
+            state["head_"] = _cpu_copy(state["head_"])
         return state
 
     def __setstate__(self, state):

@@ -83,7 +83,10 @@ _SCORE_NAMES = (
     "knn",
     "ncti",
     "etran",
+    "leep",
+    "nce",
 )
+_HEAD_SCORES = ("leep", "nce")
 
 
 def get_score_names():
@@ -92,8 +95,11 @@ def get_score_names():
     Returns
     -------
     list of str
-        NC1 and CDNV (lower is better), the feature transferability scores
-        and the set-level ``"ncti"`` and ``"etran"`` (higher is better).
+        NC1 and CDNV (lower is better), the feature transferability scores,
+        the set-level ``"ncti"`` and ``"etran"``, and ``"leep"`` and
+        ``"nce"``, which need candidates that also return their pretrained
+        classifier's outputs (``BackboneFeatures(head="proba")``); higher is
+        better for all but NC1 and CDNV.
 
     Examples
     --------
@@ -787,16 +793,17 @@ def rank_backbones(
                 f"Candidate {name!r} returned features of shape {Z.shape}; expected "
                 "(n_samples, n_features)."
             )
+        Z, proba = _split_head(model, Z)
         row = {"backbone": name, "n_features": int(Z.shape[1])}
         _compute_scores(
-            row, name, Z, y, feature_scores, set_level, user_scores, seed, parts, score_time
+            row, name, Z, y, feature_scores, set_level, user_scores, seed, parts, score_time, proba
         )
         if accuracy:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*failed to converge.*")
                 if X_test is not None:
                     t1 = time.perf_counter()
-                    Z_test = np.asarray(to_numpy(model.transform(X_test)))
+                    Z_test = _split_head(model, np.asarray(to_numpy(model.transform(X_test))))[0]
                     elapsed += time.perf_counter() - t1
                     fitted = clone(probe_template).fit(Z, y)
                     row["accuracy"] = float(fitted.score(Z_test, np.asarray(to_numpy(y_test))))
@@ -907,6 +914,8 @@ def _check_scores(scores):
             feature[key] = registry[ref]
         elif ref in set_funcs:
             set_level[key] = set_funcs[ref]
+        elif ref in _HEAD_SCORES:
+            feature[key] = (ref, True)
         else:
             raise ValueError(f"Unknown score {ref!r}; choose from {list(_SCORE_NAMES)}.")
     return feature, set_level, user
@@ -927,7 +936,44 @@ def _check_per_model(values, what, candidates):
     return values
 
 
-def _compute_scores(row, name, Z, y, feature_scores, set_level, user_scores, seed, parts, timing):
+def _split_head(model, Z):
+    """Features and source-class probabilities of a candidate with ``head=...``.
+
+    A candidate whose ``split_layers`` has a ``"head"`` block (e.g.
+    ``BackboneFeatures(head="proba")``) gives its classifier's outputs there;
+    they are scored by LEEP/NCE only, the other blocks by everything else.
+    """
+    if not hasattr(model, "split_layers"):
+        return Z, None
+    try:
+        blocks = model.split_layers(Z)
+    except (ValueError, TypeError, AttributeError):
+        return Z, None
+    if "head" not in blocks:
+        return Z, None
+    P = np.asarray(to_numpy(blocks["head"]), dtype=np.float64)
+    if getattr(model, "head", None) != "proba":
+        from scipy.special import softmax
+
+        P = softmax(P, axis=1)
+    rest = [np.asarray(to_numpy(v)) for k, v in blocks.items() if k != "head"]
+    return (rest[0] if len(rest) == 1 else np.hstack(rest)), P
+
+
+def _head_score(key, proba, y):
+    from ..metrics import leep, nce
+
+    if proba is None:
+        raise ValueError(
+            f"{key.upper()} needs the candidate's pretrained classifier outputs; build it "
+            "as BackboneFeatures(..., head='proba')."
+        )
+    return leep(proba, y) if key == "leep" else nce(proba, y)
+
+
+def _compute_scores(
+    row, name, Z, y, feature_scores, set_level, user_scores, seed, parts, timing, proba=None
+):
     """Fill ``row`` with every per-candidate score of features ``Z``."""
     if "nc1" in feature_scores and "cdnv" in feature_scores:
         t0 = time.perf_counter()
@@ -939,7 +985,11 @@ def _compute_scores(row, name, Z, y, feature_scores, set_level, user_scores, see
         row["nc1"], row["cdnv"] = float(rep.nc1), float(rep.cdnv)
         timing["nc1"] = timing.get("nc1", 0.0) + half
         timing["cdnv"] = timing.get("cdnv", 0.0) + half
-    todo = [(k, f) for k, (f, _) in feature_scores.items() if k not in row]
+    todo = [
+        (k, f if f not in _HEAD_SCORES else (lambda Z, y, rs, f=f: _head_score(f, proba, y)))
+        for k, (f, _) in feature_scores.items()
+        if k not in row
+    ]
     todo += [(k, lambda Z, y, rs, f=f: f(Z, y)) for k, f in user_scores.items()]
     for key, func in todo:
         t0 = time.perf_counter()
