@@ -59,7 +59,8 @@ width.update({"random projection 48": 48, "random Fourier 100": 100})
 width.update({"Nystroem 0.02": 100, "Nystroem 0.1": 100})
 prior = {name: float(np.log(width[name])) for name in candidates}
 
-scores = [s for s in get_score_names() if s != "nleep"]  # NLEEP's mixture is slow
+# NLEEP's mixture is slow; LEEP and NCE need a pretrained classifier head
+scores = [s for s in get_score_names() if s not in ("nleep", "leep", "nce")]
 ranking = rank_backbones(
     candidates,
     X,
