@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _repro_common import REPO_DIR, RESULTS_DIR, command_line, log, write_json
+from _repro_common import REPO_DIR, RESULTS_DIR, command_line, log, set_threads, write_json
 from bench_text import minilm_dir
 
 from sknc.datasets import load_debian_descriptions, load_fortunes
@@ -121,8 +121,12 @@ def main(argv=None):
     parser.add_argument(
         "--docs", action="store_true", help="copy results.json to docs/results/text.json"
     )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: shared machines)"
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    set_threads(args.threads)
     t0 = time.perf_counter()
     model = minilm_dir()
     n_layers = 6
@@ -142,6 +146,7 @@ def main(argv=None):
             "lr": LR,
             "seed": args.seed,
             "episodes": args.episodes,
+            "torch_threads": args.threads,
         },
         "sets": {},
     }

@@ -18,6 +18,8 @@ import sknc
 
 OPTIONAL = {  # module prefix -> the extra it needs
     "sknc.parallel": "dask",
+    "sknc.features._text": "transformers",
+    "sknc.finetune._text": "transformers",
 }
 
 

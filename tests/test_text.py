@@ -427,3 +427,16 @@ def test_text_folder_and_table_errors(tmp_path):
     two = tmp_path / "two.tsv"
     two.write_text("a\tb\nx\ta long sentence here\ny\tanother long one\n")
     assert load_text_table(two).columns == ("b", "a")
+
+
+def test_rank_backbones_over_text_encoders(bert_dir):
+    from sknc.model_selection import rank_backbones
+
+    candidates = {
+        "bert": TextFeatures(bert_dir),
+        "bert layer 1": TextFeatures(bert_dir, layers=1),
+        "random": TextFeatures(bert_dir, pretrained=False, random_state=0),
+    }
+    res = rank_backbones(candidates, CORPUS, LABELS, random_state=0, test_size=0.5)
+    assert sorted(res.ranking) == sorted(candidates)
+    assert all(np.isfinite(row["nc1"]) for row in res.table)

@@ -776,10 +776,25 @@ class TextFeatures(TransformerMixin, BaseEstimator):
 
     Examples
     --------
+    A tiny random BERT saved to a folder (any ``save_pretrained`` folder, e.g.
+    all-MiniLM-L6-v2's, loads the same way):
+
+    >>> import os, tempfile
+    >>> from transformers import BertConfig, BertModel, BertTokenizerFast
     >>> from sknc.features import TextFeatures
-    >>> feats = TextFeatures("path/to/all-MiniLM-L6-v2", layers=[None, 3])  # doctest: +SKIP
-    >>> feats.fit_transform(["a cat", "a dog"]).shape  # doctest: +SKIP
-    (2, 768)
+    >>> folder = tempfile.mkdtemp()
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "cat", "dog", "sat"]
+    >>> with open(os.path.join(folder, "vocab.txt"), "w") as fh:
+    ...     _ = fh.write("\\n".join(vocab))
+    >>> _ = BertTokenizerFast(os.path.join(folder, "vocab.txt")).save_pretrained(folder)
+    >>> config = BertConfig(vocab_size=9, hidden_size=8, num_hidden_layers=2,
+    ...                     num_attention_heads=2, intermediate_size=16)
+    >>> BertModel(config).save_pretrained(folder)
+    >>> feats = TextFeatures(folder, layers=[None, 1]).fit()
+    >>> feats.layers_, feats.pools_["penultimate"]
+    (['penultimate', 'encoder.layer.0'], 'avg')
+    >>> feats.transform(["a cat sat", "a dog", "a cat sat"]).shape
+    (3, 16)
     """
 
     def __init__(
