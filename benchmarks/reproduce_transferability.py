@@ -185,9 +185,12 @@ def finetuned_accuracy(cfg, how, t, seed):
     from sknc.datasets import subsample_per_class
     from sknc.finetune import FineTuningClassifier
 
-    n = cfg["ft_train"]
-    idx = subsample_per_class(t["y_train"], n_per_class=max(1, n // t["info"]["n_classes"]),
-                              random_state=seed)  # fmt: skip
+    frac = min(1.0, cfg["ft_train"] / len(t["y_train"]))
+    idx = (
+        subsample_per_class(t["y_train"], fraction=frac, random_state=seed)
+        if frac < 1
+        else np.arange(len(t["y_train"]))
+    )
     clf = FineTuningClassifier(
         method="full-ft", max_epochs=cfg["ft_epochs"], lr=cfg["ft_lr"], batch_size=32,
         input_size=cfg["size"], crop_pct=1.0, device="cpu", random_state=seed, **how,
