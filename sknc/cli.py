@@ -161,7 +161,7 @@ def build_parser():
         "(scikit-learn compatible).",
     )
     parser.add_argument("--version", action="version", version=f"sknc {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,evaluate}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,evaluate,rank}")
     sub.required = True
 
     demo = sub.add_parser(

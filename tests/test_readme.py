@@ -40,8 +40,8 @@ def test_readme_shell_commands_name_real_things():
             if words[0] == ".venv/bin/sknc":
                 from sknc.cli import build_parser
 
-                assert words[1] in {"demo", "evaluate"}, part
-                build_parser().parse_args(words[1:])  # options exist
+                args = build_parser().parse_args(words[1:])  # command and options exist
+                assert args.command == words[1], part
             if "pip" in words[0] and "-e" in words:
                 extra = words[words.index("-e") + 1]
                 m = re.fullmatch(r"\.(?:\[([a-z,]+)\])?", extra)
