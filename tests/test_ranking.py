@@ -1,6 +1,7 @@
 """Tests of sknc.model_selection.rank_backbones and rank_correlation."""
 
 import doctest
+import sys
 import warnings
 
 import numpy as np
@@ -346,9 +347,19 @@ def test_imagenet_prior_reproduces_published_mean_weighted_tau():
         assert ev.per_dataset["imagenet_top1"][ds]["weighted_tau"] == pytest.approx(expected)
     # flowers: resnet152 has the best top-1 but densenet169 the best fine-tuned accuracy
     assert ev.per_dataset["imagenet_top1"]["flowers"]["top1_regret"] == pytest.approx(97.32 - 96.86)
+    assert "imagenet_top1" in repr(ev)
+    pytest.importorskip("pandas")
     df = ev.to_pandas()
     assert set(df["dataset"]) == set(acc) | {"mean"}
-    assert "imagenet_top1" in repr(ev)
+
+
+def test_evaluation_to_pandas_without_pandas_says_what_to_use(monkeypatch):
+    ev = evaluate_rankings(
+        {"s": {"d": {"a": 3.0, "b": 1.0, "c": 2.0}}}, {"d": {"a": 0.9, "b": 0.5, "c": 0.7}}
+    )
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas -> ImportError
+    with pytest.raises(ImportError, match="needs pandas.*per_dataset"):
+        ev.to_pandas()
 
 
 def test_ranking_statistics_orientation_and_nan():

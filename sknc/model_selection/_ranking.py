@@ -110,6 +110,17 @@ def get_score_names():
     return list(_SCORE_NAMES)
 
 
+def _import_pandas(alternative):
+    """pandas, or an ImportError that says what to use without it."""
+    try:
+        import pandas
+    except ImportError as exc:
+        raise ImportError(
+            f"to_pandas() needs pandas, which is not installed; {alternative}."
+        ) from exc
+    return pandas
+
+
 class BackboneRanking:
     """Result of :func:`rank_backbones`.
 
@@ -206,13 +217,7 @@ class BackboneRanking:
         pandas.DataFrame
             One row per candidate.
         """
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise ImportError(
-                "to_pandas() needs pandas, which is not installed; use .table or "
-                ".to_records() instead."
-            ) from exc
+        pd = _import_pandas("use .table or .to_records() instead")
         return pd.DataFrame(self.table, columns=self._columns())
 
     def plot(self, ax=None, metric=None):
@@ -474,8 +479,7 @@ class RankingEvaluation:
         -------
         pandas.DataFrame
         """
-        import pandas as pd
-
+        pd = _import_pandas("use .per_dataset and .mean instead")
         rows = []
         for score, per in self.per_dataset.items():
             for ds, st in per.items():
