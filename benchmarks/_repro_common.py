@@ -86,6 +86,17 @@ def write_json(path, obj):
     return write_text(path, json.dumps(to_jsonable(obj), indent=1, ensure_ascii=False) + "\n")
 
 
+def finish(out, res, t_start):
+    """End a reproduction: wall time, ``OUT/results.json`` (atomic), a line per claim."""
+    res["wall_seconds"] = time.perf_counter() - t_start
+    path = os.path.join(out, "results.json")
+    write_json(path, res)
+    for c in res["claims"].values():
+        log(f"{c['title']}: {c['status']}. {c['verdict']}")
+    log(f"done in {res['wall_seconds'] / 60:.1f} min: {path}")
+    return res
+
+
 def read_json(path, default=None):
     """The JSON in ``path``, or ``default`` when the file does not exist."""
     if not os.path.exists(path):

@@ -644,12 +644,7 @@ def main(argv=None):
     res["correlations"] = {"epochs": k_epochs, "feature_sets": k_sets}
     res["claims"] = claims(res)
     res["figures"] = figures(res, out)
-    res["wall_seconds"] = time.perf_counter() - t_start
-    rc.write_json(os.path.join(out, "results.json"), res)
-    for c in res["claims"].values():
-        rc.log(f"{c['title']}: {c['status']}. {c['verdict']}")
-    rc.log(f"done in {res['wall_seconds'] / 60:.1f} min: {os.path.join(out, 'results.json')}")
-    return res
+    return rc.finish(out, res, t_start)
 
 
 if __name__ == "__main__":

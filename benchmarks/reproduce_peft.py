@@ -631,13 +631,8 @@ def main(argv=None):
         "cache": cache,
     }
     res["claims"] = claims(res)
-    res["wall_seconds"] = time.perf_counter() - t0
-    rc.write_json(os.path.join(out, "results.json"), res)
     print(table(summary))
-    for c in res["claims"].values():
-        rc.log(f"{c['title']}: {c['status']}. {c['verdict']}")
-    rc.log(f"done in {res['wall_seconds'] / 60:.1f} min: {os.path.join(out, 'results.json')}")
-    return res
+    return rc.finish(out, res, t0)
 
 
 if __name__ == "__main__":
