@@ -945,3 +945,42 @@ def test_complex_features_error_is_short():
     with pytest.raises(ValueError, match="real-valued, got dtype complex128") as info:
         nc1(X, np.arange(500) % 2)
     assert len(str(info.value)) < 100
+
+
+def test_shared_rounding_helpers():
+    """dot_error generalises dot_error32 to any dtype, and its float64 bound holds."""
+    from fractions import Fraction
+
+    from sknc.utils._rounding import dot_error, dot_error32, row_margin, unit_roundoff
+
+    for n in (1, 64, 512):
+        assert dot_error(n, np.float32) == dot_error32(n)
+    assert unit_roundoff(np.float64) == 2.0**-53
+    rng = np.random.default_rng(0)
+    n = 256
+    # cancellation-heavy float64 vectors: a large common part, tiny differences
+    a = (1e6 + rng.standard_normal(n)) * rng.choice([-1.0, 1.0], n)
+    b = 1e6 + rng.standard_normal(n)
+    exact = sum(Fraction(float(x)) * Fraction(float(z)) for x, z in zip(a, b))
+    err = abs(Fraction(float(a @ b)) - exact)
+    assert err <= Fraction(dot_error(n, np.float64) * np.linalg.norm(a) * np.linalg.norm(b))
+    assert row_margin((1.0, 2.0), np.array([0.0, 3.0])).tolist() == [1.0, 7.0]
+
+
+def test_nc4_decides_exactly_where_the_textbook_rounds():
+    """A row whose direct float64 distances round to a tie is still decided exactly.
+
+    Rows far off the class-mean axis (1e8) but nearer class 1 along it: both
+    direct squared distances round to 1e16, so a textbook ``cdist`` would
+    call a tie (class 0); the residual products decide it exactly (class 1,
+    as the linear classifier), so NC4 is 0. (float64 features: a float32
+    pass cannot decide these rows and leaves them to the direct check.)
+    """
+    from sknc.metrics import NCStatistics, collapse_report, nc4
+
+    X = np.array([[-1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.5, 1e8], [0.5, -1e8]])
+    y = np.array([0, 0, 1, 1, 0, 0])
+    W, b = np.array([[-1.0, 0.0], [1.0, 0.0]]), np.zeros(2)
+    assert nc4(X, y, W, b) == 0.0
+    assert collapse_report(X, y, coef=W, intercept=b).nc4 == 0.0
+    assert NCStatistics().update(X, y).nc4_counter(W, b).update(X).value == 0.0

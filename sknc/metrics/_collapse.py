@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..utils import single_thread, thread_budget
+from ..utils._rounding import dot_error, gamma64, row_margin, safe_margin, unit_roundoff
 from ..utils._warnings import warn_external
 from ._backend import class_sums64, sum64_rows
 from ._core import (
@@ -217,139 +218,254 @@ class _Prepared:
     def pass2(self, *, want_var=False, geometry=None, linear=None):
         """Second pass; returns (class sums of squares, nc1 sum, disagreements).
 
+        want_var : bool
+            Accumulate the per-class sums of ``||x - mu_y||^2``.
         geometry : BetweenGeometry or None
             When given, NC1's projected within-class scatter is accumulated.
         linear : tuple (W, b, row_codes) or None
             When given (geometry must be too), NC4 disagreements are counted.
+
+        Each requested quantity is a part (:class:`_VarPart`,
+        :class:`_NC1Part`, :class:`_NC4Part`) fed the same residual chunks
+        (:class:`_Chunk`); the result of a part not requested is None.
         """
-        ops, X, K = self.ops, self.X, self.n_classes
-        cdt, np_cdt = self.cdtype, self.np_cdtype
-        # hi: the class means in X's units and dtype, so that x - hi is
-        # (nearly) exact; everything else is in the rescaled units x * 2**-exp
-        exp = self.exp
-        hi = self.means_abs.astype(np_cdt)
-        hi_s = ldexp(hi.astype(np.float64), -exp)  # exact
-        lo = self.means - hi_s  # exact remainder, float64
-        counts = self.counts.astype(np.float64)
-        hi_dev = ops.from_numpy(hi, dtype=cdt)
-
-        blocks = []
-        r = span = 0
+        res = _Residuals(self)
+        parts, blocks = {}, []
+        if want_var:
+            parts["ss"] = _VarPart(res)
         if geometry is not None:
-            P = geometry.Vt.T / geometry.s  # V S^-1, shape (d, r_span)
-            r = geometry.rank  # NC1 uses the first r columns
-            span = P.shape[1]
-            blocks.append(P)
-            lo_P = lo @ P[:, :r]
-            nc1_corr = float(np.sum(counts * np.einsum("ij,ij->i", lo_P, lo_P)))
+            parts["nc1"] = _NC1Part(res, geometry)
+            blocks.append(parts["nc1"].P)
         if linear is not None:
-            W, b, row_codes = linear
-            n_rows = W.shape[0]
-            # linear scores: W x + b = W E + (W hi_y + b)
-            # nearest class mean: argmax_c 2 e.Mc_c - ||mu_y - mu_c||^2, with
-            # e = E - lo_y the exact residual and E Mc^T = (E V S^-1) S^2 U^T
-            blocks.append(W.T)
-            C_dev = ops.from_numpy(2.0 * (geometry.s**2)[:, None] * geometry.U.T, dtype=cdt)
-            b = ldexp(b, -exp)  # W x + b = 2**exp (W x' + b 2**-exp)
-            T = hi_s @ W.T + b  # (K, n_rows)
-            Dt = pairwise_sq_dists(self.means - self.means.mean(0))
-            Dt += 2.0 * (lo @ geometry.Mc.T)
-            # the linear table keeps float64 (W hi_y can be large next to the
-            # score gaps when features carry an offset); the NCC table holds
-            # distances between class means, as accurate in X's dtype as the
-            # products it is compared with
-            T_dev = ops.from_numpy(T, dtype=ops.f64())
-            Dt_dev = ops.from_numpy(Dt, dtype=cdt)
-            row_codes_dev = ops.from_numpy(row_codes.astype(np.int64))
-            # Near-ties: bounds on the rounding error of the two score
-            # differences (per row, proportional to ||E_row||). Rows whose
-            # top two scores are closer than that are decided again from
-            # the float64 data (x W^T + b, and direct distances to the
-            # means), so NC4 agrees with the textbook computation even on
-            # exact ties.
-            d = self.n_features
-            eps_c = float(np.finfo(np_cdt).eps)
-            eps64 = float(np.finfo(np.float64).eps)
-            w_max = float(np.linalg.norm(W, axis=1).max())
-            mc_fro = float(np.linalg.norm(geometry.Mc))
-            hi_max = float(np.linalg.norm(hi_s, axis=1).max())
-            tol_lin = (4 * (d + 2) * eps_c * w_max, 4 * (d + 2) * eps64 * w_max * hi_max)
-            tol_ncc = (
-                8 * (d + span + 4) * eps_c * mc_fro + 4 * max(K, d) * eps64 * geometry.s[0],
-                4 * eps_c * float(np.abs(Dt).max()),
-            )
-            W_dev = ops.from_numpy(W.T, dtype=ops.f64())
-            b_dev = ops.from_numpy(b, dtype=ops.f64())
-            means_dev = ops.from_numpy(self.means, dtype=ops.f64())
-        A_dev = ops.from_numpy(np.hstack(blocks), dtype=cdt) if blocks else None
-
+            parts["dis"] = _NC4Part(res, geometry, linear)
+            blocks.append(linear[0].T)
+        ops = self.ops
+        A_dev = ops.from_numpy(np.hstack(blocks), dtype=self.cdtype) if blocks else None
         rows = min(self.chunk, self.n_samples)
 
         def work(chunks):
-            ss = ops.zeros(K, dtype=ops.f64()) if want_var else None
-            nc1_sum = 0.0
-            n_dis = 0
-            buf = ops.empty_like_rows(rows, self.n_features, cdt)
-            if A_dev is not None:
-                zbuf = ops.empty_like_rows(rows, A_dev.shape[1], cdt)
-            if linear is not None:
-                sbuf = ops.empty_like_rows(rows, n_rows, ops.f64())
-                cbuf = ops.empty_like_rows(rows, K, cdt)
-                dbuf = ops.empty_like_rows(rows, K, cdt)
+            bufs = _ChunkBuffers(res, A_dev, rows)
+            accs = {name: part.start(rows) for name, part in parts.items()}
             for start, stop in chunks:
-                n = stop - start
-                c = self.codes[start:stop]
-                Xc = ops.astype(X[start:stop], cdt)
-                E = ops.take_rows(hi_dev, c, out=buf[:n])
-                ops.subtract(Xc, E, out=E)
-                ops.scale_(E, exp)
-                if want_var or linear is not None:
-                    en2 = ops.rownorm2(E)
-                if want_var:
-                    ss += ops.weighted_counts(c, en2, K)
-                if A_dev is None:
-                    continue
-                Z = ops.matmul(E, A_dev, out=zbuf[:n])
-                if geometry is not None:
-                    nc1_sum = nc1_sum + ops.sum64(ops.rownorm2(Z[:, :r]))
-                if linear is not None:
-                    S = ops.take_rows(T_dev, c, out=sbuf[:n])
-                    ops.add(S, Z[:, span:], out=S)
-                    lin_idx = ops.argmax(S)
-                    ncc = ops.matmul(Z[:, :span], C_dev, out=cbuf[:n])
-                    ops.subtract(ncc, ops.take_rows(Dt_dev, c, out=dbuf[:n]), out=ncc)
-                    ncc_pred = ops.argmax(ncc)
-                    enorm = ops.astype(en2, ops.f64()) ** 0.5
-                    near = ops.near_ties(S, lin_idx, tol_lin[0] * enorm + tol_lin[1])
-                    near |= ops.near_ties(ncc, ncc_pred, tol_ncc[0] * enorm + tol_ncc[1])
-                    redo = ops.nonzero(near)
-                    if len(redo):
-                        x64 = ops.scale_(ops.astype(X[start:stop][redo], ops.f64()), exp)
-                        lin_idx[redo] = ops.argmax(x64 @ W_dev + b_dev)
-                        ncc_pred[redo] = ops.nearest_rows(x64, means_dev)
-                    lin_pred = row_codes_dev[lin_idx]
-                    n_dis = n_dis + ops.count_neq(lin_pred, ncc_pred)
-            if want_var:
-                ss = ops.to_numpy(ss)
-            return ss, float(nc1_sum), int(n_dis)
+                chunk = _Chunk(res, bufs, start, stop)
+                for name, part in parts.items():
+                    accs[name] = part.add(accs[name], chunk)
+            return {name: part.to_host(accs[name]) for name, part in parts.items()}
 
-        parts = self.run_chunks(work)
-        ss = sum(p[0] for p in parts) if want_var else None
-        nc1_sum = sum(p[1] for p in parts)
-        n_dis = sum(p[2] for p in parts)
-
-        out_ss = out_nc1 = out_dis = None
-        if want_var:
-            ss = ss - counts * np.einsum("ij,ij->i", lo, lo)
-            out_ss = np.maximum(ss, 0.0)
-        if geometry is not None:
-            out_nc1 = max(float(nc1_sum) - nc1_corr, 0.0)
-        if linear is not None:
-            out_dis = int(n_dis)
-        return out_ss, out_nc1, out_dis
+        results = self.run_chunks(work)
+        return tuple(
+            parts[name].finish([r[name] for r in results]) if name in parts else None
+            for name in ("ss", "nc1", "dis")
+        )
 
     def geometry(self, center):
         return BetweenGeometry(centered_means(self.means, self.counts, center))
+
+
+# --------------------------------------------------------------------------
+# pass 2: residual chunks and the parts accumulated from them
+# --------------------------------------------------------------------------
+
+
+class _Residuals:
+    """What every part of pass 2 shares: the split of the class means.
+
+    ``hi`` are the class means in X's units and compute dtype, so that
+    ``x - hi`` is (nearly) exact; everything else is in the rescaled units
+    ``x * 2**-exp``: ``hi_s`` (``hi`` rescaled, exact) and the exact float64
+    remainder ``lo = means - hi_s``.
+    """
+
+    def __init__(self, prep):
+        self.prep, self.ops, self.exp = prep, prep.ops, prep.exp
+        hi = prep.means_abs.astype(prep.np_cdtype)
+        self.hi_s = ldexp(hi.astype(np.float64), -prep.exp)
+        self.lo = prep.means - self.hi_s
+        self.counts = prep.counts.astype(np.float64)
+        self.hi_dev = prep.ops.from_numpy(hi, dtype=prep.cdtype)
+
+
+class _ChunkBuffers:
+    """One worker's chunk-sized buffers: residuals and their product with ``A``."""
+
+    def __init__(self, res, A_dev, rows):
+        ops, prep = res.ops, res.prep
+        self.A = A_dev
+        self.E = ops.empty_like_rows(rows, prep.n_features, prep.cdtype)
+        self.Z = None if A_dev is None else ops.empty_like_rows(rows, A_dev.shape[1], prep.cdtype)
+
+
+class _Chunk:
+    """One chunk of rows in pass 2: residuals ``E = (x - hi_y) 2**-exp``, lazily more.
+
+    ``en2`` (squared row norms of ``E``) and ``Z = E @ A`` are computed on
+    first use, once for all parts.
+    """
+
+    def __init__(self, res, bufs, start, stop):
+        ops, prep = res.ops, res.prep
+        self.ops, self.res, self.bufs = ops, res, bufs
+        self.start, self.stop, self.n = start, stop, stop - start
+        self.codes = prep.codes[start:stop]
+        Xc = ops.astype(prep.X[start:stop], prep.cdtype)
+        E = ops.take_rows(res.hi_dev, self.codes, out=bufs.E[: self.n])
+        ops.subtract(Xc, E, out=E)
+        self.E = ops.scale_(E, res.exp)
+
+    @functools.cached_property
+    def en2(self):
+        return self.ops.rownorm2(self.E)
+
+    @functools.cached_property
+    def Z(self):
+        return self.ops.matmul(self.E, self.bufs.A, out=self.bufs.Z[: self.n])
+
+
+class _VarPart:
+    """Per-class sums of ``||x - mu_y||^2`` (class variances, CDNV)."""
+
+    def __init__(self, res):
+        self.res = res
+
+    def start(self, rows):
+        ops = self.res.ops
+        return ops.zeros(self.res.prep.n_classes, dtype=ops.f64())
+
+    def add(self, ss, chunk):
+        return ss + self.res.ops.weighted_counts(chunk.codes, chunk.en2, self.res.prep.n_classes)
+
+    def to_host(self, ss):
+        return self.res.ops.to_numpy(ss)
+
+    def finish(self, parts):
+        lo = self.res.lo
+        ss = sum(parts) - self.res.counts * np.einsum("ij,ij->i", lo, lo)
+        return np.maximum(ss, 0.0)
+
+
+class _NC1Part:
+    """NC1's projected within-class scatter: ``sum ||E V S^-1||^2`` over kept directions.
+
+    ``P = V S^-1`` (all ``span`` directions, which NC4 needs too) are the
+    first columns of ``A``; NC1 uses the first ``rank``. The remainder
+    ``lo`` is corrected for exactly at the end.
+    """
+
+    def __init__(self, res, geometry):
+        self.res = res
+        self.P = geometry.Vt.T / geometry.s  # V S^-1, shape (d, span)
+        self.r = geometry.rank
+        lo_P = res.lo @ self.P[:, : self.r]
+        self.correction = float(np.sum(res.counts * np.einsum("ij,ij->i", lo_P, lo_P)))
+
+    def start(self, rows):
+        return 0.0
+
+    def add(self, total, chunk):
+        return total + chunk.ops.sum64(chunk.ops.rownorm2(chunk.Z[:, : self.r]))
+
+    def to_host(self, total):
+        return float(total)
+
+    def finish(self, parts):
+        return max(float(sum(parts)) - self.correction, 0.0)
+
+
+class _NC4Part:
+    """Samples on which the linear classifier and the nearest class mean disagree.
+
+    Linear scores ``W x + b = W E + (W hi_y + b)`` (the table ``T``, float64:
+    ``W hi_y`` can be large next to the score gaps of offset features).
+    Nearest class mean: ``argmax_c 2 e.Mc_c - ||mu_y - mu_c||^2`` with
+    ``e = E - lo_y`` the exact residual and ``E Mc^T = (E V S^-1) S^2 U^T``
+    (``C``); the table ``Dt`` holds the distances between class means plus
+    the ``lo`` correction, in the compute dtype (as accurate as the products
+    it is compared with). Rows whose two best scores are closer than the
+    rounding bound (``sknc.utils._rounding``) are decided again from the
+    float64 data (``x W^T + b`` and direct distances to the means), so NC4
+    agrees with the textbook computation even on exact ties.
+    """
+
+    def __init__(self, res, geometry, linear):
+        ops, prep = res.ops, res.prep
+        cdt, f64 = prep.cdtype, ops.f64()
+        W, b, row_codes = linear
+        self.res, self.span, self.n_rows = res, geometry.Vt.shape[0], W.shape[0]
+        b = ldexp(b, -res.exp)  # W x + b = 2**exp (W x' + b 2**-exp)
+        Dt = pairwise_sq_dists(prep.means - prep.means.mean(0))
+        Dt += 2.0 * (res.lo @ geometry.Mc.T)
+        self.C = ops.from_numpy(2.0 * (geometry.s**2)[:, None] * geometry.U.T, dtype=cdt)
+        self.T = ops.from_numpy(res.hi_s @ W.T + b, dtype=f64)
+        self.Dt = ops.from_numpy(Dt, dtype=cdt)
+        self.row_codes = ops.from_numpy(row_codes.astype(np.int64))
+        self.W64 = ops.from_numpy(W.T, dtype=f64)
+        self.b64 = ops.from_numpy(b, dtype=f64)
+        self.means64 = ops.from_numpy(prep.means, dtype=f64)
+        self.tol_lin, self.tol_ncc = self._tolerances(res, geometry, W, b, Dt)
+
+    def _tolerances(self, res, geometry, W, b, Dt):
+        """Near-tie margins ``(c0, c1)`` of both score kinds (:func:`row_margin`).
+
+        See ``sknc.utils._rounding``: ``safe_margin(err64 + err_c)`` with
+        ``err_c`` the compute-dtype error of the products from ``E`` and
+        ``err64`` that of the float64 tables (``T``, ``Dt``, the SVD).
+        """
+        prep = res.prep
+        d, K, span, cdt = prep.n_features, prep.n_classes, self.span, prep.np_cdtype
+        w_max = float(np.linalg.norm(W, axis=1).max())
+        hi_max = float(np.linalg.norm(res.hi_s, axis=1).max())
+        mc_fro = float(np.linalg.norm(geometry.Mc))
+        m_max = float(np.linalg.norm(geometry.Mc, axis=1).max())
+        g64 = gamma64(d)
+        tol_lin = (
+            safe_margin(g64 * (w_max * hi_max + float(np.abs(b).max(initial=0.0)))),
+            safe_margin(dot_error(d, cdt) * w_max),
+        )
+        tol_ncc = (
+            safe_margin(
+                unit_roundoff(cdt) * float(np.abs(Dt).max(initial=0.0)) + 4.0 * g64 * m_max**2
+            ),
+            safe_margin(
+                2.0 * dot_error(d + span + 2, cdt) * mc_fro
+                + 2.0 * gamma64(max(K, d)) * geometry.s[0]
+            ),
+        )
+        return tol_lin, tol_ncc
+
+    def start(self, rows):
+        ops, prep, f64 = self.res.ops, self.res.prep, self.res.ops.f64()
+        return {
+            "n": 0,
+            "S": ops.empty_like_rows(rows, self.n_rows, f64),
+            "ncc": ops.empty_like_rows(rows, prep.n_classes, prep.cdtype),
+            "D": ops.empty_like_rows(rows, prep.n_classes, prep.cdtype),
+        }
+
+    def add(self, acc, chunk):
+        ops, n, span = chunk.ops, chunk.n, self.span
+        S = ops.take_rows(self.T, chunk.codes, out=acc["S"][:n])
+        ops.add(S, chunk.Z[:, span:], out=S)
+        lin_idx = ops.argmax(S)
+        ncc = ops.matmul(chunk.Z[:, :span], self.C, out=acc["ncc"][:n])
+        ops.subtract(ncc, ops.take_rows(self.Dt, chunk.codes, out=acc["D"][:n]), out=ncc)
+        ncc_pred = ops.argmax(ncc)
+        enorm = ops.astype(chunk.en2, ops.f64()) ** 0.5
+        near = ops.near_ties(S, lin_idx, row_margin(self.tol_lin, enorm))
+        near |= ops.near_ties(ncc, ncc_pred, row_margin(self.tol_ncc, enorm))
+        redo = ops.nonzero(near)
+        if len(redo):
+            rows = self.res.prep.X[chunk.start : chunk.stop][redo]
+            x64 = ops.scale_(ops.astype(rows, ops.f64()), self.res.exp)
+            lin_idx[redo] = ops.argmax(x64 @ self.W64 + self.b64)
+            ncc_pred[redo] = ops.nearest_rows(x64, self.means64)
+        acc["n"] = acc["n"] + ops.count_neq(self.row_codes[lin_idx], ncc_pred)
+        return acc
+
+    def to_host(self, acc):
+        return int(acc["n"])
+
+    def finish(self, parts):
+        return int(sum(parts))
 
 
 # --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import numpy as np
 from sklearn.exceptions import NotFittedError
 
 from ..utils import is_torch_tensor, single_thread, to_numpy
+from ..utils._rounding import dot_error, gamma64, row_margin, safe_margin
 from ._backend import _NumpyOps, class_sums64, sum64_rows
 from ._collapse import (
     _CDNV_VARIANTS,
@@ -73,59 +74,106 @@ def _batch_statistics(X, ops, codes, Kb, chunk_size, ref):
     dtype): linear quantities scaled by ``2**-exp``, squares by
     ``2**-2exp``. Returns ``(counts, sums, ss, scatter, ref, exp)``.
     """
-    n, d = X.shape
-    f64 = ops.f64()
-    cdt = ops.compute_dtype(X)
-    np_cdt = ops.np_dtype(cdt)
-    itemsize = np.dtype(np_cdt).itemsize
-    chunk = chunk_size or max(ops.chunk_rows(d, itemsize), _STREAM_CHUNK_BYTES // (itemsize * d))
-    chunks = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
-    sample = sample_rows(X, ops)
-    if ref is None:
-        ref = offset_reference(sample, np_cdt)
-    with np.errstate(invalid="ignore", over="ignore"):
-        amax = float(np.max(np.abs(sample - ref), initial=0.0))
-    ref_dev = ops.from_numpy(ref, dtype=f64)
-    rows = min(chunk, n)
+    batch = _Batch(X, ops, codes, Kb, chunk_size, ref)
+    sums, pre = batch.class_sums()
+    counts = ops.to_numpy(ops.counts(codes, Kb)).astype(np.int64)
+    rel = ldexp(sums / counts.astype(np.float64)[:, None], pre)  # class means - ref, units of X
+    ss, scatter, exp = batch.scatter(counts, rel)
+    return counts, ldexp(sums, pre - exp), ss, scatter, batch.ref, exp
 
-    def sums_pass(pre):
+
+class _Batch:
+    """One batch of :func:`_batch_statistics`: its chunks, reference point and passes."""
+
+    def __init__(self, X, ops, codes, Kb, chunk_size, ref):
+        n, d = X.shape
+        self.X, self.ops, self.codes, self.Kb, self.d = X, ops, codes, Kb, d
+        self.cdt = ops.compute_dtype(X)
+        self.np_cdt = ops.np_dtype(self.cdt)
+        itemsize = np.dtype(self.np_cdt).itemsize
+        chunk = chunk_size or max(
+            ops.chunk_rows(d, itemsize), _STREAM_CHUNK_BYTES // (itemsize * d)
+        )
+        self.chunks = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+        self.rows = min(chunk, n)
+        sample = sample_rows(X, ops)
+        self.ref = offset_reference(sample, self.np_cdt) if ref is None else ref
+        with np.errstate(invalid="ignore", over="ignore"):
+            self.amax = float(np.max(np.abs(sample - self.ref), initial=0.0))
+        self.ref_dev = ops.from_numpy(self.ref, dtype=ops.f64())
+
+    def amax_all(self):
+        """Largest ``|x - ref|`` over the whole batch (an extra pass, rarely needed)."""
+        ops, X = self.ops, self.X
+        with np.errstate(invalid="ignore", over="ignore"):
+            return max(ops.amax_abs(ops.shifted64(X[a:b], self.ref_dev)) for a, b in self.chunks)
+
+    def class_sums(self):
+        """Float64 class sums of ``(x - ref) 2**-pre``; ``(sums, pre)``.
+
+        Float64 data near the top of their range are scaled by ``2**-pre``
+        first (and the pass rerun if a sum still overflowed).
+        """
+        ops = self.ops
+        pre = scale_exponent(self.amax, np.float64) if self.np_cdt == np.float64 else 0
+        sums = self._sums_pass(pre)
+        if not np.isfinite(sums).all():
+            finite = bool(ops.all_finite(self.X))
+            if not (finite and pre == 0 and self.np_cdt == np.float64):
+                raise_not_finite(self.X, ops)
+            pre = scale_exponent(self.amax_all(), np.float64, force=True)
+            sums = self._sums_pass(pre)
+            if not np.isfinite(sums).all():
+                raise_not_finite(self.X, ops)
+        return sums, pre
+
+    def _sums_pass(self, pre):
+        ops, X, codes, Kb, d, rows = self.ops, self.X, self.codes, self.Kb, self.d, self.rows
+
         def work(group):
-            sums = ops.zeros((Kb, d), dtype=f64)
+            sums = ops.zeros((Kb, d), dtype=ops.f64())
             buf = None if ops.is_torch else np.empty((min(rows, sum64_rows(d)), d))
             with np.errstate(invalid="ignore", over="ignore"):
                 for start, stop in group:
                     c = codes[start:stop]
-                    sums += class_sums64(ops, X[start:stop], c, Kb, ref_dev, pre, buf)
+                    sums += class_sums64(ops, X[start:stop], c, Kb, self.ref_dev, pre, buf)
             return ops.to_numpy(sums)
 
-        return sum(run_chunk_groups(ops, chunks, work))
+        return sum(run_chunk_groups(ops, self.chunks, work))
 
-    def amax_all():
+    def scatter(self, counts, rel):
+        """Within-class sums of squares and scatter; ``(ss, scatter, exp)``.
+
+        ``rel`` are the class means minus ``ref``, in X's units; the scale
+        ``2**exp`` is raised (and the pass rerun) if a value overflowed.
+        """
+        mean_abs = rel + self.ref
+        spread = max(self.amax, float(np.abs(rel - rel.mean(0)).max(initial=0.0)))
+        exp = scale_exponent(spread, self.np_cdt)
         with np.errstate(invalid="ignore", over="ignore"):
-            return max(ops.amax_abs(ops.shifted64(X[a:b], ref_dev)) for a, b in chunks)
+            ss, scatter = self._scatter_pass(counts, mean_abs, exp)
+            if not (np.isfinite(ss).all() and np.isfinite(scatter).all()):
+                new_exp = scale_exponent(self.amax_all(), self.np_cdt, force=True)
+                if new_exp != exp:
+                    exp = new_exp
+                    ss, scatter = self._scatter_pass(counts, mean_abs, exp)
+        if not (np.isfinite(ss).all() and np.isfinite(scatter).all()):
+            raise ValueError(
+                "X spans too wide a range of magnitudes for its dtype: its within-class "
+                "sums of squares overflow; convert X to float64."
+            )
+        return ss, scatter, exp
 
-    pre = scale_exponent(amax, np.float64) if np_cdt == np.float64 else 0
-    sums = sums_pass(pre)
-    if not np.isfinite(sums).all():
-        finite = bool(ops.all_finite(X))
-        if not (finite and pre == 0 and np_cdt == np.float64):
-            raise_not_finite(X, ops)
-        pre = scale_exponent(amax_all(), np.float64, force=True)
-        sums = sums_pass(pre)
-        if not np.isfinite(sums).all():
-            raise_not_finite(X, ops)
-    counts = ops.to_numpy(ops.counts(codes, Kb)).astype(np.int64)
-    n_b = counts.astype(np.float64)
-    rel = ldexp(sums / n_b[:, None], pre)  # class means - ref, units of X
-    mean_abs = rel + ref
-    hi = mean_abs.astype(np_cdt)
-    hi_dev = ops.from_numpy(hi, dtype=cdt)
+    def _scatter_pass(self, counts, mean_abs, exp):
+        ops, X, codes, Kb, d, cdt = self.ops, self.X, self.codes, self.Kb, self.d, self.cdt
+        f64 = ops.f64()
+        hi = mean_abs.astype(self.np_cdt)
+        hi_dev = ops.from_numpy(hi, dtype=cdt)
 
-    def scatter_pass(exp):
         def work(group):
             ss = ops.zeros(Kb, dtype=f64)
             scatter = ops.zeros((d, d), dtype=f64)
-            buf = ops.empty_like_rows(rows, d, cdt)
+            buf = ops.empty_like_rows(self.rows, d, cdt)
             for start, stop in group:
                 c = codes[start:stop]
                 E = ops.take_rows(hi_dev, c, out=buf[: stop - start])
@@ -138,27 +186,12 @@ def _batch_statistics(X, ops, codes, Kb, chunk_size, ref):
                     scatter += ops.astype(ops.gram(E[i : i + _GRAM_ROWS]), f64)
             return ops.to_numpy(ss), ops.to_numpy(scatter)
 
-        parts = run_chunk_groups(ops, chunks, work)
+        parts = run_chunk_groups(ops, self.chunks, work)
+        n_b = counts.astype(np.float64)
         lo = ldexp(mean_abs - hi.astype(np.float64), -exp)  # exact remainder
         ss = sum(p[0] for p in parts) - n_b * np.einsum("ij,ij->i", lo, lo)
         scatter = sum(p[1] for p in parts) - (lo * n_b[:, None]).T @ lo
         return ss, scatter
-
-    spread = max(amax, float(np.abs(rel - rel.mean(0)).max(initial=0.0)))
-    exp = scale_exponent(spread, np_cdt)
-    with np.errstate(invalid="ignore", over="ignore"):
-        ss, scatter = scatter_pass(exp)
-        if not (np.isfinite(ss).all() and np.isfinite(scatter).all()):
-            new_exp = scale_exponent(amax_all(), np_cdt, force=True)
-            if new_exp != exp:
-                exp = new_exp
-                ss, scatter = scatter_pass(exp)
-    if not (np.isfinite(ss).all() and np.isfinite(scatter).all()):
-        raise ValueError(
-            "X spans too wide a range of magnitudes for its dtype: its within-class "
-            "sums of squares overflow; convert X to float64."
-        )
-    return counts, ldexp(sums, pre - exp), ss, scatter, ref, exp
 
 
 class NCStatistics:
@@ -909,20 +942,20 @@ class NC4Counter:
             A = np.hstack([ybar.T, W.T])
             bias_ncc = -np.einsum("ij,ij->i", ybar, ybar)
             bias_lin = W @ ldexp(ref64, -exp) + b
-            # rounding-error bounds of the score differences (per row, times
-            # ||x - ref||); closer calls are decided again in float64
+            # near-tie margins per row, linear in ||x - ref|| (see
+            # sknc.utils._rounding): products in the compute dtype, float64 tables
             d = W.shape[1]
-            eps_c = float(np.finfo(np_cdt).eps)
-            eps64 = float(np.finfo(np.float64).eps)
+            g64 = gamma64(d)
             ymax = float(np.linalg.norm(ybar, axis=1).max())
             wmax = float(np.linalg.norm(W, axis=1).max())
-            tol_ncc = (8 * (d + 2) * eps_c * ymax, 8 * d * eps64 * ymax**2)
+            ref_norm = float(np.linalg.norm(ldexp(ref64, -exp)))
+            tol_ncc = (
+                safe_margin(g64 * ymax**2),
+                safe_margin(2.0 * dot_error(d, np_cdt) * ymax),
+            )
             tol_lin = (
-                4 * (d + 2) * eps_c * wmax,
-                4
-                * d
-                * eps64
-                * (wmax * float(np.linalg.norm(ldexp(ref64, -exp))) + float(np.abs(b).max())),
+                safe_margin(g64 * (wmax * ref_norm + float(np.abs(b).max(initial=0.0)))),
+                safe_margin(dot_error(d, np_cdt) * wmax),
             )
             self._dev_cache[key] = dict(
                 ref=ops.from_numpy(ref_c, dtype=cdt),
@@ -975,9 +1008,8 @@ class NC4Counter:
             ncc = ops.argmax(S_ncc)
             lin = ops.argmax(S_lin)
             ynorm = ops.astype(ynorm2, f64) ** 0.5
-            tn, tl = cst["tol_ncc"], cst["tol_lin"]
-            near = ops.near_ties(S_ncc, ncc, tn[0] * ynorm + tn[1])
-            near |= ops.near_ties(S_lin, lin, tl[0] * ynorm + tl[1])
+            near = ops.near_ties(S_ncc, ncc, row_margin(cst["tol_ncc"], ynorm))
+            near |= ops.near_ties(S_lin, lin, row_margin(cst["tol_lin"], ynorm))
             redo = ops.nonzero(near)
             if len(redo):
                 x64 = ops.scale_(ops.astype(X[start : start + chunk][redo], f64), cst["exp"])

@@ -30,7 +30,23 @@ doubles that: ``8 E`` (and ``4 E32`` for an extra float32 error ``E32``
 that only one of the two implementations has, doubled in the same way).
 A margin not above it (a NaN margin included) is "undecided": the caller
 recomputes in float64, or runs the textbook computation itself.
+
+The metrics' near-tie checks (NC4 in ``sknc.metrics``) decide in the compute
+dtype of ``X`` (float32 for float32 features, else float64) what the
+exact scores decide, and leave the rest to a float64 check (``x W^T + b``,
+direct distances to the class means; ties go to the first class). Their
+score errors are bounded by :func:`dot_error` in the compute dtype
+(residuals ``E``, one rounding of ``x - hi`` included, times ``||E||`` and
+the norms of the table rows) plus :func:`gamma64` of the float64 tables,
+and the margin is ``safe_margin(err64 + err_c)``: generous (one
+implementation only, not two, carries these errors), so a decided row
+equals the exact decision. Per row the margin is linear in ``||E||``,
+:func:`row_margin`. A product through two matrices (``(E P) C`` with
+``P C = 2 Mc^T``) costs ``dot_error`` of both lengths times ``||Mc||_F``:
+the scaling by the singular values cancels entry by entry.
 """
+
+import numpy as np
 
 EPS64 = 2.0**-52  # float64 machine epsilon (2 u64)
 U32 = 2.0**-24  # float32 unit roundoff
@@ -59,6 +75,30 @@ def dot_error32(n_terms):
     return k / (1.0 - k)
 
 
+def unit_roundoff(dtype):
+    """Unit roundoff ``u`` of a floating dtype (numpy dtype, type or name).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknc.utils._rounding import U32, unit_roundoff
+    >>> unit_roundoff(np.float32) == U32
+    True
+    """
+    return float(np.finfo(np.dtype(dtype)).eps) / 2.0
+
+
+def dot_error(n_terms, dtype):
+    """Rigorous relative error factor of a dot product of ``n_terms`` in ``dtype``.
+
+    ``gamma_{n+2}`` with the unit roundoff of ``dtype``: any summation order,
+    one operand rounded to ``dtype`` first. Multiply by ``||a|| ||b||``.
+    ``dot_error(n, np.float32) == dot_error32(n)``.
+    """
+    k = (n_terms + 2) * unit_roundoff(dtype)
+    return k / (1.0 - k)
+
+
 def safe_margin(err64, err32=0.0):
     """Margin above which two implementations surely pick the same best score.
 
@@ -67,3 +107,19 @@ def safe_margin(err64, err32=0.0):
     Works on floats, numpy arrays and torch tensors alike.
     """
     return 8.0 * err64 + 4.0 * err32
+
+
+def row_margin(coeffs, norm):
+    """Per-row margin ``c0 + c1 ||E||`` from ``coeffs = (c0, c1)``.
+
+    ``norm`` holds the rows' ``||E||`` (numpy array or torch tensor); see the
+    module note.
+
+    Examples
+    --------
+    >>> from sknc.utils._rounding import row_margin
+    >>> row_margin((1.0, 2.0), 3.0)
+    7.0
+    """
+    c0, c1 = coeffs
+    return c1 * norm + c0
