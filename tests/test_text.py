@@ -227,7 +227,7 @@ def test_finetuning_methods_on_strings(bert_dir, method):
     assert clf.transform(CORPUS[:2]).shape == (2, 32)
     expected_block = {"layer-ft": "encoder.layer.1", "scl-ft": "encoder.layer.1"}
     assert clf.tuned_block_ == expected_block.get(method)
-    assert clf.prefix_cached_ == (method == "linear-probe")
+    assert clf.prefix_cached_ == (method != "full-ft")
     if method in ("layer-ft", "scl-ft"):
         assert 0 < clf.trainable_fraction_ < 0.5
     again = FineTuningClassifier(bert_dir, method=method, max_epochs=3, lr=1e-2, random_state=0)
@@ -260,7 +260,7 @@ def test_finetuning_grid_search_and_text_features_model(st_dir):
     with pytest.raises(ValueError, match="Unknown layer"):
         FineTuningClassifier(st_dir, method="layer-ft", tuned_block="blocks.3").fit(CORPUS, LABELS)
     with pytest.raises(ValueError, match="not available for text"):
-        FineTuningClassifier(st_dir, method="bitfit").fit(CORPUS, LABELS)
+        FineTuningClassifier(st_dir, tuned_block="auto").fit(CORPUS, LABELS)
     with pytest.raises(TypeError, match="not a str"):
         FineTuningClassifier(st_dir, max_epochs=1).fit([1, 2] * 12, LABELS)
 

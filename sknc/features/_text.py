@@ -25,6 +25,8 @@ check_texts(X)
     Validate a list / array / pandas column of strings.
 pool_tokens(hidden, mask, pool)
     Attention-masked mean, first token (CLS) or masked max.
+quiet_loading(quiet=True)
+    Silence transformers' loading bars and logs for a block, then restore them.
 
 ``transformers`` and ``sentence_transformers`` are imported inside the
 functions: ``import sknc.features`` imports neither.
@@ -60,6 +62,7 @@ __all__ = [
     "list_text_layers",
     "load_text_encoder",
     "pool_tokens",
+    "quiet_loading",
     "resolve_text_layer",
 ]
 
@@ -347,6 +350,90 @@ def _text_hub_guard(name):
             hf_constants.HF_HUB_OFFLINE = old
 
 
+_QUIET_LOCK = threading.Lock()
+_QUIET = {"depth": 0, "restore": None}
+
+
+def _silence_loading():
+    """Switch off transformers' / huggingface_hub's bars and info logs; return the undo."""
+    import logging
+
+    undo = []
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - the text extra installs it
+        hf_logging = None
+    try:
+        from huggingface_hub.utils import (
+            are_progress_bars_disabled,
+            disable_progress_bars,
+            enable_progress_bars,
+        )
+    except ImportError:  # pragma: no cover
+        are_progress_bars_disabled = None
+    if are_progress_bars_disabled is not None:
+        hub_off = are_progress_bars_disabled()
+        undo.append(lambda: None if hub_off else enable_progress_bars())
+    if hf_logging is not None:
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        undo.append(lambda: hf_logging.enable_progress_bar() if bars else None)
+        undo.append(lambda: hf_logging.set_verbosity(verbosity))
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    if are_progress_bars_disabled is not None:
+        disable_progress_bars()
+    st_logger = logging.getLogger("sentence_transformers")
+    level = st_logger.level
+    undo.append(lambda: st_logger.setLevel(level))
+    st_logger.setLevel(logging.ERROR)
+
+    def restore():
+        for fn in reversed(undo):
+            fn()
+
+    return restore
+
+
+@contextlib.contextmanager
+def quiet_loading(quiet=True):
+    """Silence the loading messages of ``transformers`` and sentence-transformers.
+
+    Inside the block, the ``Loading weights`` progress bars of
+    ``transformers`` and ``huggingface_hub`` are off and their loggers (and
+    sentence-transformers') show errors only; on leaving it, every one of
+    these settings is put back as it was (also after an error, and when
+    several threads load at once: the last one out restores). With
+    ``quiet=False`` nothing is changed. sknc loads text encoders inside it
+    unless ``verbose`` is set.
+
+    Examples
+    --------
+    >>> from transformers.utils import logging as hf_logging
+    >>> from sknc.features._text import quiet_loading
+    >>> before = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    >>> with quiet_loading():
+    ...     hf_logging.is_progress_bar_enabled()
+    False
+    >>> (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()) == before
+    True
+    """
+    if not quiet:
+        yield
+        return
+    with _QUIET_LOCK:
+        if _QUIET["depth"] == 0:
+            _QUIET["restore"] = _silence_loading()
+        _QUIET["depth"] += 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _QUIET["depth"] -= 1
+            if _QUIET["depth"] == 0:
+                restore, _QUIET["restore"] = _QUIET["restore"], None
+                restore()
+
+
 class TextEncoder:
     """A loaded text encoder: module, tokenizer and sentence-transformers tail.
 
@@ -479,7 +566,12 @@ def encode_tokens(module, st_modules, inputs, taps):
     return feats
 
 
-def _load(model, backend, pretrained, tokenizer, seed, model_kwargs):
+def _load(model, backend, pretrained, tokenizer, seed, model_kwargs, verbose=False):
+    with quiet_loading(not verbose):
+        return _load_quietly(model, backend, pretrained, tokenizer, seed, model_kwargs)
+
+
+def _load_quietly(model, backend, pretrained, tokenizer, seed, model_kwargs):
     import torch
     from torch import nn
 
@@ -565,6 +657,7 @@ def load_text_encoder(
     tokenizer=None,
     seed=None,
     model_kwargs=None,
+    verbose=False,
 ):
     """Load a text encoder, sharing it with earlier loads of the same model in this process.
 
@@ -585,6 +678,10 @@ def load_text_encoder(
         Seeds the random initialisation (``pretrained=False``).
     model_kwargs : dict or None
         Extra arguments for ``from_pretrained`` / ``SentenceTransformer``.
+    verbose : bool, default=False
+        Show the loading messages and progress bars of ``transformers`` /
+        sentence-transformers (by default they are silenced during the load,
+        see :func:`quiet_loading`).
 
     Returns
     -------
@@ -597,7 +694,7 @@ def load_text_encoder(
         tokenizer is None or isinstance(tokenizer, (str, os.PathLike))
     )
     if not cacheable:
-        return _load(model, backend, pretrained, tokenizer, seed, model_kwargs)
+        return _load(model, backend, pretrained, tokenizer, seed, model_kwargs, verbose)
     name = os.fspath(model)
     name = os.path.abspath(name) if os.path.exists(name) else name
     key = (
@@ -613,7 +710,7 @@ def load_text_encoder(
         if key in _LOADED:
             _LOADED.move_to_end(key)
             return _LOADED[key]
-    enc = _load(name, backend, pretrained, tokenizer, seed, model_kwargs)
+    enc = _load(name, backend, pretrained, tokenizer, seed, model_kwargs, verbose)
     with _LOAD_LOCK:
         enc = _LOADED.setdefault(key, enc)
         _LOADED.move_to_end(key)
@@ -639,12 +736,18 @@ def module_state(module):
     }
 
 
-def restore_module(state):
-    """Inverse of :func:`module_state`."""
+def restore_module(state, prepare=None):
+    """Inverse of :func:`module_state`.
+
+    ``prepare(module)``, when given, runs on the freshly built module before
+    the weights are loaded (e.g. to add the LoRA layers the state holds).
+    """
     import torch
 
     with torch.random.fork_rng(devices=[]):
         module = state["cls"](state["config"])
+        if prepare is not None:
+            module = prepare(module)
     module.load_state_dict(state["state"], strict=True)
     for n, p in module.named_parameters():
         p.requires_grad_(state["requires_grad"].get(n, True))
@@ -739,7 +842,9 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         ``transform``; True stores them. Modules passed as objects are
         always stored.
     verbose : bool or int, default=False
-        Progress bar (tqdm).
+        Progress bar (tqdm); also shows the loading messages and progress
+        bars of ``transformers`` / sentence-transformers, which are silenced
+        (and their settings restored afterwards) when False.
     model_kwargs : dict or None, default=None
         Extra arguments for ``AutoModel.from_pretrained`` or
         ``SentenceTransformer`` (e.g. ``{"revision": ...}``).
@@ -893,7 +998,9 @@ class TextFeatures(TransformerMixin, BaseEstimator):
             with self._lock():
                 enc = self.__dict__.get("_encoder")
                 if enc is None:
-                    enc = load_text_encoder(self.model, **self._load_kwargs)
+                    enc = load_text_encoder(
+                        self.model, **self._load_kwargs, verbose=bool(self.verbose)
+                    )
                     sig = _signature(os.fspath(self.model)) if self._reloadable() else None
                     if sig != self._source_signature:
                         raise ValueError(
@@ -930,7 +1037,7 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         if X is not None:
             check_texts(X)
         load_args = self._load_args()
-        enc = load_text_encoder(self.model, **load_args)
+        enc = load_text_encoder(self.model, **load_args, verbose=bool(self.verbose))
         names = enc.layer_names
         layers, taps = [], []
         for spec in self._layer_specs():

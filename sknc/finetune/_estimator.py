@@ -898,15 +898,38 @@ default="scl-ft"
             )
         return path, None
 
+    def _resume_point(self, state, fingerprint):
+        """``(epochs done, seed)`` of the saved run ``state`` (None: a new run at 0).
+
+        Refuses a run trained on other classes, another number of samples,
+        another method or model, or for more than ``max_epochs``; the seed
+        (and so the validation split) is the saved run's.
+        """
+        if state is None:
+            return 0, fingerprint["seed"]
+        saved = state["fingerprint"]
+        for key in ("classes", "n_samples", "method", "model"):
+            if saved.get(key) != fingerprint[key]:
+                raise ValueError(
+                    f"Cannot resume from {state['path']!r}: it was trained with "
+                    f"{key}={saved.get(key)!r}, this fit has {key}={fingerprint[key]!r}."
+                )
+        done = int(state["epoch"])
+        if done > self.max_epochs:
+            raise ValueError(
+                f"Cannot resume from {state['path']!r}: it has already run {done} "
+                f"epochs, more than max_epochs={self.max_epochs}."
+            )
+        fingerprint["seed"] = int(saved["seed"])
+        return done, fingerprint["seed"]
+
     def _fit(self, X, y, progress):
         from ..features._text import is_text_model
 
         if is_text_model(self.model):  # Hugging Face / sentence-transformers encoders
             from ._text import fit_text
 
-            if self.resume:
-                raise ValueError("resume=True is not supported for text encoders yet.")
-            return fit_text(self, X, y)
+            return fit_text(self, X, y, progress)
 
         import torch
 
@@ -933,22 +956,7 @@ default="scl-ft"
             "model": self.model if isinstance(self.model, str) else type(self.model).__name__,
             "seed": seed,
         }
-        done = 0
-        if state is not None:
-            saved = state["fingerprint"]
-            for key in ("classes", "n_samples", "method", "model"):
-                if saved.get(key) != fingerprint[key]:
-                    raise ValueError(
-                        f"Cannot resume from {state['path']!r}: it was trained with "
-                        f"{key}={saved.get(key)!r}, this fit has {key}={fingerprint[key]!r}."
-                    )
-            done = int(state["epoch"])
-            if done > self.max_epochs:
-                raise ValueError(
-                    f"Cannot resume from {state['path']!r}: it has already run {done} "
-                    f"epochs, more than max_epochs={self.max_epochs}."
-                )
-            seed = fingerprint["seed"] = int(saved["seed"])  # same validation split
+        done, seed = self._resume_point(state, fingerprint)
 
         tuned_block, block_nc = self.tuned_block, None
         if self.method in _TUNED_METHODS and isinstance(tuned_block, str) and tuned_block == "auto":

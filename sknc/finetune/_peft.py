@@ -12,6 +12,10 @@ default_lora_targets(backbone)
     The layers LoRA adapts by default: the attention projections of
     transformers (``qkv``, or ``q``/``k``/``v`` projections), else every
     dense (``groups=1``) ``Conv2d`` of a CNN.
+default_text_lora_targets(module, layer_names)
+    The same for a Hugging Face text encoder: every ``nn.Linear`` of its
+    transformer layers (``query``/``key``/``value`` and the ``dense``
+    projections of BERT-like encoders).
 resolve_lora_targets(backbone, targets)
     Validate ``"auto"``, a list of module paths / name suffixes, or a regex.
 inject_lora(backbone, targets, rank, alpha, dropout)
@@ -35,6 +39,7 @@ from torch import nn
 __all__ = [
     "PEFT_MISSING",
     "default_lora_targets",
+    "default_text_lora_targets",
     "import_peft",
     "inject_lora",
     "lora_layers",
@@ -105,17 +110,55 @@ def default_lora_targets(backbone):
     )
 
 
-def resolve_lora_targets(backbone, targets):
+def default_text_lora_targets(module, layer_names):
+    """Module paths LoRA adapts in a text encoder when ``lora_targets="auto"``.
+
+    Every ``nn.Linear`` inside the transformer layers: for BERT-like
+    encoders (BERT, MiniLM, RoBERTa) the attention's ``query``, ``key``,
+    ``value`` and output ``dense`` projections and the feed-forward
+    ``intermediate.dense`` / ``output.dense`` layers (six per layer); for
+    other encoders their own attention and feed-forward projections
+    (DistilBERT's ``q_lin`` ... ``lin2``, MPNet's ``attn.q`` ...). The
+    embeddings and the pooler (unused by sentence embeddings) are left out.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The transformer (``transformers.PreTrainedModel``).
+    layer_names : list of str
+        :func:`sknc.features._text.list_text_layers` of ``module``: the
+        embeddings, then one entry per transformer layer.
+
+    Returns
+    -------
+    list of str
+    """
+    layers = tuple(f"{name}." for name in layer_names[1:])
+    hits = [
+        n for n, m in module.named_modules() if isinstance(m, nn.Linear) and n.startswith(layers)
+    ]
+    if not hits:
+        raise ValueError(
+            f"{type(module).__name__} has no nn.Linear layer in its transformer layers "
+            f"{list(layer_names[1:3])} ... for LoRA to adapt; pass lora_targets explicitly."
+        )
+    return hits
+
+
+def resolve_lora_targets(backbone, targets, default=None):
     """The module paths ``targets`` selects, validated.
 
     Parameters
     ----------
     backbone : torch.nn.Module
     targets : "auto", str or list of str
-        ``"auto"`` (:func:`default_lora_targets`); a list of module paths or
+        ``"auto"`` (``default``, else :func:`default_lora_targets`); a list of module paths or
         name suffixes (``"qkv"`` matches every ``*.qkv``, as in peft); any
         other string is a regular expression matched in full against the
         module paths (peft's convention).
+
+    default : list of str or None
+        What ``"auto"`` selects (e.g. :func:`default_text_lora_targets`).
 
     Returns
     -------
@@ -128,7 +171,7 @@ def resolve_lora_targets(backbone, targets):
         ``nn.Conv2d`` layer.
     """
     if isinstance(targets, str) and targets == "auto":
-        return default_lora_targets(backbone)
+        return list(default) if default is not None else default_lora_targets(backbone)
     named = [(n, m) for n, m in backbone.named_modules() if n]
     if isinstance(targets, str):
         try:
@@ -150,7 +193,8 @@ def resolve_lora_targets(backbone, targets):
         if missing:
             raise ValueError(
                 f"lora_targets {missing} match no module of {type(backbone).__name__}; "
-                f"the default targets would be {default_lora_targets(backbone)[:6]} ..."
+                f"the default targets would be "
+                f"{(default or default_lora_targets(backbone))[:6]} ..."
             )
     if not hits:
         raise ValueError(
