@@ -149,7 +149,7 @@ def pretrain(cfg, X, y, out):
     from safetensors.torch import save_file
     from skorch.callbacks import LRScheduler
 
-    from sknc.features._backbone import create_backbone
+    from sknc.features import create_backbone
     from sknc.finetune import pretrain_backbone
 
     folder = os.path.join(out, "checkpoints")

@@ -1,4 +1,4 @@
-"""Tests for the shared backbone core: sknc.features._backbone and _images."""
+"""Tests for the shared backbone core: sknc.features._hub, _create, _weights, _layers, _images."""
 
 import os
 import time
@@ -12,8 +12,7 @@ timm = pytest.importorskip("timm")
 
 from _helpers import VIT_KW, TinyNet  # noqa: E402
 
-from sknc.features._backbone import (  # noqa: E402
-    PENULTIMATE,
+from sknc.features import (  # noqa: E402
     LayerTap,
     classifier_name,
     create_backbone,
@@ -24,7 +23,6 @@ from sknc.features._backbone import (  # noqa: E402
     resolve_layer,
     strip_classifier,
     token_info,
-    weights_fingerprint,
 )
 from sknc.features._images import (  # noqa: E402
     ImageDataset,
@@ -36,6 +34,8 @@ from sknc.features._images import (  # noqa: E402
     preprocess_batch,
     resolve_data_config,
 )
+from sknc.features._layers import PENULTIMATE  # noqa: E402
+from sknc.features._weights import weights_fingerprint  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +108,12 @@ def test_pretrained_unreachable_hub_fails_fast(monkeypatch):
     """Without HF_HUB_OFFLINE, a failed connectivity probe switches to offline mode."""
     import huggingface_hub.constants as hf_constants
 
-    from sknc.features import _backbone
+    from sknc.features import _hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(_backbone, "_hub_reachable", lambda timeout=None: False)
+    monkeypatch.setattr(_hub, "hub_reachable", lambda timeout=None: False)
     start = time.perf_counter()
     with pytest.raises(RuntimeError, match="not reachable"):
         create_backbone("resnet10t", pretrained=True)
@@ -124,23 +124,23 @@ def test_pretrained_unreachable_hub_fails_fast(monkeypatch):
 def test_hub_probe_has_a_timeout(monkeypatch):
     import socket
 
-    from sknc.features import _backbone
+    from sknc.features import _hub
 
     def hang(*args, **kwargs):  # e.g. a DNS lookup that never answers
         time.sleep(5)
         raise OSError("too late")
 
-    monkeypatch.setattr(_backbone, "_PROBE_CACHE", {})
+    monkeypatch.setattr(_hub, "_PROBE_CACHE", {})
     monkeypatch.setattr(socket, "create_connection", hang)
     start = time.perf_counter()
-    assert _backbone._hub_reachable(timeout=0.3) is False
+    assert _hub.hub_reachable(timeout=0.3) is False
     assert time.perf_counter() - start < 2
 
 
 def test_hub_probe_refused(monkeypatch):
     import socket
 
-    from sknc.features import _backbone
+    from sknc.features import _hub
 
     with socket.socket() as s:  # a port that is surely closed
         s.bind(("127.0.0.1", 0))
@@ -148,9 +148,9 @@ def test_hub_probe_refused(monkeypatch):
     for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    monkeypatch.setattr(_backbone, "_PROBE_CACHE", {})
-    assert _backbone._hub_address() == ("127.0.0.1", port)
-    assert _backbone._hub_reachable(timeout=1) is False
+    monkeypatch.setattr(_hub, "_PROBE_CACHE", {})
+    assert _hub.hub_address() == ("127.0.0.1", port)
+    assert _hub.hub_reachable(timeout=1) is False
 
 
 def test_pretrained_needs_a_name():
@@ -707,7 +707,8 @@ def test_torch_classes_are_defined_at_module_level():
     import importlib
 
     for name, classes in [
-        ("sknc.features._backbone", ["LayerTap"]),
+        ("sknc.features._layers", ["LayerTap"]),
+        ("sknc.features", ["LayerTap", "ImageNormalizer"]),
         ("sknc.features._images", ["ImageDataset", "ImageNormalizer"]),
         ("sknc.features", ["ImageDataset"]),
     ]:
@@ -721,3 +722,52 @@ def test_torch_classes_are_defined_at_module_level():
     assert LayerTap.__qualname__ == "LayerTap" and issubclass(LayerTap, nn.Module)
     assert ImageDataset.__module__ == "sknc.features._images"
     assert issubclass(ImageNormalizer, nn.Module)
+
+
+def test_backbone_core_is_public_and_imported_by_its_public_names():
+    # issue 14: a public backbone core; no other part of sknc (nor the benchmarks)
+    # imports a private module of sknc.features for a name that is public
+    import ast
+    import importlib
+    from pathlib import Path
+
+    import sknc
+    import sknc.features as features
+
+    for name in [
+        "create_backbone",
+        "load_weights",
+        "read_state_dict",
+        "classifier_name",
+        "strip_classifier",
+        "list_layers",
+        "resolve_layer",
+        "pool_features",
+        "token_info",
+        "LayerTap",
+        "resolve_data_config",
+        "ImageNormalizer",
+    ]:
+        assert name in features.__all__, name
+        assert callable(getattr(features, name)), name
+        assert "Examples" in getattr(features, name).__doc__, name
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("sknc.features._backbone")
+
+    root = Path(sknc.__file__).parent
+    files = [p for p in root.rglob("*.py") if p.parent.name != "features"]
+    files += sorted((root.parent / "benchmarks").glob("*.py"))
+    offenders = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or not node.module:
+                continue
+            parts = node.module.split(".")
+            if "features" not in parts or parts[-1] == "features":
+                continue
+            if not parts[-1].startswith("_"):
+                continue
+            public = [a.name for a in node.names if a.name in features.__all__]
+            if public:
+                offenders.append(f"{path.relative_to(root.parent)}: {node.module} {public}")
+    assert not offenders, offenders

@@ -454,7 +454,7 @@ def test_evaluate_features_match_backbone_features(image_folder, tmp_path):
 def test_evaluate_with_weights_file(image_folder, tmp_path):
     from safetensors.torch import save_file
 
-    from sknc.features._backbone import create_backbone
+    from sknc.features import create_backbone
 
     path = str(tmp_path / "w.safetensors")
     module = create_backbone("test_resnet", seed=7)

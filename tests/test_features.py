@@ -18,8 +18,12 @@ timm = pytest.importorskip("timm")
 
 from _helpers import VIT_KW, TinyNet  # noqa: E402
 
-from sknc.features import BackboneFeatures, ImageDataset, list_layers  # noqa: E402
-from sknc.features._backbone import create_backbone  # noqa: E402
+from sknc.features import (  # noqa: E402
+    BackboneFeatures,
+    ImageDataset,
+    create_backbone,
+    list_layers,
+)
 from sknc.features._images import check_images  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406])[:, None, None]
@@ -745,7 +749,7 @@ def _zero_scale_warnings(record):
 def test_random_init_with_zero_scales_warns(tmp_path, images):
     from safetensors.torch import save_file
 
-    from sknc.features._backbone import zero_scale_layers
+    from sknc.features._weights import zero_scale_layers
 
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")

@@ -15,7 +15,7 @@ pytest.importorskip("skorch")
 
 from _helpers import VIT_KW as TINY_VIT_KW  # noqa: E402
 
-from sknc.features._backbone import create_backbone, load_weights, strip_classifier  # noqa: E402
+from sknc.features import create_backbone, load_weights, strip_classifier  # noqa: E402
 from sknc.finetune import FineTuneNet, FineTuningClassifier, pretrain_backbone  # noqa: E402
 from sknc.finetune._modules import (  # noqa: E402
     SplitError,

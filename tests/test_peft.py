@@ -19,7 +19,7 @@ pytest.importorskip("skorch")
 
 from _helpers import VIT_KW  # noqa: E402
 
-from sknc.features._backbone import create_backbone, strip_classifier  # noqa: E402
+from sknc.features import create_backbone, strip_classifier  # noqa: E402
 from sknc.finetune import FineTuneNet, FineTuningClassifier  # noqa: E402
 from sknc.finetune._modules import (  # noqa: E402
     candidate_blocks,
@@ -331,7 +331,7 @@ def test_auto_block_refuses_one_image_per_class():
 
 
 def test_auto_block_nc_matches_features_of_each_block():
-    from sknc.features._backbone import LayerTap
+    from sknc.features import LayerTap
     from sknc.features._images import check_images, preprocess_batch
     from sknc.metrics import nc1
 

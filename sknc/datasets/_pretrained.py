@@ -174,8 +174,8 @@ def load_pretrained_backbone(name, *, data_home=None, path=None):
         state = state["state_dict"]
     state = {k.removeprefix("module."): v for k, v in state.items()}
     model = timm.create_model(spec["arch"], pretrained=False)
-    from ..features._convert import convert_efficientnet_lite as convert_lite
-    from ..features._convert import convert_torchvision_mobilenet_v2 as convert_mnv2
+    from ..features import convert_efficientnet_lite as convert_lite
+    from ..features import convert_torchvision_mobilenet_v2 as convert_mnv2
 
     convert = convert_mnv2 if spec["format"] == "torchvision" else convert_lite
     state = convert(state, model)

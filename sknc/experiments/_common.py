@@ -237,7 +237,7 @@ def check_model(model, image_size=None):
     RGB images through it, so that a model that cannot take that size fails
     here with a clear message rather than in the middle of training.
     """
-    from ..features._backbone import create_backbone
+    from ..features import create_backbone
 
     try:
         module = create_backbone(model)

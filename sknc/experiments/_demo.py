@@ -249,7 +249,7 @@ def _save_initial_weights(model, path, seed):
     """Epoch 0: the random initial weights, saved so that they are a checkpoint too."""
     from safetensors.torch import save_file
 
-    from ..features._backbone import create_backbone
+    from ..features import create_backbone
 
     module = create_backbone(model, seed=seed)
     save_file(

@@ -13,23 +13,21 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..utils import resolve_device
 from ..utils._warnings import warn_external
-from ._backbone import (
-    PENULTIMATE,
-    classifier_name,
-    create_backbone,
-    resolve_layer,
-    strip_classifier,
-    token_info,
-    warn_identity_blocks,
-    weights_fingerprint,
-)
 from ._cache import UnkeyableError, key_digest, module_fingerprint, resolve_cache
+from ._create import create_backbone
 from ._images import (
     LAYOUTS,
     check_images,
     fingerprint_images,
     iter_batches,
     resolve_data_config,
+)
+from ._layers import PENULTIMATE, POOLS, LayerTap, resolve_layer, token_info
+from ._weights import (
+    classifier_name,
+    strip_classifier,
+    warn_identity_blocks,
+    weights_fingerprint,
 )
 
 __all__ = ["BackboneFeatures"]
@@ -42,7 +40,6 @@ _AMP = {
     "bfloat16": "bfloat16",
     "bf16": "bfloat16",
 }
-_POOLS = ("auto", "avg", "token", "max", "flatten")
 _FLUSH_EVERY = 8  # CUDA: copy features to the host every few batches, not every batch
 
 
@@ -339,8 +336,8 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
     # parameters
     # ------------------------------------------------------------------
     def _check_params(self):
-        if self.pool not in _POOLS:
-            raise ValueError(f"pool must be one of {_POOLS}, got {self.pool!r}.")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}.")
         if self.output not in ("numpy", "torch"):
             raise ValueError(f"output must be 'numpy' or 'torch', got {self.output!r}.")
         if (
@@ -509,8 +506,6 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
     def _forward_context(self, device):
         """Yields ``run(batch) -> list of (n, C_i) tensors`` with the model on ``device``."""
         import torch
-
-        from ._backbone import LayerTap
 
         n_prefix, has_cls, fmt = token_info(self.model_)
         amp_dtype = self._amp_dtype(device)

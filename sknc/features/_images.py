@@ -157,12 +157,19 @@ def resolve_data_config(
     dict
         Keys ``input_size``, ``interpolation``, ``mean``, ``std``,
         ``crop_pct``, ``crop_mode``.
+
+    Examples
+    --------
+    >>> from sknc.features import create_backbone, resolve_data_config
+    >>> config = resolve_data_config(create_backbone("resnet18"), input_size=32)
+    >>> config["input_size"], config["mean"]
+    ((3, 32, 32), (0.485, 0.456, 0.406))
     """
-    from ._backbone import _is_timm_model
+    from ._weights import is_timm_model
 
     config = dict(IMAGENET_DEFAULT_CONFIG)
     native_channels = _first_conv_channels(module)
-    if _is_timm_model(module):
+    if is_timm_model(module):
         import timm.data
 
         resolved = timm.data.resolve_model_data_config(module)
@@ -941,6 +948,14 @@ class ImageNormalizer(nn.Module):
     data_config : dict
         From :func:`resolve_data_config` (uses ``mean``, ``std`` and
         ``input_size[0]``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknc.features import ImageNormalizer
+    >>> norm = ImageNormalizer({"input_size": (3, 2, 2), "mean": (0.5,) * 3, "std": (0.5,) * 3})
+    >>> norm(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)).unique()
+    tensor([1.])
     """
 
     def __init__(self, data_config):

@@ -49,9 +49,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..utils import resolve_device
 from ..utils._warnings import warn_external
-from ._backbone import PENULTIMATE, _hub_reachable, _offline_env, weights_fingerprint
 from ._backbone_features import _AMP, BackboneFeatures, _cpu_copy
 from ._cache import resolve_cache
+from ._hub import hub_reachable, offline_env
+from ._layers import PENULTIMATE
+from ._weights import weights_fingerprint
 
 __all__ = [
     "TextEncoder",
@@ -325,9 +327,9 @@ def _text_hub_guard(name):
             import huggingface_hub.constants as hf_constants
         except ImportError:  # pragma: no cover
             hf_constants = None
-        if _offline_env() or bool(getattr(hf_constants, "HF_HUB_OFFLINE", False)):
+        if offline_env() or bool(getattr(hf_constants, "HF_HUB_OFFLINE", False)):
             reason = "HF_HUB_OFFLINE is set"
-        elif not _hub_reachable():
+        elif not hub_reachable():
             reason = "the Hugging Face hub is not reachable"
     old = getattr(hf_constants, "HF_HUB_OFFLINE", None)
     if reason is not None and hf_constants is not None:

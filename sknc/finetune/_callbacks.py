@@ -237,7 +237,7 @@ def backbone_state_dict(module):
     model's own classifier name (e.g. ``fc.weight`` for a ResNet), so the
     file loads into ``timm.create_model(name, num_classes=K)`` as is, and
     into any other head size with
-    :func:`sknc.features._backbone.load_weights` (which skips mismatching
+    :func:`sknc.features.load_weights` (which skips mismatching
     heads). SCL-FT heads read combined features and are left out.
     """
     state = {

@@ -3,7 +3,7 @@
 Contents
 --------
 make_train_dataset(X, y, data_config, augment=None)
-    Images -> :class:`sknc.features._images.ImageDataset` yielding
+    Images -> :class:`sknc.features.ImageDataset` yielding
     ``(normalised CHW float32 tensor, label)``; with ``augment``, the
     augmentation runs on the float image in [0, 1] before resizing and
     normalisation.
@@ -17,7 +17,8 @@ CachedPrefixDataset(tensors, y)
 import torch
 from torch.utils.data import Dataset
 
-from ..features._images import ImageDataset, preprocess_batch
+from ..features import ImageDataset
+from ..features._images import preprocess_batch
 
 __all__ = ["AugmentThenPreprocess", "CachedPrefixDataset", "make_train_dataset"]
 

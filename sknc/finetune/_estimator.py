@@ -120,7 +120,7 @@ default="scl-ft"
         :func:`~sknc.finetune._modules.select_block_by_collapse`: the first
         block after which NC1 stops improving (see *Notes*). One block is an
         index into
-        ``sknc.features._backbone.list_layers(model)`` (for ResNets these are
+        ``sknc.features.list_layers(model)`` (for ResNets these are
         whole stages, e.g. ``3`` is ``"layer3"``) or any module path, e.g.
         ``"layer3.5"`` (one bottleneck) or ``"blocks.8"``. An unknown name
         raises a ``ValueError`` listing the valid blocks. None picks a
@@ -676,8 +676,8 @@ default="scl-ft"
         """``(block, block_nc)`` for ``tuned_block="auto"`` (one pass over ``X``)."""
         import torch
 
-        from ..features._backbone import create_backbone, list_layers, strip_classifier
-        from ..features._images import check_images, iter_batches, resolve_data_config
+        from ..features import create_backbone, list_layers, resolve_data_config, strip_classifier
+        from ..features._images import check_images, iter_batches
         from ._modules import candidate_blocks, layerwise_nc1, select_block_by_collapse
 
         if np.bincount(y_enc).max() < 2:
@@ -933,7 +933,8 @@ default="scl-ft"
 
         import torch
 
-        from ..features._images import check_images, resolve_data_config
+        from ..features import resolve_data_config
+        from ..features._images import check_images
         from ..utils import resolve_device
         from ._callbacks import FineTuneSkorchNet
         from ._modules import FineTuneNet, count_parameters
@@ -1026,7 +1027,7 @@ default="scl-ft"
                 and self.weights is None
                 and not isinstance(self.model, torch.nn.Module)
             ):
-                from ..features._backbone import warn_identity_blocks
+                from ..features._weights import warn_identity_blocks
 
                 warn_identity_blocks(module.backbone, self.model, what="linear-probe features")
             # Set now (not only on success) because on_epoch_end hooks use the

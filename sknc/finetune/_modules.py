@@ -8,7 +8,7 @@ METHODS
     ``"bitfit"``, ``"norm"``.
 FineTuneNet(model, n_classes, method="scl-ft", tuned_block=None, ...)
     The network the estimators train: a backbone built with
-    :func:`sknc.features._backbone.create_backbone` whose classifier is
+    :func:`sknc.features.create_backbone` whose classifier is
     stripped, an optional skip branch from the tuned block (SCL-FT), LoRA
     adapters (``"lora"``, see :mod:`sknc.finetune._peft`) and a new linear
     head. Freezing, BatchNorm/dropout handling of frozen parts and the
@@ -47,16 +47,17 @@ import re
 import torch
 from torch import nn
 
-from ..features._backbone import (
+from ..features import (
+    LayerTap,
     classifier_name,
     create_backbone,
     list_layers,
     pool_features,
+    resolve_data_config,
     resolve_layer,
     strip_classifier,
     token_info,
 )
-from ..features._images import resolve_data_config
 
 __all__ = [
     "METHODS",
@@ -127,7 +128,7 @@ def default_tuned_block(backbone, blocks=None):
     """The block SCL-FT / Layer FT tune when ``tuned_block=None``.
 
     Rule (documented in :class:`~sknc.finetune.FineTuningClassifier`): take
-    the blocks of :func:`~sknc.features._backbone.list_layers` that have
+    the blocks of :func:`~sknc.features.list_layers` that have
     parameters. If at least two of them are *stages* (an ``nn.Sequential`` /
     ``nn.ModuleList`` of composite blocks, or a module with such a ``.blocks``
     attribute, as in ResNet, EfficientNet, ConvNeXt), return the last block
@@ -190,7 +191,7 @@ def candidate_blocks(backbone, blocks=None):
     """The fine-grained blocks of ``backbone`` in forward order.
 
     What ``last_k`` counts from the end and ``tuned_block="auto"`` chooses
-    from. Start from :func:`~sknc.features._backbone.list_layers`; when its
+    from. Start from :func:`~sknc.features.list_layers`; when its
     entries are all numbered children of one container (timm lists only the
     stages where the resolution drops, e.g. ``blocks.0, blocks.1, blocks.2,
     blocks.4, blocks.6`` for MobileNetV2), take every child of that
@@ -382,7 +383,6 @@ def layerwise_nc1(backbone, batches, y, blocks, *, pool="auto"):
 
     import numpy as np
 
-    from ..features._backbone import LayerTap
     from ..metrics import nc1
 
     feats = [[] for _ in blocks]
@@ -737,7 +737,7 @@ class FineTuneNet(nn.Module):
     Parameters
     ----------
     model : str, torch.nn.Module, nn.Module subclass or callable
-        Passed to :func:`~sknc.features._backbone.create_backbone`.
+        Passed to :func:`~sknc.features.create_backbone`.
     n_classes : int
         Outputs of the new head.
     method : {"linear-probe", "layer-ft", "scl-ft", "full-ft", "lora", "bitfit", "norm"}, \
@@ -776,7 +776,7 @@ default="scl-ft"
         dense, else dense.
     skip_pool : {"auto", "avg", "token", "max"}, default="auto"
         Pooling of the block output (see
-        :func:`~sknc.features._backbone.pool_features`): ``"auto"`` is the
+        :func:`~sknc.features.pool_features`): ``"auto"`` is the
         global average of feature maps and the class token of ViTs (token
         mean for models without one).
     skip_norm : bool, default=False

@@ -115,13 +115,13 @@ def pretrain_backbone(
         Each file holds the whole model in its own layout (the
         source head under the model's classifier name), so
         ``sknc.features.BackboneFeatures(model, weights=path)`` or
-        ``sknc.features._backbone.create_backbone(model, weights=path)``
+        ``sknc.features.create_backbone(model, weights=path)``
         loads it.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from sknc.features._backbone import create_backbone
+    >>> from sknc.features import create_backbone
     >>> from sknc.finetune import pretrain_backbone
     >>> rng = np.random.default_rng(0)
     >>> X = rng.integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)

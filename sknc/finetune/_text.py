@@ -38,8 +38,8 @@ from sklearn.utils import check_random_state
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..features import TextFeatures
 from ..features._text import (
-    TextFeatures,
     check_texts,
     encode_tokens,
     module_state,
