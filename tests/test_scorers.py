@@ -27,13 +27,12 @@ from sknc.metrics import (
     cdnv,
     get_scorer,
     get_scorer_names,
+    make_nc_multimetric_scorer,
     make_nc_scorer,
-    make_nc_scoring,
     nc1,
     nc2,
     nc3,
     nc4,
-    nc_scorer,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -148,7 +147,7 @@ def test_grid_search_refit_on_accuracy(digits, routing):
         acc = get_scorer("accuracy")
         if routing:
             acc.set_score_request(sample_weight=True)
-        scoring = {"acc": acc, "nc1": nc_scorer("nc1"), "nc3": make_nc_scorer("nc3")}
+        scoring = {"acc": acc, "nc1": make_nc_scorer("nc1"), "nc3": make_nc_scorer("nc3")}
         search = GridSearchCV(
             pipe, {"logisticregression__C": [0.01, 1.0]}, scoring=scoring, refit="acc", cv=3
         ).fit(X, y, **fit_params)
@@ -156,7 +155,7 @@ def test_grid_search_refit_on_accuracy(digits, routing):
         assert search.best_index_ == int(np.argmax(res["mean_test_acc"]))
         assert np.isfinite(res["mean_test_nc1"]).all() and (res["mean_test_nc3"] < 0).all()
         # multi-metric callable form as well
-        combined = make_nc_scoring({"acc": acc, "nc1": "neg_nc1", "nc4": "neg_nc4"})
+        combined = make_nc_multimetric_scorer({"acc": acc, "nc1": "neg_nc1", "nc4": "neg_nc4"})
         search2 = GridSearchCV(
             pipe, {"logisticregression__C": [0.01, 1.0]}, scoring=combined, refit="acc", cv=3
         ).fit(X, y, **fit_params)
@@ -181,7 +180,9 @@ def test_features_computed_once_per_fold(digits):
 
     # the combined callable shares the extraction with accuracy too
     CountingPCA.calls = 0
-    res = cross_validate(pipe, X, y, cv=3, scoring=make_nc_scoring({"acc": "accuracy", **scoring}))
+    res = cross_validate(
+        pipe, X, y, cv=3, scoring=make_nc_multimetric_scorer({"acc": "accuracy", **scoring})
+    )
     assert CountingPCA.calls == 3
     ref = cross_validate(pipe, X, y, cv=3, scoring={"acc": "accuracy", **scoring})
     for name in ("acc", *NC_SCORING):
@@ -220,7 +221,7 @@ def test_no_stale_features_across_estimators_and_data(digits):
 
 def test_parallel_jobs_match_serial(digits):
     X, y = digits
-    scoring = {"acc": "accuracy", "nc1": nc_scorer("nc1"), "nc4": nc_scorer("nc4")}
+    scoring = {"acc": "accuracy", "nc1": make_nc_scorer("nc1"), "nc4": make_nc_scorer("nc4")}
     serial = cross_validate(_pipe(), X, y, cv=2, scoring=scoring, n_jobs=1)
     parallel = cross_validate(_pipe(), X, y, cv=2, scoring=scoring, n_jobs=2)
     for key in ("test_acc", "test_nc1", "test_nc4"):
@@ -238,32 +239,34 @@ def test_missing_linear_head_raises(digits):
     with pytest.raises(ValueError, match="KNeighborsClassifier without coef_"):
         get_scorer("neg_nc3")(knn, X, y)
     with pytest.raises(ValueError, match="needs a final linear classifier"):
-        cross_validate(no_head, X, y, cv=2, scoring={"nc3": nc_scorer("nc3")}, error_score="raise")
+        cross_validate(
+            no_head, X, y, cv=2, scoring={"nc3": make_nc_scorer("nc3")}, error_score="raise"
+        )
 
 
 def test_feature_selection_options(digits):
     X, y = digits
     pipe = make_pipeline(StandardScaler(), TwoBlocks(), LogisticRegression(max_iter=300)).fit(X, y)
     F = pipe[:-1].transform(X)
-    assert nc_scorer("nc1")(pipe, X, y) == pytest.approx(-nc1(F, y))
-    assert nc_scorer("nc1", layer="high")(pipe, X, y) == pytest.approx(-nc1(F[:, 5:], y))
-    assert nc_scorer("nc1", layer=0)(pipe, X, y) == pytest.approx(-nc1(F[:, :5], y))
+    assert make_nc_scorer("nc1")(pipe, X, y) == pytest.approx(-nc1(F, y))
+    assert make_nc_scorer("nc1", layer="high")(pipe, X, y) == pytest.approx(-nc1(F[:, 5:], y))
+    assert make_nc_scorer("nc1", layer=0)(pipe, X, y) == pytest.approx(-nc1(F[:, :5], y))
     with pytest.raises(ValueError, match="not among the feature blocks"):
-        nc_scorer("nc1", layer="middle")(pipe, X, y)
+        make_nc_scorer("nc1", layer="middle")(pipe, X, y)
     scaled = pipe[:1].transform(X)
-    got = nc_scorer("cdnv", features="standardscaler")(pipe, X, y)
+    got = make_nc_scorer("cdnv", features="standardscaler")(pipe, X, y)
     assert got == pytest.approx(-cdnv(scaled, y))
     with pytest.raises(ValueError, match="not a step"):
-        nc_scorer("nc1", features="pca")(pipe, X, y)
-    square = nc_scorer("nc2", features=lambda est, data: est[:-1].transform(data) ** 2)
+        make_nc_scorer("nc1", features="pca")(pipe, X, y)
+    square = make_nc_scorer("nc2", features=lambda est, data: est[:-1].transform(data) ** 2)
     assert square(pipe, X, y) == pytest.approx(-nc2(F**2, y))
     with pytest.raises(ValueError, match="split_layers"):
-        nc_scorer("nc1", layer="low", features=lambda est, data: data)(pipe, X, y)
+        make_nc_scorer("nc1", layer="low", features=lambda est, data: data)(pipe, X, y)
     # bare transformer and bare classifier
     pca = PCA(4).fit(X)
-    assert nc_scorer("nc1")(pca, X, y) == pytest.approx(-nc1(pca.transform(X), y))
+    assert make_nc_scorer("nc1")(pca, X, y) == pytest.approx(-nc1(pca.transform(X), y))
     lr = LogisticRegression(max_iter=300).fit(X[:, :10], y)
-    assert nc_scorer("nc3")(lr, X[:, :10], y) == pytest.approx(-nc3(X[:, :10], y, lr.coef_))
+    assert make_nc_scorer("nc3")(lr, X[:, :10], y) == pytest.approx(-nc3(X[:, :10], y, lr.coef_))
     # per-layer scorers share one extraction
     counting = Pipeline(
         [
@@ -274,7 +277,10 @@ def test_feature_selection_options(digits):
     )
     counting.fit(X, y)
     CountingPCA.calls = 0
-    per_layer = {"low": nc_scorer("nc1", layer="low"), "high": nc_scorer("nc1", layer="high")}
+    per_layer = {
+        "low": make_nc_scorer("nc1", layer="low"),
+        "high": make_nc_scorer("nc1", layer="high"),
+    }
     multi = check_scoring(None, per_layer)
     multi(counting, X, y)
     assert CountingPCA.calls == 1
@@ -288,11 +294,11 @@ def test_fold_missing_a_class_aligns_coef_rows(digits):
     clf = pipe[-1]
     rows = clf.classes_ != 7
     expected = -nc3(F, y[keep], clf.coef_[rows])
-    assert nc_scorer("nc3")(pipe, X[keep], y[keep]) == pytest.approx(expected, rel=1e-12)
+    assert make_nc_scorer("nc3")(pipe, X[keep], y[keep]) == pytest.approx(expected, rel=1e-12)
     pred = pipe.predict(X[keep])
     means = np.array([F[y[keep] == c].mean(0) for c in np.unique(y[keep])])
     ncc = np.unique(y[keep])[np.argmin(((F[:, None] - means) ** 2).sum(-1), axis=1)]
-    assert nc_scorer("nc4")(pipe, X[keep], y[keep]) == pytest.approx(-np.mean(pred != ncc))
+    assert make_nc_scorer("nc4")(pipe, X[keep], y[keep]) == pytest.approx(-np.mean(pred != ncc))
 
 
 def test_get_scorer_and_validation():
@@ -308,12 +314,12 @@ def test_get_scorer_and_validation():
     with pytest.raises(ValueError, match="not valid for nc1"):
         make_nc_scorer("nc1", variant="asymmetric")
     with pytest.raises(ValueError, match="non-empty dict"):
-        make_nc_scoring({})
+        make_nc_multimetric_scorer({})
     scorer = make_nc_scorer("neg_cdnv", variant="asymmetric")
     assert repr(scorer) == "make_nc_scorer('neg_cdnv', variant='asymmetric')"
     clone = pickle.loads(pickle.dumps(copy.deepcopy(scorer)))
     assert clone.metric_kwargs == {"variant": "asymmetric"}
-    assert isinstance(make_nc_scoring({"nc1": "neg_nc1"}), NCMultiScorer)
+    assert isinstance(make_nc_multimetric_scorer({"nc1": "neg_nc1"}), NCMultiScorer)
     with pytest.raises(TypeError, match="no extra parameters"):
         scorer(None, None, None, sample_weight=1)
 
@@ -355,3 +361,93 @@ def test_one_vs_one_coefficients_are_refused():
     clf = SVC(kernel="linear").fit(X[:400], y[:400])
     with pytest.raises(ValueError, match=r"45 = 10\*9/2 rows is the one-vs-one layout"):
         nc4(X[:400], y[:400], clf.coef_, clf.intercept_)
+
+
+# ---------------------------------------------------------------------------
+# the one private scikit-learn internal: isolated, version-bounded, loud
+# ---------------------------------------------------------------------------
+
+
+def test_scoring_round_internal_is_found_in_the_tested_sklearn():
+    # the features of NC scorers in one scoring dict are shared through
+    # sknc.utils._sklearn_compat; if scikit-learn changes the internal, fail here
+    # (and in test_features_computed_once_per_fold), not with a silent cache miss
+    from sknc.utils import _sklearn_compat
+
+    assert _sklearn_compat._CALL_CODE is not None, (
+        f"scikit-learn {sklearn.__version__} has no _MultimetricScorer.__call__: "
+        "update sknc/utils/_sklearn_compat.py and the bound in pyproject.toml"
+    )
+    rounds = []
+
+    class Probe:
+        def __call__(self, estimator, X, y):
+            rounds.append(_sklearn_compat.multimetric_round())
+            return 0.0
+
+    X, y = np.arange(20.0).reshape(10, 2), np.arange(10) % 2
+    cross_validate(LogisticRegression(), X, y, cv=2, scoring={"a": Probe(), "b": Probe()})
+    assert len(rounds) == 4 and all(r is not None for r in rounds), (
+        f"scikit-learn {sklearn.__version__} changed _MultimetricScorer.__call__ "
+        f"(local {_sklearn_compat._ROUND_LOCAL!r}): update sknc/utils/_sklearn_compat.py"
+    )
+    assert rounds[0] is rounds[1] and rounds[2] is rounds[3] and rounds[0] is not rounds[2]
+    assert Probe()(None, None, None) == 0.0 and rounds[-1] is None  # outside a round
+
+
+def test_sklearn_version_is_within_the_tested_bound():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    low, high = re.search(r'"scikit-learn>=([\d.]+),<([\d.]+)"', text).groups()
+    version = tuple(int(p) for p in re.findall(r"\d+", sklearn.__version__)[:2])
+    as_tuple = lambda v: tuple(int(p) for p in v.split(".")[:2])  # noqa: E731
+    assert as_tuple(low) <= version < as_tuple(high)
+
+
+def test_changed_sklearn_internal_warns_and_scores_stay_right(digits, monkeypatch):
+    from sknc.utils import _sklearn_compat
+
+    X, y = digits
+    pipe = make_pipeline(CountingPCA(8), LogisticRegression(max_iter=300))
+    scoring = {k: get_scorer(v) for k, v in NC_SCORING.items()}
+    ref = cross_validate(pipe, X, y, cv=3, scoring=scoring)
+    monkeypatch.setattr(_sklearn_compat, "_ROUND_LOCAL", "renamed_in_a_new_release")
+    monkeypatch.setattr(_sklearn_compat, "_warned", [])
+    CountingPCA.calls = 0
+    with pytest.warns(_sklearn_compat.SklearnInternalsWarning, match="tested with"):
+        res = cross_validate(pipe, X, y, cv=3, scoring=scoring)
+    assert CountingPCA.calls == 3 * len(NC_SCORING)  # no sharing, but no wrong number
+    for name in NC_SCORING:
+        np.testing.assert_allclose(res[f"test_{name}"], ref[f"test_{name}"], rtol=1e-12)
+
+
+def test_deprecated_scorer_aliases_warn_and_work(digits):
+    import sknc.metrics as metrics
+
+    X, y = digits
+    pipe = _pipe().fit(X, y)
+    with pytest.warns(FutureWarning, match="nc_scorer was renamed sknc.metrics.make_nc_scorer"):
+        old = metrics.nc_scorer("nc1")
+    assert old(pipe, X, y) == make_nc_scorer("nc1")(pipe, X, y)
+    with pytest.warns(FutureWarning, match="renamed sknc.metrics.make_nc_multimetric_scorer"):
+        multi = metrics.make_nc_scoring({"nc1": "neg_nc1"})
+    assert multi(pipe, X, y) == make_nc_multimetric_scorer({"nc1": "neg_nc1"})(pipe, X, y)
+    assert "nc_scorer" not in metrics.__all__ and "make_nc_scoring" not in metrics.__all__
+
+
+def test_get_scorer_extends_sklearn_without_changing_it():
+    from sklearn.metrics import get_scorer as sk_get_scorer
+    from sklearn.metrics import get_scorer_names as sk_names
+
+    ours = set(get_scorer_names()) - set(sk_names())
+    assert set(sk_names()) <= set(get_scorer_names())
+    assert ours == {"neg_nc1", "neg_cdnv", "neg_nc2", "neg_nc3", "neg_nc4"} | {
+        "logme", "hscore", "hscore_shrinkage", "nleep", "transrate", "gbc", "parc",
+        "sfda", "pactran", "knn",
+    }  # fmt: skip
+    for name in sk_names():  # every scikit-learn name keeps its meaning
+        assert repr(get_scorer(name)) == repr(sk_get_scorer(name)), name
+    for name in ours:
+        assert isinstance(get_scorer(name), NCScorer)

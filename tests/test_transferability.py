@@ -26,8 +26,8 @@ from sknc.metrics import (
     knn_accuracy,
     leep,
     logme,
+    make_nc_multimetric_scorer,
     make_nc_scorer,
-    make_nc_scoring,
     minmax_combine,
     nce,
     ncti_combine,
@@ -466,7 +466,7 @@ def test_transferability_scorers_in_cross_validate_and_grid_search(blobs):
     search = GridSearchCV(
         pipe,
         {"pca__n_components": [2, 4]},
-        scoring=make_nc_scoring({"logme": "logme", "acc": "accuracy"}),
+        scoring=make_nc_multimetric_scorer({"logme": "logme", "acc": "accuracy"}),
         refit="logme",
         cv=3,
     ).fit(X, y)
@@ -505,7 +505,7 @@ def test_scorers_share_one_extraction_per_fold(blobs):
     X, y = blobs
     pipe = make_pipeline(Counting(), LogisticRegression(max_iter=500)).fit(X, y)
     Counting.calls = 0
-    multi = make_nc_scoring({k: k for k in ("logme", "sfda", "gbc", "transrate")})
+    multi = make_nc_multimetric_scorer({k: k for k in ("logme", "sfda", "gbc", "transrate")})
     out = multi(pipe, X, y)
     assert Counting.calls == 1 and set(out) == {"logme", "sfda", "gbc", "transrate"}
 

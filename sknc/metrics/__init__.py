@@ -27,9 +27,10 @@ from ._scorer import (
     NCScorer,
     get_scorer,
     get_scorer_names,
+    make_nc_multimetric_scorer,
     make_nc_scorer,
-    make_nc_scoring,
-    nc_scorer,
+    make_nc_scoring,  # noqa: F401 - deprecated alias (FutureWarning), not in __all__
+    nc_scorer,  # noqa: F401 - deprecated alias (FutureWarning), not in __all__
 )
 from ._statistics import NC4Counter, NCStatistics
 from ._transferability import (
@@ -72,14 +73,13 @@ __all__ = [
     "knn_accuracy",
     "leep",
     "logme",
+    "make_nc_multimetric_scorer",
     "make_nc_scorer",
-    "make_nc_scoring",
     "minmax_combine",
     "nc1",
     "nc2",
     "nc3",
     "nc4",
-    "nc_scorer",
     "nce",
     "ncti_combine",
     "ncti_parts",

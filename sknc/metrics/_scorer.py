@@ -30,22 +30,32 @@ linear classifier.
 Feature reuse
 -------------
 scikit-learn evaluates a ``scoring`` dict by calling each scorer in turn
-inside one ``_MultimetricScorer`` call. NC scorers of the same round share
+inside one multi-metric scoring round. NC scorers of the same round share
 their features: the first one computes them and stores them in a cache whose
 key is the round object of that call (held weakly, so the cache dies with the
 round) plus the identities of the estimator, of ``X`` and of the feature
 specification. A later round, another estimator or another ``X`` never see
 them. Outside such a round (a scorer called on its own) nothing is cached.
-Workers of ``n_jobs`` each keep their own cache.
+Workers of ``n_jobs`` each keep their own cache. scikit-learn has no public
+hook for this: the round is recognised in one small module,
+``sknc.utils._sklearn_compat``, tested against the scikit-learn versions
+``pyproject.toml`` allows.
 
 Accuracy and other scikit-learn scorers in the same dict still run the whole
 pipeline (scikit-learn calls ``predict`` itself); either give the backbone a
 feature cache (e.g. ``BackboneFeatures(memory=...)``) or use
-:func:`make_nc_scoring`, one callable that computes the features once and
-evaluates every requested metric, accuracy included, from them.
+:func:`make_nc_multimetric_scorer`, one callable that computes the features
+once and evaluates every requested metric, accuracy included, from them.
+
+Scorer names
+------------
+:func:`get_scorer` and :func:`get_scorer_names` extend scikit-learn's
+functions of the same names and never change their meaning: every name
+scikit-learn knows gives scikit-learn's own scorer, and sknc adds the names
+``neg_nc1``, ``neg_cdnv``, ``neg_nc2``, ``neg_nc3``, ``neg_nc4`` and the
+transferability scores, none of which scikit-learn defines.
 """
 
-import sys
 import threading
 import weakref
 
@@ -56,6 +66,8 @@ from sklearn.metrics import get_scorer as _sk_get_scorer
 from sklearn.metrics import get_scorer_names as _sk_get_scorer_names
 from sklearn.pipeline import Pipeline
 
+from ..utils._deprecation import deprecated_alias
+from ..utils._sklearn_compat import multimetric_round
 from ._collapse import cdnv, equiangularity, equinorm, nc1, nc2, nc3, nc4
 from ._transferability import (
     gbc,
@@ -69,11 +81,6 @@ from ._transferability import (
     transrate,
 )
 from ._validation import check_not_one_vs_one
-
-try:  # private: used only to recognise one multi-metric scoring round
-    from sklearn.metrics._scorer import _MultimetricScorer
-except ImportError:  # pragma: no cover
-    _MultimetricScorer = None
 
 # metric name -> (function, allowed keyword options, needs the linear head)
 _METRICS = {
@@ -219,33 +226,6 @@ _ROUND_CACHE = weakref.WeakKeyDictionary()
 _ROUND_LOCK = threading.Lock()
 
 
-def _scoring_round():
-    """The per-call object of the enclosing multi-metric scoring round, or None.
-
-    scikit-learn's ``_MultimetricScorer.__call__`` creates a fresh
-    ``cached_call`` object for every (estimator, X) it evaluates and calls our
-    scorers directly from that frame; that object identifies the round and
-    lives exactly as long as it.
-    """
-    if _MultimetricScorer is None:
-        return None
-    frame = sys._getframe(2)
-    for _ in range(4):
-        if frame is None:
-            return None
-        if frame.f_code.co_name == "__call__":
-            local = frame.f_locals
-            if isinstance(local.get("self"), _MultimetricScorer):
-                token = local.get("cached_call")
-                try:
-                    weakref.ref(token)
-                except TypeError:
-                    return None
-                return token
-        frame = frame.f_back
-    return None
-
-
 def _features_for(estimator, X, features, round_cache):
     """Extract features, reusing ``round_cache`` (a dict or None)."""
     if round_cache is None:
@@ -363,7 +343,7 @@ class NCScorer:
         if kwargs:
             raise TypeError(f"NC scorers take no extra parameters, got {sorted(kwargs)}.")
         self._validate()
-        token = _scoring_round()
+        token = multimetric_round()  # scikit-learn's scoring round, or None
         round_cache = None
         if token is not None:
             with _ROUND_LOCK:
@@ -422,8 +402,8 @@ def make_nc_scorer(metric, *, features=None, layer=None, **metric_kwargs):
     See Also
     --------
     get_scorer : The ``neg_nc*`` scorers by name.
-    make_nc_scoring : One callable computing several metrics (and accuracy)
-        from one feature extraction.
+    make_nc_multimetric_scorer : One callable computing several metrics (and
+        accuracy) from one feature extraction.
 
     Examples
     --------
@@ -446,12 +426,17 @@ def make_nc_scorer(metric, *, features=None, layer=None, **metric_kwargs):
     return scorer
 
 
-#: Alias of :func:`make_nc_scorer`, e.g. ``scoring={"nc1": nc_scorer("nc1")}``.
-nc_scorer = make_nc_scorer
+nc_scorer = deprecated_alias(
+    make_nc_scorer, "sknc.metrics.nc_scorer", "sknc.metrics.make_nc_scorer"
+)
 
 
 def get_scorer(scoring):
     """Get a scorer by name: ``neg_nc*``, a transferability score, or any scikit-learn one.
+
+    Extends :func:`sklearn.metrics.get_scorer` without changing it: every
+    name or callable it accepts gives exactly its result (a name sknc adds
+    is not one of scikit-learn's), and the names below give NC scorers.
 
     Parameters
     ----------
@@ -486,10 +471,22 @@ def get_scorer(scoring):
 def get_scorer_names():
     """Names accepted by :func:`get_scorer`: scikit-learn's, ``neg_nc*`` and the transferability scores.
 
+    Extends :func:`sklearn.metrics.get_scorer_names`: all of its names, plus
+    sknc's.
+
     Returns
     -------
     list of str
         Sorted scorer names.
+
+    Examples
+    --------
+    >>> from sklearn.metrics import get_scorer_names as sklearn_names
+    >>> from sknc.metrics import get_scorer_names
+    >>> set(sklearn_names()) < set(get_scorer_names())
+    True
+    >>> sorted(set(get_scorer_names()) - set(sklearn_names()))[:3]
+    ['gbc', 'hscore', 'hscore_shrinkage']
     """
     return sorted(set(_sk_get_scorer_names()) | set(_NAMED_SCORERS))
 
@@ -497,7 +494,7 @@ def get_scorer_names():
 class NCMultiScorer:
     """One scoring callable that returns a dict of metrics from one extraction.
 
-    Made by :func:`make_nc_scoring`.
+    Made by :func:`make_nc_multimetric_scorer`.
 
     Parameters
     ----------
@@ -559,10 +556,10 @@ class NCMultiScorer:
         return False
 
     def __repr__(self):
-        return f"make_nc_scoring({self.scoring!r})"
+        return f"make_nc_multimetric_scorer({self.scoring!r})"
 
 
-def make_nc_scoring(scoring):
+def make_nc_multimetric_scorer(scoring):
     """A single scoring callable computing several metrics from one extraction.
 
     scikit-learn accepts a callable returning a dict wherever it accepts
@@ -592,10 +589,10 @@ def make_nc_scoring(scoring):
     >>> from sklearn.model_selection import GridSearchCV
     >>> from sklearn.pipeline import make_pipeline
     >>> from sklearn.preprocessing import StandardScaler
-    >>> from sknc.metrics import make_nc_scoring
+    >>> from sknc.metrics import make_nc_multimetric_scorer
     >>> X, y = load_iris(return_X_y=True)
     >>> pipe = make_pipeline(StandardScaler(), LogisticRegression())
-    >>> scoring = make_nc_scoring({"acc": "accuracy", "nc1": "neg_nc1", "nc3": "neg_nc3"})
+    >>> scoring = make_nc_multimetric_scorer({"acc": "accuracy", "nc1": "neg_nc1", "nc3": "neg_nc3"})
     >>> search = GridSearchCV(pipe, {"logisticregression__C": [0.1, 1.0]},
     ...                       scoring=scoring, refit="acc", cv=3).fit(X, y)
     >>> sorted(k for k in search.cv_results_ if k.startswith("mean_test"))
@@ -604,3 +601,10 @@ def make_nc_scoring(scoring):
     multi = NCMultiScorer(scoring)
     multi._scorers()
     return multi
+
+
+make_nc_scoring = deprecated_alias(
+    make_nc_multimetric_scorer,
+    "sknc.metrics.make_nc_scoring",
+    "sknc.metrics.make_nc_multimetric_scorer",
+)
