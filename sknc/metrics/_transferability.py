@@ -151,15 +151,19 @@ def _n_components_for_variance(explained, ratio):
 
 
 def _spectrum(X):
-    """Non-zero eigenvalues ``sigma`` of ``X.T @ X`` and a map ``Z -> U.T @ Z``.
+    """Non-zero eigenvalues ``sigma`` of ``X.T @ X`` and maps onto ``U``.
 
     ``U`` holds the left singular vectors of the non-zero singular values.
-    For N >= D this uses the (D, D) Gram, otherwise the (N, N) one.
+    For N >= D this uses the (D, D) Gram, otherwise the (N, N) one. Returns
+    ``(sigma, project, project_classes)``: ``project(Z)`` is ``U.T @ Z`` for
+    dense ``Z`` (n_samples, m); ``project_classes(codes, C)`` is ``U.T`` of the
+    one-hot class indicators, from the class sums ``X.T @ Y`` (``O(N D)``)
+    without forming the ``N x C`` indicator matrix.
     """
     n, d = X.shape
     eps = np.finfo(np.float64).eps
     if n >= d:
-        sig, V = np.linalg.eigh(_gram(X))
+        sig, V = linalg.eigh(_gram(X), driver="evd", check_finite=False)
         keep = sig > sig.max() * max(n, d) * eps if sig.max() > 0 else np.zeros(d, bool)
         sig, V = sig[keep], V[:, keep]
         scale = 1.0 / np.sqrt(sig)
@@ -167,30 +171,48 @@ def _spectrum(X):
         def project(Z):
             return (V.T @ (X.T @ Z)) * scale[:, None]
 
+        def project_classes(codes, n_classes):
+            return (V.T @ _class_sums(X, codes, n_classes).T) * scale[:, None]
+
     else:
-        sig, U = np.linalg.eigh(X @ X.T)
+        sig, U = linalg.eigh(X @ X.T, driver="evd", check_finite=False)
         keep = sig > sig.max() * max(n, d) * eps if sig.max() > 0 else np.zeros(n, bool)
         sig, U = sig[keep], U[:, keep]
 
         def project(Z):
             return U.T @ Z
 
-    return sig, project
+        def project_classes(codes, n_classes):
+            return _class_sums(U, codes, n_classes).T
+
+    return sig, project, project_classes
 
 
 def _logme_fixed_point(sig, x2, res_x2, n, d, tol, max_iter):
-    k = sig.size
-    alpha, beta = 1.0, 1.0
+    """Evidence per target column, all columns at once.
+
+    ``x2`` (k, m): squared projections of the m targets on the singular
+    vectors; ``res_x2`` (m,): their squared norm outside the span. Each
+    column stops at its own iteration, exactly as the per-column loop of the
+    reference.
+    """
+    k, m = x2.shape
+    sig = sig[:, None]
+    alpha, beta = np.ones(m), np.ones(m)
+    m2, res2 = np.zeros(m), np.zeros(m)
+    active = np.ones(m, dtype=bool)
     for _ in range(max_iter):
-        t = alpha / beta
-        gamma = (sig / (sig + t)).sum()
-        m2 = (sig * x2 / (t + sig) ** 2).sum()
-        res2 = (x2 / (1.0 + sig / t) ** 2).sum() + res_x2
-        alpha = gamma / (m2 + 1e-5)
-        beta = (n - gamma) / (res2 + 1e-5)
-        if abs(alpha / beta - t) / t <= tol:
+        a = np.flatnonzero(active)
+        if a.size == 0:
             break
-    log_det = np.log(alpha + beta * sig).sum() + (d - k) * np.log(alpha)
+        t = alpha[a] / beta[a]
+        gamma = (sig / (sig + t)).sum(0)
+        m2[a] = (sig * x2[:, a] / (t + sig) ** 2).sum(0)
+        res2[a] = (x2[:, a] / (1.0 + sig / t) ** 2).sum(0) + res_x2[a]
+        alpha[a] = gamma / (m2[a] + 1e-5)
+        beta[a] = (n - gamma) / (res2[a] + 1e-5)
+        active[a[np.abs(alpha[a] / beta[a] - t) / t <= tol]] = False
+    log_det = np.log(alpha + beta * sig).sum(0) + (d - k) * np.log(alpha)
     ev = (
         d / 2.0 * np.log(alpha)
         + n / 2.0 * np.log(beta)
@@ -203,23 +225,32 @@ def _logme_fixed_point(sig, x2, res_x2, n, d, tol, max_iter):
 
 
 def _logme_icml(sig, proj, y2, n, d, tol, max_iter):
+    """MacKay iteration per target column, all columns at once (see above)."""
     # proj = U.T y scaled back to V.T X.T y = sqrt(sig) * proj
-    k = sig.size
-    tmp = np.sqrt(sig) * proj
-    alpha, beta = 1.0, 1.0
+    k, m = proj.shape
+    tmp = np.sqrt(sig)[:, None] * proj
+    sig = sig[:, None]
+    alpha, beta = np.ones(m), np.ones(m)
     lam = alpha / beta
+    alpha_de, beta_de = np.zeros(m), np.zeros(m)
+    active = np.ones(m, dtype=bool)
     for _ in range(max_iter):
-        gamma = (sig / (sig + lam)).sum()
-        mv = tmp * beta / (alpha + beta * sig)
-        alpha_de = (mv * mv).sum()
-        alpha = gamma / (alpha_de + 1e-5)
-        beta_de = max(y2 - 2.0 * (mv * tmp).sum() + (sig * mv * mv).sum(), 0.0)
-        beta = (n - gamma) / (beta_de + 1e-5)
-        new_lam = alpha / beta
-        if abs(new_lam - lam) / lam < tol:
+        a = np.flatnonzero(active)
+        if a.size == 0:
             break
-        lam = new_lam
-    log_det = np.log(alpha + beta * sig).sum() + (d - k) * np.log(alpha)
+        gamma = (sig / (sig + lam[a])).sum(0)
+        mv = tmp[:, a] * beta[a] / (alpha[a] + beta[a] * sig)
+        alpha_de[a] = (mv * mv).sum(0)
+        alpha[a] = gamma / (alpha_de[a] + 1e-5)
+        beta_de[a] = np.maximum(
+            y2[a] - 2.0 * (mv * tmp[:, a]).sum(0) + (sig * mv * mv).sum(0), 0.0
+        )
+        beta[a] = (n - gamma) / (beta_de[a] + 1e-5)
+        new_lam = alpha[a] / beta[a]
+        done = np.abs(new_lam - lam[a]) / lam[a] < tol
+        lam[a[~done]] = new_lam[~done]
+        active[a[done]] = False
+    log_det = np.log(alpha + beta * sig).sum(0) + (d - k) * np.log(alpha)
     ev = (
         d / 2.0 * np.log(alpha)
         + n / 2.0 * np.log(beta)
@@ -316,22 +347,19 @@ def logme(X, y, *, regression=False, method="fixed-point", tol=None, max_iter=11
         X64, classes, codes, _ = _prepare(X, y, score="LogME")
         T = None
     n, d = X64.shape
-    sig, project = _spectrum(X64)
+    sig, project, project_classes = _spectrum(X64)
     if T is None:
-        P = project(np.asarray(_onehot(codes, len(classes)).T.todense()))
+        P = project_classes(codes, len(classes))
         y2 = np.bincount(codes, minlength=len(classes)).astype(np.float64)
     else:
         P = project(T)
         y2 = (T**2).sum(0)
-    evidences = []
-    for j in range(P.shape[1]):
-        x = P[:, j]
-        if method == "fixed-point":
-            x2 = x**2
-            res_x2 = max(y2[j] - x2.sum(), 0.0)
-            evidences.append(_logme_fixed_point(sig, x2, res_x2, n, d, tol, max_iter))
-        else:
-            evidences.append(_logme_icml(sig, x, y2[j], n, d, tol, max_iter))
+    if method == "fixed-point":
+        x2 = P**2
+        res_x2 = np.maximum(y2 - x2.sum(0), 0.0)
+        evidences = _logme_fixed_point(sig, x2, res_x2, n, d, tol, max_iter)
+    else:
+        evidences = _logme_icml(sig, P, y2, n, d, tol, max_iter)
     return float(np.mean(evidences))
 
 
@@ -1122,7 +1150,8 @@ def pactran(X, y, *, lda_factor=1.0, max_iter=100, random_state=None):
     t = theta.reshape(d + 1, C)
     p = softmax(F @ t[:d] + t[d:], axis=1)
     g2 = p - p**2
-    h = float(((F**2).T @ g2).sum() + d * C / ldas2 + g2.sum())
+    # sum of the Hessian diagonal: sum_{i,d,c} F_id^2 g2_ic without an (N, D) square
+    h = float(np.einsum("ij,ij->i", F, F) @ g2.sum(1) + d * C / ldas2 + g2.sum())
     kd = d * C
     sigma2_inv = h * ldas2 / kd + 1e-10
     s2 = 100.0 * lda_factor / d
