@@ -1125,20 +1125,29 @@ def pactran(X, y, *, lda_factor=1.0, max_iter=100, random_state=None):
     F = X64 - X64.mean(0)
     n, d = F.shape
     C = counts.size
-    Y = np.zeros((n, C))
-    Y[np.arange(n), codes] = 1.0
+    rows = np.arange(n)
     ldas2 = lda_factor * n
+    logits = np.empty((n, C))
+    grad = np.empty((d + 1, C))
 
     def loss_grad(theta):
+        # the cost is the two (N, D) x (D, C) products; the rest works in place
+        # on one (N, C) buffer
         t = theta.reshape(d + 1, C)
         w, b = t[:d], t[d:]
-        logits = F @ w + b
-        lse = logsumexp(logits, axis=1, keepdims=True)
-        log_q = logits - lse
-        xent = -(Y * log_q).sum() / n
-        g = (np.exp(log_q) - Y) / n
-        grad = np.concatenate([F.T @ g + w / ldas2, g.sum(0, keepdims=True)], axis=0)
-        return xent + 0.5 * (w**2).sum() / ldas2, grad.ravel()
+        z = np.matmul(F, w, out=logits)
+        z += b
+        z -= z.max(1, keepdims=True)
+        true = z[rows, codes]
+        np.exp(z, out=z)
+        norm = z.sum(1)
+        xent = float((np.log(norm) - true).sum()) / n
+        z /= (norm * n)[:, None]  # softmax / n
+        z[rows, codes] -= 1.0 / n  # (q - Y) / n
+        gw = np.matmul(F.T, z, out=grad[:d])
+        gw += w / ldas2
+        z.sum(0, out=grad[d])
+        return xent + 0.5 * float((w * w).sum()) / ldas2, grad.ravel().copy()
 
     rng = check_random_state(random_state)
     theta0 = np.concatenate([rng.normal(size=(d, C)) * 0.03, np.zeros((1, C))]).ravel()
