@@ -305,6 +305,13 @@ def build_parser():
         default=600,
         help="few-shot episodes per protocol (default: %(default)s)",
     )
+    ev.add_argument(
+        "--no-transferability",
+        dest="transferability",
+        action="store_false",
+        help="leave out the transferability scores (LogME, SFDA, ...) of the penultimate "
+        "features; k-NN and NLEEP grow quadratically with the number of images",
+    )
     _add_common(ev, "sknc_results/evaluate")
     ev.set_defaults(subparser=ev)
 
@@ -432,6 +439,7 @@ def _run(args):
             n_episodes=args.episodes,
             threads=args.threads,
             progress=args.progress,
+            transferability=args.transferability,
         )
         lp, best = results["linear_probe"], results["suggested_tuned_block"]
         lines = [

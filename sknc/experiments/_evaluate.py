@@ -4,9 +4,10 @@ Contents
 --------
 run_evaluate(model, data, *, weights=None, ...)
     One forward pass over an ImageFolder-style folder tapping every block;
-    NC1, CDNV and NC2 per block; linear-probe and few-shot accuracy of the
-    penultimate features; the most collapsed block as a starting point for
-    SCL-FT's ``tuned_block``; ``results.json``, a figure and ``report.md``.
+    NC1, CDNV and NC2 per block; linear-probe and few-shot accuracy and the
+    field's transferability scores (LogME, SFDA, ...) of the penultimate
+    features; the most collapsed block as a starting point for SCL-FT's
+    ``tuned_block``; ``results.json``, a figure and ``report.md``.
 """
 
 import os
@@ -230,6 +231,7 @@ def run_evaluate(
     n_episodes=600,
     threads=None,
     progress=True,
+    transferability=True,
 ):
     """Evaluate a backbone's frozen features on an image folder and write a report.
 
@@ -242,8 +244,14 @@ def run_evaluate(
     smallest class size) and N-way K-shot nearest-class-centre accuracy
     (:func:`sknc.model_selection.evaluate_episodes`) with ``N`` capped by
     the number of classes and shots and queries by the smallest class, as
-    the report says. The block whose features collapse most (lowest NC1),
-    the last block left out, is suggested as SCL-FT's ``tuned_block``.
+    the report says. With ``transferability=True``, every transferability
+    score of :func:`sknc.model_selection.get_score_names` that needs no
+    classifier head (LogME, H-score, NLEEP, TransRate, GBC, PARC, SFDA,
+    PACTran, k-NN, and the per-model parts of NCTI and ETran) is computed
+    on the same penultimate features, beside their NC1 and CDNV, through
+    :func:`sknc.model_selection.rank_backbones` (seeded by ``seed``). The
+    block whose features collapse most (lowest NC1), the last block left
+    out, is suggested as SCL-FT's ``tuned_block``.
 
     NC1 is compared only between blocks with more than ``K - 1`` features
     (``K`` classes): on narrower blocks the class means cannot span the
@@ -302,6 +310,14 @@ def run_evaluate(
         Number of torch CPU threads (None: every usable core).
     progress : bool, default=True
         Step lines and progress bars on stderr.
+    transferability : bool, default=True
+        Compute the transferability scores of the penultimate features
+        (``results["transferability"]``). A score undefined on the data is
+        None there, with the reason; NCTI and ETran combine their parts
+        across a pool of candidates, so a single model gets its parts only
+        (compare backbones with ``sknc rank``). k-NN and NLEEP grow
+        quadratically with the number of images: leave them out with False
+        on large folders.
 
     Returns
     -------
@@ -343,14 +359,6 @@ def run_evaluate(
     >>> sorted(os.listdir(os.path.join(root, "out")))
     ['layerwise_nc.png', 'report.md', 'results.json']
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from ..features import BackboneFeatures, list_layers
-    from ..model_selection import EpisodeSplit, evaluate_episodes
-
     t_start = time.perf_counter()
     for value, name, low in (
         (batch_size, "batch size", 1),
@@ -361,196 +369,280 @@ def run_evaluate(
     crop_pct, model_kwargs, prep_notes = _check_preprocessing(
         input_size, crop_pct, mean, std, interpolation, model_kwargs
     )
+    opts = dict(
+        model=model, data=data, weights=weights, pretrained=pretrained, layers=layers,
+        input_size=input_size, crop_pct=crop_pct, mean=mean, std=std,
+        interpolation=interpolation, model_kwargs=model_kwargs, batch_size=batch_size,
+        device=device, out_dir=out_dir, seed=seed, n_episodes=n_episodes,
+        transferability=transferability, progress=progress,
+    )  # fmt: skip
     resolved = check_device(device)
-    out_dir = check_out_dir(out_dir)
-    steps = Progress(progress, n_steps=4)
+    out_dir = opts["out_dir"] = check_out_dir(out_dir)
+    steps = Progress(progress, n_steps=5 if transferability else 4)
     timing = {}
 
     text = is_text_input(model)  # a text encoder: data holds texts (sknc.experiments._text_input)
     folder, counts = load_text_data(data) if text else _load_folder(data)
     y = folder.target
     n_classes = len(folder.target_names)
-    module = None if text else check_model(model)
-    specs = _parse_layers(layers)
-    if specs is None and not text:
-        specs = list_layers(module)
-    if specs is not None and _PENULTIMATE not in specs:
-        specs = list(specs) + [_PENULTIMATE]
+    specs = _layer_specs(model, layers, text)
 
     with torch_threads(threads) as n_threads:
         t = time.perf_counter()
-        if text:
-            feats, specs = fit_text_features(
-                model,
-                specs,
-                image_args={
-                    "weights": weights,
-                    "input_size": input_size,
-                    "crop_pct": crop_pct,
-                    "mean": mean,
-                    "std": std,
-                    "interpolation": interpolation,
-                },
-                model_kwargs=model_kwargs,
-                batch_size=batch_size,
-                device=device,
-                progress=progress,
-                seed=seed,
-            )
-            size = (None, feats.max_length_, None)
-            preprocessing = None
-        else:
-            feats = BackboneFeatures(
-                model,
-                pretrained=pretrained,
-                weights=weights,
-                layers=specs,
-                input_size=input_size,
-                crop_pct=crop_pct,
-                mean=mean,
-                std=std,
-                interpolation=interpolation,
-                model_kwargs=model_kwargs,
-                batch_size=batch_size,
-                device=device,
-                verbose=progress,
-                random_state=seed,
-            )
-            try:  # builds the model, loads the weights, runs one blank image
-                feats.fit()
-            except (ValueError, TypeError, OSError, RuntimeError, AssertionError) as exc:
-                raise InputError(str(exc).strip() or type(exc).__name__) from exc
-            dc = feats.data_config_
-            size = dc["input_size"]
-            preprocessing = {
-                "input_size": [int(v) for v in size],
-                "crop_pct": float(dc["crop_pct"]),
-                "crop_mode": dc.get("crop_mode", "center"),
-                "interpolation": dc["interpolation"],
-                "mean": [float(v) for v in dc["mean"]],
-                "std": [float(v) for v in dc["std"]],
-            }
-        steps.step(
-            f"features of {len(feats.layers_)} layers of {model} for "
-            f"{len(y)} {'texts' if text else 'images'} in {n_classes} classes "
-            + (f"(at most {size[1]} tokens" if text else f"({size[1]} x {size[2]} px")
-            + ", one forward pass)"
-        )
-        try:
-            Z = feats.transform_layers(folder.data if text else folder.filenames)
-        except (ValueError, OSError) as exc:
-            raise InputError(str(exc)) from exc
+        Z, specs, size, preprocessing = _extract(opts, folder, y, n_classes, specs, text, steps)
         timing["features"] = time.perf_counter() - t
 
         t = time.perf_counter()
         steps.step("NC1, CDNV and NC2 per layer")
-        with single_threaded_blas():
-            rows = [
-                _layer_row(index, layer, Zl, y, n_classes)
-                for index, (layer, Zl) in enumerate(Z.items())
-            ]
-        if all(r["error"] is not None for r in rows):
-            raise InputError(
-                f"collapse is undefined on every layer for the images in "
-                f"{os.fspath(data)!r}: {rows[-1]['error']} The images of different "
-                "classes look the same to the model (identical images under several "
-                "class names, or blank images?)."
-            )
-        best, suggested, chosen_by = _choose_blocks(rows, n_classes)
+        rows, blocks = _collapse(Z, y, n_classes, data)
         timing["collapse_metrics"] = time.perf_counter() - t
 
         t = time.perf_counter()
         steps.step("linear probe and few-shot episodes on the penultimate features")
         Zp = Z[_PENULTIMATE]
-        min_count = int(counts.min())
-        n_splits = min(_FOLDS, min_count)
-        cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-        with warnings.catch_warnings(), single_threaded_blas():
-            warnings.filterwarnings("ignore", message=".*failed to converge.*")
-            scores = cross_val_score(probe, Zp, y, cv=cv)
-        linear_probe = {
-            "protocol": "stratified k-fold cross-validation",
-            "n_splits": n_splits,
-            "accuracy": float(scores.mean()),
-            "std": float(scores.std()),
-            "fold_accuracy": scores.tolist(),
-        }
-        n_way, shots, n_query, notes = _fewshot_protocol(n_classes, min_count, n_episodes)
-        few = {
-            "n_way": n_way,
-            "n_query": n_query,
-            "n_episodes": n_episodes,
-            "confidence_level": _CONFIDENCE,
-            "shots": {},
-            "notes": notes,
-            "requested": {"n_way": _N_WAY, "shots": list(_SHOTS), "n_query": _N_QUERY},
-        }
-        for k in steps.bar(shots, desc="few-shot", unit="protocol"):
-            split = EpisodeSplit(
-                n_way=n_way, n_shot=k, n_query=n_query, n_episodes=n_episodes, random_state=seed
-            )
-            res = evaluate_episodes(Zp, y, split, return_cdnv=False, n_jobs=n_threads)
-            few["shots"][str(k)] = {"n_shot": k, "mean": res.mean, "ci95": res.ci95}
+        linear_probe, few = _transfer(Zp, y, counts, seed, n_episodes, n_threads, steps)
         timing["transfer"] = time.perf_counter() - t
 
-        results = {
-            "command": "evaluate",
-            "command_line": _command_line(
-                model,
-                data,
-                weights,
-                pretrained,
-                layers,
-                input_size,
-                batch_size,
-                device,
-                out_dir,
-                seed,
-                n_episodes,
-                crop_pct=crop_pct,
-                mean=mean,
-                std=std,
-                interpolation=interpolation,
-                model_kwargs=model_kwargs,
-            ),
-            "config": {
-                "model": model if isinstance(model, str) else type(model).__name__,
-                "weights": os.fspath(weights) if weights is not None else None,
-                "pretrained": bool(pretrained),
-                "model_kwargs": model_kwargs,
-                "layers": [str(s) for s in specs],
-                "input_size": None if text else [int(size[1]), int(size[2])],
-                "max_length": int(size[1]) if text else None,
-                "preprocessing": preprocessing,
-                "batch_size": batch_size,
-                "device": str(device),
-                "seed": seed,
-                "n_episodes": n_episodes,
-            },
-            "environment": environment(resolved, n_threads),
-            "data": {
-                "path": os.path.abspath(os.fspath(data)),
-                "n_images": int(len(y)),
-                "n_classes": int(n_classes),
-                "class_names": [str(n) for n in folder.target_names],
-                "class_sizes": counts.tolist(),
-                "min_class_size": min_count,
-                "max_class_size": int(counts.max()),
-            },
-            "layers": rows,
-            "nc1_min_features": n_classes,
-            "most_collapsed_block": best,
-            "suggested_tuned_block": suggested,
-            "block_chosen_by": chosen_by,
-            "notes": prep_notes,
-            "linear_probe": linear_probe,
-            "few_shot": few,
-        }
+        scores = None
+        if transferability:
+            t = time.perf_counter()
+            steps.step("transferability scores of the penultimate features")
+            scores = _transferability(Zp, y, rows[-1], seed)
+            timing["transferability"] = time.perf_counter() - t
+
+    results = {
+        "command": "evaluate",
+        "command_line": _command_line(**{k: v for k, v in opts.items() if k != "progress"}),
+        "config": _config(opts, specs, size, text, preprocessing),
+        "environment": environment(resolved, n_threads),
+        "data": _data_summary(data, folder, y, counts),
+        "layers": rows,
+        "nc1_min_features": n_classes,
+        **blocks,
+        "notes": prep_notes,
+        "linear_probe": linear_probe,
+        "few_shot": few,
+        "transferability": scores,
+    }
     steps.step(f"writing the report to {out_dir}")
     with staged_output(out_dir) as stage:
         results = _write_evaluate(results, timing, t_start, stage)
     return results
+
+
+def _config(opts, specs, size, text, preprocessing):
+    """``results["config"]``: the options as used (layers and sizes resolved)."""
+    model, weights = opts["model"], opts["weights"]
+    return {
+        "model": model if isinstance(model, str) else type(model).__name__,
+        "weights": os.fspath(weights) if weights is not None else None,
+        "pretrained": bool(opts["pretrained"]),
+        "model_kwargs": opts["model_kwargs"],
+        "layers": [str(s) for s in specs],
+        "input_size": None if text else [int(size[1]), int(size[2])],
+        "max_length": int(size[1]) if text else None,
+        "preprocessing": preprocessing,
+        "batch_size": opts["batch_size"],
+        "device": str(opts["device"]),
+        "seed": opts["seed"],
+        "n_episodes": opts["n_episodes"],
+        "transferability": bool(opts["transferability"]),
+    }
+
+
+def _layer_specs(model, layers, text):
+    """The layers to tap, ``"penultimate"`` always among them (None: the text default)."""
+    from ..features import list_layers
+
+    specs = _parse_layers(layers)
+    module = None if text else check_model(model)
+    if specs is None and not text:
+        specs = list_layers(module)
+    if specs is not None and _PENULTIMATE not in specs:
+        specs = list(specs) + [_PENULTIMATE]
+    return specs
+
+
+def _extract(opts, folder, y, n_classes, specs, text, steps):
+    """One forward pass over the data tapping ``specs``: ``(Z, specs, size, preprocessing)``."""
+    from ..features import BackboneFeatures
+
+    model, seed, progress = opts["model"], opts["seed"], opts["progress"]
+    image_args = {
+        k: opts[k] for k in ("weights", "input_size", "crop_pct", "mean", "std", "interpolation")
+    }
+    model_kwargs, batch_size, device = opts["model_kwargs"], opts["batch_size"], opts["device"]
+    if text:
+        feats, specs = fit_text_features(
+            model,
+            specs,
+            image_args=image_args,
+            model_kwargs=model_kwargs,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            seed=seed,
+        )
+        size, preprocessing = (None, feats.max_length_, None), None
+    else:
+        feats = BackboneFeatures(
+            model,
+            pretrained=opts["pretrained"],
+            layers=specs,
+            model_kwargs=model_kwargs,
+            batch_size=batch_size,
+            device=device,
+            verbose=progress,
+            random_state=seed,
+            **image_args,
+        )
+        try:  # builds the model, loads the weights, runs one blank image
+            feats.fit()
+        except (ValueError, TypeError, OSError, RuntimeError, AssertionError) as exc:
+            raise InputError(str(exc).strip() or type(exc).__name__) from exc
+        dc = feats.data_config_
+        size = dc["input_size"]
+        preprocessing = {
+            "input_size": [int(v) for v in size],
+            "crop_pct": float(dc["crop_pct"]),
+            "crop_mode": dc.get("crop_mode", "center"),
+            "interpolation": dc["interpolation"],
+            "mean": [float(v) for v in dc["mean"]],
+            "std": [float(v) for v in dc["std"]],
+        }
+    steps.step(
+        f"features of {len(feats.layers_)} layers of {model} for "
+        f"{len(y)} {'texts' if text else 'images'} in {n_classes} classes "
+        + (f"(at most {size[1]} tokens" if text else f"({size[1]} x {size[2]} px")
+        + ", one forward pass)"
+    )
+    try:
+        Z = feats.transform_layers(folder.data if text else folder.filenames)
+    except (ValueError, OSError) as exc:
+        raise InputError(str(exc)) from exc
+    return Z, specs, size, preprocessing
+
+
+def _collapse(Z, y, n_classes, data):
+    """Per-layer collapse rows and the chosen blocks (an error if undefined everywhere)."""
+    with single_threaded_blas():
+        rows = [
+            _layer_row(index, layer, Zl, y, n_classes)
+            for index, (layer, Zl) in enumerate(Z.items())
+        ]
+    if all(r["error"] is not None for r in rows):
+        raise InputError(
+            f"collapse is undefined on every layer for the images in "
+            f"{os.fspath(data)!r}: {rows[-1]['error']} The images of different "
+            "classes look the same to the model (identical images under several "
+            "class names, or blank images?)."
+        )
+    best, suggested, chosen_by = _choose_blocks(rows, n_classes)
+    return rows, {
+        "most_collapsed_block": best,
+        "suggested_tuned_block": suggested,
+        "block_chosen_by": chosen_by,
+    }
+
+
+def _transfer(Zp, y, counts, seed, n_episodes, n_threads, steps):
+    """Linear-probe (stratified k-fold) and few-shot NCC accuracy of the features ``Zp``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ..model_selection import EpisodeSplit, evaluate_episodes
+
+    min_count = int(counts.min())
+    n_splits = min(_FOLDS, min_count)
+    cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    with warnings.catch_warnings(), single_threaded_blas():
+        warnings.filterwarnings("ignore", message=".*failed to converge.*")
+        scores = cross_val_score(probe, Zp, y, cv=cv)
+    linear_probe = {
+        "protocol": "stratified k-fold cross-validation",
+        "n_splits": n_splits,
+        "accuracy": float(scores.mean()),
+        "std": float(scores.std()),
+        "fold_accuracy": scores.tolist(),
+    }
+    n_way, shots, n_query, notes = _fewshot_protocol(counts.size, min_count, n_episodes)
+    few = {
+        "n_way": n_way,
+        "n_query": n_query,
+        "n_episodes": n_episodes,
+        "confidence_level": _CONFIDENCE,
+        "shots": {},
+        "notes": notes,
+        "requested": {"n_way": _N_WAY, "shots": list(_SHOTS), "n_query": _N_QUERY},
+    }
+    for k in steps.bar(shots, desc="few-shot", unit="protocol"):
+        split = EpisodeSplit(
+            n_way=n_way, n_shot=k, n_query=n_query, n_episodes=n_episodes, random_state=seed
+        )
+        res = evaluate_episodes(Zp, y, split, return_cdnv=False, n_jobs=n_threads)
+        few["shots"][str(k)] = {"n_shot": k, "mean": res.mean, "ci95": res.ci95}
+    return linear_probe, few
+
+
+def _transferability(Zp, y, penultimate_row, seed):
+    """Every feature transferability score of ``Zp`` beside its NC1 and CDNV.
+
+    The scores come from :func:`sknc.model_selection.rank_backbones` on the
+    already extracted features (an identity candidate), so names, defaults
+    and seeds are those of ``sknc rank``. A score undefined on the data is
+    NaN with the reason (the warning is shown too).
+    """
+    from sklearn.preprocessing import FunctionTransformer
+
+    from ..model_selection import get_score_names, rank_backbones
+
+    names = [k for k in get_score_names() if k not in ("nc1", "cdnv", "leep", "nce")]
+    with warnings.catch_warnings(record=True) as caught, single_threaded_blas():
+        warnings.simplefilter("always")
+        ranking = rank_backbones(
+            {"features": FunctionTransformer()},
+            Zp,
+            y,
+            accuracy=False,
+            scores=names,
+            rank_by=names[0],
+            random_state=seed,
+        )
+    undefined = {}
+    for w in caught:
+        text = str(w.message)
+        for key in names:
+            if text.startswith(f"Score {key!r} is undefined"):
+                undefined[key] = text
+        warnings.warn(text, w.category, stacklevel=3)
+    row = ranking.table[0]
+    values = {"nc1": penultimate_row["nc1"], "cdnv": penultimate_row["cdnv"]}
+    values.update({k: float(row[k]) for k in names if k not in ranking.parts})
+    seconds = {k: float(v) for k, v in ranking.score_time.items()}
+    return {
+        "scores": values,
+        "higher_is_better": {k: k not in ("nc1", "cdnv") for k in values},
+        "seconds": {k: seconds.get(k) for k in values},
+        "parts": {k: dict(ranking.parts[k]["features"]) for k in ranking.parts},
+        "parts_seconds": {k: seconds.get(k) for k in ranking.parts},
+        "undefined": undefined,
+        "seed": seed,
+    }
+
+
+def _data_summary(data, folder, y, counts):
+    return {
+        "path": os.path.abspath(os.fspath(data)),
+        "n_images": int(len(y)),
+        "n_classes": int(len(folder.target_names)),
+        "class_names": [str(n) for n in folder.target_names],
+        "class_sizes": counts.tolist(),
+        "min_class_size": int(counts.min()),
+        "max_class_size": int(counts.max()),
+    }
 
 
 def _write_evaluate(results, timing, t_start, folder):
@@ -603,6 +695,7 @@ def _command_line(
     std=None,
     interpolation=None,
     model_kwargs=None,
+    transferability=True,
 ):
     import json
     import shlex
@@ -639,4 +732,6 @@ def _command_line(
         "--episodes",
         str(n_episodes),
     ]
+    if not transferability:
+        parts.append("--no-transferability")
     return " ".join(parts)

@@ -7,7 +7,8 @@ render_demo_report(results)
     claim, the figure, a table of the measured numbers and the verdict.
 render_evaluate_report(results)
     ``report.md`` of ``sknc evaluate``: per-block collapse, linear probe,
-    few-shot accuracy, the suggested ``tuned_block``.
+    few-shot accuracy, the transferability scores of the penultimate
+    features, the suggested ``tuned_block``.
 FORMATTERS
     The only ways a number is written in a report. Every number in a report
     is one of these applied to a number of ``results``, which the tests
@@ -373,6 +374,18 @@ def render_evaluate_report(results):
     str
     """
     r = results
+    out = _evaluate_header(r)
+    out += _evaluate_collapse(r)
+    out += _evaluate_tuned_block(r)
+    out += _evaluate_transfer(r)
+    if r.get("transferability"):
+        out += _evaluate_transferability(r)
+    out += _files_and_timing(r)
+    return "\n".join(out)
+
+
+def _evaluate_header(r):
+    """Title, what was measured on what, preprocessing and notes."""
     cfg, data, timing, env = r["config"], r["data"], r["timing"], r["environment"]
     out = []
     weights = (
@@ -412,11 +425,16 @@ def render_evaluate_report(results):
             )
             + ".\n"
         )
-    for note in r.get("notes", []):
-        out.append(f"- {note}")
+    out += [f"- {note}" for note in r.get("notes", [])]
     if r.get("notes"):
         out.append("")
-    out.append("## Collapse per block\n")
+    return out
+
+
+def _evaluate_collapse(r):
+    """The per-block table, with the narrow, undefined and warned layers explained."""
+    data = r["data"]
+    out = ["## Collapse per block\n"]
     out.append(_figure(r, "layerwise_nc", "NC1, CDNV and NC2 per block") + "\n")
     narrow = [row for row in r["layers"] if not row.get("nc1_comparable", True)]
     rows = [
@@ -449,6 +467,12 @@ def render_evaluate_report(results):
         out.append("Warnings of the metrics (the values they concern are not meaningful):\n")
         out += [f"- `{row['layer']}`: `{w}`" for row in warned for w in row["warnings"]]
         out.append("")
+    return out
+
+
+def _evaluate_tuned_block(r):
+    """The most collapsed block and the suggested SCL-FT ``tuned_block``."""
+    out = []
     best, sug = r["most_collapsed_block"], r["suggested_tuned_block"]
     metric = r.get("block_chosen_by", "nc1")
     if best is None:
@@ -479,8 +503,13 @@ def render_evaluate_report(results):
             "The model has a single block, so there is no earlier block to suggest as "
             "SCL-FT's `tuned_block`.\n"
         )
+    return out
+
+
+def _evaluate_transfer(r):
+    """Linear-probe and few-shot accuracy of the penultimate features."""
     lp, fs = r["linear_probe"], r["few_shot"]
-    out.append("## Transfer from the penultimate features\n")
+    out = ["## Transfer from the penultimate features\n"]
     out.append(
         _table(
             ["evaluation", "accuracy", "protocol"],
@@ -505,9 +534,70 @@ def render_evaluate_report(results):
         )
     )
     out.append("")
-    for note in fs["notes"]:
-        out.append(f"- {note}")
+    out += [f"- {note}" for note in fs["notes"]]
     if fs["notes"]:
         out.append("")
-    out += _files_and_timing(r)
-    return "\n".join(out)
+    return out
+
+
+#: How the evaluate report names each score (the keys of ``sknc rank``).
+_SCORE_LABELS = {
+    "nc1": "NC1",
+    "cdnv": "CDNV",
+    "logme": "LogME",
+    "hscore": "H-score",
+    "hscore_shrinkage": "H-score (shrinkage)",
+    "nleep": "NLEEP",
+    "transrate": "TransRate",
+    "gbc": "GBC",
+    "parc": "PARC",
+    "sfda": "SFDA",
+    "pactran": "PACTran (negated)",
+    "knn": "k-NN leave-one-out accuracy",
+    "ncti": "NCTI",
+    "etran": "ETran",
+}
+
+
+def _evaluate_transferability(r):
+    """The field's transferability scores of the penultimate features, beside NC1/CDNV."""
+    tr = r["transferability"]
+    out = ["## Transferability scores of the penultimate features\n"]
+    out.append(
+        "The scores of the field that predict transfer from frozen features "
+        "(`sknc.metrics`), on the same penultimate features as NC1 and CDNV. "
+        "Each is on its own scale: a score ranks *backbones* on the same data "
+        "(`sknc rank --model A --model B ...`), a single value says little "
+        "by itself.\n"
+    )
+    rows = [
+        [
+            _SCORE_LABELS.get(k, k),
+            num(v),
+            "higher" if tr["higher_is_better"][k] else "lower",
+            secs(tr["seconds"][k]) if tr["seconds"].get(k) is not None else "in the collapse step",
+        ]
+        for k, v in tr["scores"].items()
+    ]
+    for k, parts in tr["parts"].items():
+        rows += [
+            [
+                f"{_SCORE_LABELS.get(k, k)} part `{p}`",
+                num(v),
+                "higher",
+                secs(tr["parts_seconds"][k]),
+            ]
+            for p, v in parts.items()
+        ]
+    out.append(_table(["score", "value", "better", "seconds"], rows))
+    out.append("")
+    if tr["parts"]:
+        out.append(
+            "NCTI and ETran sum their parts after min-max normalisation across a pool of "
+            "candidates; with one model only the parts are shown.\n"
+        )
+    if tr["undefined"]:
+        out.append("Scores undefined on these features (n/a above):\n")
+        out += [f"- {_SCORE_LABELS.get(k, k)}: `{msg}`" for k, msg in tr["undefined"].items()]
+        out.append("")
+    return out
