@@ -189,9 +189,10 @@ def load_emoji_protocol(seed=0, max_classes=None):
         ``duplicates_dropped``), possibly subset, with ``target`` re-encoded
         to 0 .. n_classes - 1.
     split : Bunch
-        From :func:`sknc.datasets.source_novel_split`.
+        From :func:`sknc.model_selection.source_novel_split`.
     """
-    from sknc.datasets import load_emoji, source_novel_split, split_classes
+    from sknc.datasets import load_emoji
+    from sknc.model_selection import source_novel_split, split_classes
 
     emoji = load_emoji(
         data_home=DATA_DIR, min_vendors=EMOJI_MIN_VENDORS, size=EMOJI_NATIVE_SIZE, dedupe=True

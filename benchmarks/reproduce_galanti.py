@@ -12,7 +12,7 @@ Protocol here (all data real, fetched by ``benchmarks/fetch_data.py``):
   one vendor's drawing = one sample; about 1,560 classes and 9,100 images
   once each group of emoji that some vendor draws with one and the same
   image is reduced to one emoji), split by
-  :func:`sknc.datasets.source_novel_split`: a quarter of the emoji
+  :func:`sknc.model_selection.source_novel_split`: a quarter of the emoji
   (stratified by Unicode category) are novel classes, and two vendors are
   held out of source training (their drawings of the source emoji are the
   "source test" set: unseen samples, by unseen designers; two, because CDNV

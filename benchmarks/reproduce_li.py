@@ -159,7 +159,8 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------
 def load_tasks(cfg):
     """{task: dict(X_train, y_train, X_test, y_test, scarce, info)} at the ImageNet size."""
-    from sknc.datasets import load_fashion_mnist, split_classes, subsample_per_class
+    from sknc.datasets import load_fashion_mnist
+    from sknc.model_selection import split_classes, subsample_per_class
 
     size, seed = cfg["imagenet_size"], cfg["seed"]
     tasks = {}

@@ -176,7 +176,7 @@ def load_tasks(cfg):
     """reproduce_li's Fashion-MNIST and emoji tasks, plus digits, capped at ``max_train``."""
     from sklearn.datasets import load_digits
 
-    from sknc.datasets import subsample_per_class
+    from sknc.model_selection import subsample_per_class
 
     tasks = li.load_tasks(cfg)
     digits = load_digits()

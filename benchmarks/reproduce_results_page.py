@@ -153,7 +153,7 @@ Omniglot-like set: one emoji is one class, each vendor's drawing one sample
 {data["samples_per_class"]["min"]} to {data["samples_per_class"]["max"]} per class; {data["duplicates_dropped"]} emoji that some vendor
 draws with exactly the image of another emoji, such as
 {", ".join('"' + n.title() + '"' for n in data["duplicates_dropped_examples"][:2])}, were
-dropped, keeping one emoji of each such group). :func:`~sknc.datasets.source_novel_split`
+dropped, keeping one emoji of each such group). :func:`~sknc.model_selection.source_novel_split`
 made {count(data["novel"]["n_classes"])} of them novel classes ({count(data["novel"]["n_images"])}
 images; stratified by Unicode category) and held the vendors {held} out of source
 training: the {count(data["source"]["n_classes"])} source classes train on

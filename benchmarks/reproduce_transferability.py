@@ -67,13 +67,8 @@ def load_tasks(cfg, seed):
     """{name: dict(X_train, y_train, X_test, y_test, info)} as uint8 RGB images."""
     from sklearn.model_selection import train_test_split
 
-    from sknc.datasets import (
-        load_digits_images,
-        load_fashion_mnist,
-        load_glyphs,
-        source_novel_split,
-        subsample_per_class,
-    )
+    from sknc.datasets import load_digits_images, load_fashion_mnist, load_glyphs
+    from sknc.model_selection import source_novel_split, subsample_per_class
 
     n_tr, n_te, size = cfg["n_train"], cfg["n_test"], cfg["size"]
     tasks = {}
@@ -87,7 +82,7 @@ def load_tasks(cfg, seed):
     )  # fmt: skip
 
     emoji, split = rc.load_emoji_protocol(seed=seed, max_classes=cfg["emoji_classes"])
-    from sknc.datasets import split_classes
+    from sknc.model_selection import split_classes
 
     cat, cls = emoji.category, emoji.target
     per_cat = {c: len(np.unique(cls[cat == c])) for c in np.unique(cat)}
@@ -182,8 +177,8 @@ def candidates(cfg, own, seed):
 
 def finetuned_accuracy(cfg, how, t, seed):
     """Full fine-tuning with the same short budget for every model; test accuracy."""
-    from sknc.datasets import subsample_per_class
     from sknc.finetune import FineTuningClassifier
+    from sknc.model_selection import subsample_per_class
 
     frac = min(1.0, cfg["ft_train"] / len(t["y_train"]))
     idx = (

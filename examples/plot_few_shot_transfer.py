@@ -35,9 +35,9 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-from sknc.datasets import load_glyphs, source_novel_split
+from sknc.datasets import load_glyphs
 from sknc.metrics import cdnv
-from sknc.model_selection import EpisodeSplit, evaluate_episodes
+from sknc.model_selection import EpisodeSplit, evaluate_episodes, source_novel_split
 
 glyphs = load_glyphs(size=32)
 X = glyphs.data / 255.0  # flattened 32 x 32 pixels

@@ -14,7 +14,7 @@ This example runs the study end to end on the CPU in well under a minute:
 1. pre-train a few small timm networks of different architectures for two or
    three epochs on the **source** classes of the glyph dataset
    (:func:`sknc.datasets.load_glyphs`, split with
-   :func:`sknc.datasets.source_novel_split`) with
+   :func:`sknc.model_selection.source_novel_split`) with
    :func:`sknc.finetune.pretrain_backbone`, keeping a checkpoint per epoch;
 2. take their frozen penultimate features
    (:class:`~sknc.features.BackboneFeatures`) on the **novel** classes, which
@@ -43,10 +43,10 @@ import tempfile
 import matplotlib.pyplot as plt
 from sklearn.model_selection import train_test_split
 
-from sknc.datasets import load_glyphs, load_pretrained_backbone, source_novel_split
+from sknc.datasets import load_glyphs, load_pretrained_backbone
 from sknc.features import BackboneFeatures
 from sknc.finetune import pretrain_backbone
-from sknc.model_selection import rank_backbones
+from sknc.model_selection import rank_backbones, source_novel_split
 
 glyphs = load_glyphs(size=32)
 y = glyphs.target

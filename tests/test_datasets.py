@@ -14,6 +14,8 @@ from sknc.datasets import (
     load_digits_images,
     load_glyphs,
     load_image_folder,
+)
+from sknc.model_selection import (
     source_novel_split,
     split_classes,
     subsample_per_class,
@@ -391,3 +393,29 @@ def test_get_data_home(tmp_path, monkeypatch):
     assert explicit == str(tmp_path / "explicit")
     clear_data_home(explicit)
     assert not os.path.exists(explicit)
+
+
+def test_split_functions_moved_to_model_selection_with_deprecated_aliases():
+    # issue 14: class-level splits live beside EpisodeSplit; the old names warn
+    import sknc.datasets
+    import sknc.model_selection
+
+    y = np.repeat(np.arange(6), 4)
+    for name, kwargs in [
+        ("split_classes", {"n_novel": 2, "random_state": 0}),
+        ("source_novel_split", {"n_novel": 2, "test_size": 1, "random_state": 0}),
+        ("subsample_per_class", {"n_per_class": 2, "random_state": 0}),
+    ]:
+        assert name in sknc.model_selection.__all__ and name not in sknc.datasets.__all__
+        new = getattr(sknc.model_selection, name)(y, **kwargs)
+        with pytest.warns(FutureWarning, match=f"sknc.model_selection.{name}"):
+            old = getattr(sknc.datasets, name)(y, **kwargs)
+        if isinstance(new, tuple):
+            for a, b in zip(new, old):
+                np.testing.assert_array_equal(a, b)
+        elif isinstance(new, dict):
+            assert new.keys() == old.keys()
+            for key in new:
+                np.testing.assert_array_equal(new[key], old[key])
+        else:
+            np.testing.assert_array_equal(new, old)

@@ -15,17 +15,20 @@ time): :func:`load_fashion_mnist`, :func:`load_emoji` and
 :func:`load_brown`, :func:`load_fortunes`, :func:`load_spam_assassin`,
 :func:`load_debian_descriptions`.
 
-Splits for transfer experiments: :func:`split_classes`,
-:func:`source_novel_split`, :func:`subsample_per_class`.
+The splits for transfer experiments (``split_classes``,
+``source_novel_split``, ``subsample_per_class``) moved to
+:mod:`sknc.model_selection`; their old names here are deprecated aliases
+(``FutureWarning``) for one release.
 """
 
+from .. import model_selection as _model_selection
+from ..utils._deprecation import deprecated_alias
 from ._base import clear_data_home, get_data_home
 from ._digits import load_digits_images
 from ._folder import IMAGE_EXTENSIONS, load_image_folder
 from ._glyphs import GLYPH_DROPPED, load_glyphs
 from ._pretrained import PRETRAINED_BACKBONES, load_pretrained_backbone
 from ._real import EMOJI_VENDORS, load_emoji, load_fashion_mnist, read_idx
-from ._splits import source_novel_split, split_classes, subsample_per_class
 from ._text import (
     load_brown,
     load_debian_descriptions,
@@ -55,7 +58,21 @@ __all__ = [
     "load_image_folder",
     "load_pretrained_backbone",
     "read_idx",
-    "source_novel_split",
-    "split_classes",
-    "subsample_per_class",
 ]
+
+# deprecated aliases (since 0.2), not in __all__: the splits live in sknc.model_selection
+split_classes = deprecated_alias(
+    _model_selection.split_classes,
+    "sknc.datasets.split_classes",
+    "sknc.model_selection.split_classes",
+)
+source_novel_split = deprecated_alias(
+    _model_selection.source_novel_split,
+    "sknc.datasets.source_novel_split",
+    "sknc.model_selection.source_novel_split",
+)
+subsample_per_class = deprecated_alias(
+    _model_selection.subsample_per_class,
+    "sknc.datasets.subsample_per_class",
+    "sknc.model_selection.subsample_per_class",
+)

@@ -24,7 +24,7 @@ def load_digits_images(*, size=32, rgb=False, return_X_y=False):
     black background, as in the original.
 
     For a scarce training set (e.g. 10% of the training data per class), use
-    :func:`subsample_per_class` on the training part of a
+    :func:`~sknc.model_selection.subsample_per_class` on the training part of a
     :func:`sklearn.model_selection.train_test_split` (``stratify=y``).
 
     Parameters

@@ -435,7 +435,7 @@ look-alikes of kept Latin letters (Greek ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ ο ν ρ, 
 Candidates drawn by fewer than {MIN_TYPEFACES} distinct typefaces: {too_few or "none"}.
 
 Use ``typeface`` as ``groups`` to hold out whole typefaces, and
-``sknc.datasets.source_novel_split`` for source / novel class splits.
+``sknc.model_selection.source_novel_split`` for source / novel class splits.
 Fonts: DejaVu (Bitstream Vera licence), STIX (SIL OFL), BaKoMa Computer Modern
 (as distributed with matplotlib). Build time of this copy: {build_seconds:.1f} s.
 """

@@ -165,12 +165,8 @@ def _command_line(out_dir, preset, epochs, model, image_size, downstream, device
 def _load_data(p, image_size, downstream, seed):
     from sklearn.model_selection import train_test_split
 
-    from ..datasets import (
-        load_digits_images,
-        load_glyphs,
-        source_novel_split,
-        subsample_per_class,
-    )
+    from ..datasets import load_digits_images, load_glyphs
+    from ..model_selection import source_novel_split, subsample_per_class
 
     glyphs = load_glyphs(size=image_size, scripts=p.scripts, cache=p.glyph_cache)
     y = glyphs.target

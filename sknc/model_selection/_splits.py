@@ -85,7 +85,7 @@ def split_classes(y, *, n_novel=0.25, strata=None, random_state=None):
 
     Examples
     --------
-    >>> from sknc.datasets import split_classes
+    >>> from sknc.model_selection import split_classes
     >>> source, novel = split_classes([0, 0, 1, 1, 2, 2, 3, 3], n_novel=1, random_state=0)
     >>> len(source), len(novel)
     (3, 1)
@@ -185,7 +185,7 @@ def source_novel_split(
     Examples
     --------
     >>> import numpy as np
-    >>> from sknc.datasets import source_novel_split
+    >>> from sknc.model_selection import source_novel_split
     >>> y = np.repeat(np.arange(8), 4)          # 8 classes, 4 samples each
     >>> groups = np.tile(["a", "b", "c", "d"], 8)  # e.g. 4 typefaces
     >>> split = source_novel_split(y, groups, n_novel=2, test_size=1, random_state=0)
@@ -272,7 +272,7 @@ def subsample_per_class(y, *, n_per_class=None, fraction=None, random_state=None
     Examples
     --------
     >>> import numpy as np
-    >>> from sknc.datasets import subsample_per_class
+    >>> from sknc.model_selection import subsample_per_class
     >>> y = np.repeat([0, 1, 2], 10)
     >>> idx = subsample_per_class(y, fraction=0.1, random_state=0)
     >>> np.bincount(y[idx])
