@@ -24,6 +24,8 @@ import argparse
 import sys
 import warnings
 
+from .utils._options import INTERPOLATIONS
+
 __all__ = ["build_parser", "main"]
 
 _DEMO_HELP = """\
@@ -281,7 +283,7 @@ def build_parser():
     )
     ev.add_argument(
         "--interpolation",
-        choices=("bilinear", "bicubic", "nearest"),
+        choices=INTERPOLATIONS,
         default=None,
         help="resize filter (default: the model's)",
     )

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..utils._options import PAPER_METHODS
 from ._common import (
     InputError,
     Interrupted,
@@ -57,7 +58,7 @@ from ._verdicts import (
 __all__ = ["PRESETS", "run_demo"]
 
 DEFAULT_DEMO_DIR = os.path.join("sknc_results", "demo")
-_METHODS = ("linear-probe", "layer-ft", "scl-ft", "full-ft")
+_METHODS = PAPER_METHODS
 _DOWNSTREAMS = ("novel", "digits")
 _N_WAY = 5
 _SHOTS = (1, 5)

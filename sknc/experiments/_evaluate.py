@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 
+from ..utils._options import INTERPOLATIONS
 from ._common import (
     InputError,
     Progress,
@@ -44,7 +45,7 @@ _CONFIDENCE = 95
 #: timm's default centre crop (0.875 of a slightly larger resize) would cut the
 #: border of small images, where their content is.
 SMALL_INPUT_SIZE = 64
-_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+_INTERPOLATIONS = INTERPOLATIONS
 
 
 def _load_folder(data):

@@ -12,6 +12,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ..utils import resolve_device
+from ..utils._options import amp_dtype, check_amp
 from ..utils._warnings import warn_external
 from ._cache import UnkeyableError, key_digest, module_fingerprint, resolve_cache
 from ._create import create_backbone
@@ -33,13 +34,6 @@ from ._weights import (
 __all__ = ["BackboneFeatures"]
 
 _CACHE_VERSION = 2
-_AMP = {
-    True: "float16",
-    "float16": "float16",
-    "fp16": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-}
 _FLUSH_EVERY = 8  # CUDA: copy features to the host every few batches, not every batch
 
 
@@ -137,9 +131,11 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``,
         ``"cuda:1"``, ... Resolved at each ``transform`` (so an estimator
         fitted on a GPU machine and unpickled elsewhere runs there).
-    amp : bool or {"float16", "bfloat16"}, default=False
-        Mixed precision (``torch.autocast``) on CUDA; True means float16.
-        Ignored, with a warning at fit, on other devices.
+    amp : bool or {"float16", "fp16", "bfloat16", "bf16"}, default=False
+        Mixed precision (``torch.autocast``) on CUDA: True, ``"float16"``
+        or ``"fp16"`` is float16, ``"bfloat16"`` or ``"bf16"`` bfloat16 (the
+        same meaning in every sknc estimator). Ignored, with a warning at
+        fit, on other devices.
     channels_last : bool, default=False
         Run in ``torch.channels_last`` memory format (faster for many CNNs
         on recent GPUs).
@@ -346,8 +342,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             or self.batch_size < 1
         ):
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}.")
-        if self.amp not in (False, None) and self.amp not in _AMP:
-            raise ValueError(f"amp must be False, True, 'float16' or 'bfloat16', got {self.amp!r}.")
+        check_amp(self.amp, type(self).__name__)
         if self.model_kwargs is not None and not isinstance(self.model_kwargs, dict):
             raise ValueError(f"model_kwargs must be a dict or None, got {self.model_kwargs!r}.")
         if self.file_key not in ("stat", "content"):
@@ -372,9 +367,8 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
     def _amp_dtype(self, device):
         import torch
 
-        if self.amp in (False, None) or device.type != "cuda":
-            return None
-        return getattr(torch, _AMP[self.amp])
+        name = amp_dtype(self.amp, device)
+        return None if name is None else getattr(torch, name)
 
     # ------------------------------------------------------------------
     # fit
@@ -456,12 +450,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             check_images(X, n_channels=data_config["input_size"][0], layout=self.layout)
 
         device = resolve_device(self.device)
-        if self.amp not in (False, None) and device.type != "cuda":
-            warn_external(
-                f"amp={self.amp!r} only applies on CUDA; on {device.type!r} features are "
-                "computed in float32.",
-                UserWarning,
-            )
+        amp_dtype(self.amp, device, what="features are computed")
         self.model_ = module
         self.head_ = head_module
         self.layers_ = layers

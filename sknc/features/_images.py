@@ -53,6 +53,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..utils._options import INTERPOLATIONS
+
 __all__ = [
     "IMAGENET_DEFAULT_CONFIG",
     "ImageDataset",
@@ -74,7 +76,7 @@ IMAGENET_DEFAULT_CONFIG = {
     "crop_pct": 0.875,
     "crop_mode": "center",
 }
-_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+_INTERPOLATIONS = INTERPOLATIONS
 _FLOAT_TOL = 1e-3
 
 

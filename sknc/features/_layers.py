@@ -25,6 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 from torch import nn
 
+from ..utils._options import FEATURE_POOLS
 from ._create import create_backbone
 from ._weights import _MAX_LISTED, classifier_name, is_timm_model
 
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 PENULTIMATE = "penultimate"
-POOLS = ("auto", "avg", "token", "max", "flatten")
+POOLS = FEATURE_POOLS
 
 
 def _contains(parent, target):

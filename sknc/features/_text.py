@@ -48,8 +48,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ..utils import resolve_device
-from ..utils._warnings import warn_external
-from ._backbone_features import _AMP, BackboneFeatures, _cpu_copy
+from ..utils._options import amp_dtype, check_amp
+from ._backbone_features import BackboneFeatures, _cpu_copy
 from ._cache import resolve_cache
 from ._hub import hub_reachable, offline_env
 from ._layers import PENULTIMATE
@@ -828,8 +828,11 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         Texts per forward pass.
     device : str or torch.device, default="auto"
         As for ``BackboneFeatures``; resolved at each ``transform``.
-    amp : bool or {"float16", "bfloat16"}, default=False
-        Mixed precision on CUDA (True: float16); ignored with a warning elsewhere.
+    amp : bool or {"float16", "fp16", "bfloat16", "bf16"}, default=False
+        Mixed precision (``torch.autocast``) on CUDA: True, ``"float16"``
+        or ``"fp16"`` is float16, ``"bfloat16"`` or ``"bf16"`` bfloat16 (the
+        same meaning in every sknc estimator). Ignored, with a warning at
+        fit, on other devices.
     output : {"numpy", "torch"}, default="numpy"
         float32 numpy array, or float32 tensor on the compute device.
     memory : None, str, path-like or joblib.Memory, default=None
@@ -968,8 +971,7 @@ class TextFeatures(TransformerMixin, BaseEstimator):
                 continue
             if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}.")
-        if self.amp not in (False, None) and self.amp not in _AMP:
-            raise ValueError(f"amp must be False, True, 'float16' or 'bfloat16', got {self.amp!r}.")
+        check_amp(self.amp, type(self).__name__)
         if self.model_kwargs is not None and not isinstance(self.model_kwargs, dict):
             raise ValueError(f"model_kwargs must be a dict or None, got {self.model_kwargs!r}.")
 
@@ -1063,12 +1065,7 @@ class TextFeatures(TransformerMixin, BaseEstimator):
                 pools[path] = enc.st_pool or "avg"
         max_length = int(self.max_length or enc.default_max_length)
         device = resolve_device(self.device)
-        if self.amp not in (False, None) and device.type != "cuda":
-            warn_external(
-                f"amp={self.amp!r} only applies on CUDA; on {device.type!r} features are "
-                "computed in float32.",
-                UserWarning,
-            )
+        amp_dtype(self.amp, device, what="features are computed")
         self._encoder = enc
         self._load_kwargs = load_args
         self._source_signature = _signature(os.fspath(self.model)) if self._reloadable() else None

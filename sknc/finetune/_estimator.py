@@ -12,12 +12,14 @@ cheap.
 """
 
 import copy
-import numbers
+import difflib
+import inspect
 import os
 import re
 import tempfile
 import time
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 from sklearn.base import (
@@ -31,15 +33,18 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from ..utils._options import CACHEABLE_METHODS, TUNED_METHODS, amp_dtype, validate_params
 from ..utils._warnings import warn_external
+from ._params import (
+    AUTO_BLOCK_TOLERANCE,
+    NET_PARAMETER_CONSTRAINTS,
+    PARAMETER_CONSTRAINTS,
+    ROUTED_PREFIXES,
+    routed_prefix,
+)
 
 __all__ = ["FineTuningClassifier"]
 
-_METHODS = ("linear-probe", "layer-ft", "scl-ft", "full-ft", "lora", "bitfit", "norm")
-_TUNED_METHODS = ("layer-ft", "scl-ft")
-_OPTIMIZERS = ("adamw", "adam", "sgd")
-_AMP = (False, True, "bf16", "fp16")
-_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 # "auto" prefix caching is skipped (with a warning) above this many bytes.
 AUTO_CACHE_MAX_BYTES = 4 * 1024**3
 
@@ -56,8 +61,41 @@ def _is_fitted_name(name):
     return (name.endswith("_") and not name.startswith("__")) or name == "_n_features_out"
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+def _check_routed_names(caller, kwargs):
+    """Refuse keyword arguments that are neither parameters nor routed (``prefix__name``)."""
+    for key in kwargs:
+        if routed_prefix(key) is not None and not key.endswith("_"):
+            continue
+        message = f"{caller} got an unexpected keyword argument {key!r}"
+        head = key.partition("__")[0]
+        if head == "module":
+            message += (
+                "; the network's options are parameters of their own: pass "
+                f"{key.partition('__')[2]}=... instead"
+            )
+        else:
+            close = difflib.get_close_matches(head, ROUTED_PREFIXES, n=1)
+            hint = f" (did you mean {close[0]}__...?)" if close and "__" in key else ""
+            message += (
+                f"{hint}; routed arguments are <prefix>__<name> with prefix one of "
+                f"{ROUTED_PREFIXES}"
+            )
+        raise TypeError(message + ".")
+
+
+def _init_arguments(cls):
+    """Keyword names ``cls(...)`` accepts, or None when it takes ``**kwargs``."""
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {
+        p.name
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
 
 
 class FineTuningClassifier(
@@ -135,6 +173,14 @@ default="scl-ft"
         :func:`~sknc.finetune._modules.candidate_blocks` (``layer3.1``,
         ``layer4.0``, ``layer4.1`` for ``last_k=3`` on a ResNet-18);
         ``tuned_block`` must then be None.
+    auto_block_tolerance : float in [0, 1], default=0.1
+        The threshold of the ``tuned_block="auto"`` rule (see *Notes*): a
+        block is chosen once no later block improves the collapse reached
+        before it by more than this share of the total drop of
+        ``log10 NC1``. Smaller values choose later blocks (0: the block
+        after which no block improves at all), larger ones earlier blocks
+        (1: always the second candidate block). Ignored unless
+        ``tuned_block="auto"``.
     lora_rank : int, default=8
         ``method="lora"``: the rank ``r`` of every adapter.
     lora_alpha : float or None, default=None
@@ -186,12 +232,17 @@ default="scl-ft"
         SCL-FT only: a ``LayerNorm`` on the pooled block output before the
         projection.
     lr : float, default=1e-3
-        Learning rate.
+        Learning rate (``optimizer__lr`` overrides it, as in skorch).
     optimizer : {"adamw", "adam", "sgd"} or torch optimizer class, default="adamw"
-        Only trainable parameters are given to it.
+        Only trainable parameters are given to it. Any other argument of
+        the optimizer is routed: ``optimizer__betas=(0.9, 0.99)``,
+        ``optimizer__nesterov=True`` (see *Routed parameters* below).
     weight_decay : float, default=0.0
+        The optimizer's weight decay (``optimizer__weight_decay`` overrides
+        it).
     momentum : float, default=0.9
-        Used with ``optimizer="sgd"`` only.
+        Used with ``optimizer="sgd"`` only (``optimizer__momentum``
+        overrides it).
     max_epochs : int, default=10
         Epochs (0 builds the network without training it).
     batch_size : int, default=32
@@ -242,11 +293,15 @@ default="scl-ft"
         Resize interpolation (default: the model's data config).
     device : str or torch.device, default="auto"
         ``"auto"`` is CUDA when available, else CPU.
-    amp : bool or {"bf16", "fp16"}, default=False
-        Mixed precision on CUDA (ignored on CPU): ``True`` uses bfloat16
-        where supported, else float16 with gradient scaling.
+    amp : bool or {"float16", "fp16", "bfloat16", "bf16"}, default=False
+        Mixed precision (``torch.autocast``) on CUDA, with the meaning it has
+        in every sknc estimator: True, ``"float16"`` or ``"fp16"`` is
+        float16 (training then scales gradients with a
+        ``torch.amp.GradScaler``), ``"bfloat16"`` or ``"bf16"`` bfloat16.
+        Ignored, with a warning at fit, on other devices.
     num_workers : int, default=0
-        DataLoader worker processes for training.
+        DataLoader worker processes for training
+        (``iterator_train__num_workers`` overrides it).
     checkpoint_dir : str, path-like or None, default=None
         Where checkpoints go (with ``save_checkpoints=True``): written
         directly into this directory (created if needed), so their paths are
@@ -298,6 +353,34 @@ default="scl-ft"
     verbose : int, default=0
         0 is silent; 1 prints skorch's per-epoch table and the cache size; 2
         adds per-batch progress bars.
+    **kwargs : routed parameters
+        skorch-style ``<prefix>__<name>=value`` arguments handed to what
+        the fit builds, with the same names as in ``skorch.NeuralNet``:
+
+        - ``optimizer__<name>``: the optimizer (``optimizer__betas``,
+          ``optimizer__eps``, ``optimizer__nesterov``, ``optimizer__lr``,
+          skorch's ``optimizer__param_groups``);
+        - ``criterion__<name>``: the ``torch.nn.CrossEntropyLoss``
+          (``criterion__label_smoothing=0.1``);
+        - ``iterator_train__<name>`` / ``iterator_valid__<name>``: the
+          ``torch.utils.data.DataLoader`` of training / of the validation
+          split (``iterator_train__num_workers=2``,
+          ``iterator_train__persistent_workers=True``);
+        - ``callbacks__<callback>__<name>``: a parameter of one of the fit's
+          skorch callbacks, named as in ``net_.callbacks_``
+          (``callbacks__early_stopping__threshold=1e-3``), or
+          ``callbacks__<callback>=None`` to turn one off
+          (``callbacks__print_log=None``).
+
+        They are parameters like any other (``get_params``,
+        ``set_params``, ``clone``, pickling, ``GridSearchCV`` over
+        ``optimizer__lr`` or ``optimizer__betas``) and override the
+        defaults the flat parameters set. Their names are checked at
+        ``fit`` against what receives them (an unknown name raises a
+        ``ValueError`` naming it and listing the valid ones); a keyword
+        that is neither a parameter nor routed raises a ``TypeError`` at
+        construction. The network's own options are the flat parameters
+        above (there is no ``module__*`` routing).
 
     Attributes
     ----------
@@ -400,9 +483,11 @@ default="scl-ft"
       out of one block. The rule implemented (our reading of that
       guideline): with ``v_i = log10 NC1`` of block ``i`` and
       ``D = v_0 - min v``, tune the first block ``i >= 1`` such that
-      ``v_{i-1} - min_{j >= i} v_j <= 0.1 D`` (no later block improves the
-      collapse reached before block ``i`` by more than 10% of the total
-      drop), or the last block when collapse keeps improving to the end.
+      ``v_{i-1} - min_{j >= i} v_j <= t D`` with ``t =
+      auto_block_tolerance`` (no later block improves the collapse reached
+      before block ``i`` by more than the share ``t``, by default 10%, of
+      the total drop), or the last block when collapse keeps improving to
+      the end.
       NC1 is measured on all of ``X`` (the validation split included).
 
     **Interrupts and failures.** Ctrl-C (or any ``KeyboardInterrupt``)
@@ -448,7 +533,20 @@ default="scl-ft"
     ('layer3.0', (3,), (3, 512))
     >>> bool(clf.trainable_fraction_ < 0.25), clf.prefix_cached_
     (True, True)
+
+    Optimizer, loss, data-loader and callback arguments are routed the
+    skorch way:
+
+    >>> probe = FineTuningClassifier("resnet10t", method="linear-probe", max_epochs=1,
+    ...                              input_size=32, optimizer__betas=(0.8, 0.99),
+    ...                              criterion__label_smoothing=0.1, random_state=0)
+    >>> probe.get_params()["optimizer__betas"]
+    (0.8, 0.99)
+    >>> probe.fit(X, y).net_.optimizer_.param_groups[0]["betas"]
+    (0.8, 0.99)
     """
+
+    _parameter_constraints: dict = PARAMETER_CONSTRAINTS
 
     def __init__(
         self,
@@ -475,6 +573,7 @@ default="scl-ft"
         validation_fraction=None,
         patience=None,
         last_k=None,
+        auto_block_tolerance=AUTO_BLOCK_TOLERANCE,
         lora_rank=8,
         lora_alpha=None,
         lora_dropout=0.0,
@@ -495,7 +594,9 @@ default="scl-ft"
         callbacks=None,
         random_state=None,
         verbose=0,
+        **kwargs,
     ):
+        _check_routed_names(type(self).__name__, kwargs)
         self.model = model
         self.method = method
         self.tuned_block = tuned_block
@@ -518,6 +619,7 @@ default="scl-ft"
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.last_k = last_k
+        self.auto_block_tolerance = auto_block_tolerance
         self.lora_rank = lora_rank
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
@@ -538,6 +640,8 @@ default="scl-ft"
         self.callbacks = callbacks
         self.random_state = random_state
         self.verbose = verbose
+        for key, value in kwargs.items():  # routed: optimizer__betas=..., ...
+            setattr(self, key, value)
 
     # ------------------------------------------------------------------
     # scikit-learn plumbing
@@ -550,127 +654,114 @@ default="scl-ft"
         tags.classifier_tags.poor_score = True
         return tags
 
+    # ------------------------------------------------------------------
+    # parameters: one constraint table, skorch-style routed arguments
+    # ------------------------------------------------------------------
+    def get_params(self, deep=True):
+        """Parameters of this estimator, routed ``optimizer__*`` etc. included.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            As for any scikit-learn estimator.
+
+        Returns
+        -------
+        params : dict
+        """
+        params = super().get_params(deep=deep)
+        params.update(self._routed_params())
+        return params
+
+    def set_params(self, **params):
+        """Set parameters, including routed ones (``optimizer__betas=...``).
+
+        A routed name (``optimizer__*``, ``criterion__*``,
+        ``iterator_train__*``, ``iterator_valid__*``, ``callbacks__*``) may
+        be set even when the estimator was built without it, so that
+        ``GridSearchCV`` can search ``optimizer__lr`` or
+        ``optimizer__betas``. Its sub-name is checked at ``fit``.
+
+        Returns
+        -------
+        self : FineTuningClassifier
+        """
+        routed = {k: v for k, v in params.items() if routed_prefix(k) is not None}
+        _check_routed_names(type(self).__name__, routed)
+        rest = {k: v for k, v in params.items() if k not in routed}
+        if rest:
+            super().set_params(**rest)
+        for key, value in routed.items():
+            setattr(self, key, value)
+        return self
+
+    def _routed_params(self, prefixes=ROUTED_PREFIXES):
+        return {
+            key: value
+            for key, value in sorted(vars(self).items())
+            if routed_prefix(key) in prefixes
+        }
+
     def _check_params(self):
-        if self.method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}.")
-        self._check_peft_params()
-        if self.combine not in ("add", "concat"):
-            raise ValueError(f"combine must be 'add' or 'concat', got {self.combine!r}.")
-        if self.projection not in ("auto", "linear", "identity"):
+        """Validate every parameter (one table) and the combinations of them."""
+        validate_params(
+            self._parameter_constraints, self.get_params(deep=False), type(self).__name__
+        )
+        tb = self.tuned_block
+        if self.last_k is not None and tb is not None:
             raise ValueError(
-                f"projection must be 'auto', 'linear' or 'identity', got {self.projection!r}."
+                f"Pass either tuned_block or last_k, not both (got tuned_block={tb!r}, "
+                f"last_k={self.last_k!r})."
             )
-        if not (
-            self.projection_rank in ("auto", None)
-            or (_is_int(self.projection_rank) and self.projection_rank >= 1)
-        ):
-            raise ValueError(
-                f"projection_rank must be 'auto', None or a positive int, "
-                f"got {self.projection_rank!r}."
-            )
-        if self.skip_pool not in ("auto", "avg", "token", "max"):
-            raise ValueError(
-                f"skip_pool must be 'auto', 'avg', 'token' or 'max', got {self.skip_pool!r}."
-            )
-        if not isinstance(self.lr, numbers.Real) or isinstance(self.lr, bool) or not self.lr > 0:
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}.")
-        if not isinstance(self.weight_decay, numbers.Real) or self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}.")
-        if isinstance(self.optimizer, str):
-            if self.optimizer not in _OPTIMIZERS:
-                raise ValueError(
-                    f"optimizer must be one of {_OPTIMIZERS} or a torch.optim.Optimizer "
-                    f"subclass, got {self.optimizer!r}."
-                )
-        elif not isinstance(self.optimizer, type):
-            raise ValueError(
-                f"optimizer must be one of {_OPTIMIZERS} or a torch.optim.Optimizer class, "
-                f"got {type(self.optimizer).__name__}."
-            )
-        cp = self.crop_pct
-        if cp is not None and not (
-            isinstance(cp, numbers.Real) and not isinstance(cp, bool) and 0 < cp <= 1
-        ):
-            raise ValueError(f"crop_pct must be a number in (0, 1] or None, got {cp!r}.")
-        if self.interpolation is not None and self.interpolation not in _INTERPOLATIONS:
-            raise ValueError(
-                f"interpolation must be one of {_INTERPOLATIONS} or None, "
-                f"got {self.interpolation!r}."
-            )
-        if not _is_int(self.max_epochs) or self.max_epochs < 0:
-            raise ValueError(f"max_epochs must be an int >= 0, got {self.max_epochs!r}.")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}.")
-        if self.augment is not None and not callable(self.augment):
-            raise ValueError("augment must be a callable (e.g. a torchvision transform) or None.")
-        if self.cache_prefix not in ("auto", True, False):
-            raise ValueError(
-                f"cache_prefix must be 'auto', True or False, got {self.cache_prefix!r}."
-            )
-        vf = self.validation_fraction
-        if vf is not None and not (isinstance(vf, numbers.Real) and 0 < vf < 1):
-            raise ValueError(f"validation_fraction must be in (0, 1) or None, got {vf!r}.")
-        if self.patience is not None and (not _is_int(self.patience) or self.patience < 1):
-            raise ValueError(f"patience must be a positive int or None, got {self.patience!r}.")
-        if not any(self.amp is a or (isinstance(a, str) and self.amp == a) for a in _AMP):
-            raise ValueError(f"amp must be False, True, 'bf16' or 'fp16', got {self.amp!r}.")
-        if not _is_int(self.num_workers) or self.num_workers < 0:
-            raise ValueError(f"num_workers must be an int >= 0, got {self.num_workers!r}.")
-        if self.on_epoch_end is not None and not callable(self.on_epoch_end):
-            raise ValueError("on_epoch_end must be a callable on_epoch_end(estimator, epoch).")
-        if self.callbacks is not None and not isinstance(self.callbacks, (list, tuple)):
-            raise ValueError("callbacks must be a list of skorch callbacks or (name, callback).")
-        if not isinstance(self.resume, (bool, np.bool_)):
-            raise ValueError(f"resume must be True or False, got {self.resume!r}.")
         if self.resume and not (self.save_checkpoints and self.checkpoint_dir is not None):
             raise ValueError(
                 "resume=True continues the run saved in checkpoint_dir: it needs "
                 "save_checkpoints=True and a checkpoint_dir."
             )
-
-    def _check_peft_params(self):
-        tb = self.tuned_block
-        items = tb if isinstance(tb, (list, tuple)) else [tb]
-        if isinstance(tb, (list, tuple)) and not tb:
-            raise ValueError("tuned_block is an empty list; name at least one block.")
-        for item in items:
-            if not (item is None or isinstance(item, str) or _is_int(item)):
-                raise ValueError(
-                    f"tuned_block must be an int, a module path, a list of them, 'auto' or "
-                    f"None, got {tb!r}."
-                )
-        if isinstance(tb, (list, tuple)) and any(i is None or i == "auto" for i in tb):
-            raise ValueError(f"tuned_block lists may not contain None or 'auto', got {tb!r}.")
-        if self.last_k is not None:
-            if not _is_int(self.last_k) or self.last_k < 1:
-                raise ValueError(f"last_k must be a positive int or None, got {self.last_k!r}.")
-            if tb is not None:
-                raise ValueError(
-                    f"Pass either tuned_block or last_k, not both (got tuned_block={tb!r}, "
-                    f"last_k={self.last_k!r})."
-                )
-        if not _is_int(self.lora_rank) or self.lora_rank < 1:
-            raise ValueError(f"lora_rank must be a positive int, got {self.lora_rank!r}.")
-        la = self.lora_alpha
-        if la is not None and not (
-            isinstance(la, numbers.Real) and not isinstance(la, bool) and la > 0
-        ):
-            raise ValueError(f"lora_alpha must be a positive number or None, got {la!r}.")
-        ld = self.lora_dropout
-        if not (isinstance(ld, numbers.Real) and not isinstance(ld, bool) and 0 <= ld < 1):
-            raise ValueError(f"lora_dropout must be a number in [0, 1), got {ld!r}.")
-        lt = self.lora_targets
-        if not (
-            isinstance(lt, str)
-            or (isinstance(lt, (list, tuple)) and lt and all(isinstance(t, str) for t in lt))
-        ):
-            raise ValueError(
-                f"lora_targets must be 'auto', a regex or a list of module names, got {lt!r}."
-            )
         if self.method == "lora":
             from ._peft import import_peft
 
             import_peft()
+        self._check_routed(self._optimizer_args()[0])
+
+    def _check_routed(self, optimizer_cls):
+        """Check the sub-names of routed arguments against what receives them."""
+        import torch
+        from torch.utils.data import DataLoader
+
+        receivers = {
+            "optimizer": (optimizer_cls, {"params"}),
+            "criterion": (torch.nn.CrossEntropyLoss, set()),
+            "iterator_train": (DataLoader, {"dataset"}),
+            "iterator_valid": (DataLoader, {"dataset"}),
+        }
+        for key in self._routed_params(tuple(receivers)):
+            prefix = routed_prefix(key)
+            name = key[len(prefix) + 2 :]
+            if prefix == "optimizer" and name == "param_groups":  # skorch's groups
+                continue
+            receiver, reserved = receivers[prefix]
+            accepted = _init_arguments(receiver)
+            if accepted is not None and (name not in accepted or name in reserved):
+                valid = sorted(accepted - reserved)
+                raise ValueError(
+                    f"{key}: {receiver.__name__} has no argument {name!r}; "
+                    f"{prefix}__ takes one of {valid}."
+                )
+
+    @staticmethod
+    def _check_routed_callbacks(net, routed):
+        """``callbacks__<name>...`` must name one of the net's callbacks."""
+        names = [name for name, _ in net.get_default_callbacks()]
+        names += [name for name, _ in net.callbacks]
+        for key in routed:
+            if routed_prefix(key) != "callbacks":
+                continue
+            name = key[len("callbacks__") :].split("__", 1)[0]
+            if name not in names:
+                raise ValueError(
+                    f"{key}: this fit has no callback named {name!r}; its callbacks are {names}."
+                )
 
     def _auto_block(self, X, y_enc, seed, device):
         """``(block, block_nc)`` for ``tuned_block="auto"`` (one pass over ``X``)."""
@@ -712,11 +803,16 @@ default="scl-ft"
                 source, config, batch_size=max(self.batch_size, 64), device=device
             )
         )
-        pool = "auto" if self.skip_pool == "auto" else self.skip_pool
-        block_nc = layerwise_nc1(backbone, batches, y_enc, blocks, pool=pool)
-        return select_block_by_collapse(block_nc), block_nc
+        block_nc = layerwise_nc1(backbone, batches, y_enc, blocks, pool=self.skip_pool)
+        block = select_block_by_collapse(block_nc, tolerance=self.auto_block_tolerance)
+        return block, block_nc
 
     def _optimizer_args(self):
+        """``(optimizer class, optimizer__* keyword arguments of the net)``.
+
+        ``weight_decay`` (and ``momentum`` for SGD) are defaults that routed
+        ``optimizer__*`` arguments override.
+        """
         import torch
 
         if isinstance(self.optimizer, str):
@@ -725,23 +821,15 @@ default="scl-ft"
             ]
         else:
             cls = self.optimizer
-            if not issubclass(cls, torch.optim.Optimizer):
-                raise ValueError(f"optimizer {cls!r} is not a torch.optim.Optimizer subclass.")
         kwargs = {"optimizer__weight_decay": float(self.weight_decay)}
         if cls is torch.optim.SGD:
             kwargs["optimizer__momentum"] = float(self.momentum)
+        kwargs.update(self._routed_params(("optimizer",)))
         return cls, kwargs
 
-    def _amp_dtype(self, device):
-        import torch
-
-        if self.amp is False or device.type != "cuda":
-            return None
-        if self.amp == "fp16":
-            return "float16"
-        if self.amp == "bf16":
-            return "bfloat16"
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    def _amp_dtype(self, device, what=None):
+        """The autocast dtype name on ``device`` (see :func:`~sknc.utils._options.amp_dtype`)."""
+        return amp_dtype(self.amp, device, what=what)
 
     def _callbacks(self, checkpoint_dir, fingerprint=None, state=None):
         from skorch.callbacks import Callback, EarlyStopping, ProgressBar
@@ -898,6 +986,92 @@ default="scl-ft"
             )
         return path, None
 
+    def _fit(self, X, y, progress):
+        from ..features._text import is_text_model
+
+        if is_text_model(self.model):  # Hugging Face / sentence-transformers encoders
+            from ._text import fit_text
+
+            other = [k for k in self._routed_params() if routed_prefix(k) != "optimizer"]
+            if other:
+                raise ValueError(
+                    f"{other[0]}: only optimizer__* arguments are routed for text encoders yet."
+                )
+            self._check_params()
+            from ..utils import resolve_device
+
+            self._amp_dtype(resolve_device(self.device), what="training and prediction run")
+            return fit_text(self, X, y, progress)
+
+        import torch
+
+        start = time.perf_counter()
+        self._check_params()
+        setup = self._prepare_fit(X, y, progress)
+        tuned_block, block_nc = self.tuned_block, None
+        if self.method in TUNED_METHODS and isinstance(tuned_block, str) and tuned_block == "auto":
+            tuned_block, block_nc = self._auto_block(X, setup.y_enc, setup.seed, setup.device)
+        net = self._build_net(setup, tuned_block)
+        progress["net"] = net
+        with torch.random.fork_rng(devices=setup.fork_devices):
+            torch.manual_seed(setup.seed)
+            net.initialize()
+            module = net.module_
+            if setup.state is not None:
+                self._restore(net, setup.state)
+            self._warn_random_linear_probe(module)
+            # Set now (not only on success) because on_epoch_end hooks use the
+            # estimator during training; fit() restores the earlier state if
+            # anything below raises.
+            source = self._set_model_attributes(net, X, setup, block_nc)
+            cache = self._build_cache(module, source, setup.y_enc)
+            self.prefix_cached_ = cache is not None
+            try:
+                self._train(net, source, cache, setup)
+            finally:
+                module.__dict__["_split"] = None
+        module.eval()
+        self.fit_time_ = time.perf_counter() - start
+        return self
+
+    def _prepare_fit(self, X, y, progress):
+        """Labels, seed, device, checkpoint directory and resume state of a fit."""
+        import torch
+
+        from ..utils import resolve_device
+
+        n_samples = self._n_images(X)
+        classes, y_enc = self._check_y(y, n_samples)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        device = resolve_device(self.device)
+        self._amp_dtype(device, what="training and prediction run")  # warns off CUDA
+        checkpoint_dir, state = self._checkpoint_dir()
+        progress["checkpoint_dir"] = checkpoint_dir
+        fingerprint = {
+            "classes": [str(c) for c in classes],
+            "n_samples": int(n_samples),
+            "method": self.method,
+            "model": self.model if isinstance(self.model, str) else type(self.model).__name__,
+            "seed": seed,
+        }
+        done, seed = self._resume_point(state, fingerprint)
+        fork_devices = []
+        if device.type == "cuda":
+            fork_devices = [
+                device.index if device.index is not None else torch.cuda.current_device()
+            ]
+        return SimpleNamespace(
+            classes=classes,
+            y_enc=y_enc,
+            seed=seed,
+            device=device,
+            checkpoint_dir=checkpoint_dir,
+            state=state,
+            fingerprint=fingerprint,
+            done=done,
+            fork_devices=fork_devices,
+        )
+
     def _resume_point(self, state, fingerprint):
         """``(epochs done, seed)`` of the saved run ``state`` (None: a new run at 0).
 
@@ -923,166 +1097,120 @@ default="scl-ft"
         fingerprint["seed"] = int(saved["seed"])
         return done, fingerprint["seed"]
 
-    def _fit(self, X, y, progress):
-        from ..features._text import is_text_model
-
-        if is_text_model(self.model):  # Hugging Face / sentence-transformers encoders
-            from ._text import fit_text
-
-            return fit_text(self, X, y, progress)
-
+    def _build_net(self, setup, tuned_block):
+        """The (uninitialised) skorch net of this fit; routed arguments override defaults."""
         import torch
 
-        from ..features import resolve_data_config
-        from ..features._images import check_images
-        from ..utils import resolve_device
         from ._callbacks import FineTuneSkorchNet
-        from ._modules import FineTuneNet, count_parameters
+        from ._modules import FineTuneNet
 
-        start = time.perf_counter()
-        self._check_params()
-        n_samples = self._n_images(X)
-        classes, y_enc = self._check_y(y, n_samples)
-        rng = check_random_state(self.random_state)
-        seed = int(rng.randint(np.iinfo(np.int32).max))
-        device = resolve_device(self.device)
         optimizer, optimizer_kwargs = self._optimizer_args()
-
-        checkpoint_dir, state = self._checkpoint_dir()
-        progress["checkpoint_dir"] = checkpoint_dir
-        fingerprint = {
-            "classes": [str(c) for c in classes],
-            "n_samples": int(n_samples),
-            "method": self.method,
-            "model": self.model if isinstance(self.model, str) else type(self.model).__name__,
-            "seed": seed,
-        }
-        done, seed = self._resume_point(state, fingerprint)
-
-        tuned_block, block_nc = self.tuned_block, None
-        if self.method in _TUNED_METHODS and isinstance(tuned_block, str) and tuned_block == "auto":
-            tuned_block, block_nc = self._auto_block(X, y_enc, seed, device)
-
         train_split = None
         if self.validation_fraction:
             from skorch.dataset import ValidSplit
 
             train_split = ValidSplit(
-                float(self.validation_fraction), stratified=True, random_state=seed
+                float(self.validation_fraction), stratified=True, random_state=setup.seed
             )
-
-        net = FineTuneSkorchNet(
-            module=FineTuneNet,
-            module__model=self.model,
-            module__n_classes=len(classes),
-            module__method=self.method,
-            module__tuned_block=None if tuned_block == "auto" else tuned_block,
-            module__pretrained=self.pretrained,
-            module__weights=self.weights,
-            module__model_kwargs=self.model_kwargs,
-            module__combine=self.combine,
-            module__projection=self.projection,
-            module__projection_rank=self.projection_rank,
-            module__skip_pool=self.skip_pool,
-            module__skip_norm=self.skip_norm,
-            module__input_size=self.input_size,
-            module__seed=seed,
-            module__last_k=self.last_k,
-            module__lora_rank=self.lora_rank,
-            module__lora_alpha=self.lora_alpha,
-            module__lora_dropout=self.lora_dropout,
-            module__lora_targets=self.lora_targets,
-            criterion=torch.nn.CrossEntropyLoss,
-            optimizer=optimizer,
-            lr=float(self.lr),
-            max_epochs=int(self.max_epochs) - done,
-            batch_size=int(self.batch_size),
-            train_split=train_split,
-            callbacks=self._callbacks(checkpoint_dir, fingerprint, state),
-            classes=list(range(len(classes))),
-            device=str(device),
-            verbose=int(self.verbose),
-            iterator_train__shuffle=True,
-            iterator_train__num_workers=int(self.num_workers),
-            iterator_train__pin_memory=device.type == "cuda",
-            iterator_valid__pin_memory=device.type == "cuda",
-            amp_dtype=self._amp_dtype(device),
+        module_kwargs = {
+            f"module__{name}": getattr(self, name) for name in NET_PARAMETER_CONSTRAINTS
+        }
+        module_kwargs["module__tuned_block"] = None if tuned_block == "auto" else tuned_block
+        cuda = setup.device.type == "cuda"
+        kwargs = {
+            **module_kwargs,
+            "module__model": self.model,
+            "module__n_classes": len(setup.classes),
+            "module__seed": setup.seed,
+            "criterion": torch.nn.CrossEntropyLoss,
+            "optimizer": optimizer,
+            "lr": float(self.lr),
+            "max_epochs": int(self.max_epochs) - setup.done,
+            "batch_size": int(self.batch_size),
+            "train_split": train_split,
+            "callbacks": self._callbacks(setup.checkpoint_dir, setup.fingerprint, setup.state),
+            "classes": list(range(len(setup.classes))),
+            "device": str(setup.device),
+            "verbose": int(self.verbose),
+            "iterator_train__shuffle": True,
+            "iterator_train__num_workers": int(self.num_workers),
+            "iterator_train__pin_memory": cuda,
+            "iterator_valid__pin_memory": cuda,
+            "amp_dtype": self._amp_dtype(setup.device),
             **optimizer_kwargs,
+        }
+        routed = self._routed_params(("criterion", "iterator_train", "iterator_valid", "callbacks"))
+        kwargs.update(routed)
+        net = FineTuneSkorchNet(module=FineTuneNet, **kwargs)
+        self._check_routed_callbacks(net, routed)
+        return net
+
+    def _warn_random_linear_probe(self, module):
+        import torch
+
+        if (
+            self.method == "linear-probe"
+            and not self.pretrained
+            and self.weights is None
+            and not isinstance(self.model, torch.nn.Module)
+        ):
+            from ..features._weights import warn_identity_blocks
+
+            warn_identity_blocks(module.backbone, self.model, what="linear-probe features")
+
+    def _set_model_attributes(self, net, X, setup, block_nc):
+        """The fitted attributes known before training; returns the checked images."""
+        from ..features import resolve_data_config
+        from ..features._images import check_images
+        from ._modules import count_parameters
+
+        module = net.module_
+        self.classes_ = setup.classes
+        self.net_ = net
+        blocks_ = list(module.tuned_blocks)
+        self.tuned_block_ = None if not blocks_ else blocks_[0] if len(blocks_) == 1 else blocks_
+        self.block_nc_ = block_nc
+        self.lora_targets_ = module.lora_targets
+        self.data_config_ = resolve_data_config(
+            module.backbone,
+            input_size=self.input_size,
+            mean=self.mean,
+            std=self.std,
+            crop_pct=self.crop_pct,
+            interpolation=self.interpolation,
         )
-        progress["net"] = net
-        fork_devices = []
-        if device.type == "cuda":
-            fork_devices = [
-                device.index if device.index is not None else torch.cuda.current_device()
-            ]
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(seed)
-            net.initialize()
-            module = net.module_
-            if state is not None:
-                self._restore(net, state)
-            if (
-                self.method == "linear-probe"
-                and not self.pretrained
-                and self.weights is None
-                and not isinstance(self.model, torch.nn.Module)
-            ):
-                from ..features._weights import warn_identity_blocks
+        self.n_params_, self.n_trainable_params_ = count_parameters(module)
+        self.trainable_fraction_ = self.n_trainable_params_ / max(self.n_params_, 1)
+        self._n_features_out = module.head_in_features
+        self.checkpoint_dir_ = setup.checkpoint_dir
+        self.resumed_from_ = setup.done
+        return check_images(X, n_channels=self.data_config_["input_size"][0])
 
-                warn_identity_blocks(module.backbone, self.model, what="linear-probe features")
-            # Set now (not only on success) because on_epoch_end hooks use the
-            # estimator during training; fit() restores the earlier state if
-            # anything below raises.
-            self.classes_ = classes
-            self.net_ = net
-            blocks_ = list(module.tuned_blocks)
-            self.tuned_block_ = (
-                None if not blocks_ else blocks_[0] if len(blocks_) == 1 else blocks_
-            )
-            self.block_nc_ = block_nc
-            self.lora_targets_ = module.lora_targets
-            self.data_config_ = resolve_data_config(
-                module.backbone,
-                input_size=self.input_size,
-                mean=self.mean,
-                std=self.std,
-                crop_pct=self.crop_pct,
-                interpolation=self.interpolation,
-            )
-            source = check_images(X, n_channels=self.data_config_["input_size"][0])
-            self.n_params_, self.n_trainable_params_ = count_parameters(module)
-            self.trainable_fraction_ = self.n_trainable_params_ / max(self.n_params_, 1)
-            self._n_features_out = module.head_in_features
-            self.checkpoint_dir_ = checkpoint_dir
-            self.resumed_from_ = done
-            cache = self._build_cache(module, source, y_enc)
-            self.prefix_cached_ = cache is not None
-            if cache is not None:
-                dataset = cache
-            else:
-                from ._data import make_train_dataset
+    def _train(self, net, source, cache, setup):
+        """Run the epochs (after the resumed ones) and set the training attributes."""
+        import torch
 
-                dataset = make_train_dataset(source, y_enc, self.data_config_, self.augment)
-            try:
-                if state is not None:
-                    torch.set_rng_state(state["torch_rng"])
-                    if fork_devices and state["cuda_rng"]:
-                        torch.cuda.set_rng_state(state["cuda_rng"][fork_devices[0]], device)
-                if self.max_epochs > done:
-                    net.partial_fit(dataset, y_enc)
-                self.history_ = net.history
-                self.n_iter_ = len(net.history)
-                durations = [row["dur"] for row in net.history if "dur" in row]
-                self.seconds_per_epoch_ = float(np.median(durations)) if durations else None
-                self.checkpoints_ = self._checkpoint_paths(net, checkpoint_dir)
-                self.train_nc1_ = None
-                if self.compute_train_nc1:
-                    self.train_nc1_ = self._train_nc1(source, cache, y_enc)
-            finally:
-                module.__dict__["_split"] = None
-        module.eval()
-        self.fit_time_ = time.perf_counter() - start
-        return self
+        if cache is not None:
+            dataset = cache
+        else:
+            from ._data import make_train_dataset
+
+            dataset = make_train_dataset(source, setup.y_enc, self.data_config_, self.augment)
+        state = setup.state
+        if state is not None:
+            torch.set_rng_state(state["torch_rng"])
+            if setup.fork_devices and state["cuda_rng"]:
+                torch.cuda.set_rng_state(state["cuda_rng"][setup.fork_devices[0]], setup.device)
+        if self.max_epochs > setup.done:
+            net.partial_fit(dataset, setup.y_enc)
+        self.history_ = net.history
+        self.n_iter_ = len(net.history)
+        durations = [row["dur"] for row in net.history if "dur" in row]
+        self.seconds_per_epoch_ = float(np.median(durations)) if durations else None
+        self.checkpoints_ = self._checkpoint_paths(net, setup.checkpoint_dir)
+        self.train_nc1_ = None
+        if self.compute_train_nc1:
+            self.train_nc1_ = self._train_nc1(source, cache, setup.y_enc)
 
     @staticmethod
     def _restore(net, state):
@@ -1109,6 +1237,19 @@ default="scl-ft"
         first = checkpoint_path(checkpoint_dir, 0)
         return ([first] if os.path.exists(first) else []) + paths
 
+    def _no_cache_reason(self):
+        """Why the prefix cannot be cached for these parameters, or None."""
+        if self.method == "full-ft":
+            return "full fine-tuning trains every layer, so no prefix is frozen"
+        if self.method not in CACHEABLE_METHODS:
+            return (
+                f"method={self.method!r} trains parameters throughout the backbone, "
+                "so no prefix is frozen"
+            )
+        if self.augment is not None:
+            return "augment is set, so the frozen prefix sees different inputs every epoch"
+        return None
+
     def _build_cache(self, module, source, y_enc):
         """The :class:`CachedPrefixDataset` for this fit, or None."""
         import torch
@@ -1119,16 +1260,7 @@ default="scl-ft"
 
         if self.cache_prefix is False or self.max_epochs == 0:
             return None
-        reason = None
-        if self.method == "full-ft":
-            reason = "full fine-tuning trains every layer, so no prefix is frozen"
-        elif self.method not in ("linear-probe", *_TUNED_METHODS):
-            reason = (
-                f"method={self.method!r} trains parameters throughout the backbone, "
-                "so no prefix is frozen"
-            )
-        elif self.augment is not None:
-            reason = "augment is set, so the frozen prefix sees different inputs every epoch"
+        reason = self._no_cache_reason()
         if reason is not None:
             if self.cache_prefix is True:
                 raise ValueError(f"cache_prefix=True cannot be used: {reason}.")

@@ -43,6 +43,7 @@ count_parameters(module)
 import math
 import numbers
 import re
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -58,6 +59,15 @@ from ..features import (
     strip_classifier,
     token_info,
 )
+from ..utils._options import (
+    CACHEABLE_METHODS,
+    METHODS,
+    PEFT_METHODS,
+    TUNED_METHODS,
+    Interval,
+    validate_params,
+)
+from ._params import AUTO_BLOCK_TOLERANCE, NET_PARAMETER_CONSTRAINTS
 
 __all__ = [
     "METHODS",
@@ -76,19 +86,6 @@ __all__ = [
     "select_block_by_collapse",
     "split_backbone",
 ]
-
-METHODS = ("linear-probe", "layer-ft", "scl-ft", "full-ft", "lora", "bitfit", "norm")
-TUNED_METHODS = ("layer-ft", "scl-ft")
-# methods whose trainable parameters sit throughout the backbone: no frozen
-# prefix, gradients through the whole network
-PEFT_METHODS = ("lora", "bitfit", "norm")
-# methods whose frozen prefix is a fixed function (prefix caching applies)
-CACHEABLE_METHODS = ("linear-probe", "layer-ft", "scl-ft")
-# the tuned_block="auto" rule's tolerance (share of the total drop of log NC1)
-AUTO_BLOCK_TOLERANCE = 0.1
-COMBINES = ("add", "concat")
-PROJECTIONS = ("auto", "linear", "identity")
-SKIP_POOLS = ("auto", "avg", "token", "max")
 
 
 # --------------------------------------------------------------------------
@@ -322,7 +319,10 @@ def select_block_by_collapse(block_nc, tolerance=AUTO_BLOCK_TOLERANCE):
     ----------
     block_nc : dict {str: float}
         NC1 per block, in forward order (``FineTuningClassifier.block_nc_``).
-    tolerance : float, default=0.1
+    tolerance : float in [0, 1], default=0.1
+        The share of the total drop ``D`` below which later improvement
+        does not count (``FineTuningClassifier(auto_block_tolerance=...)``):
+        smaller values choose later blocks, larger ones earlier blocks.
 
     Returns
     -------
@@ -344,6 +344,11 @@ def select_block_by_collapse(block_nc, tolerance=AUTO_BLOCK_TOLERANCE):
     names = list(block_nc)
     if not names:
         raise ValueError("block_nc is empty.")
+    validate_params(
+        {"tolerance": [Interval("real", 0, 1)]},
+        {"tolerance": tolerance},
+        "select_block_by_collapse",
+    )
     values = [float(block_nc[n]) for n in names]
     bad = [n for n, v in zip(names, values) if not (math.isfinite(v) and v > 0)]
     if bad:
@@ -603,8 +608,17 @@ def split_backbone(backbone, block_path, example=None, leaves=()):
         When tracing fails, the block is not called exactly once, its output
         does not reach the model output, or the check fails.
     """
-    import torch.fx as fx
+    tracer, graph = _trace(backbone, block_path, leaves)
+    parts = _partition(list(graph.nodes), block_path)
+    prefix, suffix = _split_graphs(tracer.root, parts)
+    split = BackboneSplit(prefix, suffix, len(parts.cut))
+    if example is not None:
+        _check_split(backbone, split, example)
+    return split
 
+
+def _trace(backbone, block_path, leaves):
+    """``(tracer, graph)`` of ``backbone`` in eval mode, the block and ``leaves`` as leaves."""
     was_training = backbone.training
     backbone.eval()
     try:
@@ -618,7 +632,18 @@ def split_backbone(backbone, block_path, example=None, leaves=()):
             ) from exc
     finally:
         backbone.train(was_training)
-    nodes = list(graph.nodes)
+    return tracer, graph
+
+
+def _partition(nodes, block_path):
+    """The nodes of each side of the cut at the input of ``block_path``.
+
+    Returns a namespace with ``placeholders``, ``cut`` (values the suffix
+    reads from the prefix that depend on the input: what is cached),
+    ``constants`` (values the suffix reads that do not depend on the input:
+    recomputed in the suffix), ``downstream`` (the block call and what
+    depends on it) and ``output``.
+    """
     calls = [n for n in nodes if n.op == "call_module" and n.target == block_path]
     if len(calls) != 1:
         raise SplitError(
@@ -629,14 +654,8 @@ def split_backbone(backbone, block_path, example=None, leaves=()):
     if not placeholders:
         raise SplitError("The traced graph has no input.")
     # nodes that depend on the image input (the first argument of forward)
-    depends = set()
-    for n in nodes:
-        if n is placeholders[0] or any(a in depends for a in n.all_input_nodes):
-            depends.add(n)
-    downstream = set()
-    for n in nodes:
-        if n is calls[0] or any(a in downstream for a in n.all_input_nodes):
-            downstream.add(n)
+    depends = _descendants(nodes, placeholders[0])
+    downstream = _descendants(nodes, calls[0])
     output = next(n for n in nodes if n.op == "output")
     if output not in downstream:
         raise SplitError(f"The output of {block_path!r} does not reach the model output.")
@@ -644,51 +663,66 @@ def split_backbone(backbone, block_path, example=None, leaves=()):
     # are cached (the cut); the others (parameters, buffers, extra arguments
     # with defaults such as attn_mask=None, and what is computed from them
     # alone) are recomputed in the suffix.
-    cut, constants = [], set()
-    stack = []
+    cut, stack = [], []
     for n in nodes:
-        if n in downstream:
-            continue
-        if any(u in downstream for u in n.users):
-            if n in depends:
-                cut.append(n)
-            else:
-                stack.append(n)
+        if n not in downstream and any(u in downstream for u in n.users):
+            (cut if n in depends else stack).append(n)
+    constants = _ancestors(stack)
+    return SimpleNamespace(
+        placeholders=placeholders,
+        cut=cut,
+        constants=constants,
+        downstream=downstream,
+        output=output,
+        nodes=nodes,
+    )
+
+
+def _descendants(nodes, root):
+    """``root`` and every node (of the topologically sorted ``nodes``) that reads it."""
+    found = set()
+    for n in nodes:
+        if n is root or any(a in found for a in n.all_input_nodes):
+            found.add(n)
+    return found
+
+
+def _ancestors(start):
+    """The nodes in ``start`` and every node they read, transitively."""
+    found, stack = set(), list(start)
     while stack:
         n = stack.pop()
-        if n not in constants:
-            constants.add(n)
+        if n not in found:
+            found.add(n)
             stack.extend(n.all_input_nodes)
+    return found
+
+
+def _split_graphs(root, parts):
+    """``(prefix, suffix)`` GraphModules from the partition of :func:`_partition`."""
+    import torch.fx as fx
+
     # prefix graph: every input, then the ancestors of the cut values
-    needed = set(placeholders)
-    stack = list(cut)
-    while stack:
-        n = stack.pop()
-        if n not in needed:
-            needed.add(n)
-            stack.extend(n.all_input_nodes)
+    needed = set(parts.placeholders) | _ancestors(parts.cut)
     pg = fx.Graph()
     env = {}
-    for n in nodes:
+    for n in parts.nodes:
         if n in needed:
             env[n] = pg.node_copy(n, lambda a: env[a])
-    pg.output(tuple(env[c] for c in cut))
+    pg.output(tuple(env[c] for c in parts.cut))
     # suffix graph: placeholders for the cut, then constants and downstream nodes
     sg = fx.Graph()
     senv = {}
-    for i, c in enumerate(cut):
+    for i, c in enumerate(parts.cut):
         senv[c] = sg.placeholder(f"cut_{i}")
-    for n in nodes:
-        if n is output:
+    for n in parts.nodes:
+        if n is parts.output:
             sg.output(fx.map_arg(n.args[0], lambda a: senv[a]))
-        elif n in downstream or n in constants:
+        elif n in parts.downstream or n in parts.constants:
             senv[n] = sg.node_copy(n, lambda a: senv[a])
-    prefix = fx.GraphModule(tracer.root, pg, class_name="BackbonePrefix")
-    suffix = fx.GraphModule(tracer.root, sg, class_name="BackboneSuffix")
-    split = BackboneSplit(prefix, suffix, len(cut))
-    if example is not None:
-        _check_split(backbone, split, example)
-    return split
+    prefix = fx.GraphModule(root, pg, class_name="BackbonePrefix")
+    suffix = fx.GraphModule(root, sg, class_name="BackboneSuffix")
+    return prefix, suffix
 
 
 def _check_split(backbone, split, example):
@@ -789,6 +823,11 @@ default="scl-ft"
         ``create_backbone``); the head and skip branch draw from torch's
         global generator.
 
+    The options are checked against the table
+    :class:`~sknc.finetune.FineTuningClassifier` uses for the same names
+    (``sknc.finetune._params.NET_PARAMETER_CONSTRAINTS``), with the same
+    error messages.
+
     Notes
     -----
     * Frozen parameters have ``requires_grad=False``. In ``train()`` mode
@@ -838,14 +877,26 @@ default="scl-ft"
         lora_targets="auto",
     ):
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-        if combine not in COMBINES:
-            raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}.")
-        if projection not in PROJECTIONS:
-            raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}.")
-        if skip_pool not in SKIP_POOLS:
-            raise ValueError(f"skip_pool must be one of {SKIP_POOLS}, got {skip_pool!r}.")
+        options = dict(
+            method=method,
+            tuned_block=tuned_block,
+            pretrained=pretrained,
+            weights=weights,
+            model_kwargs=model_kwargs,
+            combine=combine,
+            projection=projection,
+            projection_rank=projection_rank,
+            skip_pool=skip_pool,
+            skip_norm=skip_norm,
+            input_size=input_size,
+            last_k=last_k,
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            lora_targets=lora_targets,
+        )
+        # the estimator's table: FineTuningClassifier forwards these as module__*
+        validate_params(NET_PARAMETER_CONSTRAINTS, options, type(self).__name__)
         n_classes = int(n_classes)
         if n_classes < 2:
             raise ValueError(f"n_classes must be at least 2, got {n_classes}.")
@@ -884,57 +935,65 @@ default="scl-ft"
         self._raw_capture = False
         self.__dict__["_split"] = None
         if method == "lora":
-            from ._peft import inject_lora, resolve_lora_targets
-
-            self.lora_targets = resolve_lora_targets(backbone, lora_targets)
-            rank = int(lora_rank)
-            inject_lora(
-                backbone,
-                self.lora_targets,
-                rank=rank,
-                alpha=rank if lora_alpha is None else lora_alpha,
-                dropout=lora_dropout,
-            )
+            self._inject_lora(lora_targets, lora_rank, lora_alpha, lora_dropout)
         for path in self.tuned_blocks:
             backbone.get_submodule(path).register_forward_pre_hook(self._enable_grad_hook)
-        if self.tuned_block is not None:
-            if method == "scl-ft":
-                block = backbone.get_submodule(self.tuned_block)
-                block.register_forward_hook(self._capture_hook)
-                self.block_width = self._probe_block_width()
-                proj = projection
-                if proj == "auto":
-                    proj = "linear" if combine == "add" else "identity"
-                if proj == "identity" and combine == "add" and self.block_width != self.feature_dim:
-                    raise ValueError(
-                        f"projection='identity' with combine='add' needs the pooled output "
-                        f"of {self.tuned_block!r} ({self.block_width} features) to be as wide "
-                        f"as the penultimate features ({self.feature_dim}); use "
-                        "projection='linear' or combine='concat'."
-                    )
-                rank = (
-                    _resolve_rank(projection_rank, self.block_width, self.feature_dim)
-                    if proj == "linear"
-                    else None
-                )
-                self.skip = SkipBranch(
-                    self.block_width,
-                    self.feature_dim,
-                    combine=combine,
-                    projection=proj,
-                    rank=rank,
-                    norm=bool(skip_norm),
-                )
-                if combine == "concat":
-                    wide = nn.Linear(self.feature_dim + self.skip.out_features, n_classes)
-                    with torch.no_grad():
-                        wide.weight.zero_()
-                        wide.weight[:, : self.feature_dim].copy_(head.weight)
-                        wide.bias.copy_(head.bias)
-                    head = wide
+        if self.tuned_block is not None and method == "scl-ft":
+            head = self._build_skip(head, projection, projection_rank, skip_norm)
         self.head = head
         self._freeze()
         self.eval()
+
+    def _inject_lora(self, targets, rank, alpha, dropout):
+        from ._peft import inject_lora, resolve_lora_targets
+
+        self.lora_targets = resolve_lora_targets(self.backbone, targets)
+        rank = int(rank)
+        inject_lora(
+            self.backbone,
+            self.lora_targets,
+            rank=rank,
+            alpha=rank if alpha is None else alpha,
+            dropout=dropout,
+        )
+
+    def _build_skip(self, head, projection, projection_rank, skip_norm):
+        """Hook the tuned block, build the skip branch; returns the (maybe widened) head."""
+        block = self.backbone.get_submodule(self.tuned_block)
+        block.register_forward_hook(self._capture_hook)
+        self.block_width = self._probe_block_width()
+        combine = self.combine
+        proj = projection
+        if proj == "auto":
+            proj = "linear" if combine == "add" else "identity"
+        if proj == "identity" and combine == "add" and self.block_width != self.feature_dim:
+            raise ValueError(
+                f"projection='identity' with combine='add' needs the pooled output "
+                f"of {self.tuned_block!r} ({self.block_width} features) to be as wide "
+                f"as the penultimate features ({self.feature_dim}); use "
+                "projection='linear' or combine='concat'."
+            )
+        rank = (
+            _resolve_rank(projection_rank, self.block_width, self.feature_dim)
+            if proj == "linear"
+            else None
+        )
+        self.skip = SkipBranch(
+            self.block_width,
+            self.feature_dim,
+            combine=combine,
+            projection=proj,
+            rank=rank,
+            norm=bool(skip_norm),
+        )
+        if combine != "concat":
+            return head
+        wide = nn.Linear(self.feature_dim + self.skip.out_features, head.out_features)
+        with torch.no_grad():
+            wide.weight.zero_()
+            wide.weight[:, : self.feature_dim].copy_(head.weight)
+            wide.bias.copy_(head.bias)
+        return wide
 
     # -- structure ---------------------------------------------------------
     @property

@@ -2,58 +2,38 @@
 
 Contents
 --------
-pretrain_backbone(model, X, y, *, checkpoint_dir=None, ...)
+pretrain_backbone(model, X, y, *, checkpoint_dir=None, resume=False, **params)
     Train a backbone as a plain classifier on source classes (full
-    fine-tuning, from scratch by default) and save it after every epoch.
+    fine-tuning, from scratch by default) and save it after every epoch: a
+    :class:`~sknc.finetune.FineTuningClassifier` with the pretraining
+    settings, so every option of the estimator is available here too.
 """
 
+from sklearn.base import clone
+
 from ._estimator import FineTuningClassifier
+from ._params import PRETRAIN_DEFAULTS, PRETRAIN_FIXED
 
 __all__ = ["pretrain_backbone"]
 
 
-def pretrain_backbone(
-    model,
-    X,
-    y,
-    *,
-    checkpoint_dir=None,
-    resume=False,
-    pretrained=False,
-    weights=None,
-    model_kwargs=None,
-    max_epochs=30,
-    lr=1e-3,
-    optimizer="adamw",
-    weight_decay=5e-4,
-    momentum=0.9,
-    batch_size=64,
-    augment=None,
-    validation_fraction=None,
-    patience=None,
-    input_size=None,
-    mean=None,
-    std=None,
-    crop_pct=None,
-    interpolation=None,
-    device="auto",
-    amp=False,
-    num_workers=0,
-    on_epoch_end=None,
-    callbacks=None,
-    random_state=None,
-    verbose=0,
-):
+def pretrain_backbone(model, X, y, *, checkpoint_dir=None, resume=False, **params):
     """Train a backbone on source classes and save a checkpoint after every epoch.
 
     The first half of Galanti et al.'s experiment (*On the Role of Neural
     Collapse in Transfer Learning*, ICLR 2022): train a network as a plain
     classifier on many source classes, keep its weights after every epoch,
     then measure CDNV on train / test / novel-class features for each
-    checkpoint and evaluate few-shot episodes on the novel classes. This is
-    :class:`FineTuningClassifier` with ``method="full-ft"`` and
-    ``save_checkpoints=True``; it starts from random weights unless
-    ``pretrained`` or ``weights`` say otherwise.
+    checkpoint and evaluate few-shot episodes on the novel classes.
+
+    This is :class:`FineTuningClassifier` with ``method="full-ft"``,
+    ``save_checkpoints=True`` and ``cache_prefix=False``, fitted on
+    ``(X, y)``: every other keyword is a parameter of the estimator (routed
+    ``optimizer__*``, ``iterator_train__*``, ... included), so the two never
+    drift apart. Where pretraining wants other defaults than fine-tuning,
+    they are ``max_epochs=30``, ``weight_decay=5e-4``, ``batch_size=64``. Training
+    starts from random weights unless ``pretrained`` or ``weights`` say
+    otherwise.
 
     Ctrl-C stops training and propagates (the checkpoints written so far
     stay); calling again with ``resume=True`` continues from the last
@@ -61,8 +41,13 @@ def pretrain_backbone(
 
     Parameters
     ----------
-    model : str, torch.nn.Module, nn.Module subclass or callable
-        A timm name or a module, as for :class:`FineTuningClassifier`.
+    model : str, torch.nn.Module, nn.Module subclass, callable or FineTuningClassifier
+        A timm name or a module, as for :class:`FineTuningClassifier`; or
+        an unfitted-or-fitted ``FineTuningClassifier`` whose parameters
+        to use (it is cloned, not modified; its ``method``,
+        ``save_checkpoints`` and ``cache_prefix`` are replaced by the
+        pretraining ones, and the pretraining defaults above do not apply
+        to it).
     X : image collection
         Source training images.
     y : array-like of shape (n_samples,)
@@ -81,31 +66,13 @@ def pretrain_backbone(
         the final weights equal those of an uninterrupted run with the same
         ``random_state``. Call with the same arguments as the interrupted
         run (``max_epochs`` may be larger to train on).
-    pretrained, weights, model_kwargs : optional
-        Starting weights (default: random initialisation) and model options.
-    max_epochs : int, default=30
-    lr : float, default=1e-3
-    optimizer : {"adamw", "adam", "sgd"} or optimizer class, default="adamw"
-    weight_decay : float, default=5e-4
-    momentum : float, default=0.9
-    batch_size : int, default=64
-    augment : callable or None, default=None
-        Training augmentation (see :class:`FineTuningClassifier`).
-    validation_fraction, patience : optional
-        Validation split and early stopping.
-    input_size, mean, std, crop_pct, interpolation : optional
-        Preprocessing overrides (see :class:`FineTuningClassifier`); use the
-        same values for the feature extractor that later loads the
-        checkpoints.
-    device, amp, num_workers : optional
-        Where and how to train.
-    on_epoch_end : callable or None, default=None
-        ``on_epoch_end(estimator, epoch)``: e.g. measure CDNV of
-        ``estimator.transform(X_novel)`` while training.
-    callbacks : list or None, default=None
-        Extra skorch callbacks (e.g. a learning-rate schedule).
-    random_state : int, RandomState or None, default=None
-    verbose : int, default=0
+    **params
+        Parameters of :class:`FineTuningClassifier` (``max_epochs``,
+        ``lr``, ``optimizer``, ``augment``, ``input_size``, ``device``,
+        ``amp``, ``on_epoch_end``, ``callbacks``, ``random_state``,
+        ``optimizer__betas``, ...), with the pretraining defaults above.
+        ``method``, ``save_checkpoints`` and ``cache_prefix`` are fixed and
+        may not be passed.
 
     Returns
     -------
@@ -117,6 +84,13 @@ def pretrain_backbone(
         ``sknc.features.BackboneFeatures(model, weights=path)`` or
         ``sknc.features.create_backbone(model, weights=path)``
         loads it.
+
+    Raises
+    ------
+    TypeError
+        For ``method``, ``save_checkpoints`` or ``cache_prefix``, and for
+        a keyword that is not a parameter of ``FineTuningClassifier`` (a
+        ``ValueError`` from ``set_params`` when ``model`` is an estimator).
 
     Examples
     --------
@@ -130,39 +104,20 @@ def pretrain_backbone(
     ...                         random_state=0)
     >>> [p.rsplit("/", 1)[-1] for p in est.checkpoints_]
     ['epoch_000.safetensors', 'epoch_001.safetensors', 'epoch_002.safetensors']
+    >>> est.weight_decay, est.batch_size
+    (0.0005, 64)
     >>> backbone = create_backbone("resnet10t", weights=est.checkpoints_[-1])
     """
-    est = FineTuningClassifier(
-        model,
-        method="full-ft",
-        pretrained=pretrained,
-        weights=weights,
-        model_kwargs=model_kwargs,
-        lr=lr,
-        optimizer=optimizer,
-        weight_decay=weight_decay,
-        momentum=momentum,
-        max_epochs=max_epochs,
-        batch_size=batch_size,
-        augment=augment,
-        cache_prefix=False,
-        validation_fraction=validation_fraction,
-        patience=patience,
-        input_size=input_size,
-        mean=mean,
-        std=std,
-        crop_pct=crop_pct,
-        interpolation=interpolation,
-        device=device,
-        amp=amp,
-        num_workers=num_workers,
-        checkpoint_dir=checkpoint_dir,
-        save_checkpoints=True,
-        resume=resume,
-        on_epoch_end=on_epoch_end,
-        compute_train_nc1=True,
-        callbacks=callbacks,
-        random_state=random_state,
-        verbose=verbose,
-    )
+    fixed = sorted(set(params) & set(PRETRAIN_FIXED))
+    if fixed:
+        raise TypeError(
+            f"pretrain_backbone got {fixed[0]}={params[fixed[0]]!r}: pretraining is "
+            f"{', '.join(f'{k}={v!r}' for k, v in PRETRAIN_FIXED.items())}; use "
+            "FineTuningClassifier for other settings."
+        )
+    settings = {**params, **PRETRAIN_FIXED, "checkpoint_dir": checkpoint_dir, "resume": resume}
+    if isinstance(model, FineTuningClassifier):
+        est = clone(model).set_params(**settings)
+    else:
+        est = FineTuningClassifier(model, **{**PRETRAIN_DEFAULTS, **settings})
     return est.fit(X, y)

@@ -1,5 +1,6 @@
 """Low-level helpers shared by every sknc subpackage (depends on nothing of ours)."""
 
+from ._options import AmpWarning
 from ._threads import (
     available_cores,
     blas_threads,
@@ -11,6 +12,7 @@ from ._threads import (
 from ._torch import is_torch_tensor, resolve_device, to_numpy
 
 __all__ = [
+    "AmpWarning",
     "available_cores",
     "blas_threads",
     "is_torch_tensor",
