@@ -165,7 +165,8 @@ def test_result_summary_and_repr(rng):
     assert res.cdnv == pytest.approx(cdnv(X[novel], y[novel]), rel=1e-12)
     text = repr(res)
     assert text == (
-        f"4-way 2-shot: {100 * res.mean:.1f}% \u00b1 {100 * res.ci95:.1f}% (CDNV {res.cdnv:.3g})"
+        "FewShotResult(n_episodes=50, n_query=5)\n"
+        f"  4-way 2-shot: {100 * res.mean:.1f}% \u00b1 {100 * res.ci95:.1f}% (CDNV {res.cdnv:.3g})"
     )
     d = res.as_dict()
     assert d["scores"] == res.scores.tolist() and d["cdnv"] == res.cdnv

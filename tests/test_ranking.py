@@ -179,9 +179,9 @@ def test_records_pandas_plot_repr_verbose(data, capsys):
         import pandas  # noqa: F401
     except ImportError:
         with pytest.raises(ImportError, match="pandas"):
-            result.to_pandas()
+            result.to_frame()
     else:
-        assert list(result.to_pandas()["backbone"]) == result.ranking
+        assert list(result.to_frame()["backbone"]) == result.ranking
     import matplotlib
 
     matplotlib.use("Agg")
@@ -349,7 +349,7 @@ def test_imagenet_prior_reproduces_published_mean_weighted_tau():
     assert ev.per_dataset["imagenet_top1"]["flowers"]["top1_regret"] == pytest.approx(97.32 - 96.86)
     assert "imagenet_top1" in repr(ev)
     pytest.importorskip("pandas")
-    df = ev.to_pandas()
+    df = ev.to_frame()
     assert set(df["dataset"]) == set(acc) | {"mean"}
 
 
@@ -359,7 +359,7 @@ def test_evaluation_to_pandas_without_pandas_says_what_to_use(monkeypatch):
     )
     monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas -> ImportError
     with pytest.raises(ImportError, match="needs pandas.*per_dataset"):
-        ev.to_pandas()
+        ev.to_frame()
 
 
 def test_ranking_statistics_orientation_and_nan():

@@ -590,6 +590,55 @@ class CollapseReport:
             lines.append(f"  {label:<22}{value:.6g}")
         return "\n".join(lines)
 
+    def to_frame(self):
+        """The report as a one-row ``pandas.DataFrame`` (the columns of :meth:`as_dict`).
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
+        from ..utils._results import import_pandas
+
+        pd = import_pandas("use .as_dict() instead")
+        return pd.DataFrame([self.as_dict()])
+
+    def plot(self, ax=None):
+        """Bar chart of the metrics (lower is more collapse), on a log axis when they span widely.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes or None, default=None
+            Where to draw; None creates a new figure.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            The axes drawn on.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sknc.metrics import collapse_report
+        >>> rng = np.random.default_rng(0)
+        >>> y = np.repeat(np.arange(3), 20)
+        >>> X = rng.normal(size=(60, 5)) + 4 * np.eye(5)[y]
+        >>> ax = collapse_report(X, y).plot()
+        >>> [t.get_text() for t in ax.get_yticklabels()][:3]
+        ['nc1', 'cdnv', 'nc2']
+        """
+        from ..utils._plotting import _log_if_positive, _new_axes
+
+        values = {k: v for k, v in self.as_dict().items() if k in self._METRICS}
+        ax = _new_axes(ax)
+        names = list(values)
+        ax.barh(names, [values[k] for k in names], color="C0")
+        _log_if_positive(ax, list(values.values()), axis="x")
+        ax.set_yticks(range(len(names)), names)
+        ax.invert_yaxis()
+        ax.set_xlabel("value (lower is more collapse)")
+        ax.set_title(f"{self.n_classes} classes, {self.n_samples} samples, d={self.n_features}")
+        return ax
+
 
 def _centred_class_means(X, y, center, chunk_size):
     """Pass 1 only: the prepared input and its centred class means ``Mc``."""

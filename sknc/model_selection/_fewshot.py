@@ -76,12 +76,68 @@ class FewShotResult:
 
     def __repr__(self):
         text = (
-            f"{self.n_way}-way {self.n_shot}-shot: {100 * self.mean:.1f}% "
+            f"FewShotResult(n_episodes={self.n_episodes}, n_query={self.n_query})\n"
+            f"  {self.n_way}-way {self.n_shot}-shot: {100 * self.mean:.1f}% "
             f"\u00b1 {100 * self.ci95:.1f}%"
         )
         if self.cdnv is not None:
             text += f" (CDNV {self.cdnv:.3g})"
         return text
+
+    def to_frame(self):
+        """The episode accuracies as a ``pandas.DataFrame``: columns ``episode``, ``accuracy``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per episode, in the order ``cv.split`` yields them.
+        """
+        from ..utils._results import import_pandas
+
+        pd = import_pandas("use .scores or .as_dict() instead")
+        return pd.DataFrame({"episode": np.arange(len(self.scores)), "accuracy": self.scores})
+
+    def plot(self, ax=None):
+        """Histogram of the episode accuracies (percent), with the mean and its 95% interval.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes or None, default=None
+            Where to draw; None creates a new figure.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            The axes drawn on.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sknc.model_selection import EpisodeSplit, evaluate_episodes
+        >>> rng = np.random.default_rng(0)
+        >>> y = np.repeat(np.arange(6), 10)
+        >>> X = rng.normal(size=(60, 4)) + 2 * rng.normal(size=(6, 4))[y]
+        >>> result = evaluate_episodes(X, y, EpisodeSplit(3, 1, n_query=5, n_episodes=50,
+        ...                                                random_state=0))
+        >>> ax = result.plot()
+        >>> ax.get_xlabel()
+        'episode accuracy (%)'
+        """
+        from ..utils._plotting import _new_axes
+
+        ax = _new_axes(ax)
+        scores = 100 * np.asarray(self.scores, dtype=float)
+        n_query = max(int(self.n_way) * int(self.n_query), 1)
+        edges = np.linspace(0, 100, min(n_query, 50) + 2)  # accuracies are k / n_query
+        ax.hist(scores, bins=edges, color="C0", alpha=0.7)
+        mean, half = 100 * self.mean, 100 * self.ci95
+        ax.axvspan(mean - half, mean + half, color="C1", alpha=0.3, label="95% interval")
+        ax.axvline(mean, color="C1", label=f"mean {mean:.1f}%")
+        ax.set_xlabel("episode accuracy (%)")
+        ax.set_ylabel("episodes")
+        ax.set_title(f"{self.n_way}-way {self.n_shot}-shot, {self.n_episodes} episodes")
+        ax.legend(loc="upper left")
+        return ax
 
     def as_dict(self):
         """The summary as a plain dict (``scores`` and ``classes`` as lists)."""

@@ -110,17 +110,6 @@ def get_score_names():
     return list(_SCORE_NAMES)
 
 
-def _import_pandas(alternative):
-    """pandas, or an ImportError that says what to use without it."""
-    try:
-        import pandas
-    except ImportError as exc:
-        raise ImportError(
-            f"to_pandas() needs pandas, which is not installed; {alternative}."
-        ) from exc
-    return pandas
-
-
 class BackboneRanking:
     """Result of :func:`rank_backbones`.
 
@@ -209,7 +198,32 @@ class BackboneRanking:
                 dtype.append((col, np.float64))
         return np.array([tuple(row[c] for c in cols) for row in self.table], dtype=dtype)
 
-    def to_pandas(self):
+    def as_dict(self):
+        """The result as plain Python values (JSON-ready).
+
+        Returns
+        -------
+        dict
+            Keys ``rank_by``, ``ranking``, ``table``, ``correlations``,
+            ``evaluation``, ``higher_is_better``, ``parts`` and
+            ``score_time``, as the attributes.
+        """
+        from ..utils._results import plain
+
+        return plain(
+            {
+                "rank_by": self.rank_by,
+                "ranking": self.ranking,
+                "table": self.table,
+                "correlations": self.correlations,
+                "evaluation": self.evaluation,
+                "higher_is_better": self.higher_is_better,
+                "parts": self.parts,
+                "score_time": self.score_time,
+            }
+        )
+
+    def to_frame(self):
         """The table as a ``pandas.DataFrame`` (pandas must be installed).
 
         Returns
@@ -217,8 +231,17 @@ class BackboneRanking:
         pandas.DataFrame
             One row per candidate.
         """
-        pd = _import_pandas("use .table or .to_records() instead")
+        from ..utils._results import import_pandas
+
+        pd = import_pandas("use .table or .to_records() instead")
         return pd.DataFrame(self.table, columns=self._columns())
+
+    def to_pandas(self):
+        """Deprecated alias of :meth:`to_frame` (since sknc 0.2)."""
+        from ..utils._deprecation import warn_renamed
+
+        warn_renamed("BackboneRanking.to_pandas", "BackboneRanking.to_frame")
+        return self.to_frame()
 
     def plot(self, ax=None, metric=None):
         """Scatter plot of a score against accuracy (in percent), as :func:`sknc.plotting.plot_nc_vs_accuracy`.
@@ -472,14 +495,75 @@ class RankingEvaluation:
         self.per_dataset = per_dataset
         self.mean = mean
 
+    def as_dict(self):
+        """The result as plain Python values (JSON-ready): ``per_dataset`` and ``mean``.
+
+        Returns
+        -------
+        dict
+        """
+        from ..utils._results import plain
+
+        return plain({"per_dataset": self.per_dataset, "mean": self.mean})
+
     def to_pandas(self):
+        """Deprecated alias of :meth:`to_frame` (since sknc 0.2)."""
+        from ..utils._deprecation import warn_renamed
+
+        warn_renamed("RankingEvaluation.to_pandas", "RankingEvaluation.to_frame")
+        return self.to_frame()
+
+    def plot(self, ax=None, statistic="weighted_tau"):
+        """Bar chart of one statistic per score: the mean over data sets, and each data set.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes or None, default=None
+            Where to draw; None creates a new figure.
+        statistic : {"weighted_tau", "kendall", "spearman", "pearson", "top1_regret"}, \
+                default="weighted_tau"
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            The axes drawn on.
+
+        Examples
+        --------
+        >>> from sknc.model_selection import evaluate_rankings
+        >>> acc = {"a": {"m1": 90.0, "m2": 80.0, "m3": 85.0},
+        ...        "b": {"m1": 70.0, "m2": 75.0, "m3": 60.0}}
+        >>> prior = {"m1": 76.1, "m2": 71.9, "m3": 73.3}
+        >>> ax = evaluate_rankings({"prior": {"a": prior, "b": prior}}, acc).plot()
+        >>> ax.get_ylabel()
+        'weighted_tau'
+        """
+        from ..utils._plotting import _new_axes
+
+        if statistic not in self._STATS:
+            raise ValueError(f"statistic must be one of {self._STATS}, got {statistic!r}.")
+        ax = _new_axes(ax)
+        names = list(self.mean)
+        ax.bar(range(len(names)), [self.mean[n][statistic] for n in names], color="C0", alpha=0.6)
+        for i, name in enumerate(names):
+            values = [st[statistic] for st in self.per_dataset[name].values()]
+            ax.plot([i] * len(values), values, "o", color="C1", ms=4)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_ylabel(statistic)
+        ax.set_title("mean over data sets (bars) and each data set (points)")
+        return ax
+
+    def to_frame(self):
         """Long table: one row per (score, data set) plus a ``"mean"`` row per score.
 
         Returns
         -------
         pandas.DataFrame
         """
-        pd = _import_pandas("use .per_dataset and .mean instead")
+        from ..utils._results import import_pandas
+
+        pd = import_pandas("use .per_dataset and .mean instead")
         rows = []
         for score, per in self.per_dataset.items():
             for ds, st in per.items():
@@ -489,7 +573,9 @@ class RankingEvaluation:
 
     def __repr__(self):
         width = max(len(s) for s in self.mean)
-        lines = ["RankingEvaluation (mean over data sets)"]
+        n_datasets = len(next(iter(self.per_dataset.values()), {}))
+        lines = [f"RankingEvaluation(n_scores={len(self.mean)}, n_datasets={n_datasets})"]
+        lines.append("  mean over data sets:")
         lines.append(
             "  " + "score".ljust(width) + "  " + "  ".join(f"{k:>12}" for k in self._STATS)
         )

@@ -11,7 +11,22 @@ import functools
 
 from ._warnings import warn_external
 
-__all__ = ["deprecated_alias"]
+__all__ = ["deprecated_alias", "warn_renamed"]
+
+
+def _message(old_name, new_name, since):
+    return (
+        f"{old_name} was renamed {new_name} in sknc {since}; the old name will be "
+        "removed in the next release."
+    )
+
+
+def warn_renamed(old_name, new_name, *, since="0.2"):
+    """Issue the ``FutureWarning`` of a renamed function, method or attribute.
+
+    For deprecated methods, which call it and then the new method.
+    """
+    warn_external(_message(old_name, new_name, since), FutureWarning)
 
 
 def deprecated_alias(func, old_name, new_name, *, since="0.2"):
@@ -42,10 +57,7 @@ def deprecated_alias(func, old_name, new_name, *, since="0.2"):
     >>> print(record[0].message)
     pkg.old_abs was renamed pkg.new_abs in sknc 0.2; the old name will be removed in the next release.
     """
-    message = (
-        f"{old_name} was renamed {new_name} in sknc {since}; the old name will be "
-        "removed in the next release."
-    )
+    message = _message(old_name, new_name, since)
 
     @functools.wraps(func)
     def alias(*args, **kwargs):
