@@ -152,7 +152,7 @@ def test_validate_params_names_the_parameter_and_the_value():
         ({"lr": 0}, "demo: lr must be a number > 0, got 0."),
         ({"pool": "sum"}, "demo: pool must be one of ('avg', 'max') or None, got 'sum'."),
         ({"hook": 3}, "demo: hook must be a callable or None, got 3."),
-        ({"flag": 1}, "demo: flag must be True or False, got 1."),
+        ({"flag": 1}, "demo: flag must be a bool, got 1."),
         ({"seed": "x"}, "demo: seed must be an int, a numpy RandomState or None, got 'x'."),
         ({"blocks": 5}, "demo: blocks must be a non-empty list, got 5."),
     ]

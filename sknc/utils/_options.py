@@ -273,6 +273,8 @@ class Options:
         return False
 
     def __str__(self):
+        if len(self.values) == 1:
+            return repr(self.values[0])
         return f"one of {self.values!r}"
 
 
@@ -311,7 +313,7 @@ def _describe(constraint):
     if constraint is None:
         return "None"
     if constraint == "boolean":
-        return "True or False"
+        return "a bool"
     if constraint == "callable":
         return "a callable"
     if constraint == "random_state":
