@@ -414,3 +414,33 @@ def test_half_precision_tensors(dtype, rng):
         np.testing.assert_array_equal(res.scores, _slow(X_exact, y, cv, normalize=normalize))
         n_exact += res.n_exact
     assert n_exact > 0  # ties settled by NearestClassCenter on the half-precision rows
+
+
+@pytest.mark.parametrize("n_shot", [1, 5, 64])
+def test_float32_centres_stay_within_their_bound(n_shot, rng):
+    """The float32 centres of the default rule are within ``c_err`` of the exact ones.
+
+    Raw Euclidean NCC on float32 features sums the supports in float32; the
+    products then decide between ``c~_k = a + v_k`` (the float32 vectors
+    summed exactly) and ``_scores`` widens the float32 error by
+    ``||c~_k - c_k|| <= c_err``. Offset, cancelling rows make the float32
+    rounding as large as it gets.
+    """
+    import torch
+
+    from sknc.model_selection._ncc_kernel import _EpisodeKernel, _row_norms
+
+    n_way, d = 4, 16
+    X = 1e4 + rng.standard_normal((n_way * n_shot, d)) * rng.choice([1e-3, 1e3], d)
+    X = (X * rng.choice([-1.0, 1.0], (1, d))).astype(np.float32)
+    Xt = torch.from_numpy(X)
+    kernel = _EpisodeKernel(Xt, _row_norms(Xt), n_way, n_shot, 1, 1, "euclidean", None)
+    assert kernel.centres32
+    support = torch.arange(n_way * n_shot).view(1, n_way, n_shot)
+    M, ep = kernel._centre_matrix32(*kernel._centres32(support))
+    M = M[0].double().numpy()
+    approx = M[:n_way] + M[n_way]  # c~_k = v_k + a, exact in float64
+    exact = X.astype(np.float64).reshape(n_way, n_shot, d).mean(axis=1)
+    err = np.linalg.norm(approx - exact, axis=1).max()
+    assert err <= float(ep["c_err"][0])
+    assert float(ep["c_err"][0]) < 1e-5 * np.linalg.norm(X, axis=1).max()  # not vacuous

@@ -150,6 +150,12 @@ class _EpisodeKernel:
         self.eps32 = dot_error32(d)
         self.two_u32 = 2.0 * U32
         self.tiny32 = 4.0 * d * TINY32  # flush-to-zero of tiny products
+        # Euclidean on raw float32 features: centres from float32 sums (see
+        # _centres32), float64 centres only for episodes left undecided
+        self.centres32 = self.fast32 and normalize is None and metric == "euclidean"
+        # ||c~ - c|| <= centre_err32 max ||s||: float32 sum of K rows, the
+        # division by K and the rounding of v = c - a (gamma_{K+6}, generous)
+        self.centre_err32 = dot_error32(n_shot + 4)
 
         # on the CPU, supports are gathered (in float64) in cache-sized sub-batches
         per_ep = n_way * n_shot * d * 8
@@ -177,6 +183,11 @@ class _EpisodeKernel:
         self.M64 = torch.empty(batch_size, n_m, d, dtype=f64, device=dev)
         self.C64 = torch.empty(batch_size, n_way, d, dtype=f64, device=dev)
         self.M32 = torch.empty(batch_size, n_m, d, dtype=f32, device=dev) if self.fast32 else None
+        if self.centres32:
+            self.s32 = torch.empty(n_s, d, dtype=f32, device=dev)
+            self.s32_raw = self.s_raw if Xt.dtype != f32 else None
+            self.C32 = torch.empty(batch_size, n_way, d, dtype=f32, device=dev)
+            self.avg_w32 = torch.full((1, n_way), 1.0 / n_way, dtype=f32, device=dev)
         self.truth = torch.arange(n_way, device=dev).repeat_interleave(n_query)
         self._pending, self.n_pending = [], 0
         self.avg_w = torch.full((1, n_way), 1.0 / n_way, dtype=f64, device=dev)
@@ -199,7 +210,9 @@ class _EpisodeKernel:
         - float64 products ``P[..., k, j] = q_j.m_k`` with the rows ``m`` of
           the centre matrix (the last one ``a`` where needed), ``eps_p=None``;
         - first pass, float32 products, ``eps_p`` bounding the error of each
-          against the exact value; either ``P[..., k, j] = q_j.m_k`` as above,
+          against the exact value (a pair ``(e_v, e_a)`` when the products
+          with the class vectors and with ``a`` have separate bounds: the
+          latter only enter ``||q - a||``, not the score differences); either ``P[..., k, j] = q_j.m_k`` as above,
           or, for ``"center+l2"``, ``P[..., k, j] = q'_j.v_k`` with
           ``q' = q - a`` rounded to float32 and ``centred = (n, e)``:
           ``n`` approximates ``||q - a||`` to within ``e``.
@@ -211,7 +224,12 @@ class _EpisodeKernel:
         import torch
 
         W, g, inf = self.W, self.gamma, float("inf")
-        extra = 0.0 if eps_p is None else eps_p
+        if eps_p is None:
+            extra = extra_a = 0.0
+        elif isinstance(eps_p, tuple):
+            extra, extra_a = eps_p
+        else:
+            extra = extra_a = eps_p
         # E64: float64 rounding here and in NearestClassCenter, per score;
         # E32: the float32 computations of the first pass, per score
         if self.has_a:
@@ -219,7 +237,7 @@ class _EpisodeKernel:
             if centred is None:  # (q - a).v and ||q - a||^2 by expansion
                 dot_a = P[..., :W, :] - ep["av"]
                 n2 = q_norm * q_norm - 2.0 * P[..., W, :] + ep["aa"]
-                n2_err = g * R * R + 2.0 * extra
+                n2_err = g * R * R + 2.0 * extra_a
                 n_err = 0.0
             else:
                 dot_a = P
@@ -233,6 +251,8 @@ class _EpisodeKernel:
             span = z_loc + ep["v_max"]
             E64 = g * (span * span + 2.0 * R * ep["v_max"]) + 2.0 * dlt * span + dlt * dlt
             E32 = 2.0 * extra
+            if "c_err" in ep:  # float32 centres: | ||q - c~||^2 - ||q - c||^2 |
+                E32 = E32 + (2.0 * span + ep["c_err"]) * ep["c_err"]
         else:
             if self.normalize == "center+l2":
                 ok = (n2 > 4.0 * n2_err) & (n2 > 16.0 * n_err * n_err)
@@ -293,8 +313,10 @@ class _EpisodeKernel:
         B, W, Q = support.shape[0], self.W, self.Q
         qidx = query.reshape(-1)
         q_norm = torch.index_select(self.norms, 0, qidx).view(B, W * Q)
-        C, delta, a = self._centres(support)
-        M, ep = self._centre_matrix(C, delta, a)
+        if self.centres32:
+            M, ep = self._centre_matrix32(*self._centres32(support))
+        else:
+            M, ep = self._centre_matrix(*self._centres(support))
         if self.fast32:
             pred, sure = self._first_pass32(qidx, q_norm, M, ep)
         else:
@@ -303,8 +325,63 @@ class _EpisodeKernel:
         if not self.fast32:
             return correct, ~sure.all(dim=1)
         if not bool(sure.all()):
-            self._queue_undecided(~sure, qidx, q_norm, M, ep, support, query, first)
+            M64 = None if self.centres32 else (M, ep)
+            self._queue_undecided(~sure, qidx, q_norm, support, query, first, M64)
         return correct, torch.zeros(B, dtype=torch.bool, device=correct.device)
+
+    def _centres32(self, support):
+        """Class centres of a batch from float32 sums of the float32 support rows.
+
+        Returns ``C`` of shape (B, W, d), float32, and the largest support
+        norm of each episode, (B,), float64. The centres differ from the
+        exact ones by rounding only: ``_centre_matrix32`` bounds it.
+        """
+        import torch
+
+        B, W, K, d = support.shape[0], self.W, self.K, self.d
+        C = self.C32[:B]
+        s_norm = torch.index_select(self.norms, 0, support.reshape(-1)).view(B, W * K)
+        s_max = s_norm.amax(dim=1)
+        step = self.sub_support
+        for i in range(0, B, step):
+            j = min(B, i + step)
+            sidx = support[i:j].permute(2, 0, 1).reshape(-1)  # shot-major (K, b, W, d)
+            S = self._gather(sidx, self.s32, self.s32_raw).view(K, j - i, W, d)
+            torch.sum(S, dim=0, out=C[i:j])
+        C.mul_(1.0 / K)
+        return C, s_max
+
+    def _centre_matrix32(self, C, s_max):
+        """Float32 centre matrix ``M = [v_1 .. v_W, a]`` from float32 centres.
+
+        The products then decide between the centres ``c~_k = a + v_k``
+        (exact sums of the float32 vectors); ``c_err`` (B,) bounds
+        ``||c~_k - c_k||`` (see ``centre_err32``) and enters the float32
+        error in :meth:`_scores`. The per-episode constants are float64
+        functions of the float32 vectors (``v_max`` widened by ``c_err``, so
+        that it also bounds the exact vectors).
+        """
+        import torch
+
+        B, W, f64 = C.shape[0], self.W, torch.float64
+        M = self.M32[:B]
+        a = torch.matmul(self.avg_w32, C).squeeze(1)  # mean of the centres
+        torch.sub(C, a.unsqueeze(1), out=M[:, :W])
+        M[:, W] = a
+        V, a64 = M[:, :W].to(f64), a.to(f64)
+        v_norm = torch.linalg.vector_norm(V, dim=2)
+        a_norm = torch.linalg.vector_norm(a64, dim=1)
+        c_err = self.centre_err32 * s_max + self.tiny32
+        ep = {
+            "vv": v_norm * v_norm,
+            "v_max": v_norm.amax(dim=1) + c_err,
+            "delta": self.gamma * s_max,
+            "av": torch.bmm(V, a64.unsqueeze(2)).squeeze(2),
+            "aa": a_norm * a_norm,
+            "a_norm": a_norm,
+            "c_err": c_err,
+        }
+        return M, ep
 
     def _centres(self, support):
         """Class centres (float64) of a batch, and their rounding scale.
@@ -417,7 +494,7 @@ class _EpisodeKernel:
         B, W, WQ, d = M.shape[0], self.W, self.W * self.Q, self.d
         f32, f64 = torch.float32, torch.float64
         centre = self.normalize == "center+l2"
-        M32 = self.M32[:B].copy_(M)
+        M32 = M if M.dtype == f32 else self.M32[:B].copy_(M)
         rows32 = M32[:, :W] if centre else M32
         Pt = torch.empty(B, rows32.shape[1], WQ, dtype=f32, device=M.device)
         n_c = torch.empty(B, WQ, dtype=f32, device=M.device) if centre else None
@@ -439,28 +516,38 @@ class _EpisodeKernel:
             # n_c is within e_z + its own float32 rounding of ||q - a||
             n_err = e_z + self.eps32 * n_c
             return self._scores(P, q_norm, _per_query(ep), eps_p, (n_c, n_err))
-        m_max = torch.maximum(v_max, ep["a_norm"].unsqueeze(1)) if self.has_a else v_max
-        eps_p = self.eps32 * q_norm * m_max + self.tiny32
+        # the class rows' error bounds the score differences; a's error only
+        # the bound on ||q - a||
+        eps_p = self.eps32 * q_norm * v_max + self.tiny32
+        if self.has_a:
+            eps_p = (eps_p, self.eps32 * q_norm * ep["a_norm"].unsqueeze(1) + self.tiny32)
         return self._scores(P, q_norm, _per_query(ep), eps_p)
 
-    def _queue_undecided(self, undecided, qidx, q_norm, M, ep, support, query, first):
+    def _queue_undecided(self, undecided, qidx, q_norm, support, query, first, M64=None):
         """Queue the queries the float32 pass left undecided for :meth:`flush`.
 
-        Their float64 products are computed now, while ``M`` is at hand.
+        Their float64 products are computed now, with ``M64 = (M, ep)``, the
+        batch's float64 centre matrix and constants; None (float32 centres)
+        computes them for the episodes concerned only.
         """
         import torch
 
         WQ = self.W * self.Q
         flat = torch.nonzero(undecided.view(-1)).squeeze(1)
         bf = torch.div(flat, WQ, rounding_mode="floor")
+        if M64 is None:
+            eps, pos = torch.unique(bf, return_inverse=True)
+            M, ep = self._centre_matrix(*self._centres(torch.index_select(support, 0, eps)))
+        else:
+            (M, ep), pos = M64, bf
         Zf = torch.index_select(self.Xt, 0, torch.index_select(qidx, 0, flat)).to(torch.float64)
-        Pf = torch.bmm(torch.index_select(M, 0, bf), Zf.unsqueeze(2)).squeeze(2)
+        Pf = torch.bmm(torch.index_select(M, 0, pos), Zf.unsqueeze(2)).squeeze(2)
         self._pending.append(
             {
                 "P": Pf,
                 "truth": torch.index_select(self.truth, 0, flat - bf * WQ),
                 "q_norm": torch.index_select(q_norm.view(-1), 0, flat),
-                "ep": {k: torch.index_select(v, 0, bf) for k, v in ep.items()},
+                "ep": {k: torch.index_select(v, 0, pos) for k, v in ep.items()},
                 "episode": bf + first,
                 "support": torch.index_select(support, 0, bf),
                 "query": torch.index_select(query, 0, bf),
