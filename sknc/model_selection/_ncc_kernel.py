@@ -123,8 +123,15 @@ class _EpisodeKernel:
     (doubled in the comparison, like the float64 bound). For
     ``"center+l2"`` the float32 queries are centred on ``a`` before the
     product (the expansion of ``||q - a||^2`` would lose too much in float32),
-    which adds the rounding of ``q - a`` to the bound. Only the queries the
-    first pass leaves undecided are recomputed in float64. Queries still
+    which adds the rounding of ``q - a`` to the bound. For Euclidean NCC on
+    raw features the first pass also takes its centres from float32 sums of
+    the float32 support rows (``_centres32``): the products then rank the
+    centres ``c~_k = a + v_k`` of the float32 vectors, within ``c_err =
+    gamma_{K+6}(u32) max ||s||`` of the exact centres, which adds
+    ``(2 (||q - a|| + max ||v||) + c_err) c_err`` to the float32 error of
+    each score. Only the queries the first pass leaves undecided are
+    recomputed in float64 (from float64 centres, computed then for their
+    episodes only). Queries still
     undecided make their episode "unsure"; the caller settles it with
     ``NearestClassCenter`` itself.
     """
