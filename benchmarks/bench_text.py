@@ -17,6 +17,12 @@ and 2; torch and BLAS limited to that many threads), in interleaved repeats:
 - **length bucketing**: ``sort_by_length=True`` against ``False`` (batches
   in input order, padded to their longest text).
 - **throughput**: texts per second of ``TextFeatures``.
+- **prefix caching** (``--finetune``): seconds per training epoch of
+  ``FineTuningClassifier(method="layer-ft")`` (MiniLM's default tuned layer
+  ``encoder.layer.3``: the embeddings and layers 0-2 are frozen before it)
+  with ``cache_prefix="auto"`` against ``cache_prefix=False``; the median of
+  skorch's per-epoch ``dur`` (after the cache is built), the time to build
+  the cache, and the largest difference of the trained logits.
 
 Medians (and best) of the repeats are printed; the development machines are
 shared, so timings are noisy.
@@ -24,6 +30,7 @@ shared, so timings are noisy.
 Run::
 
     python benchmarks/bench_text.py [--n-texts 512] [--batch-size 32] [--threads 1 2]
+    python benchmarks/bench_text.py --finetune [--n-texts 256] [--epochs 2]
 """
 
 import argparse
@@ -112,6 +119,53 @@ def padded_tokens(feats, texts, sort):
     )
 
 
+def bench_finetune(model, texts, args):
+    """Epoch time of Layer FT with and without the prefix cache (interleaved)."""
+    from sklearn.base import clone
+
+    from sknc.finetune import FineTuningClassifier
+
+    y = np.arange(len(texts)) % 8
+    feats = TextFeatures(model, max_length=args.max_length)
+    clone(feats).fit()  # load the encoder once (fits share it) before any clock starts
+    print(
+        f"Layer FT, {len(texts)} texts, 8 classes, batch size {args.batch_size}, "
+        f"{args.epochs} epochs per fit, {args.repeats} interleaved repeats; medians"
+    )
+    for n_threads in args.threads:
+        per_epoch = {"auto": [], False: []}
+        total = {"auto": [], False: []}
+        logits = {}
+        with thread_limits(n_threads):
+            for _ in range(args.repeats):
+                for cache in ("auto", False):
+                    t = time.perf_counter()
+                    clf = FineTuningClassifier(
+                        feats,
+                        method="layer-ft",
+                        max_epochs=args.epochs,
+                        batch_size=args.batch_size,
+                        lr=2e-4,
+                        cache_prefix=cache,
+                        compute_train_nc1=False,
+                        device="cpu",
+                        random_state=0,
+                    ).fit(texts, y)
+                    total[cache].append(time.perf_counter() - t)
+                    per_epoch[cache].append(clf.seconds_per_epoch_)
+                    assert clf.prefix_cached_ == (cache == "auto")
+                    logits[cache] = clf.decision_function(texts[:64])
+        med = {k: statistics.median(v) for k, v in per_epoch.items()}
+        fit = {k: statistics.median(v) for k, v in total.items()}
+        diff = float(np.abs(logits["auto"] - logits[False]).max())
+        print(
+            f"threads={n_threads}: epoch {med[False]:.2f} s uncached, {med['auto']:.2f} s cached "
+            f"-> {med[False] / med['auto']:.2f}x faster per epoch; whole fit {fit[False]:.1f} s "
+            f"vs {fit['auto']:.1f} s ({fit[False] / fit['auto']:.2f}x, cache built once); "
+            f"max |logit difference| {diff:.1e}"
+        )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model folder (default: local MiniLM)")
@@ -121,10 +175,17 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--data-dir", default=os.environ.get("SKNC_DATA"))
+    parser.add_argument(
+        "--finetune", action="store_true", help="measure prefix caching of Layer FT instead"
+    )
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per fit (--finetune)")
     args = parser.parse_args(argv)
 
     model = args.model or minilm_dir()
     texts, what = load_texts(args.n_texts, args.data_dir)
+    if args.finetune:
+        print(f"model {model}\n{len(texts)} {what}, max_length {args.max_length}")
+        return bench_finetune(model, texts, args)
     common = {"batch_size": args.batch_size, "max_length": args.max_length, "device": "cpu"}
     sorted_ = TextFeatures(model, **common).fit()
     unsorted = TextFeatures(model, sort_by_length=False, **common).fit()

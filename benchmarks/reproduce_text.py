@@ -19,7 +19,10 @@ For each set:
    embeddings of all the set's texts, 600 episodes, mean and 95% CI.
 3. Fine-tuning on the training texts (``FineTuningClassifier``): linear
    probe, Layer FT, SCL-FT (both tuning MiniLM's layer 3, two thirds of the
-   depth) and full FT; test accuracy, trainable parameters, time.
+   depth; the frozen layers before it are run once and cached), full FT and
+   LoRA (rank 8 on every Linear of the transformer layers; ``--methods``
+   adds ``bitfit`` / ``norm``); test accuracy, trainable parameters, time
+   per epoch and in all.
 4. Ranking of encoders by NC1 (``rank_backbones``, with LogME, SFDA and
    k-NN beside it): MiniLM, each of its layers as a candidate, a
    random-init MiniLM, and MiniLM fully fine-tuned on the *other* set
@@ -54,8 +57,16 @@ from sknc.finetune import FineTuningClassifier
 from sknc.metrics import cdnv, nc1
 from sknc.model_selection import EpisodeSplit, evaluate_episodes, rank_backbones
 
-METHODS = ("linear-probe", "layer-ft", "scl-ft", "full-ft")
-LR = {"linear-probe": 1e-2, "layer-ft": 2e-4, "scl-ft": 2e-4, "full-ft": 1e-4}
+METHODS = ("linear-probe", "layer-ft", "scl-ft", "full-ft", "lora")
+LR = {
+    "linear-probe": 1e-2,
+    "layer-ft": 2e-4,
+    "scl-ft": 2e-4,
+    "full-ft": 1e-4,
+    "lora": 1e-3,
+    "bitfit": 1e-3,
+    "norm": 1e-3,
+}
 SCORES = ("nc1", "cdnv", "logme", "sfda", "knn")
 
 
@@ -114,7 +125,8 @@ def main(argv=None):
     parser.add_argument("--n-classes", type=int, default=10)
     parser.add_argument("--per-class", type=int, default=60)
     parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=sorted(LR))
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sets", nargs="+", default=["debian", "fortunes"])
@@ -143,7 +155,7 @@ def main(argv=None):
             "train_per_class": args.per_class // 2,
             "max_length": args.max_length,
             "epochs": args.epochs,
-            "lr": LR,
+            "lr": {m: LR[m] for m in args.methods},
             "seed": args.seed,
             "episodes": args.episodes,
             "torch_threads": args.threads,
@@ -187,7 +199,7 @@ def main(argv=None):
             }
             log(f"  5-way {k}-shot NCC {out.mean:.3f} ± {out.ci95:.3f}")
         res["finetune"] = {}
-        for method in METHODS:
+        for method in args.methods:
             t = time.perf_counter()
             clf = FineTuningClassifier(
                 TextFeatures(model, max_length=args.max_length),
@@ -205,6 +217,8 @@ def main(argv=None):
                 "n_trainable_params": int(clf.n_trainable_params_),
                 "trainable_fraction": float(clf.trainable_fraction_),
                 "train_nc1": clf.train_nc1_,
+                "prefix_cached": bool(clf.prefix_cached_),
+                "seconds_per_epoch": clf.seconds_per_epoch_,
                 "fit_seconds": time.perf_counter() - t,
             }
             log(
@@ -287,13 +301,17 @@ def render(r):
             )
             + ".\n"
         )
-        out.append("| method | test accuracy | tuned block | trainable params | seconds |")
-        out.append("|---|---|---|---|---|")
+        out.append(
+            "| method | test accuracy | tuned block | trainable params | s/epoch | seconds |"
+        )
+        out.append("|---|---|---|---|---|---|")
         for m, v in res["finetune"].items():
+            per_epoch = v.get("seconds_per_epoch")
             out.append(
                 f"| {m} | {100 * v['test_accuracy']:.1f}% | {v['tuned_block'] or '-'} | "
                 f"{v['n_trainable_params']:,} ({100 * v['trainable_fraction']:.2f}%) | "
-                f"{v['fit_seconds']:.0f} |"
+                f"{'-' if per_epoch is None else f'{per_epoch:.1f}'}"
+                f"{' (cached)' if v.get('prefix_cached') else ''} | {v['fit_seconds']:.0f} |"
             )
         out.append("")
         out.append("| encoder | NC1 | LogME | linear probe (test) |\n|---|---|---|---|")
