@@ -124,6 +124,23 @@ def test_lora_skips_depthwise_convolutions():
     assert depthwise and not set(depthwise) & set(net.lora_targets)
 
 
+def test_lora_on_tf_same_padding_models():
+    """timm's TF-ported models (Conv2dSame) get LoRA on their plain convolutions."""
+    bb = _plain("tf_efficientnet_lite0")
+    same = [n for n, m in bb.named_modules() if type(m).__name__ == "Conv2dSame"]
+    assert same  # the stem and the strided convolutions pad like TensorFlow
+    net = FineTuneNet("tf_efficientnet_lite0", n_classes=3, method="lora", input_size=32)
+    plain = [n for n, m in bb.named_modules() if type(m) is torch.nn.Conv2d and m.groups == 1]
+    assert net.lora_targets == plain and not set(same) & set(net.lora_targets)
+    x = torch.zeros(2, 3, 32, 32)
+    assert net(x).shape == (2, 3)
+    with pytest.raises(ValueError, match="Conv2dSame"):
+        FineTuneNet(
+            "tf_efficientnet_lite0", n_classes=3, method="lora", input_size=32,
+            lora_targets=same[:1],
+        )  # fmt: skip
+
+
 def test_last_k_and_block_lists_count_exactly():
     bb = _plain("resnet10t", model_kwargs=RESNET_KW)
     net = FineTuneNet(n_classes=3, method="layer-ft", last_k=2, **RESNET)

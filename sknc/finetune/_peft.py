@@ -68,11 +68,24 @@ def import_peft():
     return peft
 
 
+def _dense_conv(module):
+    """A dense (``groups=1``) ``nn.Conv2d`` with torch's own forward.
+
+    Subclasses with their own forward, such as timm's ``Conv2dSame`` (the
+    TensorFlow "same" padding of ``tf_efficientnet*`` models), are left
+    out: peft rebuilds a target's type for the low-rank factors with
+    ``nn.Conv2d``'s arguments, which those do not take.
+    """
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.groups == 1
+        and type(module).forward is nn.Conv2d.forward
+    )
+
+
 def _adaptable(module):
     """Layers LoRA can wrap: ``nn.Linear`` and dense (``groups=1``) ``nn.Conv2d``."""
-    if isinstance(module, nn.Linear):
-        return True
-    return isinstance(module, nn.Conv2d) and module.groups == 1
+    return isinstance(module, nn.Linear) or _dense_conv(module)
 
 
 def default_lora_targets(backbone):
@@ -83,7 +96,8 @@ def default_lora_targets(backbone):
     ``query``/``value``, or ``q``/``v``: the query and value projections of
     the LoRA paper). Otherwise (CNNs) adapt every ``nn.Conv2d`` with
     ``groups=1`` (depthwise convolutions are left out: a low-rank update of
-    a per-channel filter saves nothing). The classifier is stripped before
+    a per-channel filter saves nothing; so are ``nn.Conv2d`` subclasses with
+    their own forward, such as timm's ``Conv2dSame``, which peft cannot wrap). The classifier is stripped before
     this is called, so it is never a target.
 
     Parameters
@@ -99,7 +113,7 @@ def default_lora_targets(backbone):
         hits = [n for n, m in named if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in names]
         if hits:
             return hits
-    convs = [n for n, m in named if isinstance(m, nn.Conv2d) and m.groups == 1]
+    convs = [n for n, m in named if _dense_conv(m)]
     if convs:
         return convs
     linears = [n for n, m in named if isinstance(m, nn.Linear)]
@@ -203,8 +217,8 @@ def resolve_lora_targets(backbone, targets, default=None):
     bad = [f"{n} ({type(m).__name__})" for n, m in hits if not _adaptable(m)]
     if bad:
         raise ValueError(
-            f"LoRA adapts nn.Linear and nn.Conv2d (groups=1) layers; lora_targets={targets!r} "
-            f"also selects {bad[:5]}."
+            f"LoRA adapts nn.Linear and nn.Conv2d (groups=1, torch's own forward) layers; "
+            f"lora_targets={targets!r} also selects {bad[:5]}."
         )
     return [n for n, _ in hits]
 
