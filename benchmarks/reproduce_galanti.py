@@ -237,140 +237,114 @@ def pretrain(cfg, X, y, out):
 # ----------------------------------------------------------------------------
 # measurements
 # ----------------------------------------------------------------------------
-def fewshot(Z, y, cfg):
-    """5-way K-shot NCC episodes on (Z, y) for every K in SHOTS."""
-    from sknc.model_selection import EpisodeSplit, evaluate_episodes
+def _protocol(extractors, X, y, split, cfg, refit=True):
+    """sknc.experiments.measure_checkpoints with this script's episodes."""
+    from sknc.experiments import measure_checkpoints
 
-    out = {}
-    for k, q in SHOTS.items():
-        cv = EpisodeSplit(
-            n_way=N_WAY,
-            n_shot=k,
-            n_query=q,
-            n_episodes=cfg["episodes"],
-            small_classes="skip",
-            random_state=cfg["seed"],
-        )
-        res = evaluate_episodes(Z, y, cv, return_cdnv=False, n_jobs=1)
-        out[str(k)] = {
-            "mean": float(res.mean),
-            "std": float(res.std),
-            "ci95": float(res.ci95),
-            "n_classes": int(len(res.classes)),
-        }
-    return out
+    return measure_checkpoints(
+        extractors,
+        X,
+        y,
+        split,
+        n_way=N_WAY,
+        shots=SHOTS,
+        n_episodes=cfg["episodes"],
+        small_classes="skip",
+        refit=refit,
+        random_state=cfg["seed"],
+        n_jobs=1,
+    )
 
 
-def _with_pairs(idx, y):
-    """The indices in ``idx`` whose class has at least two samples in ``idx``."""
-    classes, counts = np.unique(y[idx], return_counts=True)
-    return idx[np.isin(y[idx], classes[counts >= 2])]
+def _fewshot(m, i):
+    """The few-shot entry of checkpoint ``i`` of a measure_checkpoints result."""
+    return {
+        k: {f: s[f][i] for f in ("mean", "std", "ci95")} | {"n_classes": s["n_classes"]}
+        for k, s in m["few_shot"]["shots"].items()
+    }
+
+
+def _features(model, size, batch_size, weights=None):
+    from sknc.features import BackboneFeatures
+
+    return BackboneFeatures(
+        model,
+        weights=weights,
+        input_size=size,
+        crop_pct=1.0,
+        batch_size=batch_size,
+        device="cpu",
+        memory=rc.CACHE_DIR,
+    )
 
 
 def measure_checkpoints(cfg, checkpoints, X, y, split):
-    from sknc.features import BackboneFeatures
-    from sknc.metrics import cdnv, collapse_report
-    from sknc.neighbors import NearestClassCenter
-
-    parts = {
-        "source_train": split.source_train,
-        "source_test": split.source_test,
-        "novel": split.novel,
+    """Galanti et al.'s protocol on every checkpoint, in this script's results layout."""
+    t0 = time.perf_counter()
+    m = _protocol(
+        [_features(cfg["model"], cfg["size"], 256, weights=path) for path in checkpoints],
+        X,
+        y,
+        split,
+        cfg,
+    )
+    collapse = {
+        part: {k: v[k] for k in ("cdnv", "nc1", "cdnv_corrected")}
+        for part, v in m["collapse"].items()
     }
-    # CDNV / NC1 need two samples of a class: drop singleton classes of a part
-    parts = {p: _with_pairs(idx, y) for p, idx in parts.items()}
-    collapse = {p: {"cdnv": [], "nc1": [], "cdnv_corrected": []} for p in parts}
-    ncc_acc = []
+    collapse["n_classes"] = {part: v["n_classes"] for part, v in m["collapse"].items()}
     shots = {
-        str(k): {"n_shot": k, "n_query": q, "mean": [], "std": [], "ci95": []}
-        for k, q in SHOTS.items()
+        k: {f: s[f] for f in ("n_shot", "n_query", "mean", "std", "ci95", "n_classes")}
+        for k, s in m["few_shot"]["shots"].items()
     }
-    n_classes = {}
-    for epoch, path in enumerate(checkpoints):
-        t0 = time.perf_counter()
-        feats = BackboneFeatures(
-            cfg["model"],
-            weights=path,
-            input_size=cfg["size"],
-            crop_pct=1.0,
-            batch_size=256,
-            device="cpu",
-            memory=rc.CACHE_DIR,
-        ).fit()
-        Z = feats.transform(X)
-        for part, idx in parts.items():
-            rep = collapse_report(Z[idx], y[idx])
-            collapse[part]["cdnv"].append(float(rep.cdnv))
-            collapse[part]["nc1"].append(float(rep.nc1))
-            # the parts differ in samples per class: bias-corrected CDNV compares them
-            collapse[part]["cdnv_corrected"].append(float(cdnv(Z[idx], y[idx], bias="corrected")))
-        ncc = NearestClassCenter().fit(Z[split.source_train], y[split.source_train])
-        ncc_acc.append(float(ncc.score(Z[split.source_test], y[split.source_test])))
-        res = fewshot(Z[split.novel], y[split.novel], cfg)
-        for k, r in res.items():
-            for field in ("mean", "std", "ci95"):
-                shots[k][field].append(r[field])
-            n_classes[k] = r["n_classes"]
-        n_parts = {p: int(len(np.unique(y[idx]))) for p, idx in parts.items()}
+    for epoch in range(len(checkpoints)):
         rc.log(
             f"  checkpoint {epoch}: CDNV train/test/novel "
-            f"{collapse['source_train']['cdnv'][-1]:.3f}/"
-            f"{collapse['source_test']['cdnv'][-1]:.3f}/{collapse['novel']['cdnv'][-1]:.3f}, "
-            f"NCC held-out vendors {100 * ncc_acc[-1]:.1f}%, "
-            + ", ".join(f"{k}-shot {100 * shots[k]['mean'][-1]:.1f}%" for k in shots)
-            + f" ({time.perf_counter() - t0:.0f} s)"
+            f"{collapse['source_train']['cdnv'][epoch]:.3f}/"
+            f"{collapse['source_test']['cdnv'][epoch]:.3f}/{collapse['novel']['cdnv'][epoch]:.3f}, "
+            f"NCC held-out vendors {100 * m['ncc_accuracy'][epoch]:.1f}%, "
+            + ", ".join(f"{k}-shot {100 * shots[k]['mean'][epoch]:.1f}%" for k in shots)
         )
-    for k in shots:
-        shots[k]["n_classes"] = n_classes[k]
-    collapse["n_classes"] = n_parts
-    return collapse, ncc_acc, shots
+    rc.log(f"  {len(checkpoints)} checkpoints measured in {time.perf_counter() - t0:.0f} s")
+    return collapse, m["ncc_accuracy"], shots, m["n_features"][-1]
 
 
 def measure_baselines(cfg, X_own, X_native, y, split):
     """Raw pixels and frozen ImageNet backbones on the novel-class episodes."""
-    from sknc.features import BackboneFeatures
-    from sknc.metrics import collapse_report
+    from sklearn.preprocessing import FunctionTransformer
 
     idx = split.novel
     y_nov = y[idx]
-    rows = []
+    novel = {"novel": np.arange(len(idx))}
     Z = X_own[idx].reshape(len(idx), -1).astype(np.float32) / 255.0
-    rep = collapse_report(Z, y_nov)
-    rows.append(
+    m = _protocol([FunctionTransformer().fit(Z)], Z, y_nov, novel, cfg, refit=False)
+    rows = [
         {
             "name": "raw pixels",
             "kind": "raw",
             "input_size": cfg["size"],
-            "n_features": Z.shape[1],
-            "cdnv": float(rep.cdnv),
-            "nc1": float(rep.nc1),
-            "fewshot": fewshot(Z, y_nov, cfg),
+            "n_features": m["n_features"][0],
+            "cdnv": m["collapse"]["novel"]["cdnv"][0],
+            "nc1": m["collapse"]["novel"]["nc1"][0],
+            "fewshot": _fewshot(m, 0),
             "seconds": 0.0,
         }
-    )
+    ]
     for name in cfg["imagenet"]:
         t0 = time.perf_counter()
         module, _ = rc.imagenet_backbone(name)
-        feats = BackboneFeatures(
-            module,
-            input_size=cfg["imagenet_size"],
-            crop_pct=1.0,
-            batch_size=128,
-            device="cpu",
-            memory=rc.CACHE_DIR,
-        ).fit()
-        Z = feats.transform(X_native[idx])
-        rep = collapse_report(Z, y_nov)
+        feats = _features(module, cfg["imagenet_size"], 128).fit()
+        m = _protocol([feats], X_native[idx], y_nov, novel, cfg, refit=False)
         rows.append(
             {
                 "name": rc.SHORT_NAMES[name] + " (ImageNet)",
                 "kind": "imagenet",
                 "model": name,
                 "input_size": cfg["imagenet_size"],
-                "n_features": Z.shape[1],
-                "cdnv": float(rep.cdnv),
-                "nc1": float(rep.nc1),
-                "fewshot": fewshot(Z, y_nov, cfg),
+                "n_features": m["n_features"][0],
+                "cdnv": m["collapse"]["novel"]["cdnv"][0],
+                "nc1": m["collapse"]["novel"]["nc1"][0],
+                "fewshot": _fewshot(m, 0),
                 "seconds": time.perf_counter() - t0,
             }
         )
@@ -574,7 +548,7 @@ def main(argv=None):
 
     checkpoints, history = pretrain(cfg, X_own[split.source_train], y[split.source_train], out)
     rc.log("measuring every checkpoint")
-    collapse, ncc_acc, shots = measure_checkpoints(cfg, checkpoints, X_own, y, split)
+    collapse, ncc_acc, shots, width = measure_checkpoints(cfg, checkpoints, X_own, y, split)
     collapse["epoch"] = list(range(len(checkpoints)))
     rc.log("baselines on the novel classes")
     baselines = measure_baselines(cfg, X_own, X_native, y, split)
@@ -604,9 +578,6 @@ def main(argv=None):
             for k, s in shots.items()
         },
     }
-    from sknc.features import BackboneFeatures
-
-    width = BackboneFeatures(cfg["model"], input_size=cfg["size"]).fit().n_features_out_
     final["n_features"] = init["n_features"] = int(width)
     feature_sets = baselines + [init, final]
 

@@ -46,8 +46,6 @@ so an interrupted run resumes where it stopped.
 """
 
 import argparse
-import hashlib
-import json
 import os
 import sys
 import time
@@ -331,170 +329,71 @@ def rank(cfg, tasks, cands, meta):
 # ----------------------------------------------------------------------------
 # fine-tuning (each run stored as it finishes)
 # ----------------------------------------------------------------------------
+def _cosine(epochs):
+    from skorch.callbacks import LRScheduler
+
+    return [("cosine", LRScheduler(policy="CosineAnnealingLR", T_max=epochs))]
+
+
 def finetune(cfg, tasks, out):
     """Per-run rows, their summary over the training seeds ``cfg["ft_seeds"]``, cache use.
 
-    Runs are stored in ``out/finetune_runs.json`` as they finish, keyed by
-    everything that determines them; a re-run reuses them.
+    :func:`sknc.experiments.compare_finetuning` on every task; runs are
+    stored in ``out/finetune_runs.json`` as they finish (keyed by everything
+    that determines them), and a re-run reuses them.
     """
-    from skorch.callbacks import LRScheduler
-
+    from sknc.experiments import compare_finetuning
     from sknc.finetune import FineTuningClassifier
 
-    store = os.path.join(out, "finetune_runs.json")
-    runs = rc.read_json(store, default={})
     module, _ = rc.imagenet_backbone(cfg["ft_model"])
-    per_run, summary = {}, {}
-    reused = computed = 0
-    for task, t in tasks.items():
-        per_run[task], summary[task] = [], []
-        for regime in ("full", "scarce"):
-            idx = np.arange(len(t["y_train"])) if regime == "full" else t["scarce"]
-            epochs = cfg["ft_epochs_full"] if regime == "full" else cfg["ft_epochs_scarce"]
-            for method in METHODS:
-                rows = []
-                for seed in cfg["ft_seeds"]:
-                    key_src = json.dumps(
-                        [
-                            task,
-                            regime,
-                            method,
-                            cfg["ft_model"],
-                            cfg["imagenet_size"],
-                            cfg["ft_lr"],
-                            cfg["ft_batch_size"],
-                            epochs,
-                            seed,
-                            len(idx),
-                            int(np.sum(idx)),
-                            len(t["y_test"]),
-                        ]
-                    )
-                    key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
-                    if key in runs:
-                        reused += 1
-                    else:
-                        runs[key] = rc.to_jsonable(
-                            _finetune_run(
-                                FineTuningClassifier,
-                                LRScheduler,
-                                module,
-                                cfg,
-                                t,
-                                task,
-                                regime,
-                                method,
-                                idx,
-                                epochs,
-                                seed,
-                            )
-                        )
-                        rc.write_json(store, runs)
-                        computed += 1
-                    rows.append(dict(runs[key], seed=seed))
-                per_run[task].extend(rows)
-                summary[task].append(_summarise(rows))
-        full_params = {
-            r["regime"]: r["n_trainable_params"] for r in summary[task] if r["method"] == "full-ft"
-        }
-        for r in summary[task]:
-            r["trainable_vs_full"] = r["n_trainable_params"] / full_params[r["regime"]]
-    cache = {
-        "reused_runs": reused,
-        "computed_runs": computed,
-        "fit_seconds_all_runs": sum(r["fit_seconds"] for rows in per_run.values() for r in rows),
-    }
-    return per_run, summary, cache
-
-
-def _finetune_run(estimator, scheduler, module, cfg, t, task, regime, method, idx, epochs, seed):
-    rc.log(
-        f"fine-tuning {cfg['ft_model']} on {TASKS[task]} ({regime}: {len(idx)} images), "
-        f"{method}, {epochs} epochs, seed {seed}"
-    )
-    clf = estimator(
+    base = FineTuningClassifier(
         module,
-        method=method,
         input_size=cfg["imagenet_size"],
-        max_epochs=epochs,
         lr=cfg["ft_lr"],
         batch_size=cfg["ft_batch_size"],
         device="cpu",
-        random_state=seed,
-        callbacks=[("cosine", scheduler(policy="CosineAnnealingLR", T_max=epochs))],
     )
-    clf.fit(t["X_train"][idx], t["y_train"][idx])
-    t1 = time.perf_counter()
-    acc = float(clf.score(t["X_test"], t["y_test"]))
-    row = {
-        "task": task,
-        "regime": regime,
-        "method": method,
-        "n_train": int(len(idx)),
-        "epochs": epochs,
-        "tuned_block": clf.tuned_block_,
-        "accuracy": acc,
-        # the gap to the test accuracy shows overfitting (scarce sets only: a pass
-        # over a full training set costs as much as an epoch)
-        "train_accuracy": (
-            float(clf.score(t["X_train"][idx], t["y_train"][idx])) if regime == "scarce" else None
-        ),
-        "n_trainable_params": int(clf.n_trainable_params_),
-        "n_params": int(clf.n_params_),
-        "trainable_fraction": float(clf.trainable_fraction_),
-        "fit_seconds": float(clf.fit_time_),
-        "predict_seconds": time.perf_counter() - t1,
-        "train_nc1": clf.train_nc1_,
-        "prefix_cached": bool(clf.prefix_cached_),
-        "final_train_loss": float(clf.history_[-1, "train_loss"]),
+    regimes = {
+        "full": {
+            "params": {
+                "max_epochs": cfg["ft_epochs_full"],
+                "callbacks": _cosine(cfg["ft_epochs_full"]),
+            }
+        },
+        "scarce": {
+            "fraction": cfg["scarce_fraction"],
+            "params": {
+                "max_epochs": cfg["ft_epochs_scarce"],
+                "callbacks": _cosine(cfg["ft_epochs_scarce"]),
+            },
+            # the gap to the test accuracy shows overfitting (scarce sets only: a pass
+            # over a full training set costs as much as an epoch)
+            "score_train": True,
+        },
     }
-    rc.log(
-        f"  test acc {100 * acc:.1f}%, trainable {row['n_trainable_params']:,} "
-        f"({100 * row['trainable_fraction']:.1f}%), fit {row['fit_seconds']:.0f} s, "
-        f"train NC1 {row['train_nc1']:.3g}"
-    )
-    return row
-
-
-def _mean(values):
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
-
-
-def _summarise(rows):
-    """One row for the runs of a (task, regime, method) over the seeds."""
-    first = rows[0]
-    acc = [r["accuracy"] for r in rows]
-    out = {
-        k: first[k]
-        for k in (
-            "task",
-            "regime",
-            "method",
-            "n_train",
-            "epochs",
-            "tuned_block",
-            "n_trainable_params",
-            "n_params",
-            "trainable_fraction",
+    per_run, summary = {}, {}
+    cache = {"reused_runs": 0, "computed_runs": 0}
+    for task, t in tasks.items():
+        rc.log(f"fine-tuning {cfg['ft_model']} on {TASKS[task]}: {', '.join(METHODS)}")
+        res = compare_finetuning(
+            base,
+            t["X_train"],
+            t["y_train"],
+            t["X_test"],
+            t["y_test"],
+            methods=METHODS,
+            regimes=regimes,
+            seeds=cfg["ft_seeds"],
+            random_state=cfg["seed"],
+            cache=os.path.join(out, "finetune_runs.json"),
+            verbose=True,
         )
-    }
-    out.update(
-        n_seeds=len(rows),
-        seeds=[r["seed"] for r in rows],
-        accuracy=_mean(acc),
-        accuracy_std=float(np.std(acc, ddof=1)) if len(acc) > 1 else None,
-        accuracy_runs=acc,
-        train_accuracy=_mean([r["train_accuracy"] for r in rows]),
-        fit_seconds=_mean([r["fit_seconds"] for r in rows]),
-        train_nc1=_mean([r["train_nc1"] for r in rows]),
-        train_nc1_std=(
-            float(np.std([r["train_nc1"] for r in rows], ddof=1))
-            if len(rows) > 1 and all(rc.finite(r["train_nc1"]) for r in rows)
-            else None
-        ),
-    )
-    return out
+        per_run[task] = [dict(r, task=task) for r in res["runs"]]
+        summary[task] = [dict(r, task=task) for r in res["summary"]]
+        for key in cache:
+            cache[key] += res["cache"][key]
+    cache["fit_seconds_all_runs"] = sum(r["fit_seconds"] for rows in per_run.values() for r in rows)
+    return per_run, summary, cache
 
 
 # ----------------------------------------------------------------------------

@@ -48,8 +48,6 @@ them), so an interrupted run resumes where it stopped.
 """
 
 import argparse
-import hashlib
-import json
 import os
 import sys
 import time
@@ -61,6 +59,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _repro_common as rc
 import reproduce_li as li
+
+from sknc.experiments import PEFT_BASELINES  # the baselines SCL-FT is compared with
 
 #: (label, estimator parameters); ``scl-ft-auto`` is SCL-FT with the block chosen
 #: by collapse; the oracle ``scl-ft-best`` row comes from the block sweep.
@@ -75,7 +75,6 @@ METHODS = (
     ("last-2", dict(method="layer-ft", last_k=2)),
     ("full-ft", dict(method="full-ft")),
 )
-PEFT_BASELINES = ("bitfit", "norm", "lora-r4", "lora-r16", "last-2")
 TASKS = {
     "fashion_mnist": "Fashion-MNIST",
     "emoji_category": "emoji categories",
@@ -123,21 +122,6 @@ PRESETS = {
     ),
 }
 
-CLAIMS = {
-    "peft_level_with_scl": dict(
-        paper="issue 16 / Lessons from a unifying PEFT study (CVPR 2025)",
-        title="With the same tuning budget, SCL-FT and the field's PEFT baselines are level",
-        claim="Tuned with the same learning-rate grid, epochs and data, SCL-FT is neither "
-        "clearly better nor clearly worse than BitFit, norm tuning, LoRA and last-2-blocks.",
-    ),
-    "auto_block": dict(
-        paper="Li et al., TMLR 2024 (layer choice by collapse)",
-        title="The block chosen by collapse is as good as the best block",
-        claim="SCL-FT on the block chosen from layer-wise NC1 (tuned_block='auto') is within "
-        "one standard error of the best single block of the sweep.",
-    ),
-}
-
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
@@ -159,6 +143,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     preset = "reduced" if args.reduced else "release"
     cfg = dict(PRESETS[preset], preset=preset, seed=args.seed, threads=args.threads)
+    cfg["progress"] = not args.no_progress
     if args.backbones:
         cfg["backbones"] = tuple(args.backbones)
     if args.seeds:
@@ -245,16 +230,15 @@ def _lr_split(y, idx, cfg):
 
 
 # ----------------------------------------------------------------------------
-# runs
+# runs: sknc.experiments.compare_finetuning, cached in OUT/runs.json
 # ----------------------------------------------------------------------------
 class Runner:
-    """Fits one configuration, caching the result in ``runs.json`` by a key."""
+    """:func:`sknc.experiments.compare_finetuning` for one backbone and regime."""
 
     def __init__(self, cfg, out):
         self.cfg = cfg
         self.store = os.path.join(out, "runs.json")
-        self.runs = rc.read_json(self.store, default={})
-        self.computed = self.reused = 0
+        self.counts = {"computed_runs": 0, "reused_runs": 0}
         self.modules = {}
 
     def module(self, name):
@@ -262,121 +246,38 @@ class Runner:
             self.modules[name] = rc.imagenet_backbone(name)[0]
         return self.modules[name]
 
-    def run(self, backbone, task, t, regime, label, params, lr, seed, train_idx, eval_on):
-        """One fit; accuracy on the test set (``eval_on="test"``) or on ``eval_on`` indices."""
+    def compare(self, backbone, regime, methods, seeds, train, test):
+        """Summary rows of ``methods`` (label -> parameters) trained on ``train``."""
         from skorch.callbacks import LRScheduler
 
+        from sknc.experiments import compare_finetuning
         from sknc.finetune import FineTuningClassifier
 
         cfg = self.cfg
         epochs = cfg["epochs_full"] if regime == "full" else cfg["epochs_scarce"]
-        eval_idx = None if isinstance(eval_on, str) else np.asarray(eval_on)
-        key_src = json.dumps(
-            [
-                backbone,
-                task,
-                regime,
-                label,
-                sorted(params.items()),
-                lr,
-                seed,
-                cfg["imagenet_size"],
-                cfg["batch_size"],
-                epochs,
-                int(np.sum(train_idx)),
-                len(train_idx),
-                None if eval_idx is None else int(np.sum(eval_idx)),
-                len(t["y_test"]),
-            ],
-            default=str,
-        )
-        key = hashlib.sha1(key_src.encode()).hexdigest()[:16]
-        if key in self.runs:
-            self.reused += 1
-            return self.runs[key]
-        clf = FineTuningClassifier(
+        base = FineTuningClassifier(
             self.module(backbone),
             input_size=cfg["imagenet_size"],
             max_epochs=epochs,
-            lr=lr,
             batch_size=cfg["batch_size"],
             device="cpu",
-            random_state=seed,
             callbacks=[("cosine", LRScheduler(policy="CosineAnnealingLR", T_max=epochs))],
-            **params,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            clf.fit(t["X_train"][train_idx], t["y_train"][train_idx])
-        if eval_idx is None:
-            acc = float(clf.score(t["X_test"], t["y_test"]))
-        else:
-            acc = float(clf.score(t["X_train"][eval_idx], t["y_train"][eval_idx]))
-        row = {
-            "backbone": backbone,
-            "task": task,
-            "regime": regime,
-            "label": label,
-            "lr": lr,
-            "seed": seed,
-            "evaluated_on": "test" if eval_idx is None else "validation",
-            "n_train": int(len(train_idx)),
-            "epochs": epochs,
-            "accuracy": acc,
-            "tuned_block": clf.tuned_block_,
-            "block_nc": clf.block_nc_,
-            "n_trainable_params": int(clf.n_trainable_params_),
-            "n_params": int(clf.n_params_),
-            "trainable_fraction": float(clf.trainable_fraction_),
-            "seconds_per_epoch": clf.seconds_per_epoch_,
-            "fit_seconds": float(clf.fit_time_),
-            "train_nc1": clf.train_nc1_,
-            "prefix_cached": bool(clf.prefix_cached_),
-        }
-        self.runs[key] = rc.to_jsonable(row)
-        rc.write_json(self.store, self.runs)
-        self.computed += 1
-        rc.log(
-            f"  {backbone} {task} {regime} {label} lr={lr:g} seed={seed} "
-            f"({row['evaluated_on']}): acc {100 * acc:.1f}%, "
-            f"{row['n_trainable_params']:,} trainable, {row['fit_seconds']:.1f} s"
-        )
-        return self.runs[key]
-
-
-def _summary(rows, label, lr):
-    acc = [r["accuracy"] for r in rows]
-    nc1 = [r["train_nc1"] for r in rows]
-    first = rows[0]
-    out = {
-        k: first[k]
-        for k in (
-            "backbone",
-            "task",
-            "regime",
-            "n_train",
-            "epochs",
-            "n_trainable_params",
-            "n_params",
-            "trainable_fraction",
-        )
-    }
-    out.update(
-        method=label,
-        lr=lr,
-        tuned_block=first["tuned_block"],
-        n_seeds=len(rows),
-        accuracy=float(np.mean(acc)),
-        accuracy_std=float(np.std(acc, ddof=1)) if len(acc) > 1 else None,
-        accuracy_runs=acc,
-        seconds_per_epoch=float(np.mean([r["seconds_per_epoch"] or np.nan for r in rows])),
-        train_nc1=float(np.mean(nc1)) if all(rc.finite(v) for v in nc1) else None,
-        train_nc1_std=(
-            float(np.std(nc1, ddof=1)) if len(nc1) > 1 and all(rc.finite(v) for v in nc1) else None
-        ),
-        block_nc=first.get("block_nc"),
-    )
-    return out
+            res = compare_finetuning(
+                base,
+                *train,
+                *test,
+                methods=methods,
+                regimes={regime: 1.0},
+                seeds=seeds,
+                cache=self.store,
+                verbose=self.cfg["progress"],
+            )
+        for key in self.counts:
+            self.counts[key] += res["cache"][key]
+        return res["summary"]
 
 
 def _sweep_blocks(cfg, runner, backbone, auto_block):
@@ -392,67 +293,67 @@ def _sweep_blocks(cfg, runner, backbone, auto_block):
     return blocks
 
 
+def _setting(cfg, runner, backbone, task, t, regime):
+    """Summary rows of one (backbone, task, regime): every method, then the block sweep."""
+    idx = np.arange(len(t["y_train"])) if regime == "full" else t["scarce"]
+    fit_i, val_i = _lr_split(t["y_train"], idx, cfg)
+    rc.log(
+        f"{backbone} / {TASKS[task]} / {regime}: {len(idx)} training images "
+        f"({len(fit_i)} + {len(val_i)} for the learning-rate choice)"
+    )
+    X, y = t["X_train"], t["y_train"]
+    train = (X[idx], y[idx])
+    test = (t["X_test"], t["y_test"])
+    # the learning rate of every method, chosen on the validation split (seed cfg["seed"])
+    grid = {
+        f"{label}@{lr:g}": dict(params, lr=lr) for label, params in METHODS for lr in cfg["lr_grid"]
+    }
+    val = runner.compare(
+        backbone, regime, grid, [cfg["seed"]], (X[fit_i], y[fit_i]), (X[val_i], y[val_i])
+    )
+    val = {row["method"]: row["accuracy"] for row in val}
+    chosen, val_acc = {}, {}
+    for label, _ in METHODS:
+        val_acc[label] = {lr: val[f"{label}@{lr:g}"] for lr in cfg["lr_grid"]}
+        chosen[label] = max(cfg["lr_grid"], key=lambda v: (val_acc[label][v], -v))
+    methods = {label: dict(params, lr=chosen[label]) for label, params in METHODS}
+    summary = runner.compare(backbone, regime, methods, cfg["seeds"], train, test)
+    for row in summary:
+        row.update(
+            backbone=backbone,
+            task=task,
+            lr=chosen[row["method"]],
+            validation_accuracy=val_acc[row["method"]],
+        )
+    # block sweep for SCL-FT at the learning rate chosen for the auto block
+    auto = next(r for r in summary if r["method"] == "scl-ft-auto")
+    lr = chosen["scl-ft-auto"]
+    blocks = _sweep_blocks(cfg, runner, backbone, auto["tuned_block"])
+    sweep = runner.compare(
+        backbone,
+        regime,
+        {f"scl-ft@{b}": dict(method="scl-ft", tuned_block=b, lr=lr) for b in blocks},
+        cfg["seeds"],
+        train,
+        test,
+    )
+    best = max(sweep, key=lambda r: r["accuracy"])
+    summary.append(
+        dict(best, backbone=backbone, task=task, lr=lr, method="scl-ft-best", oracle=True)
+    )
+    auto["sweep"] = [
+        {k: r[k] for k in ("tuned_block", "accuracy", "accuracy_std", "n_seeds")} for r in sweep
+    ]
+    return summary
+
+
 def experiment(cfg, tasks, out):
     runner = Runner(cfg, out)
     summary = []
     for backbone in cfg["backbones"]:
         for task, t in tasks.items():
             for regime in ("full", "scarce"):
-                idx = np.arange(len(t["y_train"])) if regime == "full" else t["scarce"]
-                fit_i, val_i = _lr_split(t["y_train"], idx, cfg)
-                rc.log(
-                    f"{backbone} / {TASKS[task]} / {regime}: {len(idx)} training images "
-                    f"({len(fit_i)} + {len(val_i)} for the learning-rate choice)"
-                )
-                chosen = {}
-                for label, params in METHODS:
-                    val = {
-                        lr: runner.run(
-                            backbone, task, t, regime, label, params, lr, cfg["seed"], fit_i, val_i
-                        )["accuracy"]
-                        for lr in cfg["lr_grid"]
-                    }
-                    lr = max(cfg["lr_grid"], key=lambda v: (val[v], -v))
-                    chosen[label] = lr
-                    rows = [
-                        runner.run(backbone, task, t, regime, label, params, lr, s, idx, "test")
-                        for s in cfg["seeds"]
-                    ]
-                    row = _summary(rows, label, lr)
-                    row["validation_accuracy"] = val
-                    summary.append(row)
-                # block sweep for SCL-FT at the learning rate chosen for the auto block
-                auto = next(
-                    r
-                    for r in summary
-                    if (r["backbone"], r["task"], r["regime"], r["method"])
-                    == (backbone, task, regime, "scl-ft-auto")
-                )
-                sweep = []
-                for block in _sweep_blocks(cfg, runner, backbone, auto["tuned_block"]):
-                    params = dict(method="scl-ft", tuned_block=block)
-                    rows = [
-                        runner.run(
-                            backbone,
-                            task,
-                            t,
-                            regime,
-                            f"scl-ft@{block}",
-                            params,
-                            chosen["scl-ft-auto"],
-                            s,
-                            idx,
-                            "test",
-                        )
-                        for s in cfg["seeds"]
-                    ]
-                    sweep.append(_summary(rows, f"scl-ft@{block}", chosen["scl-ft-auto"]))
-                best = max(sweep, key=lambda r: r["accuracy"])
-                summary.append(dict(best, method="scl-ft-best", oracle=True))
-                auto["sweep"] = [
-                    {k: r[k] for k in ("tuned_block", "accuracy", "accuracy_std", "n_seeds")}
-                    for r in sweep
-                ]
+                summary += _setting(cfg, runner, backbone, task, t, regime)
     for row in summary:
         full = next(
             r
@@ -461,7 +362,7 @@ def experiment(cfg, tasks, out):
             == (row["backbone"], row["task"], row["regime"], "full-ft")
         )
         row["trainable_vs_full"] = row["n_trainable_params"] / full["n_trainable_params"]
-    return summary, {"computed_runs": runner.computed, "reused_runs": runner.reused}
+    return summary, runner.counts
 
 
 # ----------------------------------------------------------------------------
@@ -474,20 +375,15 @@ def _pm(row):
     return f"{100 * row['accuracy']:.1f} ± {100 * row['accuracy_std']:.1f}%"
 
 
-def _claim(key, status, verdict):
-    """A verdict in sknc.experiments' claim schema, for this script's own claims."""
-    held = {"held": True, "did not hold": False}.get(status)
-    return {**CLAIMS[key], "status": status, "held": held, "verdict": verdict}
-
-
 def claims(res):
-    """Li et al.'s claims with sknc.experiments' verdict rules, plus the PEFT comparisons.
+    """Li et al.'s claims and the PEFT comparisons, with sknc.experiments' one rule set.
 
     "Clearly better/worse" is :func:`sknc.experiments.compare_over_seeds`
     everywhere (a difference beyond twice its standard error over the seeds).
     """
     from sknc.experiments import (
-        compare_over_seeds,
+        verdict_auto_block,
+        verdict_peft_level_with_scl,
         verdict_scl_ft_collapse,
         verdict_scl_ft_efficient,
     )
@@ -514,70 +410,12 @@ def claims(res):
             c = fn(finetune, TASKS)
             c["title"] += f" ({short}; SCL-FT with the auto block)"
             out[f"{key}:{backbone}"] = c
-
-    texts, signs = [], []
-    for backbone, per_task in by_backbone.items():
-        for task, rows in per_task.items():
-            by = {(r["regime"], r["method"]): r for r in rows}
-            for regime in ("full", "scarce"):
-                scl = by[(regime, "scl-ft-auto")]
-                parts = []
-                for base in PEFT_BASELINES:
-                    sign = compare_over_seeds(scl, by[(regime, base)], "accuracy")
-                    signs.append(sign)
-                    parts.append(f"{base} {_pm(by[(regime, base)])} ({_WORDS[sign]})")
-                texts.append(
-                    f"{rc.SHORT_NAMES.get(backbone, backbone)} {TASKS[task]} "
-                    f"{'10%' if regime == 'scarce' else 'full'}: SCL-FT {_pm(scl)} vs "
-                    + ", ".join(parts)
-                )
-    n_better, n_worse = signs.count(1), signs.count(-1)
-    status = (
-        "held"
-        if n_better == n_worse == 0
-        else "partly held"
-        if max(n_better, n_worse) <= len(signs) // 4
-        else "did not hold"
+    names = dict(rc.SHORT_NAMES)
+    out["peft_level_with_scl"] = verdict_peft_level_with_scl(
+        res["summary"], TASKS, backbone_names=names, baselines=PEFT_BASELINES
     )
-    out["peft_level_with_scl"] = _claim(
-        "peft_level_with_scl",
-        status,
-        f"SCL-FT (auto block) clearly better in {n_better}, level in {signs.count(0)}, clearly "
-        f"worse in {n_worse} of {len(signs)} comparisons (held: all level; partly: at most a "
-        "quarter not level). " + "; ".join(texts) + ". " + _NOISE_RULE,
-    )
-
-    hits, texts = [], []
-    for r in res["summary"]:
-        if r["method"] != "scl-ft-auto" or not r.get("sweep"):
-            continue
-        best = max(r["sweep"], key=lambda s: s["accuracy"])
-        se = (best["accuracy_std"] or 0.0) / np.sqrt(max(best["n_seeds"], 1))
-        hit = r["accuracy"] >= best["accuracy"] - se
-        hits.append(hit)
-        texts.append(
-            f"{rc.SHORT_NAMES.get(r['backbone'], r['backbone'])} {TASKS[r['task']]} "
-            f"{'10%' if r['regime'] == 'scarce' else 'full'}: auto {r['tuned_block']} "
-            f"{_pm(r)} vs best {best['tuned_block']} {_pm(best)} "
-            f"({'within' if hit else 'outside'} 1 SE)"
-        )
-    status = "held" if hits and all(hits) else "partly held" if any(hits) else "did not hold"
-    c = _claim(
-        "auto_block",
-        status,
-        f"the auto block is within one standard error of the best swept block in "
-        f"{sum(hits)} of {len(hits)} settings; " + "; ".join(texts) + ".",
-    )
-    c["within_one_se"] = float(np.mean(hits)) if hits else None
-    out["auto_block"] = c
+    out["auto_block"] = verdict_auto_block(res["summary"], TASKS, backbone_names=names)
     return out
-
-
-_WORDS = {1: "better", 0: "level", -1: "worse"}
-_NOISE_RULE = (
-    "A difference counts as better or worse only when it exceeds twice its "
-    "standard error over the training seeds."
-)
 
 
 def table(summary):

@@ -22,6 +22,9 @@ of a deep network:
    typefaces, and on novel glyphs;
 4. evaluate 5-way 1-shot and 5-shot NCC episodes on the novel classes.
 
+Steps 2 to 4 are :func:`sknc.experiments.measure_checkpoints`, the protocol
+``sknc demo`` runs on every epoch of a network's training.
+
 The glyphs are rendered from matplotlib's fonts on first use (a few seconds)
 and cached.
 """
@@ -34,10 +37,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 from sknc.datasets import load_glyphs
-from sknc.metrics import cdnv
-from sknc.model_selection import EpisodeSplit, evaluate_episodes, source_novel_split
+from sknc.experiments import measure_checkpoints
+from sknc.model_selection import source_novel_split
 
 glyphs = load_glyphs(size=32)
 X = glyphs.data / 255.0  # flattened 32 x 32 pixels
@@ -61,50 +66,41 @@ print("held-out typefaces:", ", ".join(split.test_groups))
 # its within-class covariance shrunk towards a multiple of the identity, it
 # learns directions that also separate characters it never saw.
 
-pca = PCA(100, random_state=0).fit(X[split.source_train])
-P = pca.transform(X)
-
-features = {"pixels": X, "PCA": P}
-lda_pixels = LinearDiscriminantAnalysis(solver="eigen", shrinkage=1e-4, n_components=40)
-features["LDA on pixels"] = lda_pixels.fit(X[split.source_train], y[split.source_train]).transform(
-    X
-)
-lda_variants = {"LDA": LinearDiscriminantAnalysis(n_components=40)}
+features = {
+    "pixels": FunctionTransformer(),
+    "PCA": PCA(100, random_state=0),
+    "LDA on pixels": LinearDiscriminantAnalysis(solver="eigen", shrinkage=1e-4, n_components=40),
+    "LDA": make_pipeline(PCA(100, random_state=0), LinearDiscriminantAnalysis(n_components=40)),
+}
 for shrinkage in (0.1, 0.5, 0.9):
-    lda_variants[f"LDA, shrinkage {shrinkage}"] = LinearDiscriminantAnalysis(
-        solver="eigen", shrinkage=shrinkage, n_components=40
+    features[f"LDA, shrinkage {shrinkage}"] = make_pipeline(
+        PCA(100, random_state=0),
+        LinearDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage, n_components=40),
     )
-for name, lda in lda_variants.items():
-    # on the PCA components
-    features[name] = lda.fit(P[split.source_train], y[split.source_train]).transform(P)
 
 # %%
 # CDNV and few-shot accuracy
 # --------------------------
-# :func:`~sknc.model_selection.evaluate_episodes` evaluates the 600 episodes
-# of an :class:`~sknc.model_selection.EpisodeSplit` at once; with the same
+# :func:`~sknc.experiments.measure_checkpoints` runs Galanti et al.'s
+# protocol on each feature map, as it would on each checkpoint of a
+# network: it fits the map on the source-train glyphs, measures the CDNV of
+# the three parts and evaluates 600 5-way episodes on the novel classes
+# (:func:`~sknc.model_selection.evaluate_episodes`); with the same
 # ``random_state`` every feature map sees the same episodes.
 
+res = measure_checkpoints(
+    features, X, y, split, shots=(1, 5), n_query=10, n_episodes=600, random_state=0
+)
 parts = ["source_train", "source_test", "novel"]
-results = {}
-for name, Z in features.items():
-    row = {part: cdnv(Z[split[part]], y[split[part]]) for part in parts}
-    for n_shot in (1, 5):
-        episodes = EpisodeSplit(
-            n_way=5,
-            n_shot=n_shot,
-            n_query=10,
-            n_episodes=600,
-            classes=split.novel_classes,
-            random_state=0,
-        )
-        row[n_shot] = evaluate_episodes(Z, y, episodes, return_cdnv=False)
-    results[name] = row
+names = res["checkpoints"]
+cdnv = {part: res["collapse"][part]["cdnv"] for part in parts}
+shots = res["few_shot"]["shots"]
+for i, name in enumerate(names):
     print(
-        f"{name:<20} CDNV source-train {row['source_train']:.2f}, held-out typefaces "
-        f"{row['source_test']:.2f}, novel {row['novel']:.2f} | 5-way 1-shot "
-        f"{row[1].mean:.1%} ± {row[1].ci95:.1%}, 5-shot {row[5].mean:.1%} ± "
-        f"{row[5].ci95:.1%}"
+        f"{name:<20} CDNV source-train {cdnv['source_train'][i]:.2f}, held-out typefaces "
+        f"{cdnv['source_test'][i]:.2f}, novel {cdnv['novel'][i]:.2f} | 5-way 1-shot "
+        f"{shots['1']['mean'][i]:.1%} ± {shots['1']['ci95'][i]:.1%}, 5-shot "
+        f"{shots['5']['mean'][i]:.1%} ± {shots['5']['ci95'][i]:.1%}"
     )
 
 # %%
@@ -116,7 +112,6 @@ for name, Z in features.items():
 # about fifteen in training; the CDNV of small classes is biased low, since
 # their variances are underestimated, so compare bars of the same colour.)
 
-names = list(results)
 width = 0.27
 positions = np.arange(len(names))
 labels = {
@@ -126,9 +121,7 @@ labels = {
 }
 fig, ax = plt.subplots(figsize=(10, 4))
 for k, part in enumerate(parts):
-    ax.bar(
-        positions + (k - 1) * width, [results[n][part] for n in names], width, label=labels[part]
-    )
+    ax.bar(positions + (k - 1) * width, cdnv[part], width, label=labels[part])
 ax.set_xticks(positions, names, rotation=15)
 ax.set_ylabel("CDNV (lower is more collapse)")
 ax.legend()
@@ -145,12 +138,11 @@ fig.tight_layout()
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
 for ax, part in zip(axes, ["novel", "source_train"]):
-    for n_shot, marker in [(1, "o"), (5, "s")]:
-        x = [results[n][part] for n in names]
-        acc = [results[n][n_shot].mean for n in names]
-        err = [results[n][n_shot].ci95 for n in names]
+    for n_shot, marker in [("1", "o"), ("5", "s")]:
+        x, acc = cdnv[part], shots[n_shot]["mean"]
+        err = shots[n_shot]["ci95"]
         ax.errorbar(x, acc, yerr=err, fmt=marker, capsize=3, label=f"5-way {n_shot}-shot")
-        if n_shot == 1:
+        if n_shot == "1":
             for xi, ai, n in zip(x, acc, names):
                 ax.annotate(n, (xi, ai), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xscale("log")

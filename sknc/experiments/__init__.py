@@ -12,6 +12,10 @@ wrongly (missing folder, empty class, unknown model), and
 :class:`Interrupted` (a ``KeyboardInterrupt``) after Ctrl-C, leaving an
 earlier report untouched.
 
+The papers' protocols as functions: :func:`measure_checkpoints` (Galanti
+et al.'s collapse and few-shot accuracy per checkpoint) and
+:func:`compare_finetuning` (fine-tuning methods x data regimes x seeds).
+
 The papers' claims and the one rule set that judges them (used by the
 demo and by the real-data reproductions in ``benchmarks/``):
 :data:`CLAIMS`, :func:`make_claim`, :func:`compare_over_seeds` and one
@@ -22,15 +26,19 @@ demo and by the real-data reproductions in ``benchmarks/``):
 from ._common import InputError, Interrupted
 from ._demo import PRESETS, run_demo
 from ._evaluate import run_evaluate
+from ._protocols import compare_finetuning, measure_checkpoints
 from ._rank import run_rank
 from ._verdicts import (
     CLAIMS,
+    PEFT_BASELINES,
     STATUSES,
     compare_over_seeds,
     make_claim,
+    verdict_auto_block,
     verdict_collapse_generalizes,
     verdict_collapse_predicts_transfer,
     verdict_fewshot_follows_cdnv,
+    verdict_peft_level_with_scl,
     verdict_scl_ft_collapse,
     verdict_scl_ft_efficient,
     verdict_source_training_helps,
@@ -40,16 +48,21 @@ __all__ = [
     "CLAIMS",
     "InputError",
     "Interrupted",
+    "PEFT_BASELINES",
     "PRESETS",
     "STATUSES",
+    "compare_finetuning",
     "compare_over_seeds",
     "make_claim",
+    "measure_checkpoints",
     "run_demo",
     "run_evaluate",
     "run_rank",
+    "verdict_auto_block",
     "verdict_collapse_generalizes",
     "verdict_collapse_predicts_transfer",
     "verdict_fewshot_follows_cdnv",
+    "verdict_peft_level_with_scl",
     "verdict_scl_ft_collapse",
     "verdict_scl_ft_efficient",
     "verdict_source_training_helps",

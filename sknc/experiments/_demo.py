@@ -23,7 +23,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -46,6 +45,7 @@ from ._common import (
     write_results,
 )
 from ._format import finite, pct
+from ._protocols import compare_finetuning, measure_checkpoints
 from ._report import render_demo_report
 from ._verdicts import (
     verdict_collapse_generalizes,
@@ -187,6 +187,13 @@ def _load_data(p, image_size, downstream, seed):
     d_train, d_test = train_test_split(
         np.arange(len(digits.target)), test_size=0.25, stratify=digits.target, random_state=seed
     )
+    # Galanti et al.'s protocol on every glyph: indices into the glyph images
+    sets["glyphs"] = (glyphs.images, y)
+    sets["protocol"] = {
+        "source_train": split.source_train,
+        "source_test": split.source_test,
+        "novel": split.novel,
+    }
     if downstream == "novel":
         # the novel classes, halved (stratified): probe training / test images
         ds_train, ds_test = train_test_split(
@@ -194,6 +201,8 @@ def _load_data(p, image_size, downstream, seed):
         )
         sets["downstream_train"] = (glyphs.images[ds_train], y[ds_train])
         sets["downstream_test"] = (glyphs.images[ds_test], y[ds_test])
+        # the episodes follow the order of the probe's training and test images
+        sets["protocol"]["novel"] = np.concatenate([ds_train, ds_test])
         ds_name = "novel glyph classes"
     else:
         sets["novel"] = (glyphs.images[split.novel], y[split.novel])
@@ -204,6 +213,7 @@ def _load_data(p, image_size, downstream, seed):
         subsample_per_class(digits.target[d_train], fraction=p.scarce_fraction, random_state=seed)
     ]
     sets["scarce_train"] = (digits.images[scarce], digits.target[scarce])
+    sets["digits_train"] = (digits.images[d_train], digits.target[d_train])
     sets["scarce_test"] = (digits.images[d_test], digits.target[d_test])
 
     novel_y = y[split.novel]
@@ -321,96 +331,63 @@ def _check_trained(estimator, epochs, what):
         raise KeyboardInterrupt(f"{what} stopped after {done} of {epochs} epochs")
 
 
-def _features(model, path, size, device, memory=None):
+def _features(model, path, size, device):
     from ..features import BackboneFeatures
 
-    return BackboneFeatures(
-        model, weights=path, input_size=size, batch_size=256, device=device, memory=memory
-    )
+    return BackboneFeatures(model, weights=path, input_size=size, batch_size=256, device=device)
 
 
-def _measure_checkpoints(p, model, size, checkpoints, sets, memory, device, seed, n_jobs, progress):
-    """Collapse of every checkpoint's features; few-shot accuracy on the novel classes."""
-    from ..metrics import collapse_report
-    from ..model_selection import EpisodeSplit, evaluate_episodes
-
-    parts = ("source_train", "source_test", "novel")
-    collapse = {"epoch": []}
-    collapse.update({part: {"cdnv": [], "nc1": [], "cdnv_corrected": []} for part in parts})
-    novel_from_downstream = "novel" not in sets
-    if novel_from_downstream:
-        y_novel = np.concatenate([sets["downstream_train"][1], sets["downstream_test"][1]])
-    else:
-        y_novel = sets["novel"][1]
+def _measure_checkpoints(p, model, size, checkpoints, sets, device, seed, n_jobs, progress):
+    """Galanti et al.'s protocol on every checkpoint (:func:`measure_checkpoints`)."""
+    X, y = sets["glyphs"]
+    y_novel = y[sets["protocol"]["novel"]]
     min_count = int(np.unique(y_novel, return_counts=True)[1].min())
-    n_way = min(_N_WAY, len(np.unique(y_novel)))
     n_query = min(p.n_query, min_count - max(_SHOTS))
     if n_query < 1:
         raise InputError(
             f"the smallest novel class has {min_count} images; few-shot episodes "
             f"need at least {max(_SHOTS) + 1}."
         )
+    m = measure_checkpoints(
+        [_features(model, path, size, device) for path in checkpoints],
+        X,
+        y,
+        sets["protocol"],
+        n_way=_N_WAY,
+        shots=_SHOTS,
+        n_query=n_query,
+        n_episodes=p.n_episodes,
+        random_state=seed,
+        n_jobs=n_jobs,
+        verbose=progress.enabled,
+    )
+    epochs = list(range(len(checkpoints)))
+    collapse = {"epoch": epochs}
+    for part, values in m["collapse"].items():
+        collapse[part] = {k: values[k] for k in ("cdnv", "nc1", "cdnv_corrected")}
+    fs = m["few_shot"]
     few = {
-        "epoch": [],
-        "n_way": n_way,
+        "epoch": epochs,
+        "n_way": fs["n_way"],
         "n_query": n_query,
-        "n_episodes": p.n_episodes,
-        "confidence_level": _CONFIDENCE,
-        "novel_cdnv": [],
-        "shots": {str(k): {"n_shot": k, "mean": [], "ci95": []} for k in _SHOTS},
+        "n_episodes": fs["n_episodes"],
+        "confidence_level": fs["confidence_level"],
+        "novel_cdnv": list(collapse["novel"]["cdnv"]),
+        "shots": {
+            k: {"n_shot": s["n_shot"], "mean": s["mean"], "ci95": s["ci95"]}
+            for k, s in fs["shots"].items()
+        },
     }
-    for epoch, path in enumerate(progress.bar(checkpoints, desc="checkpoints", unit="ckpt")):
-        feats = _features(model, path, size, device, memory=memory).fit()
-        Z = {}
-        # downstream images first, through the cache, so that rank_backbones reuses them
-        for name in ("downstream_train", "downstream_test"):
-            Z[name] = feats.transform(sets[name][0])
-        feats.set_params(memory=None)
-        for name in ("source_train", "source_test") + (() if novel_from_downstream else ("novel",)):
-            Z[name] = feats.transform(sets[name][0])
-        if novel_from_downstream:
-            Z["novel"] = np.concatenate([Z["downstream_train"], Z["downstream_test"]])
-        labels = {name: sets[name][1] for name in ("source_train", "source_test")}
-        labels["novel"] = y_novel
-        collapse["epoch"].append(epoch)
-        with single_threaded_blas():
-            for part in parts:
-                rep = collapse_report(Z[part], labels[part])
-                collapse[part]["cdnv"].append(float(rep.cdnv))
-                collapse[part]["nc1"].append(float(rep.nc1))
-                collapse[part]["cdnv_corrected"].append(_corrected_cdnv(Z[part], labels[part]))
-        few["epoch"].append(epoch)
-        few["novel_cdnv"].append(collapse["novel"]["cdnv"][-1])
-        for k in _SHOTS:
-            cv = EpisodeSplit(
-                n_way=n_way, n_shot=k, n_query=n_query, n_episodes=p.n_episodes, random_state=seed
-            )
-            res = evaluate_episodes(Z["novel"], y_novel, cv, return_cdnv=False, n_jobs=n_jobs)
-            few["shots"][str(k)]["mean"].append(float(res.mean))
-            few["shots"][str(k)]["ci95"].append(float(res.ci95))
     return collapse, few
 
 
-def _corrected_cdnv(Z, y):
-    """Bias-corrected CDNV (comparable across sets of different sizes), NaN if undefined."""
-    from ..metrics import NCDegenerateWarning, cdnv
-
-    try:
-        with warnings.catch_warnings():  # infinite when classes are too close for their size
-            warnings.simplefilter("ignore", NCDegenerateWarning)
-            return float(cdnv(Z, y, bias="corrected"))
-    except ValueError:  # a class with a single sample: no unbiased variance
-        return float("nan")
-
-
-def _rank_checkpoints(model, size, checkpoints, sets, memory, device, seed, progress):
+def _rank_checkpoints(model, size, checkpoints, sets, device, seed, progress):
     """Li et al.'s transfer study: NC1 on downstream training data vs linear-probe accuracy."""
     from ..model_selection import rank_backbones
 
     names = [f"epoch {e}" for e in range(len(checkpoints))]
     candidates = {
-        name: _features(model, path, size, device, memory=memory)
-        for name, path in zip(names, checkpoints)
+        name: _features(model, path, size, device) for name, path in zip(names, checkpoints)
     }
     X, y = sets["downstream_train"]
     X_test, y_test = sets["downstream_test"]
@@ -437,41 +414,46 @@ def _rank_checkpoints(model, size, checkpoints, sets, memory, device, seed, prog
 
 
 def _finetune(p, model, size, checkpoint, sets, device, seed, progress):
+    """The fine-tuning methods on scarce digits (:func:`compare_finetuning`)."""
     from ..finetune import FineTuningClassifier
 
-    X, y = sets["scarce_train"]
+    base = FineTuningClassifier(
+        model,
+        weights=checkpoint,
+        input_size=size,
+        max_epochs=p.finetune_epochs,
+        lr=p.finetune_lr,
+        batch_size=p.finetune_batch_size,
+        device=device,
+    )
+    X, y = sets["digits_train"]
     X_test, y_test = sets["scarce_test"]
-    rows = []
-    for method in progress.bar(_METHODS, desc="fine-tuning", unit="method"):
-        clf = FineTuningClassifier(
-            model,
-            method=method,
-            weights=checkpoint,
-            input_size=size,
-            max_epochs=p.finetune_epochs,
-            lr=p.finetune_lr,
-            batch_size=p.finetune_batch_size,
-            device=device,
-            random_state=seed,
-        )
-        clf.fit(X, y)
-        _check_trained(clf, p.finetune_epochs, f"fine-tuning ({method})")
-        rows.append(
-            {
-                "method": method,
-                "tuned_block": clf.tuned_block_,
-                "accuracy": float(clf.score(X_test, y_test)),
-                "n_trainable_params": int(clf.n_trainable_params_),
-                "n_params": int(clf.n_params_),
-                "trainable_fraction": float(clf.trainable_fraction_),
-                "seconds": float(clf.fit_time_),
-                "train_nc1": clf.train_nc1_,
-            }
-        )
-    full = next(r for r in rows if r["method"] == "full-ft")["n_trainable_params"]
-    for row in rows:
-        row["trainable_vs_full"] = row["n_trainable_params"] / full
-    return rows
+    res = compare_finetuning(
+        base,
+        X,
+        y,
+        X_test,
+        y_test,
+        methods=_METHODS,
+        regimes={"scarce": p.scarce_fraction},
+        seeds=(seed,),
+        random_state=seed,
+        verbose=progress.enabled,
+    )
+    return [
+        {
+            "method": r["method"],
+            "tuned_block": r["tuned_block"],
+            "accuracy": r["accuracy"],
+            "n_trainable_params": r["n_trainable_params"],
+            "n_params": r["n_params"],
+            "trainable_fraction": r["trainable_fraction"],
+            "seconds": r["fit_seconds"],
+            "train_nc1": r["train_nc1"],
+            "trainable_vs_full": r["trainable_vs_full"],
+        }
+        for r in res["summary"]
+    ]
 
 
 # ----------------------------------------------------------------------------
@@ -680,8 +662,6 @@ def run_demo(
     >>> results["claims"]["fewshot"]["verdict"]  # doctest: +SKIP
     'held: novel-class CDNV went from ...'
     """
-    import joblib
-
     from ..model_selection import rank_correlation
 
     t_start = time.perf_counter()
@@ -757,7 +737,6 @@ def run_demo(
             )
             timing["pretraining"] = time.perf_counter() - t
 
-            memory = joblib.Memory(os.path.join(work, "features"), verbose=0)
             t = time.perf_counter()
             step = (
                 f"collapse and few-shot accuracy of {len(checkpoints)} checkpoints "
@@ -765,7 +744,7 @@ def run_demo(
             )
             steps.step(step)
             results["collapse"], results["few_shot"] = _measure_checkpoints(
-                p, model, image_size, checkpoints, sets, memory, device, seed, n_threads, steps
+                p, model, image_size, checkpoints, sets, device, seed, n_threads, steps
             )
             fs = results["few_shot"]
             fs["correlations"] = {
@@ -782,9 +761,7 @@ def run_demo(
             steps.step(step)
             results["transfer"] = {
                 "downstream": d["downstream"]["name"],
-                **_rank_checkpoints(
-                    model, image_size, checkpoints, sets, memory, device, seed, steps
-                ),
+                **_rank_checkpoints(model, image_size, checkpoints, sets, device, seed, steps),
             }
             timing["transfer_ranking"] = time.perf_counter() - t
 
@@ -888,11 +865,11 @@ def _resumable_files(folder):
     checkpoints up to the state's epoch are kept (just the initial weights
     when there is no state), so that ``--resume`` accepts the folder.
     """
-    from ..finetune._callbacks import STATE_FILE, load_training_state
+    from ..finetune import load_training_state
 
     try:
         state = load_training_state(folder)
-    except Exception:
+    except ValueError:  # unreadable: resuming cannot use it
         state = None
     last = int(state["epoch"]) if state is not None else 0
     keep = [
@@ -903,7 +880,7 @@ def _resumable_files(folder):
         and name[6:9].isdigit()
         and int(name[6:9]) <= last
     ]
-    return keep + ([STATE_FILE] if state is not None else [])
+    return keep + ([os.path.basename(state["path"])] if state is not None else [])
 
 
 def _interrupted_message(step, out_dir, pretrain_dir):

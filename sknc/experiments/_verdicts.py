@@ -33,6 +33,13 @@ The rules:
 - **scl_ft_collapse**: SCL-FT's training NC1 clearly below Layer FT's
   everywhere and its accuracy never clearly lower (held); a clearly lower
   NC1 or a clearly higher accuracy somewhere (partly held).
+- **peft_level_with_scl**: SCL-FT (the auto block) against each PEFT
+  baseline in every setting: no clear difference anywhere (held); at most a
+  quarter of the comparisons clearly better, and at most a quarter clearly
+  worse (partly held).
+- **auto_block**: the auto block's mean accuracy is within one standard
+  error (of the best block's mean) of the best block of a sweep in every
+  setting (held), in some (partly held).
 
 "Clearly" (:func:`compare_over_seeds`): a difference of means counts only
 when it exceeds twice its standard error over the training seeds; with a
@@ -45,12 +52,15 @@ from ._format import finite, num, percent, ratio
 
 __all__ = [
     "CLAIMS",
+    "PEFT_BASELINES",
     "STATUSES",
     "compare_over_seeds",
     "make_claim",
     "verdict_collapse_generalizes",
     "verdict_collapse_predicts_transfer",
+    "verdict_auto_block",
     "verdict_fewshot_follows_cdnv",
+    "verdict_peft_level_with_scl",
     "verdict_scl_ft_collapse",
     "verdict_scl_ft_efficient",
     "verdict_source_training_helps",
@@ -104,7 +114,23 @@ CLAIMS = {
         claim="Adding the skip connection to Layer FT makes the fine-tuned features collapse "
         "more on the downstream training data (lower NC1) and improves accuracy.",
     ),
+    "peft_level_with_scl": dict(
+        paper="issue 16 / Lessons from a unifying PEFT study (CVPR 2025)",
+        title="With the same tuning budget, SCL-FT and the field's PEFT baselines are level",
+        claim="Tuned with the same learning-rate grid, epochs and data, SCL-FT is neither "
+        "clearly better nor clearly worse than BitFit, norm tuning, LoRA and last-2-blocks.",
+    ),
+    "auto_block": dict(
+        paper="Li et al., TMLR 2024 (layer choice by collapse)",
+        title="The block chosen by collapse is as good as the best block",
+        claim="SCL-FT on the block chosen from layer-wise NC1 (tuned_block='auto') is within "
+        "one standard error of the best single block of the sweep.",
+    ),
 }
+
+#: The parameter-efficient baselines SCL-FT is compared with (row names of
+#: ``benchmarks/reproduce_peft.py``'s summary).
+PEFT_BASELINES = ("bitfit", "norm", "lora-r4", "lora-r16", "last-2")
 
 _WORDS = {1: "better", 0: "level", -1: "worse"}
 _NC1_WORDS = {1: "lower", 0: "level", -1: "higher"}
@@ -469,6 +495,126 @@ def verdict_scl_ft_collapse(finetune, task_names, regime_names=None):
         status = "did not hold"
     verdict = ". ".join(texts) + ". " + _noise_rule(all_rows)
     return make_claim("scl_ft_collapse", status, verdict)
+
+
+def _by_backbone_task(summary):
+    out = {}
+    for r in summary:
+        out.setdefault(r.get("backbone"), {}).setdefault(r["task"], []).append(r)
+    return out
+
+
+def verdict_peft_level_with_scl(
+    summary,
+    task_names,
+    *,
+    backbone_names=None,
+    regime_names=None,
+    baselines=PEFT_BASELINES,
+    method="scl-ft-auto",
+):
+    """SCL-FT is level with the field's PEFT baselines under the same tuning budget.
+
+    Parameters
+    ----------
+    summary : list of dict
+        Summary rows over the training seeds (as :func:`compare_finetuning`
+        gives them, with ``backbone`` and ``task`` added): ``method``,
+        ``regime``, ``accuracy``, ``accuracy_std``, ``n_seeds``.
+    task_names : dict
+        Task -> its name in the text.
+    backbone_names : dict or None, default=None
+        Backbone -> its name in the text (default: the backbone itself).
+    regime_names : dict or None, default=None
+        Regime -> its name in the text (default ``{"full": "full", "scarce": "10%"}``).
+    baselines : sequence of str, default=PEFT_BASELINES
+        The methods SCL-FT is compared with.
+    method : str, default="scl-ft-auto"
+        SCL-FT's row name.
+
+    Returns
+    -------
+    dict
+        The claim; "clearly" is :func:`compare_over_seeds`.
+    """
+    backbone_names = backbone_names or {}
+    regime_names = {"full": "full", "scarce": "10%", **(regime_names or {})}
+    texts, signs = [], []
+    for backbone, per_task in _by_backbone_task(summary).items():
+        for task, rows in per_task.items():
+            by = {(r["regime"], r["method"]): r for r in rows}
+            for regime in dict.fromkeys(r["regime"] for r in rows):
+                scl = by[(regime, method)]
+                parts = []
+                for base in baselines:
+                    sign = compare_over_seeds(scl, by[(regime, base)], "accuracy")
+                    signs.append(sign)
+                    parts.append(f"{base} {_pm(by[(regime, base)])} ({_WORDS[sign]})")
+                texts.append(
+                    f"{backbone_names.get(backbone, backbone)} {task_names[task]} "
+                    f"{_regime_label(regime, regime_names)}: SCL-FT {_pm(scl)} vs "
+                    + ", ".join(parts)
+                )
+    n_better, n_worse = signs.count(1), signs.count(-1)
+    if n_better == n_worse == 0:
+        status = "held"
+    elif max(n_better, n_worse) <= len(signs) // 4:
+        status = "partly held"
+    else:
+        status = "did not hold"
+    return make_claim(
+        "peft_level_with_scl",
+        status,
+        f"SCL-FT (auto block) clearly better in {n_better}, level in {signs.count(0)}, clearly "
+        f"worse in {n_worse} of {len(signs)} comparisons (held: all level; partly: at most a "
+        "quarter not level). " + "; ".join(texts) + ". " + _NOISE_RULE,
+    )
+
+
+def verdict_auto_block(summary, task_names, *, backbone_names=None, regime_names=None):
+    """The block chosen by collapse is within one standard error of the best swept block.
+
+    Parameters
+    ----------
+    summary : list of dict
+        Summary rows; those of method ``"scl-ft-auto"`` carry ``sweep``, the
+        summaries (``tuned_block``, ``accuracy``, ``accuracy_std``,
+        ``n_seeds``) of SCL-FT on each swept block, and their own
+        ``tuned_block`` and accuracy.
+    task_names, backbone_names, regime_names : dict
+        As in :func:`verdict_peft_level_with_scl`.
+
+    Returns
+    -------
+    dict
+        The claim, with ``within_one_se``: the share of the settings where
+        the auto block is within one standard error (None without sweeps).
+    """
+    backbone_names = backbone_names or {}
+    regime_names = {"full": "full", "scarce": "10%", **(regime_names or {})}
+    hits, texts = [], []
+    for r in summary:
+        if r["method"] != "scl-ft-auto" or not r.get("sweep"):
+            continue
+        best = max(r["sweep"], key=lambda s: s["accuracy"])
+        se = (best["accuracy_std"] or 0.0) / np.sqrt(max(best["n_seeds"], 1))
+        hit = r["accuracy"] >= best["accuracy"] - se
+        hits.append(hit)
+        texts.append(
+            f"{backbone_names.get(r['backbone'], r['backbone'])} {task_names[r['task']]} "
+            f"{_regime_label(r['regime'], regime_names)}: auto {r['tuned_block']} "
+            f"{_pm(r)} vs best {best['tuned_block']} {_pm(best)} "
+            f"({'within' if hit else 'outside'} 1 SE)"
+        )
+    status = "held" if hits and all(hits) else "partly held" if any(hits) else "did not hold"
+    claim = make_claim(
+        "auto_block",
+        status,
+        f"the auto block is within one standard error of the best swept block in "
+        f"{sum(hits)} of {len(hits)} settings; " + "; ".join(texts) + ".",
+    )
+    claim["within_one_se"] = float(np.mean(hits)) if hits else None
+    return claim
 
 
 def _pm(row):

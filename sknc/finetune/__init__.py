@@ -6,10 +6,11 @@ in one estimator, plus source pre-training with per-epoch checkpoints
 lives apart from the estimators; it is imported (with torch) on first use.
 """
 
+from ._callbacks import load_training_state
 from ._estimator import FineTuningClassifier
 from ._pretrain import pretrain_backbone
 
-__all__ = ["FineTuneNet", "FineTuningClassifier", "pretrain_backbone"]
+__all__ = ["FineTuneNet", "FineTuningClassifier", "load_training_state", "pretrain_backbone"]
 
 
 def __getattr__(name):

@@ -364,10 +364,35 @@ class TrainingState(Callback):
 
 
 def load_training_state(dirname):
-    """The state saved by :class:`TrainingState` in ``dirname``, or None.
+    """The training state that resuming a checkpointed run needs, or None.
 
-    Loaded with ``torch.load(weights_only=True)`` (no code runs). Raises a
-    ``ValueError`` naming the file when it is unreadable.
+    What :func:`~sknc.finetune.pretrain_backbone` (with ``checkpoint_dir``)
+    saved after its last complete epoch: ``state["epoch"]``, the history,
+    and ``state["path"]``, the state file. Loaded with
+    ``torch.load(weights_only=True)`` (no code runs).
+
+    Parameters
+    ----------
+    dirname : str or path-like
+        The checkpoint folder.
+
+    Returns
+    -------
+    dict or None
+        None when the folder holds no training state.
+
+    Raises
+    ------
+    ValueError
+        The state file is unreadable or from another version (the message
+        names the file).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sknc.finetune import load_training_state
+    >>> load_training_state(tempfile.mkdtemp()) is None
+    True
     """
     path = os.path.join(os.fspath(dirname), STATE_FILE)
     if not os.path.exists(path):
