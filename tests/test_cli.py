@@ -159,6 +159,25 @@ def test_demo_report_has_one_section_per_claim_with_verdict(demo_run):
     assert report.count("**Verdict**") == 5
 
 
+def test_demo_ranks_checkpoints_by_every_score_beside_nc1(demo_run):
+    """Issue 15: each transferability score's weighted tau, NC1's beside them."""
+    from sknc.model_selection import get_score_names, ranking_statistics
+
+    tr = demo_run.results["transfer"]
+    expected = [s for s in get_score_names() if s not in ("leep", "nce", "nleep")]
+    assert list(tr["scores"]) == expected and sorted(tr["evaluation"]) == sorted(expected)
+    assert tr["scores"]["nc1"] == tr["nc1"]
+    for key, e in tr["evaluation"].items():
+        ref = ranking_statistics(
+            tr["scores"][key], tr["accuracy"], higher_is_better=key not in ("nc1", "cdnv")
+        )
+        assert e["n"] == ref["n"] and e["top1_regret"] == pytest.approx(ref["top1_regret"])
+    report = demo_run.report
+    assert "| score | weighted τ | Kendall τ | Spearman ρ | top-1 regret |" in report
+    for key in expected:
+        assert f"| {key} |" in report or f"| **{key.upper()}** |" in report
+
+
 def test_demo_results_are_consistent(demo_run):
     results = demo_run.results
     cfg = results["config"]

@@ -19,6 +19,7 @@ Everything is computed by the toolkit's public pieces: ``sknc.datasets``
 and ``sknc.plotting`` (figures).
 """
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -381,8 +382,26 @@ def _measure_checkpoints(p, model, size, checkpoints, sets, device, seed, n_jobs
     return collapse, few
 
 
+def _ranking_scores():
+    """The transferability scores the checkpoints are ranked by, beside NC1 and CDNV.
+
+    Every score of :func:`sknc.model_selection.get_score_names` but three:
+    LEEP and NCE need the source classifier's outputs, and NLEEP's Gaussian
+    mixture (five components per class) costs more than ten seconds per
+    checkpoint on the demo's data, more than the rest of the ranking.
+    """
+    from ..model_selection import get_score_names
+
+    return tuple(s for s in get_score_names() if s not in ("leep", "nce", "nleep"))
+
+
 def _rank_checkpoints(model, size, checkpoints, sets, device, seed, progress):
-    """Li et al.'s transfer study: NC1 on downstream training data vs linear-probe accuracy."""
+    """Li et al.'s transfer study: NC1 on downstream training data vs linear-probe accuracy.
+
+    Every other transferability score is computed from the same features and
+    judged the same way (weighted Kendall tau, top-1 regret against the
+    probe's accuracy).
+    """
     from ..model_selection import rank_backbones
 
     names = [f"epoch {e}" for e in range(len(checkpoints))]
@@ -391,6 +410,7 @@ def _rank_checkpoints(model, size, checkpoints, sets, device, seed, progress):
     }
     X, y = sets["downstream_train"]
     X_test, y_test = sets["downstream_test"]
+    scores = _ranking_scores()
     with single_threaded_blas():  # small probes: see single_threaded_blas
         ranking = rank_backbones(
             candidates,
@@ -400,6 +420,7 @@ def _rank_checkpoints(model, size, checkpoints, sets, device, seed, progress):
             y_test=y_test,
             random_state=seed,
             verbose=progress.enabled,
+            scores=scores,
         )
     rows = {row["backbone"]: row for row in ranking.table}
     return {
@@ -410,6 +431,10 @@ def _rank_checkpoints(model, size, checkpoints, sets, device, seed, progress):
         "accuracy": [rows[n]["accuracy"] for n in names],
         "rank_by_nc1": [rows[n]["rank"] for n in names],
         "correlations": ranking.correlations,
+        # every score per checkpoint, and how well each ranks them by probe accuracy
+        "scores": {s: [rows[n][s] for n in names] for s in scores},
+        "evaluation": ranking.evaluation,
+        "score_seconds": ranking.score_time,
     }
 
 
@@ -662,131 +687,48 @@ def run_demo(
     >>> results["claims"]["fewshot"]["verdict"]  # doctest: +SKIP
     'held: novel-class CDNV went from ...'
     """
-    from ..model_selection import rank_correlation
-
     t_start = time.perf_counter()
-    if preset not in PRESETS:
-        raise InputError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}.")
-    p = PRESETS[preset]
-    epochs = check_int(p.epochs if epochs is None else epochs, "epochs", 1)
-    image_size = check_int(p.image_size if image_size is None else image_size, "image size", 8)
-    seed = check_int(seed, "seed", 0)
-    model = p.model if model is None else model
-    if downstream not in _DOWNSTREAMS:
-        raise InputError(f"downstream must be one of {_DOWNSTREAMS}, got {downstream!r}.")
-    resolved = check_device(device)
+    opt = _check_options(preset, epochs, model, image_size, downstream, device, seed)
     out_dir = check_out_dir(out_dir)
-    steps = Progress(progress, n_steps=6)
-    check_model(model, image_size)
-
+    check_model(opt.model, opt.image_size)
     results = {
         "command": "demo",
         "command_line": _command_line(
-            out_dir, preset, epochs, model, image_size, downstream, device, seed
+            out_dir,
+            preset,
+            opt.epochs,
+            opt.model,
+            opt.image_size,
+            downstream,
+            device,
+            opt.seed,
         ),
         "config": {
-            **asdict(p),
+            **asdict(opt.p),
             "preset": preset,
-            "model": model,
-            "image_size": image_size,
-            "epochs": epochs,
+            "model": opt.model,
+            "image_size": opt.image_size,
+            "epochs": opt.epochs,
             "downstream": downstream,
             "device": str(device),
-            "seed": seed,
-            "scripts": list(p.scripts) if p.scripts else None,
+            "seed": opt.seed,
+            "scripts": list(opt.p.scripts) if opt.p.scripts else None,
         },
     }
-    timing = {}
+    run = _Steps(Progress(progress, n_steps=6))
     with (
         torch_threads(threads) as n_threads,
         tempfile.TemporaryDirectory(prefix="sknc-demo-") as work,
     ):
-        step = "starting"
         resume_dir = os.path.join(out_dir, INTERRUPTED_CHECKPOINTS)
         resuming = bool(resume) and os.path.isdir(resume_dir)
         pretrain_dir = resume_dir if resuming else os.path.join(work, "pretraining")
         try:
-            results["environment"] = environment(resolved, n_threads)
-            t = time.perf_counter()
-            step = "loading the glyph and digits data"
-            steps.step(step)
-            sets, results["data"] = _load_data(p, image_size, downstream, seed)
-            d = results["data"]
-            timing["load_data"] = time.perf_counter() - t
-
-            t = time.perf_counter()
-            step = (
-                f"pre-training {model} from scratch on {d['source']['n_classes']} source "
-                f"classes ({d['source']['n_train']} images), {epochs} epochs"
-            )
-            steps.step(step)
+            results["environment"] = environment(opt.resolved, n_threads)
             if resume and not resuming:
-                steps.note(f"  nothing to resume in {resume_dir}: starting afresh")
-            checkpoints, results["pretraining"] = _pretrain(
-                p,
-                model,
-                image_size,
-                epochs,
-                sets,
-                work,
-                pretrain_dir,
-                resuming,
-                device,
-                seed,
-                steps,
-            )
-            timing["pretraining"] = time.perf_counter() - t
-
-            t = time.perf_counter()
-            step = (
-                f"collapse and few-shot accuracy of {len(checkpoints)} checkpoints "
-                f"(epoch 0 = initial weights)"
-            )
-            steps.step(step)
-            results["collapse"], results["few_shot"] = _measure_checkpoints(
-                p, model, image_size, checkpoints, sets, device, seed, n_threads, steps
-            )
-            fs = results["few_shot"]
-            fs["correlations"] = {
-                k: rank_correlation(fs["novel_cdnv"], shot["mean"])
-                for k, shot in fs["shots"].items()
-            }
-            timing["checkpoint_metrics"] = time.perf_counter() - t
-
-            t = time.perf_counter()
-            step = (
-                f"ranking the checkpoints by NC1 on {d['downstream']['name']} "
-                "against linear-probe accuracy"
-            )
-            steps.step(step)
-            results["transfer"] = {
-                "downstream": d["downstream"]["name"],
-                **_rank_checkpoints(model, image_size, checkpoints, sets, device, seed, steps),
-            }
-            timing["transfer_ranking"] = time.perf_counter() - t
-
-            t = time.perf_counter()
-            step = (
-                f"fine-tuning the last checkpoint on {d['scarce']['n_train']} digits "
-                f"({pct(p.scarce_fraction)}% of the training set): "
-                f"{', '.join(_METHODS)}"
-            )
-            steps.step(step)
-            results["finetune"] = {
-                "dataset": d["scarce"]["name"],
-                "backbone_epoch": len(checkpoints) - 1,
-                "epochs": p.finetune_epochs,
-                "lr": p.finetune_lr,
-                "batch_size": p.finetune_batch_size,
-                "methods": _finetune(
-                    p, model, image_size, checkpoints[-1], sets, device, seed, steps
-                ),
-            }
-            timing["finetuning"] = time.perf_counter() - t
-
-            step = f"writing the report to {out_dir}"
-            steps.step(step)
-            with staged_output(out_dir) as stage:
+                run.progress.note(f"  nothing to resume in {resume_dir}: starting afresh")
+            checkpoints = _run_steps(run, opt, results, work, pretrain_dir, resuming, n_threads)
+            with run(None, f"writing the report to {out_dir}"), staged_output(out_dir) as stage:
                 if keep_checkpoints:
                     target = os.path.join(stage, "checkpoints")
                     os.makedirs(target)
@@ -794,12 +736,118 @@ def run_demo(
                         shutil.copyfile(
                             path, os.path.join(target, f"epoch_{epoch:03d}.safetensors")
                         )
-                results = _write_demo(results, timing, t_start, stage, keep_checkpoints)
+                results = _write_demo(results, run.timing, t_start, stage, keep_checkpoints)
             if resuming:  # the interrupted run is complete now
                 shutil.rmtree(resume_dir, ignore_errors=True)
         except KeyboardInterrupt as exc:
-            raise Interrupted(_interrupted_message(step, out_dir, pretrain_dir)) from exc
+            raise Interrupted(_interrupted_message(run.current, out_dir, pretrain_dir)) from exc
     return results
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The demo's checked options."""
+
+    p: DemoPreset
+    model: str
+    image_size: int
+    epochs: int
+    downstream: str
+    device: str
+    resolved: object
+    seed: int
+
+
+def _check_options(preset, epochs, model, image_size, downstream, device, seed):
+    """The options of :func:`run_demo`, checked before any work (:class:`InputError`)."""
+    if preset not in PRESETS:
+        raise InputError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}.")
+    p = PRESETS[preset]
+    epochs = check_int(p.epochs if epochs is None else epochs, "epochs", 1)
+    image_size = check_int(p.image_size if image_size is None else image_size, "image size", 8)
+    seed = check_int(seed, "seed", 0)
+    if downstream not in _DOWNSTREAMS:
+        raise InputError(f"downstream must be one of {_DOWNSTREAMS}, got {downstream!r}.")
+    resolved = check_device(device)
+    model = p.model if model is None else model
+    return _Options(p, model, image_size, epochs, downstream, device, resolved, seed)
+
+
+class _Steps:
+    """The demo's steps: a numbered line each, their timing, the step under way.
+
+    ``with steps(key, text):`` announces the step and, when it completes,
+    records its seconds under ``timing[key]`` (unless ``key`` is None); an
+    interrupt leaves ``current`` naming the step it stopped.
+    """
+
+    def __init__(self, progress):
+        self.progress = progress
+        self.timing = {}
+        self.current = "starting"
+
+    @contextlib.contextmanager
+    def __call__(self, key, text):
+        self.current = text
+        self.progress.step(text)
+        t = time.perf_counter()
+        yield
+        if key is not None:
+            self.timing[key] = time.perf_counter() - t
+
+
+def _run_steps(run, opt, results, work, pretrain_dir, resuming, n_threads):
+    """Steps 1 to 5 of :func:`run_demo`, their results into ``results``; the checkpoints."""
+    from ..model_selection import rank_correlation
+
+    p, model, size, device, seed = opt.p, opt.model, opt.image_size, opt.device, opt.seed
+    bars = run.progress
+    with run("load_data", "loading the glyph and digits data"):
+        sets, d = _load_data(p, size, opt.downstream, seed)
+        results["data"] = d
+    src = d["source"]
+    text = (
+        f"pre-training {model} from scratch on {src['n_classes']} source "
+        f"classes ({src['n_train']} images), {opt.epochs} epochs"
+    )
+    with run("pretraining", text):
+        checkpoints, results["pretraining"] = _pretrain(
+            p, model, size, opt.epochs, sets, work, pretrain_dir, resuming, device, seed, bars
+        )
+    text = (
+        f"collapse and few-shot accuracy of {len(checkpoints)} checkpoints "
+        "(epoch 0 = initial weights)"
+    )
+    with run("checkpoint_metrics", text):
+        results["collapse"], fs = _measure_checkpoints(
+            p, model, size, checkpoints, sets, device, seed, n_threads, bars
+        )
+        fs["correlations"] = {
+            k: rank_correlation(fs["novel_cdnv"], shot["mean"]) for k, shot in fs["shots"].items()
+        }
+        results["few_shot"] = fs
+    text = (
+        f"ranking the checkpoints by NC1 on {d['downstream']['name']} against linear-probe accuracy"
+    )
+    with run("transfer_ranking", text):
+        results["transfer"] = {
+            "downstream": d["downstream"]["name"],
+            **_rank_checkpoints(model, size, checkpoints, sets, device, seed, bars),
+        }
+    text = (
+        f"fine-tuning the last checkpoint on {d['scarce']['n_train']} digits "
+        f"({pct(p.scarce_fraction)}% of the training set): {', '.join(_METHODS)}"
+    )
+    with run("finetuning", text):
+        results["finetune"] = {
+            "dataset": d["scarce"]["name"],
+            "backbone_epoch": len(checkpoints) - 1,
+            "epochs": p.finetune_epochs,
+            "lr": p.finetune_lr,
+            "batch_size": p.finetune_batch_size,
+            "methods": _finetune(p, model, size, checkpoints[-1], sets, device, seed, bars),
+        }
+    return checkpoints
 
 
 def _write_demo(results, timing, t_start, folder, keep_checkpoints):

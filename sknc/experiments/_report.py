@@ -17,7 +17,7 @@ FORMATTERS
 
 import json
 
-from ._format import FORMATTERS, count, num, pct, pval, secs
+from ._format import FORMATTERS, count, finite, num, pct, pval, secs
 
 __all__ = ["FORMATTERS", "render_demo_report", "render_evaluate_report"]
 
@@ -118,9 +118,6 @@ def render_demo_report(results):
     str
     """
     r = results
-    cfg, data, timing = r["config"], r["data"], r["timing"]
-    env = r["environment"]
-    src, nov, ds, sc = data["source"], data["novel"], data["downstream"], data["scarce"]
     out = []
     out.append("# sknc demo: neural collapse on new classes, and what it predicts about transfer\n")
     out.append(
@@ -133,6 +130,19 @@ def render_demo_report(results):
         "fine-tuner can exploit when downstream data is scarce (Li et al.). Every number "
         "below is read from `results.json`; every verdict is computed from them.\n"
     )
+    for part in (_demo_setup, _demo_collapse, _demo_fewshot, _demo_transfer, _demo_finetune):
+        out += part(r)
+    out += _files_and_timing(r)
+    out.append(REFERENCES_HEADING + "\n")
+    out.append(f"- {_GALANTI}\n- {_LI}\n")
+    return "\n".join(out)
+
+
+def _demo_setup(r):
+    """The set-up table of the demo report."""
+    cfg, data, timing, env = r["config"], r["data"], r["timing"], r["environment"]
+    src, nov, ds, sc = data["source"], data["novel"], data["downstream"], data["scarce"]
+    out = []
     out.append("## Set-up\n")
     out.append(
         _table(
@@ -186,8 +196,12 @@ def render_demo_report(results):
         )
     )
     out.append("")
+    return out
 
-    # --- Galanti: three curves
+
+def _demo_collapse(r):
+    """Galanti et al.: CDNV and NC1 per epoch on the three sets."""
+    out = []
     claim = r["claims"]["collapse_generalizes"]
     col = r["collapse"]
     out.append(f"## {claim['title']}\n")
@@ -235,8 +249,12 @@ def render_demo_report(results):
             + ".\n"
         )
     out.append(_verdict(claim) + "\n")
+    return out
 
-    # --- Galanti: few-shot
+
+def _demo_fewshot(r):
+    """Galanti et al.: few-shot accuracy against novel-class CDNV."""
+    out = []
     claim = r["claims"]["fewshot_follows_cdnv"]
     fs = r["few_shot"]
     out.append(f"## {claim['title']}\n")
@@ -266,8 +284,12 @@ def render_demo_report(results):
     out.append(_table(header, rows))
     out.append("")
     out.append(_verdict(claim) + "\n")
+    return out
 
-    # --- Li: NC1 predicts transfer
+
+def _demo_transfer(r):
+    """Li et al.: NC1 (and every other score) against linear-probe accuracy."""
+    out = []
     claim = r["claims"]["collapse_predicts_transfer"]
     tr = r["transfer"]
     out.append(f"## {claim['title']}\n")
@@ -304,9 +326,71 @@ def render_demo_report(results):
         )
     out.append(_table(["", "Spearman ρ", "p-value", "Kendall τ", "p-value"], rows))
     out.append("")
+    out += _demo_scores(tr)
     out.append(_verdict(claim) + "\n")
+    return out
 
-    # --- Li: SCL-FT
+
+def _demo_scores(tr):
+    """Every transferability score's ranking of the checkpoints, NC1's beside them."""
+    evaluation = tr.get("evaluation")
+    if not evaluation:  # results written before the demo computed the other scores
+        return []
+    out = [
+        "The field's other transferability scores, computed from the same features "
+        "(`rank_backbones(..., scores=...)`), are judged by the field's protocol: "
+        "weighted Kendall τ between each score and the probe accuracy (one: the same "
+        "order, higher-ranked checkpoints weigh more), and top-1 regret, the accuracy "
+        "lost by taking the checkpoint the score ranks first instead of the best one. "
+        "NC1 and CDNV are negated (lower is better).\n"
+    ]
+    rows = []
+    order = sorted(
+        evaluation,
+        key=lambda k: (
+            -evaluation[k]["weighted_tau"]
+            if finite(evaluation[k]["weighted_tau"])
+            else float("inf")
+        ),
+    )
+    for key in order:
+        e = evaluation[key]
+        name = f"**{key.upper()}**" if key in ("nc1", "cdnv") else key
+        rows.append(
+            [
+                name,
+                pval(e["weighted_tau"]),
+                pval(e["kendall"]),
+                pval(e["spearman"]),
+                f"{pct(e['top1_regret'])} points",
+            ]
+        )
+    out.append(_table(["score", "weighted τ", "Kendall τ", "Spearman ρ", "top-1 regret"], rows))
+    out.append("")
+    nc1 = evaluation.get("nc1", {}).get("weighted_tau")
+    better = [
+        k
+        for k in order
+        if finite(evaluation[k]["weighted_tau"])
+        and finite(nc1)
+        and evaluation[k]["weighted_tau"] > nc1
+    ]
+    if finite(nc1):
+        out.append(
+            f"NC1's weighted τ is {pval(nc1)}; "
+            + (
+                f"the scores that rank the checkpoints better: {', '.join(better)}.\n"
+                if better
+                else "no other score ranks the checkpoints better.\n"
+            )
+        )
+    return out
+
+
+def _demo_finetune(r):
+    """Li et al.: the fine-tuning methods on scarce data."""
+    sc = r["data"]["scarce"]
+    out = []
     claim = r["claims"]["scl_ft_efficient"]
     ft = r["finetune"]
     out.append(f"## {claim['title']}\n")
@@ -351,11 +435,7 @@ def render_demo_report(results):
     out.append(f"### {claim['title']}\n")
     out.append(f"**Claim** ({claim['paper']}). {claim['claim']}\n")
     out.append(_verdict(claim) + "\n")
-
-    out += _files_and_timing(r)
-    out.append(REFERENCES_HEADING + "\n")
-    out.append(f"- {_GALANTI}\n- {_LI}\n")
-    return "\n".join(out)
+    return out
 
 
 # ----------------------------------------------------------------------------
