@@ -12,7 +12,6 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import FunctionTransformer
 
-from sknc.datasets import source_novel_split, subsample_per_class
 from sknc.experiments import (
     CLAIMS,
     compare_finetuning,
@@ -21,7 +20,12 @@ from sknc.experiments import (
     verdict_peft_level_with_scl,
 )
 from sknc.metrics import cdnv, nc1
-from sknc.model_selection import EpisodeSplit, evaluate_episodes
+from sknc.model_selection import (
+    EpisodeSplit,
+    evaluate_episodes,
+    source_novel_split,
+    subsample_per_class,
+)
 from sknc.neighbors import NearestClassCenter
 
 
@@ -358,7 +362,10 @@ def test_verdict_peft_level_with_scl():
     c = verdict_peft_level_with_scl(level, {"t": "Task"}, backbone_names={"bb": "BB"})
     assert c["status"] == "held" and c["held"] is True
     assert c["title"] == CLAIMS["peft_level_with_scl"]["title"]
-    assert "level in 5, clearly worse in 0 of 5" in c["verdict"] and "BB Task full: SCL-FT" in c["verdict"]
+    assert (
+        "level in 5, clearly worse in 0 of 5" in c["verdict"]
+        and "BB Task full: SCL-FT" in c["verdict"]
+    )
     # one clearly worse of five: more than a quarter (5 // 4 = 1 allowed)
     one = [_row("scl-ft-auto", 0.80, 0.001)] + [
         _row(b, 0.90 if b == "norm" else 0.80, 0.001) for b in BASELINES

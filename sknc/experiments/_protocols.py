@@ -88,7 +88,7 @@ def measure_checkpoints(
         Class labels (any hashable type).
     split : SourceNovelSplit or mapping
         Index arrays into ``X`` under ``"source_train"``, ``"source_test"``
-        and ``"novel"`` (:func:`sknc.datasets.source_novel_split` returns
+        and ``"novel"`` (:func:`sknc.model_selection.source_novel_split` returns
         one). The novel indices keep their order, which the episodes follow.
         Only ``"novel"`` is required: without the source parts (e.g. for a
         baseline such as raw pixels or a pretrained backbone, with
@@ -140,7 +140,7 @@ def measure_checkpoints(
     --------
     >>> import numpy as np
     >>> from sklearn.decomposition import PCA
-    >>> from sknc.datasets import source_novel_split
+    >>> from sknc.model_selection import source_novel_split
     >>> from sknc.experiments import measure_checkpoints
     >>> rng = np.random.default_rng(0)
     >>> y = np.repeat(np.arange(12), 12)
@@ -380,7 +380,7 @@ def compare_finetuning(
     regimes : dict or None, default=None
         Regime name -> the fraction of the training set it uses (a float in
         (0, 1]; smaller fractions are stratified subsamples,
-        :func:`sknc.datasets.subsample_per_class` seeded by
+        :func:`sknc.model_selection.subsample_per_class` seeded by
         ``random_state``), or a dict with ``"fraction"`` (default 1.0),
         ``"params"`` (estimator parameters of the regime, e.g. more epochs
         on scarce data) and ``"score_train"`` (also record the training
@@ -517,7 +517,7 @@ def _check_regimes(regimes):
 def _regime_indices(y, fraction, random_state):
     if fraction == 1.0:
         return np.arange(len(y))
-    from ..datasets import subsample_per_class
+    from ..model_selection import subsample_per_class
 
     return np.asarray(subsample_per_class(y, fraction=fraction, random_state=random_state))
 
