@@ -771,3 +771,24 @@ def test_backbone_core_is_public_and_imported_by_its_public_names():
             if public:
                 offenders.append(f"{path.relative_to(root.parent)}: {node.module} {public}")
     assert not offenders, offenders
+
+
+def test_failed_fit_leaves_backbone_features_as_it_was():
+    # a model that cannot run on the asked input size: a clear error, and the
+    # estimator keeps its previous fit (nothing half-updated)
+    from sknc.features import BackboneFeatures
+
+    est = BackboneFeatures("vit_tiny_patch16_224", model_kwargs=VIT_KW, random_state=0).fit()
+    before = dict(vars(est))
+    est.set_params(input_size=48)
+    with pytest.raises(ValueError, match=r"does not run on a \(3, 48, 48\) input"):
+        est.fit()
+    after = vars(est)
+    assert after.keys() == before.keys() | {"input_size"}
+    assert all(after[k] is v for k, v in before.items() if k != "input_size")
+    assert est.data_config_["input_size"] == (3, 32, 32)
+
+    fresh = BackboneFeatures("vit_tiny_patch16_224", model_kwargs=VIT_KW, input_size=48)
+    with pytest.raises(ValueError, match="does not run on"):
+        fresh.fit()
+    assert not [k for k in vars(fresh) if k.endswith("_") and not k.startswith("_")]

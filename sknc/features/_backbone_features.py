@@ -376,6 +376,8 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
     def fit(self, X=None, y=None):
         """Build the backbone, resolve layers and preprocessing.
 
+        A failed ``fit`` leaves the estimator as it was (fitted or not).
+
         Parameters
         ----------
         X : image collection or None, default=None
@@ -387,9 +389,45 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
         -------
         self : BackboneFeatures
         """
+        self._check_params()
+        module = self._build_module()
+        clf = classifier_name(module)
+        layers = self._resolve_layers(module, clf)
+        head_module = self._head_module(module, clf, layers)
+        if clf is not None:
+            strip_classifier(module)
+        data_config = resolve_data_config(
+            module,
+            input_size=self.input_size,
+            mean=self.mean,
+            std=self.std,
+            crop_pct=self.crop_pct,
+            interpolation=self.interpolation,
+        )
+        if X is not None:
+            check_images(X, n_channels=data_config["input_size"][0], layout=self.layout)
+        device = resolve_device(self.device)
+        amp_dtype(self.amp, device, what="features are computed")
+
+        previous = dict(vars(self))
+        try:
+            self.model_ = module
+            self.head_ = head_module
+            self.layers_ = layers
+            self.data_config_ = data_config
+            self._placement = ("cpu", False)
+            self._fingerprint = None
+            self._learn_widths(device)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(previous)
+            raise
+        return self
+
+    def _build_module(self):
+        """The backbone (seeded from ``random_state``), warning about zero-scale layers."""
         import torch
 
-        self._check_params()
         seed = None
         if self.random_state is not None:
             seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -406,8 +444,10 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             and not isinstance(self.model, torch.nn.Module)
         ):
             warn_identity_blocks(module, self.model, what="features")
+        return module
 
-        clf = classifier_name(module)
+    def _resolve_layers(self, module, clf):
+        """``layers`` -> module paths (or ``"penultimate"``); never the classifier ``clf``."""
         layers = []
         for spec in self._layer_specs():
             if isinstance(spec, str) and spec == PENULTIMATE:
@@ -423,56 +463,48 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
             if path in layers:
                 raise ValueError(f"Layer {spec!r} appears twice in layers={self.layers!r}.")
             layers.append(path)
-        head_module = None
-        if self.head is not None:
-            if clf is None:
-                raise ValueError(
-                    f"head={self.head!r} needs the model's classifier, but "
-                    f"{type(module).__name__} has none."
-                )
-            if PENULTIMATE not in layers:
-                raise ValueError(
-                    f"head={self.head!r} applies the classifier to the penultimate features; "
-                    "include 'penultimate' (or None) in layers."
-                )
-            head_module = copy.deepcopy(module.get_submodule(clf)).eval()
-        if clf is not None:
-            strip_classifier(module)
-        data_config = resolve_data_config(
-            module,
-            input_size=self.input_size,
-            mean=self.mean,
-            std=self.std,
-            crop_pct=self.crop_pct,
-            interpolation=self.interpolation,
-        )
-        if X is not None:
-            check_images(X, n_channels=data_config["input_size"][0], layout=self.layout)
+        return layers
 
-        device = resolve_device(self.device)
-        amp_dtype(self.amp, device, what="features are computed")
-        self.model_ = module
-        self.head_ = head_module
-        self.layers_ = layers
-        self.data_config_ = data_config
-        self._placement = ("cpu", False)
-        self._fingerprint = None
+    def _head_module(self, module, clf, layers):
+        """A copy of the classifier ``clf`` for ``head=...`` (before it is stripped), or None."""
+        if self.head is None:
+            return None
+        if clf is None:
+            raise ValueError(
+                f"head={self.head!r} needs the model's classifier, but "
+                f"{type(module).__name__} has none."
+            )
+        if PENULTIMATE not in layers:
+            raise ValueError(
+                f"head={self.head!r} applies the classifier to the penultimate features; "
+                "include 'penultimate' (or None) in layers."
+            )
+        return copy.deepcopy(module.get_submodule(clf)).eval()
 
-        # one dummy image: learn the output width of every layer
-        dummy = torch.zeros((1, *data_config["input_size"]))
-        with self._forward_context(device) as run:
-            widths = [int(np.prod(f.shape[1:])) for f in run(dummy)]
+    def _learn_widths(self, device):
+        """Run one dummy image: ``layer_slices_``, ``n_features_out_``, ``feature_names_out_``."""
+        import torch
+
+        dummy = torch.zeros((1, *self.data_config_["input_size"]))
+        try:
+            with self._forward_context(device) as run:
+                widths = [int(np.prod(f.shape[1:])) for f in run(dummy)]
+        except (RuntimeError, ValueError, AssertionError, TypeError) as exc:
+            raise ValueError(
+                f"The backbone does not run on a {tuple(dummy.shape[1:])} input "
+                f"(data_config_['input_size'], from input_size={self.input_size!r}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         self.layer_slices_ = {}
         names = []
         start = 0
-        blocks = layers + (["head"] if head_module is not None else [])
+        blocks = self.layers_ + (["head"] if self.head_ is not None else [])
         for path, width in zip(blocks, widths):
             self.layer_slices_[path] = slice(start, start + width)
             names.extend(f"{path}__{i}" for i in range(width))
             start += width
         self.n_features_out_ = start
         self.feature_names_out_ = np.asarray(names, dtype=object)
-        return self
 
     # ------------------------------------------------------------------
     # extraction
