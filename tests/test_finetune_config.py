@@ -249,11 +249,19 @@ def _finetuner(**params):
     return _clf(device="cpu", **params)
 
 
+def _text_features(**params):
+    from sknc.features import TextFeatures
+
+    return TextFeatures("sentence-transformers/all-MiniLM-L6-v2", device="cpu", **params)
+
+
 def _dtype_name(dtype):
     return None if dtype is None else str(dtype).replace("torch.", "")
 
 
-@pytest.mark.parametrize("make", [_features, _finetuner], ids=["features", "finetune"])
+@pytest.mark.parametrize(
+    "make", [_features, _text_features, _finetuner], ids=["features", "text", "finetune"]
+)
 @pytest.mark.parametrize(
     "amp, dtype",
     [
@@ -339,3 +347,34 @@ def test_pretrain_backbone_refuses_what_it_fixes(tmp_path):
             pretrain_backbone("resnet10t", X, y, checkpoint_dir=tmp_path, **bad)
     with pytest.raises(TypeError, match="unexpected keyword argument 'epochs'"):
         pretrain_backbone("resnet10t", X, y, epochs=3)
+
+
+# ---------------------------------------------------------------------------
+# text encoders: optimizer__* is routed, the rest refused clearly
+# ---------------------------------------------------------------------------
+def test_text_encoders_route_optimizer_arguments(tmp_path):
+    pytest.importorskip("transformers")
+    from _text_helpers import CORPUS, make_tiny_bert
+
+    bert = make_tiny_bert(str(tmp_path / "bert"))
+    labels = [i % 2 for i in range(len(CORPUS))]
+    clf = FineTuningClassifier(
+        bert,
+        method="linear-probe",
+        max_epochs=0,
+        compute_train_nc1=False,
+        optimizer__betas=(0.7, 0.9),
+        random_state=0,
+    ).fit(CORPUS, labels)
+    assert clf.net_.optimizer_.param_groups[0]["betas"] == (0.7, 0.9)
+    with pytest.raises(ValueError, match="iterator_train__num_workers: only optimizer__"):
+        FineTuningClassifier(bert, iterator_train__num_workers=2).fit(CORPUS, labels)
+    with pytest.warns(AmpWarning, match="only applies on CUDA"):
+        FineTuningClassifier(
+            bert,
+            method="linear-probe",
+            max_epochs=0,
+            amp="bf16",
+            device="cpu",
+            compute_train_nc1=False,
+        ).fit(CORPUS, labels)
