@@ -743,7 +743,7 @@ default="scl-ft"
             receiver, reserved = receivers[prefix]
             accepted = _init_arguments(receiver)
             if accepted is not None and (name not in accepted or name in reserved):
-                valid = sorted(accepted - reserved)
+                valid = sorted(accepted - reserved) + (["param_groups"] * (prefix == "optimizer"))
                 raise ValueError(
                     f"{key}: {receiver.__name__} has no argument {name!r}; "
                     f"{prefix}__ takes one of {valid}."
