@@ -29,6 +29,7 @@ import warnings
 import numpy as np
 from sklearn.base import clone
 
+from ..utils._options import PAPER_METHODS
 from ._common import single_threaded_blas, to_jsonable, write_text
 
 __all__ = ["compare_finetuning", "measure_checkpoints"]
@@ -347,7 +348,7 @@ def compare_finetuning(
     X_test,
     y_test,
     *,
-    methods=("linear-probe", "layer-ft", "scl-ft", "full-ft"),
+    methods=PAPER_METHODS,
     regimes=None,
     seeds=(0,),
     random_state=None,
