@@ -67,6 +67,9 @@ LR = {
     "bitfit": 1e-3,
     "norm": 1e-3,
 }
+# the new head (and SCL-FT's skip branch) learns at the linear probe's rate in
+# every method: at the encoder's rate a fresh head barely moves in a few epochs
+HEAD_LR = 1e-2
 SCORES = ("nc1", "cdnv", "logme", "sfda", "knn")
 
 
@@ -156,6 +159,7 @@ def main(argv=None):
             "max_length": args.max_length,
             "epochs": args.epochs,
             "lr": {m: LR[m] for m in args.methods},
+            "head_lr": HEAD_LR,
             "seed": args.seed,
             "episodes": args.episodes,
             "torch_threads": args.threads,
@@ -209,6 +213,7 @@ def main(argv=None):
                 lr=LR[method],
                 device="cpu",
                 random_state=args.seed,
+                optimizer__param_groups=[("head.*", {"lr": HEAD_LR}), ("skip.*", {"lr": HEAD_LR})],
             ).fit(Xtr, ytr)
             acc = float(clf.score(Xte, yte))
             res["finetune"][method] = {
@@ -278,7 +283,8 @@ def render(r):
         "# Neural collapse and transfer of a text encoder (reduced scale)\n",
         f"{r['model']}; {sc['n_classes']} classes x {sc['per_class']} texts per set "
         f"({sc['train_per_class']} per class to train, the rest to test), max_length "
-        f"{sc['max_length']}, one seed, {sc['epochs']} fine-tuning epochs. "
+        f"{sc['max_length']}, one seed, {sc['epochs']} fine-tuning epochs "
+        f"(head learning rate {sc.get('head_lr', '-')}). "
         f"`{r['command_line']}` ({r['seconds']:.0f} s on CPU).\n",
     ]
     for s, res in r["sets"].items():
