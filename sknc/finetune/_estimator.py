@@ -143,7 +143,11 @@ class FineTuningClassifier(
     model : str, torch.nn.Module, nn.Module subclass or callable
         A timm model name, a module (deep-copied, never modified) or a module
         class / factory, as for :class:`sknc.features.BackboneFeatures`. Its
-        classifier is replaced by a new head with one output per class.
+        classifier is replaced by a new head with one output per class. A
+        Hugging Face text encoder (model directory, hub id, or a
+        :class:`~sknc.features.TextFeatures`) fine-tunes on strings with
+        every method, prefix caching and checkpoints (see the text page of
+        the user guide).
     method : {"linear-probe", "layer-ft", "scl-ft", "full-ft", "lora", "bitfit", "norm"}, \
 default="scl-ft"
         What to train (see above).
@@ -192,7 +196,9 @@ default="scl-ft"
         ``method="lora"``: the adapted layers. ``"auto"``: the attention
         projections of transformers (timm's fused ``qkv``; else query and
         value projections), else every dense (``groups=1``) ``nn.Conv2d``
-        of a CNN (all block convolutions, depthwise ones left out). A list
+        of a CNN (all block convolutions, depthwise ones left out); for a
+        text encoder every ``nn.Linear`` of its transformer layers
+        (``query``, ``key``, ``value`` and the ``dense`` layers of BERT). A list
         of module paths or name suffixes (``["qkv", "proj"]``), or a regular
         expression matched against the full module paths. The adapted
         paths are ``lora_targets_``.
