@@ -259,8 +259,8 @@ def test_finetuning_grid_search_and_text_features_model(st_dir):
         FineTuningClassifier(st_dir, input_size=32).fit(CORPUS, LABELS)
     with pytest.raises(ValueError, match="Unknown layer"):
         FineTuningClassifier(st_dir, method="layer-ft", tuned_block="blocks.3").fit(CORPUS, LABELS)
-    with pytest.raises(ValueError, match="not available for text"):
-        FineTuningClassifier(st_dir, tuned_block="auto").fit(CORPUS, LABELS)
+    with pytest.raises(ValueError, match="apply to images only"):
+        FineTuningClassifier(st_dir, crop_pct=0.9).fit(CORPUS, LABELS)
     with pytest.raises(TypeError, match="not a str"):
         FineTuningClassifier(st_dir, max_epochs=1).fit([1, 2] * 12, LABELS)
 

@@ -162,8 +162,6 @@ def test_text_parameter_errors(bert_dir):
         _fit(bert_dir, "layer-ft", last_k=4)
     with pytest.raises(ValueError, match="twice"):
         _fit(bert_dir, "layer-ft", tuned_block=[1, "encoder.layer.0"])
-    with pytest.raises(ValueError, match="not available for text"):
-        _fit(bert_dir, "layer-ft", tuned_block="auto")
     with pytest.raises(ValueError, match="match no module"):
         _fit(bert_dir, "lora", lora_targets=["qkv"])
 
@@ -249,3 +247,20 @@ def test_loading_is_quiet_unless_verbose_and_restores_settings(bert_dir, capfd, 
     with pytest.raises(RuntimeError, match="boom"), text_mod.quiet_loading():
         raise RuntimeError("boom")
     assert (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()) == before
+
+
+def test_auto_layer_follows_the_collapse_rule(bert_dir):
+    from sknc.features import TextFeatures
+    from sknc.finetune._modules import select_block_by_collapse
+    from sknc.metrics import nc1
+
+    est = _fit(bert_dir, "scl-ft", tuned_block="auto", max_epochs=1)
+    layers = [f"encoder.layer.{i}" for i in range(L)]
+    assert list(est.block_nc_) == layers
+    parts = TextFeatures(bert_dir, layers=layers, pool="avg").fit().transform_layers(CORPUS)
+    for name in layers:
+        assert est.block_nc_[name] == pytest.approx(nc1(parts[name], LABELS), rel=1e-6)
+    assert est.tuned_block_ == select_block_by_collapse(est.block_nc_)
+    assert _fit(bert_dir, "scl-ft", max_epochs=1).block_nc_ is None
+    with pytest.raises(ValueError, match="two or more training texts"):
+        FineTuningClassifier(bert_dir, tuned_block="auto").fit(CORPUS[:4], LABELS[[0, 2, 4, 6]])

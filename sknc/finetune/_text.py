@@ -634,12 +634,6 @@ def _check_text_params(est):
             f"{bad} apply to images only; a text encoder takes its weights from the model "
             "directory / hub id and its preprocessing from TextFeatures(max_length=, ...)."
         )
-    tb = est.tuned_block
-    if isinstance(tb, str) and tb == "auto":
-        raise ValueError(
-            "tuned_block='auto' is not available for text encoders; pass a layer index or "
-            "name (see sknc.features.list_layers), a list of them, or last_k."
-        )
 
 
 def _tokenized(feats, texts):
@@ -675,7 +669,36 @@ def _resume_state(est, feats, classes, n_samples, seed, progress):
     return checkpoint_dir, state, fingerprint, done, seed
 
 
-def _make_net(est, feats, n_classes, seed, device, callbacks, max_epochs):
+def _auto_layer(est, feats, texts, y_enc):
+    """``(layer, {layer: NC1})`` for ``tuned_block="auto"``: the image rule on text layers.
+
+    One forward pass taps every transformer layer (pooled as the skip
+    branch pools it) and measures NC1 of the training texts;
+    :func:`~sknc.finetune._modules.select_block_by_collapse` picks the
+    first layer after which the collapse stops improving.
+    """
+    from ..metrics import nc1
+    from ._modules import select_block_by_collapse
+
+    if np.bincount(y_enc).max() < 2:
+        raise ValueError(
+            "tuned_block='auto' needs at least one class with two or more training texts: "
+            "with one text per class NC1 is zero at every layer and cannot rank them. "
+            "Pass tuned_block explicitly."
+        )
+    names = feats._get_encoder().layer_names
+    pool = est.skip_pool if est.skip_pool != "auto" else feats.pools_["penultimate"]
+    taps = clone(feats).set_params(
+        layers=list(range(1, len(names))), pool="avg" if pool == "auto" else pool
+    )
+    parts = taps.fit().transform_layers(texts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        block_nc = {name: float(nc1(Z, y_enc)) for name, Z in parts.items()}
+    return select_block_by_collapse(block_nc, tolerance=est.auto_block_tolerance), block_nc
+
+
+def _make_net(est, feats, n_classes, seed, device, callbacks, max_epochs, tuned_block):
     from skorch.dataset import ValidSplit
 
     from ._callbacks import FineTuneSkorchNet
@@ -689,7 +712,7 @@ def _make_net(est, feats, n_classes, seed, device, callbacks, max_epochs):
         module__encoder=feats._get_encoder(),
         module__n_classes=n_classes,
         module__method=est.method,
-        module__tuned_block=est.tuned_block,
+        module__tuned_block=tuned_block,
         module__last_k=est.last_k,
         module__pool=feats.pools_["penultimate"],
         module__combine=est.combine,
@@ -720,14 +743,14 @@ def _make_net(est, feats, n_classes, seed, device, callbacks, max_epochs):
     )
 
 
-def _set_fitted(est, net, feats, classes, checkpoint_dir, done):
+def _set_fitted(est, net, feats, classes, checkpoint_dir, done, block_nc):
     module = net.module_
     est.classes_ = classes
     est.net_ = net
     est.text_features_ = feats
     blocks = list(module.tuned_blocks)
     est.tuned_block_ = None if not blocks else blocks[0] if len(blocks) == 1 else blocks
-    est.block_nc_ = None
+    est.block_nc_ = block_nc
     est.lora_targets_ = module.lora_targets
     est.data_config_ = {
         "max_length": feats.max_length_,
@@ -757,6 +780,9 @@ def fit_text(est, X, y, progress=None):
     checkpoint_dir, state, fingerprint, done, seed = _resume_state(
         est, feats, classes, len(texts), seed, progress
     )
+    tuned_block, block_nc = est.tuned_block, None
+    if est.method in TUNED_METHODS and isinstance(tuned_block, str) and tuned_block == "auto":
+        tuned_block, block_nc = _auto_layer(est, feats, texts, y_enc)
     net = _make_net(
         est,
         feats,
@@ -765,6 +791,7 @@ def fit_text(est, X, y, progress=None):
         device,
         est._callbacks(checkpoint_dir, fingerprint, state),
         int(est.max_epochs) - done,
+        None if tuned_block == "auto" else tuned_block,
     )
     progress["net"] = net
     ids, types, pad_id = _tokenized(feats, texts)
@@ -776,7 +803,7 @@ def fit_text(est, X, y, progress=None):
         net.initialize()
         if state is not None:
             est._restore(net, state)
-        _set_fitted(est, net, feats, classes, checkpoint_dir, done)
+        _set_fitted(est, net, feats, classes, checkpoint_dir, done, block_nc)
         module = net.module_
         try:
             dataset = _build_cache(est, module, ids, types, pad_id, y_enc, done)
