@@ -444,3 +444,34 @@ def test_float32_centres_stay_within_their_bound(n_shot, rng):
     err = np.linalg.norm(approx - exact, axis=1).max()
     assert err <= float(ep["c_err"][0])
     assert float(ep["c_err"][0]) < 1e-5 * np.linalg.norm(X, axis=1).max()  # not vacuous
+
+
+def test_float32_centres_recheck_settles_most_queries(rng, monkeypatch):
+    """Queries the float32 pass leaves open mostly settle without float64 centres.
+
+    Float64 products with the float32 centres leave only the centres'
+    rounding in the bound (``_recheck32``); only the rest need float64
+    centres (``_queue_undecided``). (That the accuracies stay those of
+    ``cross_val_score`` through every path is checked above.)
+    """
+    from sknc.model_selection._ncc_kernel import _EpisodeKernel
+
+    X, y = _gaussian(rng, n_classes=10, per_class=40, d=256, spread=0.05)
+    X = np.maximum(X + 2.0, 0.0).astype(np.float32)
+    seen = {"recheck": 0, "float64": 0}
+
+    def spy(name, key):
+        original = getattr(_EpisodeKernel, name)
+
+        def wrapper(self, undecided, *args, **kwargs):
+            seen[key] += int(undecided.sum())
+            return original(self, undecided, *args, **kwargs)
+
+        monkeypatch.setattr(_EpisodeKernel, name, wrapper)
+
+    spy("_recheck32", "recheck")
+    spy("_queue_undecided", "float64")
+    cv = EpisodeSplit(5, 5, 15, n_episodes=200, random_state=0)
+    evaluate_episodes(X, y, cv, return_cdnv=False)
+    assert seen["recheck"] > 20, seen  # the case does exercise the recheck
+    assert seen["float64"] <= seen["recheck"] // 4, seen

@@ -196,7 +196,7 @@ class _EpisodeKernel:
             self.C32 = torch.empty(batch_size, n_way, d, dtype=f32, device=dev)
             self.avg_w32 = torch.full((1, n_way), 1.0 / n_way, dtype=f32, device=dev)
         self.truth = torch.arange(n_way, device=dev).repeat_interleave(n_query)
-        self._pending, self.n_pending = [], 0
+        self._pending, self._settled, self.n_pending = [], [], 0
         self.avg_w = torch.full((1, n_way), 1.0 / n_way, dtype=f64, device=dev)
 
     def _gather(self, idx, out, raw):
@@ -332,8 +332,10 @@ class _EpisodeKernel:
         if not self.fast32:
             return correct, ~sure.all(dim=1)
         if not bool(sure.all()):
-            M64 = None if self.centres32 else (M, ep)
-            self._queue_undecided(~sure, qidx, q_norm, support, query, first, M64)
+            if self.centres32:
+                self._recheck32(~sure, qidx, q_norm, M, ep, support, query, first)
+            else:
+                self._queue_undecided(~sure, qidx, q_norm, support, query, first, (M, ep))
         return correct, torch.zeros(B, dtype=torch.bool, device=correct.device)
 
     def _centres32(self, support):
@@ -530,6 +532,45 @@ class _EpisodeKernel:
             eps_p = (eps_p, self.eps32 * q_norm * ep["a_norm"].unsqueeze(1) + self.tiny32)
         return self._scores(P, q_norm, _per_query(ep), eps_p)
 
+    def _recheck32(self, undecided, qidx, q_norm, M32, ep, support, query, first):
+        """Undecided queries of the float32-centre pass: float64 products first.
+
+        Float64 products with the float32 centre matrix leave only the
+        centres' own rounding (``c_err``) in the bound, which settles most
+        of them (recorded for :meth:`flush`); the rest are queued with
+        float64 centres, computed for their episodes only.
+        """
+        import torch
+
+        WQ = self.W * self.Q
+        flat = torch.nonzero(undecided.view(-1)).squeeze(1)
+        bf = torch.div(flat, WQ, rounding_mode="floor")
+        Zf = torch.index_select(self.Xt, 0, torch.index_select(qidx, 0, flat)).to(torch.float64)
+        M = torch.index_select(M32, 0, bf).to(torch.float64)
+        P = torch.bmm(M, Zf.unsqueeze(2)).squeeze(2)  # (n, W + 1)
+        truth = torch.index_select(self.truth, 0, flat - bf * WQ)
+        ep_q = {k: torch.index_select(v, 0, bf) for k, v in ep.items()}
+        ep_q = {k: v.t() if v.ndim == 2 else v for k, v in ep_q.items()}
+        q_norm_f = torch.index_select(q_norm.view(-1), 0, flat)
+        pred, sure = self._scores(P.t(), q_norm_f, ep_q)
+        if bool(sure.any()):
+            done = torch.nonzero(sure).squeeze(1)
+            b_done = torch.index_select(bf, 0, done)
+            self._settled.append(
+                (
+                    b_done + first,
+                    torch.index_select(pred == truth, 0, done),
+                    torch.ones_like(done, dtype=torch.bool),
+                    torch.index_select(support, 0, b_done),
+                    torch.index_select(query, 0, b_done),
+                )
+            )
+            self.n_pending += done.numel()
+        if not bool(sure.all()):
+            left = torch.zeros_like(undecided)
+            left.view(-1)[torch.index_select(flat, 0, torch.nonzero(~sure).squeeze(1))] = True
+            self._queue_undecided(left, qidx, q_norm, support, query, first)
+
     def _queue_undecided(self, undecided, qidx, q_norm, support, query, first, M64=None):
         """Queue the queries the float32 pass left undecided for :meth:`flush`.
 
@@ -565,6 +606,8 @@ class _EpisodeKernel:
     def flush(self):
         """Score the queued queries (float64 products computed when queued).
 
+        Queries :meth:`_recheck32` already settled are returned with them.
+
         Returns
         -------
         None, or ``(episode, correct, sure, support, query)``: numpy arrays,
@@ -575,21 +618,25 @@ class _EpisodeKernel:
         """
         import torch
 
-        if not self._pending:
+        if not (self._pending or self._settled):
             return None
-        pend, self._pending, self.n_pending = self._pending, [], 0
+        parts, self._settled = self._settled, []
+        if self._pending:
+            parts.append(self._score_pending())
+        self._pending, self.n_pending = [], 0
+        return tuple(torch.cat([p[i] for p in parts]).cpu().numpy() for i in range(5))
+
+    def _score_pending(self):
+        """Scores of the queued queries: ``(episode, correct, sure, support, query)``."""
+        import torch
+
+        pend = self._pending
         cat = lambda key: torch.cat([p[key] for p in pend])  # noqa: E731
         # one query per column: per-class constants (W, n), scalars (n,)
         ep = {k: torch.cat([p["ep"][k] for p in pend]) for k in pend[0]["ep"]}
         ep = {k: v.t() if v.ndim == 2 else v for k, v in ep.items()}
         pf, sf = self._scores(cat("P").t(), cat("q_norm"), ep)
-        return (
-            cat("episode").cpu().numpy(),
-            (pf == cat("truth")).cpu().numpy(),
-            sf.cpu().numpy(),
-            cat("support").cpu().numpy(),
-            cat("query").cpu().numpy(),
-        )
+        return cat("episode"), pf == cat("truth"), sf, cat("support"), cat("query")
 
 
 def _per_query(ep):
