@@ -20,8 +20,16 @@ Printed, all measured in this run, on the CPU:
 * with ``--reference-dir DIR`` (a checkout of github.com/TencentARC/SFDA;
   nothing of it is shipped with sknc): the reference LogME, SFDA and PARC
   on the same inputs, their ratio to sknc and the relative difference of
-  the values. The reference PARC builds N x N matrices, so it is run on
-  ``--n-parc-ref`` samples only (sknc's PARC on N is shown beside it).
+  the values; with ``--pactran-dir`` (github.com/google-research/
+  pactran_metrics) its PACTran-Gaussian, and with ``--ncti-dir``
+  (github.com/BUserName/NCTI) its NCTI parts, likewise. The reference PARC
+  builds N x N matrices, so it is run on ``--n-parc-ref`` samples only;
+  the reference PACTran and NCTI run on ``--n-ref`` samples (all by
+  default; at the full size they take many minutes), sknc on the same.
+
+``--repeat 1`` at the full size keeps the run to about half an hour on
+two busy cores; with one repeat the memory is measured in the timing run
+itself (tracemalloc on, at the first thread count), else in a separate run.
 
 Timings on a shared machine are noisy; compare ratios from one run.
 
@@ -81,13 +89,15 @@ def timed(func):
     return time.perf_counter() - t0, out
 
 
-def peak_memory(func):
+def peak_memory(func, result=False):
+    """Peak bytes ``func`` allocates (tracemalloc); with ``result`` also its return value."""
     gc.collect()
     tracemalloc.start()
     tracemalloc.reset_peak()
     try:
-        func()
-        return tracemalloc.get_traced_memory()[1]
+        out = func()
+        peak = tracemalloc.get_traced_memory()[1]
+        return (peak, out) if result else peak
     finally:
         tracemalloc.stop()
 
@@ -110,6 +120,38 @@ def load_reference(path):
     return mod
 
 
+def load_pactran(path):
+    """``calculate_pac_gauss`` of a pactran_metrics checkout (compute_metrics.py)."""
+    import time as _time
+
+    import scipy.optimize
+    import scipy.special
+
+    src = open(os.path.join(path, "compute_metrics.py")).read()
+    ns = {"np": np, "scipy": scipy, "time": _time}
+    for name in ("one_hot", "calculate_pac_gauss"):
+        m = re.search(rf"def {name}\(.*?\n(?=\n\ndef )", src, re.S)
+        exec(m.group(0), ns)
+    return ns["calculate_pac_gauss"]
+
+
+def load_ncti(path):
+    """``NCTI_Score`` of an NCTI checkout (metrics.py), its PCA made exact."""
+    import sklearn.decomposition
+    import sklearn.discriminant_analysis
+
+    src = open(os.path.join(path, "metrics.py")).read()
+    m = re.search(r"def NCTI_Score\(.*?\n(?=\n\S|\Z)", src + "\n\nEND", re.S)
+    code = m.group(0).replace("PCA(n_components=64)", "PCA(n_components=64, svd_solver='full')")
+    ns = {
+        "np": np,
+        "PCA": sklearn.decomposition.PCA,
+        "LinearDiscriminantAnalysis": sklearn.discriminant_analysis.LinearDiscriminantAnalysis,
+    }
+    exec(code, ns)
+    return ns["NCTI_Score"]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10_000)
@@ -118,9 +160,12 @@ def main(argv=None):
     parser.add_argument("--n-nleep", type=int, default=2_000)
     parser.add_argument("--n-knn", type=int, default=5_000)
     parser.add_argument("--n-parc-ref", type=int, default=5_000)
+    parser.add_argument("--n-ref", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--reference-dir", default=None)
+    parser.add_argument("--pactran-dir", default=None)
+    parser.add_argument("--ncti-dir", default=None)
     parser.add_argument("--skip", default="", help="comma-separated scores to leave out")
     args = parser.parse_args(argv)
 
@@ -157,12 +202,18 @@ def main(argv=None):
     threads = [int(t) for t in args.threads.split(",")]
 
     times = {t: {name: [] for name in ["gram", *scores]} for t in threads}
+    peaks = {}
     values = {}
+    inline_memory = args.repeat == 1
     for rep in range(args.repeat):
         for t in threads:
             with threadpool_limits(limits=t):
                 for name, func in [("gram", lambda: gram(X)), *scores.items()]:
-                    sec, out = timed(func)
+                    if inline_memory and t == threads[0]:
+                        peak, (sec, out) = peak_memory(lambda f=func: timed(f), result=True)
+                        peaks[name] = peak
+                    else:
+                        sec, out = timed(func)
                     times[t][name].append(sec)
                     values[name] = out
                     print(
@@ -178,26 +229,52 @@ def main(argv=None):
             med = statistics.median(times[t][name])
             floor = statistics.median(times[t]["gram"])
             cells += f"{med:10.2f}{med / floor:8.1f}"
-        with threadpool_limits(limits=1):
-            func = (lambda: gram(X)) if name == "gram" else scores[name]
-            peak = peak_memory(func) / 2**20
-        print(name.ljust(28) + cells + f"{peak:10.0f}")
+        if name not in peaks:
+            with threadpool_limits(limits=1):
+                func = (lambda: gram(X)) if name == "gram" else scores[name]
+                peaks[name] = peak_memory(func)
+        print(name.ljust(28) + cells + f"{peaks[name] / 2**20:10.0f}")
 
+    yi = y.astype(np.int64)
+    sub = _stratified_subsample(y, min(args.n_ref or args.n, args.n), 0)
+    n_dims = 32
+    cases = []
     if args.reference_dir:
         ref = load_reference(args.reference_dir)
-        print("\nagainst the reference implementations (1 thread, median of --repeat)")
-        yi = y.astype(np.int64)
-        sub = _stratified_subsample(y, min(args.n_parc_ref, args.n), 0)
-        n_dims = 32
-        cases = [
+        sub_parc = _stratified_subsample(y, min(args.n_parc_ref, args.n), 0)
+        cases += [
             ("logme", lambda: logme(X, y), lambda: ref["LogME_Score"](X.copy(), yi)),
             ("sfda", lambda: sfda(X, y), lambda: ref["SFDA_Score"](X.astype(np.float64), yi)),
             (
-                f"parc on {sub.size}",
-                lambda: parc(X[sub], y[sub], n_components=n_dims),
-                lambda: ref["PARC"](n_dims=n_dims)(features=X[sub].astype(np.float64), y=yi[sub]),
+                f"parc on {sub_parc.size}",
+                lambda: parc(X[sub_parc], y[sub_parc], n_components=n_dims),
+                lambda: ref["PARC"](n_dims=n_dims)(
+                    features=X[sub_parc].astype(np.float64), y=yi[sub_parc]
+                ),
             ),
         ]
+    if args.pactran_dir:
+        pac_ref = load_pactran(args.pactran_dir)
+
+        def pactran_ref():
+            np.random.seed(0)  # noqa: NPY002 (the reference draws its start from the global generator)
+            out, _ = pac_ref(X[sub].astype(np.float64), yi[sub], 1.0)
+            return -out[0][1]
+
+        cases.append(
+            (f"pactran on {sub.size}", lambda: pactran(X[sub], y[sub], random_state=0), pactran_ref)
+        )
+    if args.ncti_dir:
+        ncti_ref = load_ncti(args.ncti_dir)
+        cases.append(
+            (
+                f"ncti on {sub.size}",
+                lambda: np.array([*ncti_parts(X[sub], y[sub]).values()]),
+                lambda: np.array(ncti_ref(X[sub].astype(np.float64), yi[sub])),
+            )
+        )
+    if cases:
+        print("\nagainst the reference implementations (1 thread, median of --repeat)")
         import contextlib
         import io
 
@@ -210,13 +287,16 @@ def main(argv=None):
                     with contextlib.redirect_stdout(io.StringIO()):
                         s, v_ref = timed(theirs)
                     t_ref.append(s)
+                    print(
+                        f"  {name}: sknc {t_ours[-1]:.2f} s, reference {s:.2f} s", file=sys.stderr
+                    )
                 mem_ours = peak_memory(ours) / 2**20
                 with contextlib.redirect_stdout(io.StringIO()):
                     mem_ref = peak_memory(theirs) / 2**20
             a, b = statistics.median(t_ours), statistics.median(t_ref)
-            rel = abs(v_ours - v_ref) / abs(v_ref)
+            rel = float(np.max(np.abs(np.asarray(v_ours) - v_ref) / np.abs(v_ref)))
             print(
-                f"{name:12s} sknc {a:7.2f} s ({mem_ours:6.0f} MiB)  reference {b:7.2f} s "
+                f"{name:16s} sknc {a:7.2f} s ({mem_ours:6.0f} MiB)  reference {b:7.2f} s "
                 f"({mem_ref:6.0f} MiB)  reference/sknc {b / a:5.1f}x  rel. diff {rel:.1e}"
             )
     if args.n > args.n_parc_ref:
