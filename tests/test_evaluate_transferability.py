@@ -128,3 +128,29 @@ def test_no_transferability_on_the_command_line(folder, tmp_path):
     assert res["command_line"].endswith("--no-transferability")
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "Transferability scores" not in report
+
+
+def test_failing_pool_part_leaves_the_other_scores(folder, tmp_path, monkeypatch):
+    import sknc.metrics
+
+    def broken(X, y):
+        raise ValueError("degenerate within-class scatter")
+
+    monkeypatch.setattr(sknc.metrics, "ncti_parts", broken)
+    with pytest.warns(UserWarning, match="NCTI parts are undefined"):
+        res = run_evaluate(
+            "test_resnet",
+            folder,
+            layers="-1",
+            input_size=16,
+            n_episodes=5,
+            out_dir=tmp_path / "out",
+            progress=False,
+            threads=1,
+        )
+    tr = res["transferability"]
+    assert "ncti" not in tr["parts"] and "etran" in tr["parts"]
+    assert "degenerate within-class scatter" in tr["undefined"]["ncti"]
+    assert tr["scores"]["logme"] is not None
+    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "- NCTI: `NCTI parts are undefined" in report

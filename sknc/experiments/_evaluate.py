@@ -591,16 +591,21 @@ def _transfer(Zp, y, counts, seed, n_episodes, n_threads, steps):
 def _transferability(Zp, y, penultimate_row, seed):
     """Every feature transferability score of ``Zp`` beside its NC1 and CDNV.
 
-    The scores come from :func:`sknc.model_selection.rank_backbones` on the
-    already extracted features (an identity candidate), so names, defaults
-    and seeds are those of ``sknc rank``. A score undefined on the data is
-    NaN with the reason (the warning is shown too).
+    The per-model scores come from :func:`sknc.model_selection.rank_backbones`
+    on the already extracted features (an identity candidate), so names,
+    defaults and seeds are those of ``sknc rank``; NCTI and ETran, which
+    combine their parts across a pool, give their parts
+    (:func:`sknc.metrics.ncti_parts`, :func:`sknc.metrics.etran_parts`). A
+    score undefined on the data is NaN (its parts left out) with the reason,
+    and the warning is shown.
     """
     from sklearn.preprocessing import FunctionTransformer
 
+    from .. import metrics
     from ..model_selection import get_score_names, rank_backbones
 
-    names = [k for k in get_score_names() if k not in ("nc1", "cdnv", "leep", "nce")]
+    pooled = ("ncti", "etran")
+    names = [k for k in get_score_names() if k not in ("nc1", "cdnv", "leep", "nce", *pooled)]
     with warnings.catch_warnings(record=True) as caught, single_threaded_blas():
         warnings.simplefilter("always")
         ranking = rank_backbones(
@@ -619,16 +624,25 @@ def _transferability(Zp, y, penultimate_row, seed):
             if text.startswith(f"Score {key!r} is undefined"):
                 undefined[key] = text
         warnings.warn(text, w.category, stacklevel=3)
-    row = ranking.table[0]
-    values = {"nc1": penultimate_row["nc1"], "cdnv": penultimate_row["cdnv"]}
-    values.update({k: float(row[k]) for k in names if k not in ranking.parts})
     seconds = {k: float(v) for k, v in ranking.score_time.items()}
+    parts = {}
+    for key in pooled:
+        t0 = time.perf_counter()
+        try:
+            with single_threaded_blas():
+                parts[key] = getattr(metrics, f"{key}_parts")(Zp, y)
+        except ValueError as exc:
+            undefined[key] = f"{key.upper()} parts are undefined on these features: {exc}"
+            warnings.warn(undefined[key], UserWarning, stacklevel=3)
+        seconds[key] = time.perf_counter() - t0
+    values = {"nc1": penultimate_row["nc1"], "cdnv": penultimate_row["cdnv"]}
+    values.update({k: float(ranking.table[0][k]) for k in names})
     return {
         "scores": values,
         "higher_is_better": {k: k not in ("nc1", "cdnv") for k in values},
         "seconds": {k: seconds.get(k) for k in values},
-        "parts": {k: dict(ranking.parts[k]["features"]) for k in ranking.parts},
-        "parts_seconds": {k: seconds.get(k) for k in ranking.parts},
+        "parts": parts,
+        "parts_seconds": {k: seconds[k] for k in pooled},
         "undefined": undefined,
         "seed": seed,
     }
