@@ -638,3 +638,40 @@ def test_ncti_small_data_gives_number_or_clear_error():
     assert all(np.isfinite(v) for v in parts.values())
     parts = ncti_parts(rng.normal(size=(4, 8)) * 5, [0, 0, 1, 1])
     assert all(np.isfinite(v) for v in parts.values())
+
+
+# ---------------------------------------------------------------------------
+# "Back to the basics" (TMLR 2024): published per-model scores
+# ---------------------------------------------------------------------------
+
+
+def test_back_to_basics_table_weighted_tau():
+    from scipy.stats import weightedtau
+
+    from sknc.model_selection import evaluate_rankings
+
+    table = json.loads((DATA / "tmlr2024_back_to_basics.json").read_text())
+    acc = table["test_accuracy"]
+    scores = {
+        "imagenet": {ds: table["imagenet_top1"] for ds in acc},
+        "logme": table["logme"],
+        "ncti": table["ncti"],
+    }
+    ev = evaluate_rankings(scores, acc)
+    for name, per_ds in scores.items():
+        for ds, models in acc.items():
+            # the authors' correlations_compute.py: weightedtau(score, metric), defaults
+            pairs = sorted((per_ds[ds][m], models[m]) for m in models)
+            expected = weightedtau([p[0] for p in pairs], [p[1] for p in pairs])[0]
+            assert ev.per_dataset[name][ds]["weighted_tau"] == pytest.approx(expected, abs=1e-12)
+    mean = {k: ev.mean[k]["weighted_tau"] for k in scores}
+    # computed here from their figures (they publish the tau values as plots only)
+    assert mean == pytest.approx({"imagenet": 0.646, "logme": 0.353, "ncti": 0.663}, abs=5e-4)
+    # their findings: the ImageNet prior beats LogME; every score suffers on medical data
+    assert mean["imagenet"] > mean["logme"]
+    medical = ("brain_tumor_kaggle", "breakhis", "skin_splits")
+    for name in scores:
+        taus = ev.per_dataset[name]
+        med = np.mean([taus[ds]["weighted_tau"] for ds in medical])
+        nat = np.mean([taus[ds]["weighted_tau"] for ds in acc if ds not in medical])
+        assert med < nat - 0.2
