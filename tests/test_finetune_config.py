@@ -11,6 +11,7 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
 
 timm = pytest.importorskip("timm")
 pytest.importorskip("skorch")
@@ -199,6 +200,10 @@ def test_routed_parameters_are_parameters():
     assert twin.optimizer__lr == 0.01 and twin.lr == 0.5
     again = pickle.loads(pickle.dumps(clf))
     assert again.get_params() == clf.get_params()
+    # and through a Pipeline, as GridSearchCV over a pipeline sets them
+    pipe = make_pipeline(clone(clf)).set_params(finetuningclassifier__optimizer__eps=1e-5)
+    assert pipe.get_params()["finetuningclassifier__optimizer__eps"] == 1e-5
+    assert pipe[-1].optimizer__eps == 1e-5
 
 
 def test_fitted_estimator_with_routed_parameters_pickles_and_clones():
