@@ -130,8 +130,10 @@ class _EpisodeKernel:
     gamma_{K+6}(u32) max ||s||`` of the exact centres, which adds
     ``(2 (||q - a|| + max ||v||) + c_err) c_err`` to the float32 error of
     each score. Only the queries the first pass leaves undecided are
-    recomputed in float64 (from float64 centres, computed then for their
-    episodes only). Queries still
+    recomputed in float64: with float32 centres, first as float64 products
+    with them (only ``c_err`` left in the bound, :meth:`_recheck32`), then,
+    for the few still undecided, from float64 centres computed for their
+    episodes only. Queries still
     undecided make their episode "unsure"; the caller settles it with
     ``NearestClassCenter`` itself.
     """
