@@ -15,7 +15,9 @@ import time
 import numpy as np
 
 from sknc.experiments._common import to_jsonable, write_text
-from sknc.experiments._format import finite  # noqa: F401 - the scripts use rc.finite
+
+# the one set of report formatters; the scripts use rc.finite, rc.num, rc.percent
+from sknc.experiments._format import finite, num, percent  # noqa: F401
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(BENCH_DIR)

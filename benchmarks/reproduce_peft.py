@@ -428,8 +428,8 @@ def table(summary):
         lines.append(
             f"{r['backbone']:<16}{r['task']:<16}{r['regime']:<8}{r['method']:<14}"
             f"{r['lr']:>8g}{_pm(r):>16}{r['n_trainable_params']:>12,}"
-            f"{100 * r['trainable_vs_full']:>8.1f}%{r['seconds_per_epoch']:>9.2f}"
-            f"{rc.fmt(r['train_nc1'], 3):>11}  {r['tuned_block'] or '-'}"
+            f"{100 * r['trainable_vs_full']:>8.1f}%{rc.num(r['seconds_per_epoch'], 3):>9}"
+            f"{rc.num(r['train_nc1'], 3):>11}  {r['tuned_block'] or '-'}"
         )
     return "\n".join(lines)
 
@@ -469,8 +469,9 @@ def main(argv=None):
         "cache": cache,
     }
     res["claims"] = claims(res)
+    res = rc.finish(out, res, t0)
     print(table(summary))
-    return rc.finish(out, res, t0)
+    return res
 
 
 if __name__ == "__main__":

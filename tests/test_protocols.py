@@ -342,16 +342,8 @@ def test_compare_finetuning_interrupt_propagates():
 # the PEFT claims in the one rule set
 # ----------------------------------------------------------------------------
 def _row(method, acc, std, regime="full", **kw):
-    return dict(
-        backbone="bb",
-        task="t",
-        regime=regime,
-        method=method,
-        accuracy=acc,
-        accuracy_std=std,
-        n_seeds=3,
-        **kw,
-    )
+    row = dict(backbone="bb", task="t", regime=regime, method=method, accuracy=acc)
+    return {**row, "accuracy_std": std, "n_seeds": 3, **kw}
 
 
 BASELINES = ("bitfit", "norm", "lora-r4", "lora-r16", "last-2")
@@ -409,3 +401,79 @@ def test_load_training_state_is_public():
 
     assert "load_training_state" in __import__("sknc.finetune").finetune.__all__
     assert load_training_state.__doc__ and "Examples" in load_training_state.__doc__
+
+
+def _bench_module(name, monkeypatch):
+    import importlib
+    import os
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.setattr(sys, "path", [os.path.join(root, "benchmarks"), *sys.path])
+    return importlib.import_module(name)
+
+
+def _peft_summary(n_seeds):
+    std = 0.01 if n_seeds > 1 else None
+    rows = []
+    for regime in ("full", "scarce"):
+        for i, method in enumerate(("linear-probe", *BASELINES, "layer-ft", "full-ft")):
+            rows.append(
+                _row(
+                    method,
+                    0.5 + 0.01 * i,
+                    std,
+                    regime=regime,
+                    lr=1e-3,
+                    n_trainable_params=10 + i,
+                    trainable_vs_full=0.5,
+                    seconds_per_epoch=None,
+                    train_nc1=1.0 + i,
+                    train_nc1_std=std,
+                    tuned_block=None,
+                    backbone="mobilenetv2_100",
+                    task="digits",
+                )
+            )
+        sweep = [dict(tuned_block="b1", accuracy=0.6, accuracy_std=std, n_seeds=n_seeds)]
+        rows.append(
+            _row(
+                "scl-ft-auto",
+                0.55,
+                std,
+                regime=regime,
+                lr=1e-3,
+                n_trainable_params=5,
+                trainable_vs_full=0.05,
+                seconds_per_epoch=0.5,
+                train_nc1=0.5,
+                train_nc1_std=std,
+                tuned_block="b1",
+                sweep=sweep,
+                backbone="mobilenetv2_100",
+                task="digits",
+            )
+        )
+    for r in rows:
+        r["n_seeds"] = n_seeds
+    return rows
+
+
+@pytest.mark.parametrize("n_seeds", [1, 3])
+def test_reproduce_peft_claims_and_table_from_a_summary(n_seeds, monkeypatch):
+    """The PEFT script's verdicts and table on its results (one seed crashed before:
+    the script's own formatters called helpers that did not exist)."""
+    peft = _bench_module("reproduce_peft", monkeypatch)
+    res = {"summary": _peft_summary(n_seeds)}
+    claims = peft.claims(res)
+    assert sorted(claims) == [
+        "auto_block",
+        "peft_level_with_scl",
+        "scl_ft_collapse:mobilenetv2_100",
+        "scl_ft_efficient:mobilenetv2_100",
+    ]
+    for key in ("auto_block", "peft_level_with_scl"):
+        assert {k: claims[key][k] for k in ("paper", "title", "claim")} == CLAIMS[key]
+    assert "MobileNetV2 digits full: SCL-FT" in claims["peft_level_with_scl"]["verdict"]
+    table = peft.table(res["summary"])
+    assert len(table.splitlines()) == 1 + len(res["summary"])
