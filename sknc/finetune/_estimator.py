@@ -13,6 +13,7 @@ cheap.
 
 import copy
 import difflib
+import functools
 import inspect
 import os
 import re
@@ -83,6 +84,7 @@ def _check_routed_names(caller, kwargs):
         raise TypeError(message + ".")
 
 
+@functools.lru_cache(maxsize=64)
 def _init_arguments(cls):
     """Keyword names ``cls(...)`` accepts, or None when it takes ``**kwargs``."""
     try:
