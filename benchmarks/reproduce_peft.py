@@ -41,6 +41,7 @@ Run::
 
     python benchmarks/reproduce_peft.py --data-dir /work/data            # release
     python benchmarks/reproduce_peft.py --data-dir /work/data --reduced  # ~20 min, 2 cores
+    python benchmarks/reproduce_peft.py --data-dir /work/data --preset compact  # both backbones
     python benchmarks/reproduce_peft.py --replot --out DIR               # verdicts again
 
 Runs are cached in ``OUT/runs.json`` (keyed by everything that determines
@@ -120,6 +121,27 @@ PRESETS = {
         seeds=(0, 1, 2),
         sweep_blocks=3,  # evenly spaced candidate blocks (and the auto block)
     ),
+    # the reduced scale on both ImageNet backbones, with fewer scarce epochs and
+    # swept blocks so that it fits ~40 min on a busy 2-core CPU
+    "compact": dict(
+        backbones=("mobilenetv2_100", "tf_efficientnet_lite0"),
+        imagenet_size=32,
+        fmnist_train=150,
+        fmnist_test=120,
+        digits_train=150,
+        emoji_test_fraction=0.3,
+        min_category_emoji=3,
+        max_classes=160,
+        max_train=150,
+        scarce_fraction=0.1,
+        lr_grid=(1e-3, 1e-2),
+        validation_fraction=0.25,
+        batch_size=32,
+        epochs_full=2,
+        epochs_scarce=6,
+        seeds=(0, 1, 2),
+        sweep_blocks=2,
+    ),
 }
 
 
@@ -128,6 +150,12 @@ def parse_args(argv=None):
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--reduced", action="store_true", help="the reduced scale (~20 min)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="a named scale (default 'release'; --reduced is --preset reduced)",
+    )
     p.add_argument("--out", default=None, help="output folder")
     p.add_argument(
         "--data-dir",
@@ -141,7 +169,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    preset = "reduced" if args.reduced else "release"
+    preset = args.preset or ("reduced" if args.reduced else "release")
     cfg = dict(PRESETS[preset], preset=preset, seed=args.seed, threads=args.threads)
     cfg["progress"] = not args.no_progress
     if args.backbones:

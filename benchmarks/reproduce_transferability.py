@@ -31,11 +31,14 @@ here on what is reachable from this project's machines:
 Run (from the repository root, after ``benchmarks/fetch_data.py``)::
 
     SKNC_DATA=/work/data python benchmarks/reproduce_transferability.py --quick
+    SKNC_DATA=/work/data python benchmarks/reproduce_transferability.py --preset medium
     SKNC_DATA=/work/data python benchmarks/reproduce_transferability.py      # full scale
 
 ``--quick`` is the reduced scale that finishes in about 20 minutes on a busy
 2-core CPU (small subsamples, small images, 1 fine-tuning epoch); its
-figures are what they are at that scale. Outputs in ``--out`` (default
+figures are what they are at that scale. ``--preset medium`` doubles the
+subsamples, the own checkpoints' pre-training and the fine-tuning budget
+(about 50 minutes on the same CPU). Outputs in ``--out`` (default
 ``benchmarks/results/transferability/``): ``results.json``,
 ``transferability.png``, ``report.md``.
 """
@@ -55,6 +58,10 @@ PRESETS = {
     "full": dict(
         size=96, own_size=32, n_train=2000, n_test=2000, pretrain_epochs=12,
         own_epochs=(1, 3, 6, 12), ft_epochs=3, ft_lr=5e-4, ft_train=1000, emoji_classes=None,
+    ),
+    "medium": dict(
+        size=48, own_size=32, n_train=800, n_test=800, pretrain_epochs=6,
+        own_epochs=(1, 2, 4, 6), ft_epochs=2, ft_lr=5e-4, ft_train=300, emoji_classes=600,
     ),
     "quick": dict(
         size=48, own_size=32, n_train=400, n_test=400, pretrain_epochs=4,
@@ -196,14 +203,19 @@ def finetuned_accuracy(cfg, how, t, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="the 'quick' preset")
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default=None,
+        help="a named scale ('quick', 'medium', 'full'); --quick is --preset quick",
+    )  # fmt: skip
     parser.add_argument("--no-finetune", action="store_true", help="linear probe only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=os.path.join(rc.RESULTS_DIR, "transferability"))
     args = parser.parse_args(argv)
     rc.DATA_DIR = os.environ.get("SKNC_DATA", rc.DATA_DIR)
-    cfg = PRESETS["quick" if args.quick else "full"]
+    preset = args.preset or ("quick" if args.quick else "full")
+    cfg = PRESETS[preset]
     if args.threads:
         rc.set_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
@@ -242,7 +254,7 @@ def main(argv=None):
     ev_ft = evaluate_rankings(table, truth_ft) if truth_ft else None
     verdict = _verdict(ev_lp, ev_ft)
     results = {
-        "config": dict(cfg, seed=args.seed, preset="quick" if args.quick else "full"),
+        "config": dict(cfg, seed=args.seed, preset=preset),
         "command_line": rc.command_line(argv),
         "environment": rc.environment(),
         "tasks": {k: v["info"] for k, v in tasks.items()},
