@@ -1,16 +1,22 @@
 """Build the documentation's results page from the reproductions' ``results.json``.
 
 ``docs/results.rst`` is generated, never edited by hand: this script copies
-``results.json`` and the figures of ``benchmarks/reproduce_galanti.py`` and
-``benchmarks/reproduce_li.py`` into ``docs/results/`` and renders the page
-from those copies, so every number on the page is one the scripts wrote
+``results.json`` and the figures of ``benchmarks/reproduce_galanti.py``,
+``benchmarks/reproduce_li.py``, ``benchmarks/reproduce_transferability.py``
+and ``benchmarks/reproduce_peft.py`` into ``docs/results/`` and renders the
+page from those copies, so every number on the page is one the scripts wrote
 (``tests/test_results_page.py`` re-renders the page from ``docs/results/*.json``
-and compares).
+and compares). The Galanti and Li sections show release-scale runs only; the
+transferability and PEFT sections show the largest runs that fitted this
+project's CPU, and say which preset (scale) each is.
 
-Run (from the repository root, after both reproductions)::
+Run (from the repository root, after the reproductions)::
 
     python benchmarks/reproduce_results_page.py            # copy results, write the page
     python benchmarks/reproduce_results_page.py --check    # exit 1 if the page is stale
+    python benchmarks/reproduce_results_page.py \
+        --source transferability=benchmarks/results/transferability_medium \
+        --source peft=benchmarks/results/peft_compact       # which runs to publish
 """
 
 import argparse
@@ -28,15 +34,56 @@ from sknc.experiments._format import count, finite, num, p_equals, pct
 DOCS_DIR = os.path.join(rc.REPO_DIR, "docs")
 PAGE = os.path.join(DOCS_DIR, "results.rst")
 ASSETS = os.path.join(DOCS_DIR, "results")  # docs/results/<experiment>.json + figures
-EXPERIMENTS = ("galanti", "li")
+EXPERIMENTS = ("galanti", "li", "transferability", "peft")
+#: Experiments whose page section shows release-scale runs only.
+RELEASE_ONLY = ("galanti", "li")
+#: The figures of the scripts that do not list theirs in ``res["figures"]``.
+FIXED_FIGURES = {"transferability": {"scores": "transferability.png"}}
 PAGE_COMMAND = "python benchmarks/reproduce_results_page.py"
-TASK_NAMES = {"fashion_mnist": "Fashion-MNIST", "emoji_category": "emoji categories"}
+TASK_NAMES = {
+    "fashion_mnist": "Fashion-MNIST",
+    "emoji_category": "emoji categories",
+    "digits": "digits",
+    "glyphs_novel": "glyphs (novel classes)",
+}
 METHOD_NAMES = {
     "linear-probe": "linear probe",
     "layer-ft": "Layer FT",
     "scl-ft": "SCL-FT",
     "full-ft": "full FT",
+    "bitfit": "BitFit",
+    "norm": "norm tuning",
+    "lora-r4": "LoRA r=4",
+    "lora-r16": "LoRA r=16",
+    "scl-ft-auto": "SCL-FT (auto block)",
+    "scl-ft-best": "SCL-FT (best block, oracle)",
+    "last-2": "last 2 blocks",
 }
+BACKBONE_NAMES = {
+    "mobilenetv2_100": "MobileNetV2",
+    "tf_efficientnet_lite0": "EfficientNet-Lite0",
+}
+#: Display names of the transferability scores (``get_score_names``).
+SCORE_NAMES = {
+    "nc1": "NC1",
+    "cdnv": "CDNV",
+    "logme": "LogME",
+    "hscore": "H-score",
+    "hscore_shrinkage": "H-score (shrinkage)",
+    "nleep": "NLEEP",
+    "transrate": "TransRate",
+    "gbc": "GBC",
+    "parc": "PARC",
+    "sfda": "SFDA",
+    "pactran": "PACTran",
+    "knn": "k-NN (LOO)",
+    "ncti": "NCTI",
+    "etran": "ETran",
+    "leep": "LEEP",
+    "nce": "NCE",
+}
+#: The scores of Li et al.'s claim, set in bold in the tables.
+NC_SCORES = ("nc1", "cdnv")
 
 
 # Caveats that hold whatever the numbers are (the verdicts themselves are
@@ -462,15 +509,365 @@ including the pass that caches the frozen prefix.
     return "\n".join(out)
 
 
-def render(results):
-    """The whole page (str) from ``{"galanti": ..., "li": ...}``."""
-    g, li = results["galanti"], results["li"]
-    claims = [(g, c) for c in g["claims"].values()] + [(li, c) for c in li["claims"].values()]
-    summary = table(
-        ["paper", "claim", "here"],
-        [[c["paper"], c["title"], c["status"]] for _, c in claims],
-        widths=[20, 60, 20],
+# ----------------------------------------------------------------------------
+# transferability scores (issue 15) and PEFT (issue 16)
+# ----------------------------------------------------------------------------
+def tau(x):
+    """A rank correlation with two decimals."""
+    return "n/a" if not finite(x) else f"{float(x):.2f}"
+
+
+def _score(name):
+    """Display name of a score, bold for NC1 and CDNV (Li et al.'s claim)."""
+    label = SCORE_NAMES.get(name, name)
+    return f"**{label}**" if name in NC_SCORES else label
+
+
+def _evaluations(t):
+    """``[(key, title, evaluation)]`` for the ground truths the run measured."""
+    out = [("linear_probe", "linear-probe accuracy", t["evaluation_linear_probe"])]
+    if t.get("evaluation_finetuned"):
+        out.append(("finetuned", "fine-tuned accuracy", t["evaluation_finetuned"]))
+    return out
+
+
+def _tau_order(mean):
+    """Score names by mean weighted tau, best first (scores without one last)."""
+    taus = {s: st["weighted_tau"] for s, st in mean.items()}
+    have = sorted((s for s in taus if finite(taus[s])), key=lambda s: -taus[s])
+    return have + [s for s in taus if not finite(taus[s])]
+
+
+def nc1_places(t):
+    """Where NC1 stands among the scores, per ground truth: on average and per data set.
+
+    ``{truth_key: {"mean": (rank, n, [scores above]), task: (rank, n, [...])}}``,
+    ranks by weighted tau among the scores with a finite one (1 = best), ties
+    counted in NC1's favour.
+    """
+    out = {}
+    for key, _, ev in _evaluations(t):
+        places = {}
+        stats = {"mean": ev["mean"]}
+        for task in t["tasks"]:
+            stats[task] = {s: per[task] for s, per in ev["per_dataset"].items()}
+        for where, st in stats.items():
+            taus = {s: v["weighted_tau"] for s, v in st.items() if finite(v["weighted_tau"])}
+            if "nc1" not in taus:
+                places[where] = (None, len(taus), [])
+                continue
+            above = sorted((s for s in taus if taus[s] > taus["nc1"]), key=lambda s: -taus[s])
+            places[where] = (len(above) + 1, len(taus), above)
+        out[key] = places
+    return out
+
+
+def _place(p):
+    rank, n, _ = p
+    return "n/a" if rank is None else f"{rank} of {n}"
+
+
+def transferability_summary(t):
+    """The row of the page's summary table for the transferability benchmark."""
+    places = nc1_places(t)
+    here = "; ".join(
+        f"NC1 {_place(places[key]['mean'])} ({title.split()[0]})"
+        for key, title, _ in _evaluations(t)
     )
+    return [
+        "Li et al., TMLR 2024, against the transferability-estimation field",
+        "NC1 of the frozen downstream features ranks backbones as well as the field's "
+        "transferability scores (mean weighted Kendall tau)",
+        here,
+    ]
+
+
+def render_transferability(t):
+    cfg, tasks = t["config"], t["tasks"]
+    out = [heading("Which backbone will transfer? NC1 among the field's scores", "=")]
+    own = [m for m in t["models"] if m.startswith("own ")]
+    rand = [m for m in t["models"] if m.startswith("random ")]
+    imagenet = [m for m in t["models"] if m not in own and m not in rand]
+    scores = list(t["scores"])
+    rows = [
+        [
+            TASK_NAMES.get(task, task),
+            count(d["n_train"]),
+            count(d["n_test"]),
+            d["n_classes"],
+        ]
+        for task, d in tasks.items()
+    ]
+    out.append(f"""\
+**What was run** (``benchmarks/reproduce_transferability.py``, preset
+``{cfg["preset"]}``). The protocol of the transferability-estimation field (SFDA,
+ECCV 2022; NCTI and ETran, ICCV 2023) on what is reachable here. Pool of
+{len(t["models"])} candidates: the ImageNet-1k {", ".join(imagenet)}; random
+initialisations ({", ".join(m.split(" ", 1)[1] for m in rand)}); and {len(own)} checkpoints of a ``resnet10t``
+trained from scratch by :func:`~sknc.finetune.pretrain_backbone` on the *source* classes
+of the glyphs ({cfg["pretrain_epochs"]} epochs at {cfg["own_size"]} px; epochs
+{", ".join(str(e) for e in cfg["own_epochs"])}). Every candidate sees {cfg["size"]} px
+inputs. Scores ({len(scores)}): {", ".join(SCORE_NAMES.get(s, s) for s in scores)}, all
+from one feature extraction per model and data set on the downstream training set
+(:func:`~sknc.model_selection.rank_backbones`; LEEP and NCE use the ImageNet models' own
+heads and are undefined for the others). Ground truth: the test accuracy of a linear
+probe on the frozen features, and of full fine-tuning with the same short budget for
+every model ({cfg["ft_epochs"]} epoch{"s" if cfg["ft_epochs"] != 1 else ""} at lr
+{cfg["ft_lr"]:g} on at most {count(cfg["ft_train"])} training images per set). Each score
+is judged by :func:`~sknc.model_selection.evaluate_rankings`: weighted Kendall τ
+(``scipy.stats.weightedtau``, the field's convention; 1 = the score orders the models
+exactly as their accuracy) and top-1 regret (accuracy lost, in points, by taking the
+model the score ranks first instead of the best one), per data set and on average.
+Seed {cfg["seed"]}; one run.
+""")
+    out.append(table(["data set", "train images", "test images", "classes"], rows))
+    out.append(
+        f"Command (wall time {t['seconds'] / 60:.0f} min on the shared CPU, "
+        f"{t['environment']['torch_threads']} torch thread):\n"
+    )
+    out.append(code(t["command_line"]))
+
+    evs = _evaluations(t)
+    order = _tau_order(evs[0][2]["mean"])
+    out.append(heading("Every score on average over the data sets", "-"))
+    header = ["score"]
+    for _, title, _ in evs:
+        short = title.split()[0]
+        header += [f"weighted τ ({short})", f"top-1 regret ({short}, points)"]
+    header += ["data sets with a τ", "wall time (s, all sets)"]
+    rows = []
+    for s in order:
+        row = [_score(s)]
+        for _, _, ev in evs:
+            st = ev["mean"][s]
+            row += [tau(st["weighted_tau"]), pct(st["top1_regret"])]
+        row += [evs[0][2]["mean"][s]["n_datasets"], fmt.secs(t["score_seconds"].get(s), digits=1)]
+        rows.append(row)
+    out.append(
+        "Sorted by mean weighted τ against linear-probe accuracy (best first); NC1 and CDNV "
+        "in bold. Wall time: seconds spent computing the score for all "
+        f"{len(t['models'])} models on all {len(tasks)} sets (feature extraction "
+        "excluded; it is shared by all scores).\n"
+    )
+    out.append(table(header, rows))
+    out.append(
+        figure(
+            "transferability.png",
+            "mean weighted Kendall tau of every score",
+            "Mean weighted Kendall τ of every score against linear-probe (left) and "
+            "fine-tuned (right) accuracy over the data sets (red: NC1 and CDNV).",
+        )
+    )
+    for _, title, ev in evs:
+        out.append(heading(f"Per data set, against {title}", "-"))
+        header = ["score"] + [TASK_NAMES.get(task, task) for task in tasks]
+        rows = []
+        for s in _tau_order(ev["mean"]):
+            rows.append(
+                [_score(s)]
+                + [
+                    f"{tau(ev['per_dataset'][s][task]['weighted_tau'])} / "
+                    f"{pct(ev['per_dataset'][s][task]['top1_regret'])}"
+                    for task in tasks
+                ]
+            )
+        out.append("Each cell: weighted τ / top-1 regret (points).\n")
+        out.append(table(header, rows))
+    out.append(heading("Ground truth", "-"))
+    truths = [("linear probe", t["linear_probe_accuracy"])]
+    if t.get("finetuned_accuracy"):
+        truths.append(("fine-tuned", t["finetuned_accuracy"]))
+    header = ["model"] + [
+        f"{TASK_NAMES.get(task, task)} ({name})" for task in tasks for name, _ in truths
+    ]
+    rows = [[m] + [pct(acc[task][m]) for task in tasks for _, acc in truths] for m in t["models"]]
+    out.append("Test accuracy (%) of every candidate.\n")
+    out.append(table(header, rows))
+
+    out.append(heading("Where NC1 stands", "-"))
+    places = nc1_places(t)
+    for key, title, _ in evs:
+        p = places[key]
+        per = "; ".join(
+            f"{TASK_NAMES.get(task, task)} {_place(p[task])}"
+            + (
+                f" (behind {', '.join(SCORE_NAMES.get(s, s) for s in p[task][2])})"
+                if p[task][2]
+                else ""
+            )
+            for task in tasks
+        )
+        out.append(
+            f"* Against {title}: NC1's mean weighted τ ranks {_place(p['mean'])} "
+            f"among the scores with a τ; per data set: {per}.\n"
+        )
+    out.append(f"The script's verdict: {t['verdict']}\n")
+    out.append(
+        f"These are {len(t['models'])} models on {len(tasks)} small data sets and one seed: "
+        f"a weighted τ over {len(t['models'])} models moves by a few tenths when two models swap, and the "
+        "pool mixes families (ImageNet models, random initialisations, own checkpoints) "
+        "whose gaps any reasonable score sees. The fine-tuning budget is short (the same for "
+        "every model), so fine-tuned accuracy is close to what the features give before "
+        "fine-tuning. At this scale the table says which scores rank *these* pools well, "
+        "not the published benchmark's 11 x 11 figures.\n"
+    )
+    return "\n".join(out)
+
+
+def _regime(r):
+    return "full" if r["regime"] == "full" else f"{r['n_train']} (10%)"
+
+
+def _peft_near_chance(p):
+    """``[(backbone, task, regime, method)]`` whose mean accuracy is below 1.5 / K."""
+    out = []
+    for r in p["summary"]:
+        k = p["data"][r["task"]]["n_classes"]
+        if r["accuracy"] < 1.5 / k and r["method"] != "scl-ft-best":
+            out.append(r)
+    return out
+
+
+def render_peft(p):
+    cfg, data = p["config"], p["data"]
+    out = [heading("How to fine-tune cheaply: SCL-FT against PEFT baselines", "=")]
+    backbones = ", ".join(BACKBONE_NAMES.get(b, b) for b in cfg["backbones"])
+    methods = ", ".join(
+        f"{METHOD_NAMES.get(k, k)} (``{', '.join(f'{a}={b!r}' for a, b in v.items())}``)"
+        for k, v in cfg["methods"].items()
+    )
+    rows = [
+        [
+            TASK_NAMES.get(task, task),
+            count(d["n_train"]),
+            count(d["n_train_scarce"]),
+            count(d["n_test"]),
+            d["n_classes"],
+        ]
+        for task, d in data.items()
+    ]
+    sweep = (
+        "every candidate block"
+        if cfg["sweep_blocks"] is None
+        else f"{cfg['sweep_blocks']} evenly spaced candidate blocks and the auto block"
+    )
+    out.append(f"""\
+**What was run** (``benchmarks/reproduce_peft.py``, preset ``{cfg["preset"]}``).
+Backbones: the real ImageNet-1k {backbones} at {cfg["imagenet_size"]} px. Methods of
+:class:`~sknc.finetune.FineTuningClassifier`: {methods}; and SCL-FT on the best block of a
+sweep over {sweep} (an oracle: chosen on the test set). The same tuning budget for every
+method: its learning rate is chosen from the grid
+{", ".join(f"{lr:g}" for lr in cfg["lr_grid"])} on a validation split (seed {cfg["seed"]};
+a stratified {pct(cfg["validation_fraction"], 0)}% of the training set; for the 10% sets,
+fitted on the 10% set and scored on as many training images from outside it), then it trains
+on the whole training set with that rate for seeds {", ".join(map(str, cfg["seeds"]))};
+{cfg["optimizer"]}; batch {cfg["batch_size"]}; {cfg["epochs_full"]} epochs on the full sets
+and {cfg["epochs_scarce"]} on the 10% sets. Accuracy is test accuracy, mean ± standard
+deviation over the seeds; seconds per epoch are measured on the shared CPU (one torch
+thread) and include the cached-prefix pass where the frozen prefix is cached.
+""")
+    out.append(table(["data set", "train images", "10% set", "test images", "classes"], rows))
+    out.append(f"Command (wall time {p['wall_seconds'] / 60:.0f} min):\n")
+    out.append(code(p["command"]))
+    for backbone in cfg["backbones"]:
+        for task in data:
+            rows = []
+            for r in p["summary"]:
+                if (r["backbone"], r["task"]) != (backbone, task):
+                    continue
+                rows.append(
+                    [
+                        _regime(r),
+                        METHOD_NAMES.get(r["method"], r["method"]),
+                        f"{r['lr']:g}",
+                        pm(r["accuracy"], r["accuracy_std"])
+                        if finite(r["accuracy_std"])
+                        else pct(r["accuracy"]),
+                        count(r["n_trainable_params"]),
+                        pct(r["trainable_vs_full"]),
+                        num(r["seconds_per_epoch"], 2),
+                        num(r["train_nc1"]),
+                        f"``{r['tuned_block']}``" if r["tuned_block"] else "",
+                    ]
+                )
+            out.append(
+                heading(f"{BACKBONE_NAMES.get(backbone, backbone)}, {TASK_NAMES[task]}", "-")
+            )
+            out.append(
+                table(
+                    [
+                        "train set",
+                        "method",
+                        "lr",
+                        "test acc. (%)",
+                        "trainable params",
+                        "% of full FT",
+                        "s / epoch",
+                        "train NC1",
+                        "tuned block",
+                    ],
+                    rows,
+                )
+            )
+    out.append(heading("The block chosen by collapse against the swept blocks", "-"))
+    rows = []
+    for r in p["summary"]:
+        if r["method"] != "scl-ft-auto" or not r.get("sweep"):
+            continue
+        rows.append(
+            [
+                BACKBONE_NAMES.get(r["backbone"], r["backbone"]),
+                TASK_NAMES[r["task"]],
+                _regime(r),
+                f"``{r['tuned_block']}`` {pm(r['accuracy'], r['accuracy_std'])}",
+                "; ".join(
+                    f"``{s['tuned_block']}`` {pm(s['accuracy'], s['accuracy_std'])}"
+                    for s in r["sweep"]
+                ),
+            ]
+        )
+    out.append(
+        "SCL-FT test accuracy (%) with the auto block (``tuned_block='auto'``) and with each "
+        "swept block, at the learning rate chosen for the auto block.\n"
+    )
+    out.append(table(["backbone", "data set", "train set", "auto block", "swept blocks"], rows))
+    out.append(heading("Did the claims hold?", "-"))
+    for c in p["claims"].values():
+        out.append(heading(c["title"], "~"))
+        out.append(claim_block(c))
+    low = _peft_near_chance(p)
+    caveat = (
+        f"Scale: {cfg['imagenet_size']} px inputs, at most {count(cfg['max_train'])} training "
+        f"images per set, {cfg['epochs_full']} and {cfg['epochs_scarce']} epochs, "
+        f"{len(cfg['seeds'])} seeds on one data split: a difference within about two "
+        "standard deviations of the seeds is not evidence either way."
+    )
+    if low:
+        caveat += (
+            f" {len(low)} of the {sum(r['method'] != 'scl-ft-best' for r in p['summary'])} "
+            "method rows stay below 1.5 times chance (1 / classes) even at their best "
+            "learning rate: "
+            + "; ".join(
+                f"{BACKBONE_NAMES.get(r['backbone'], r['backbone'])} {TASK_NAMES[r['task']]} "
+                f"{_regime(r)} {METHOD_NAMES.get(r['method'], r['method'])}"
+                for r in low
+            )
+            + ". At this budget those methods did not train, so the comparisons with them say "
+            "more about the budget than about the methods."
+        )
+    out.append(caveat + "\n")
+    return "\n".join(out)
+
+
+def render(results):
+    """The whole page (str) from ``{"galanti": ..., "li": ..., "transferability": ..., "peft": ...}``."""
+    g, li = results["galanti"], results["li"]
+    t, pf = results["transferability"], results["peft"]
+    claims = [(g, c) for c in g["claims"].values()] + [(li, c) for c in li["claims"].values()]
+    rows = [[c["paper"], c["title"], c["status"]] for _, c in claims]
+    rows.append(transferability_summary(t))
+    rows += [[c["paper"], c["title"], c["status"]] for c in pf["claims"].values()]
+    summary = table(["paper", "claim", "here"], rows, widths=[20, 60, 20])
     env = g["environment"]
     head = f"""\
 .. _results:
@@ -482,7 +879,9 @@ def render(results):
 The two papers behind sknc, reproduced with the toolkit on real data and real
 pretrained weights that this project can fetch from package registries
 (:doc:`user_guide/datasets`): artwork of seven emoji vendors, Fashion-MNIST and the
-ImageNet weights of MobileNetV2 and EfficientNet-Lite0/1/2. Everything ran on a shared
+ImageNet weights of MobileNetV2 and EfficientNet-Lite0/1/2; then NC1 judged against the
+field's transferability scores, and SCL-FT against the field's parameter-efficient
+fine-tuning methods. Everything ran on a shared
 2-core CPU without a GPU, so the models are small, the images small (stated per
 experiment) and the training short: this is a faithful *protocol* at a small scale,
 not the papers' scale. Every number, table and figure below was written by the scripts
@@ -494,7 +893,9 @@ the rules stated in their source.
 {summary}
 Environment: Python {env["python"]}, torch {env["torch"]}, timm {env["timm"]},
 scikit-learn {env["scikit-learn"]}, {env["cpu_count"]} CPU cores shared with other jobs,
-{env["torch_threads"]} torch thread, sknc revision ``{env["git"]}``.
+{env["torch_threads"]} torch thread, sknc revision ``{env["git"]}`` (Galanti and Li
+sections; the transferability and PEFT runs at ``{t["environment"]["git"]}`` and
+``{pf["git"]}``).
 
 To reproduce everything (the data are fetched into the git-ignored ``benchmarks/data``):
 
@@ -503,10 +904,19 @@ To reproduce everything (the data are fetched into the git-ignored ``benchmarks/
    python benchmarks/fetch_data.py
    {g["command"]}
    {li["command"]}
+   {t["command_line"]}
+   {pf["command"]}
    {PAGE_COMMAND}
 
 """
-    return head + render_galanti(g) + "\n" + render_li(li)
+    return "\n".join(
+        [
+            head + render_galanti(g),
+            render_li(li),
+            render_transferability(t),
+            render_peft(pf),
+        ]
+    )
 
 
 def load_assets(folder=ASSETS):
@@ -516,30 +926,47 @@ def load_assets(folder=ASSETS):
         if res is None:
             raise FileNotFoundError(
                 f"{os.path.join(folder, name + '.json')} is missing; run "
-                f"`{PAGE_COMMAND}` after both reproductions."
+                f"`{PAGE_COMMAND}` after the reproductions."
             )
         out[name] = res
     return out
 
 
-def collect(results_dir=rc.RESULTS_DIR, folder=ASSETS):
-    """Copy results.json and figures of both reproductions into ``folder``."""
+def figures(name, res):
+    """``{key: file name in the script's output folder}`` of one experiment's figures."""
+    return FIXED_FIGURES.get(name, res.get("figures") or {})
+
+
+def asset_name(name, fig):
+    """The name of a figure's copy in docs/results/ (``<experiment>_<figure>``, or the
+    figure's own name when it already starts with the experiment's)."""
+    return fig if fig.startswith(name) else f"{name}_{fig}"
+
+
+def collect(sources, folder=ASSETS):
+    """Copy results.json and figures of the reproductions in ``sources`` into ``folder``.
+
+    ``sources`` maps an experiment to the output folder of its script; the
+    other experiments keep their copies in ``folder``.
+    """
     os.makedirs(folder, exist_ok=True)
-    for name in EXPERIMENTS:
-        src = os.path.join(results_dir, name)
+    for name, src in sources.items():
+        if name not in EXPERIMENTS:
+            raise ValueError(f"unknown experiment {name!r}; expected one of {EXPERIMENTS}.")
         res = rc.read_json(os.path.join(src, "results.json"))
         if res is None:
             raise FileNotFoundError(
                 f"no {os.path.join(src, 'results.json')}: run benchmarks/reproduce_{name}.py first."
             )
-        if res["config"].get("preset") != "release":
-            raise ValueError(
-                f"{src} holds a {res['config'].get('preset')!r} run; the page "
-                "shows release runs only."
-            )
-        for fig in res["figures"].values():
-            shutil.copyfile(os.path.join(src, fig), os.path.join(folder, f"{name}_{fig}"))
+        preset = res["config"].get("preset")
+        if name in RELEASE_ONLY and preset != "release":
+            raise ValueError(f"{src} holds a {preset!r} run; the page shows release runs only.")
+        if preset == "quick" or res["config"].get("quick"):
+            raise ValueError(f"{src} holds a --quick run (a smoke test); publish a larger one.")
+        for fig in figures(name, res).values():
+            shutil.copyfile(os.path.join(src, fig), os.path.join(folder, asset_name(name, fig)))
         rc.write_json(os.path.join(folder, f"{name}.json"), res)
+        print(f"copied {name} from {src}")
 
 
 def main(argv=None):
@@ -549,7 +976,14 @@ def main(argv=None):
         action="store_true",
         help="only check that docs/results.rst matches docs/results/*.json",
     )
-    p.add_argument("--results-dir", default=rc.RESULTS_DIR)
+    p.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="copy experiment NAME's results from DIR (repeatable); default: every "
+        "experiment whose benchmarks/results/<NAME>/results.json exists",
+    )
     args = p.parse_args(argv)
     if args.check:
         text = render(load_assets())
@@ -561,7 +995,15 @@ def main(argv=None):
             else f"docs/results.rst is stale: run `{PAGE_COMMAND}`."
         )
         return 0 if ok else 1
-    collect(args.results_dir)
+    if args.source:
+        sources = dict(item.split("=", 1) for item in args.source)
+    else:
+        sources = {
+            name: os.path.join(rc.RESULTS_DIR, name)
+            for name in EXPERIMENTS
+            if os.path.exists(os.path.join(rc.RESULTS_DIR, name, "results.json"))
+        }
+    collect(sources)
     text = render(load_assets())
     with open(PAGE, "w", encoding="utf-8") as fh:
         fh.write(text)
