@@ -1,11 +1,13 @@
 """The docs' results page shows exactly what the real-data reproductions wrote.
 
 ``docs/results.rst`` is rendered by ``benchmarks/reproduce_results_page.py``
-from ``docs/results/{galanti,li}.json`` (copies of the ``results.json`` of
-``benchmarks/reproduce_galanti.py`` and ``benchmarks/reproduce_li.py``). These
-tests re-render it and compare, check that the verdicts follow from the
-stored numbers with the scripts' own rules, and that the figures exist. They
-read small committed files only (no data, no torch), so they take a second.
+from ``docs/results/{galanti,li,transferability,peft}.json`` (copies of the
+``results.json`` of ``benchmarks/reproduce_galanti.py``, ``reproduce_li.py``,
+``reproduce_transferability.py`` and ``reproduce_peft.py``). These tests
+re-render it and compare, check that the verdicts and summaries follow from
+the stored numbers with the scripts' own rules, and that the figures exist.
+They read small committed files only (no data, no model), so they take a few
+seconds.
 """
 
 import copy
@@ -38,17 +40,45 @@ def test_page_matches_results(results):
     )
 
 
+def _command(res):
+    return res.get("command") or res["command_line"]
+
+
 def test_release_runs_only(results):
-    for name, res in results.items():
+    assert set(results) == set(page.EXPERIMENTS)
+    for name in page.RELEASE_ONLY:
+        res = results[name]
         assert res["experiment"] == name
         assert res["config"]["preset"] == "release", name
         assert "--quick" not in res["command"]
+    # the transferability and PEFT runs are reduced scales, but never the smoke test
+    for name in set(page.EXPERIMENTS) - set(page.RELEASE_ONLY):
+        res = results[name]
+        assert res["config"]["preset"] not in ("quick", None), name
+        assert "--quick" not in _command(res), name
+        assert f"``{res['config']['preset']}``" in page.render(results), name
+
+
+def test_collect_refuses_quick_runs(tmp_path):
+    src = tmp_path / "transferability"
+    src.mkdir()
+    (src / "results.json").write_text('{"config": {"preset": "quick"}}', encoding="utf-8")
+    with pytest.raises(ValueError, match="--quick"):
+        page.collect({"transferability": str(src)}, folder=str(tmp_path / "assets"))
+    (src / "results.json").write_text('{"config": {"preset": "reduced"}}', encoding="utf-8")
+    with pytest.raises(ValueError, match="release runs only"):
+        page.collect({"li": str(src)}, folder=str(tmp_path / "assets"))
 
 
 def test_figures_exist(results):
     text = (DOCS / "results.rst").read_text(encoding="utf-8")
     shown = set(re.findall(r"\.\. figure:: results/(\S+)", text))
-    expected = {f"{name}_{fig}" for name, res in results.items() for fig in res["figures"].values()}
+    expected = {
+        page.asset_name(name, fig)
+        for name, res in results.items()
+        for fig in page.figures(name, res).values()
+    }
+    assert "transferability.png" in expected
     assert shown == expected
     for fig in shown:
         path = DOCS / "results" / fig
@@ -60,16 +90,21 @@ def test_figures_exist(results):
 def test_commands_on_page(results):
     text = (DOCS / "results.rst").read_text(encoding="utf-8")
     for res in results.values():
-        assert res["command"].startswith("python benchmarks/reproduce_")
-        assert f"   {res['command']}\n" in text
+        assert _command(res).startswith("python benchmarks/reproduce_")
+        assert f"   {_command(res)}\n" in text
     assert f"   {page.PAGE_COMMAND}\n" in text
 
 
 def test_verdicts_follow_from_numbers(results):
     import reproduce_galanti
     import reproduce_li
+    import reproduce_peft
 
-    for module, res in ((reproduce_galanti, results["galanti"]), (reproduce_li, results["li"])):
+    for module, res in (
+        (reproduce_galanti, results["galanti"]),
+        (reproduce_li, results["li"]),
+        (reproduce_peft, results["peft"]),
+    ):
         recomputed = module.claims(copy.deepcopy(res))
         assert set(recomputed) == set(res["claims"])
         for key, claim in recomputed.items():
@@ -142,3 +177,169 @@ def test_results_page_in_toctree():
     index = (DOCS / "index.rst").read_text(encoding="utf-8")
     toctree = index[index.index(".. toctree::") :]
     assert re.search(r"^\s+results\s*$", toctree, flags=re.M)
+
+
+# ----------------------------------------------------------------------------
+# transferability scores (issue 15)
+# ----------------------------------------------------------------------------
+def _nan(x):
+    return float("nan") if x is None else x
+
+
+def _stored_evaluation(ev):
+    from sknc.model_selection._ranking import RankingEvaluation
+
+    def fix(d):
+        return {k: (fix(v) if isinstance(v, dict) else _nan(v)) for k, v in d.items()}
+
+    return RankingEvaluation(fix(ev["per_dataset"]), fix(ev["mean"]))
+
+
+def _same(a, b):
+    a, b = _nan(a), _nan(b)
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_transferability_evaluation_matches_scores(results):
+    """The stored weighted tau / regret follow from the stored scores and accuracies."""
+    from sknc.model_selection import evaluate_rankings
+
+    t = results["transferability"]
+    scores = {
+        s: {task: {m: _nan(v) for m, v in per.items()} for task, per in per_task.items()}
+        for s, per_task in t["scores"].items()
+    }
+    for key, truth in (
+        ("evaluation_linear_probe", "linear_probe_accuracy"),
+        ("evaluation_finetuned", "finetuned_accuracy"),
+    ):
+        ev = evaluate_rankings(scores, t[truth])
+        for s, per in t[key]["per_dataset"].items():
+            for task, st in per.items():
+                for stat, value in st.items():
+                    assert _same(ev.per_dataset[s][task][stat], value), (key, s, task, stat)
+        for s, st in t[key]["mean"].items():
+            for stat, value in st.items():
+                assert _same(ev.mean[s][stat], value), (key, s, stat)
+
+
+def test_transferability_verdict_and_pool(results):
+    import reproduce_transferability
+
+    t = results["transferability"]
+    recomputed = reproduce_transferability._verdict(
+        _stored_evaluation(t["evaluation_linear_probe"]),
+        _stored_evaluation(t["evaluation_finetuned"]),
+    )
+    assert recomputed == t["verdict"]
+    # the issue's scale: >= 10 candidates, >= 4 data sets, both ground truths,
+    # every score with its wall time
+    assert len(t["models"]) >= 10
+    assert len(t["tasks"]) >= 4
+    assert set(t["finetuned_accuracy"]) == set(t["linear_probe_accuracy"]) == set(t["tasks"])
+    assert {"nc1", "cdnv"} <= set(t["scores"])
+    assert set(t["score_seconds"]) >= set(t["scores"])
+
+
+def test_nc1_place_on_page_agrees_with_verdict(results):
+    """The page's "Where NC1 stands" ranks NC1 as the script's verdict does."""
+    t = results["transferability"]
+    places = page.nc1_places(t)
+    ranks = re.findall(r"\(rank (\d+) of (\d+) scores\)", t["verdict"])
+    assert len(ranks) == 2
+    for (rank, n), key in zip(ranks, ("linear_probe", "finetuned")):
+        assert places[key]["mean"][:2] == (int(rank), int(n))
+    text = page.render(results)
+    assert f"NC1's mean weighted τ ranks {places['linear_probe']['mean'][0]} of" in text
+
+
+def test_nc1_places_by_hand():
+    t = {
+        "tasks": {"a": {}},
+        "evaluation_linear_probe": {
+            "mean": {"nc1": {"weighted_tau": 0.2}, "logme": {"weighted_tau": 0.5},
+                     "knn": {"weighted_tau": None}, "gbc": {"weighted_tau": -0.1}},
+            "per_dataset": {"nc1": {"a": {"weighted_tau": 0.9}},
+                            "logme": {"a": {"weighted_tau": 0.9}},
+                            "knn": {"a": {"weighted_tau": 1.0}},
+                            "gbc": {"a": {"weighted_tau": None}}},
+        },
+    }  # fmt: skip
+    places = page.nc1_places(t)["linear_probe"]
+    assert places["mean"] == (2, 3, ["logme"])
+    assert places["a"] == (2, 3, ["knn"])  # a tie counts in NC1's favour
+
+
+# ----------------------------------------------------------------------------
+# PEFT (issue 16)
+# ----------------------------------------------------------------------------
+ISSUE_16_METHODS = {
+    "linear-probe", "bitfit", "norm", "lora-r4", "lora-r16", "layer-ft",
+    "scl-ft-auto", "scl-ft-best", "last-2", "full-ft",
+}  # fmt: skip
+
+
+def test_peft_covers_the_issue(results):
+    p = results["peft"]
+    cfg = p["config"]
+    assert {"mobilenetv2_100", "tf_efficientnet_lite0"} <= set(cfg["backbones"])
+    assert len(p["data"]) >= 3
+    assert len(cfg["seeds"]) >= 3
+    settings = {(r["backbone"], r["task"], r["regime"]) for r in p["summary"]}
+    assert len(settings) == len(cfg["backbones"]) * len(p["data"]) * 2
+    for setting in settings:
+        methods = {
+            r["method"] for r in p["summary"] if (r["backbone"], r["task"], r["regime"]) == setting
+        }
+        assert methods == ISSUE_16_METHODS, setting
+    # the same learning-rate grid for every method
+    for r in p["summary"]:
+        if r["method"] != "scl-ft-best":
+            assert sorted(map(float, r["validation_accuracy"])) == sorted(cfg["lr_grid"])
+            assert r["lr"] in cfg["lr_grid"]
+
+
+def test_peft_summary_matches_runs(results):
+    import statistics
+
+    p = results["peft"]
+    for r in p["summary"]:
+        assert len(r["accuracy_runs"]) == r["n_seeds"] == len(p["config"]["seeds"])
+        assert math.isclose(r["accuracy"], statistics.fmean(r["accuracy_runs"]), rel_tol=1e-12)
+        assert math.isclose(r["accuracy_std"], statistics.stdev(r["accuracy_runs"]), rel_tol=1e-9)
+        full = next(
+            f
+            for f in p["summary"]
+            if (f["backbone"], f["task"], f["regime"], f["method"])
+            == (r["backbone"], r["task"], r["regime"], "full-ft")
+        )
+        assert full["n_trainable_params"] == full["n_params"]
+        assert math.isclose(
+            r["trainable_vs_full"], r["n_trainable_params"] / full["n_trainable_params"]
+        )
+        if r["method"] not in ("full-ft",):
+            assert r["n_trainable_params"] < full["n_trainable_params"], r["method"]
+
+
+def test_peft_auto_block_check(results):
+    """The auto-block verdict's count is the sweep table's, within one standard error."""
+    p = results["peft"]
+    hits = []
+    for r in p["summary"]:
+        if r["method"] != "scl-ft-auto":
+            continue
+        assert any(s["tuned_block"] == r["tuned_block"] for s in r["sweep"])
+        best = max(r["sweep"], key=lambda s: s["accuracy"])
+        hits.append(
+            r["accuracy"] >= best["accuracy"] - best["accuracy_std"] / math.sqrt(best["n_seeds"])
+        )
+        oracle = next(
+            o
+            for o in p["summary"]
+            if (o["backbone"], o["task"], o["regime"], o["method"])
+            == (r["backbone"], r["task"], r["regime"], "scl-ft-best")
+        )
+        assert oracle["accuracy"] == best["accuracy"]
+    c = p["claims"]["auto_block"]
+    assert c["within_one_se"] == pytest.approx(sum(hits) / len(hits))
+    assert f"in {sum(hits)} of {len(hits)} settings" in c["verdict"]
