@@ -39,6 +39,8 @@ EXPERIMENTS = ("galanti", "li", "transferability", "peft")
 RELEASE_ONLY = ("galanti", "li")
 #: The figures of the scripts that do not list theirs in ``res["figures"]``.
 FIXED_FIGURES = {"transferability": {"scores": "transferability.png"}}
+#: Figures this script draws from an experiment's results (docs/results/<file>).
+DRAWN_FIGURES = {"peft": "peft.png"}
 PAGE_COMMAND = "python benchmarks/reproduce_results_page.py"
 TASK_NAMES = {
     "fashion_mnist": "Fashion-MNIST",
@@ -767,8 +769,28 @@ deviation over the seeds; seconds per epoch are measured on the shared CPU (one 
 thread) and include the cached-prefix pass where the frozen prefix is cached.
 """)
     out.append(table(["data set", "train images", "10% set", "test images", "classes"], rows))
-    out.append(f"Command (wall time {p['wall_seconds'] / 60:.0f} min):\n")
+    cache = p.get("cache") or {}
+    if cache.get("reused_runs"):
+        n_all = cache["reused_runs"] + cache["computed_runs"]
+        out.append(
+            "Command (the script stores every fit in ``OUT/runs.json`` and reuses the stored "
+            f"ones; the invocation that wrote these results reused {count(cache['reused_runs'])} "
+            f"of its {count(n_all)} fits from earlier invocations of the same configuration, "
+            f"so its wall time, {p['wall_seconds'] / 60:.0f} min, is not the cost of the "
+            "study; the seconds per epoch in the tables are):\n"
+        )
+    else:
+        out.append(f"Command (wall time {p['wall_seconds'] / 60:.0f} min):\n")
     out.append(code(p["command"]))
+    out.append(
+        figure(
+            DRAWN_FIGURES["peft"],
+            "test accuracy against trainable parameters per method",
+            "Test accuracy (mean over the data sets of the mean over the seeds) against the "
+            "share of full fine-tuning's trainable parameters, per backbone (columns) and "
+            "training set (rows); drawn by the page script from the tables below.",
+        )
+    )
     for backbone in cfg["backbones"]:
         for task in data:
             rows = []
@@ -857,6 +879,59 @@ thread) and include the cached-prefix pass where the frozen prefix is cached.
         )
     out.append(caveat + "\n")
     return "\n".join(out)
+
+
+def draw_peft(p, path):
+    """The PEFT figure: accuracy against trainable share, per backbone and training set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    backbones = p["config"]["backbones"]
+    regimes = ("full", "scarce")
+    fig, axes = plt.subplots(
+        len(regimes), len(backbones), figsize=(5.5 * len(backbones), 8), squeeze=False,
+        layout="constrained", sharey="row",
+    )  # fmt: skip
+    methods = list(dict.fromkeys(r["method"] for r in p["summary"]))
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    for i, regime in enumerate(regimes):
+        for j, backbone in enumerate(backbones):
+            ax = axes[i][j]
+            for m in methods:
+                rows = [
+                    r
+                    for r in p["summary"]
+                    if (r["backbone"], r["regime"], r["method"]) == (backbone, regime, m)
+                ]
+                if not rows:
+                    continue
+                x = 100 * float(np.mean([r["trainable_vs_full"] for r in rows]))
+                y = 100 * float(np.mean([r["accuracy"] for r in rows]))
+                ax.scatter([x], [y], color=colors[m], s=40, zorder=3)
+                ax.annotate(METHOD_NAMES.get(m, m), (x, y), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")  # fmt: skip
+            ax.set_xscale("log")
+            ax.margins(x=0.25)
+            ax.grid(alpha=0.3)
+            name = BACKBONE_NAMES.get(backbone, backbone)
+            ax.set_title(f"{name}, {'full' if regime == 'full' else '10%'} training sets")
+            ax.set_xlabel("trainable parameters (% of full fine-tuning)")
+            ax.set_ylabel("test accuracy (%), mean over data sets")
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def page_figures(results):
+    """File names (in docs/results/) of every figure the page shows."""
+    out = {
+        asset_name(name, fig)
+        for name, res in results.items()
+        for fig in figures(name, res).values()
+    }
+    return out | {DRAWN_FIGURES[name] for name in results if name in DRAWN_FIGURES}
 
 
 def render(results):
@@ -966,6 +1041,8 @@ def collect(sources, folder=ASSETS):
         for fig in figures(name, res).values():
             shutil.copyfile(os.path.join(src, fig), os.path.join(folder, asset_name(name, fig)))
         rc.write_json(os.path.join(folder, f"{name}.json"), res)
+        if name in DRAWN_FIGURES:
+            draw_peft(res, os.path.join(folder, DRAWN_FIGURES[name]))
         print(f"copied {name} from {src}")
 
 
