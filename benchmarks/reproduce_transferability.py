@@ -36,9 +36,9 @@ Run (from the repository root, after ``benchmarks/fetch_data.py``)::
 
 ``--quick`` is the reduced scale that finishes in about 20 minutes on a busy
 2-core CPU (small subsamples, small images, 1 fine-tuning epoch); its
-figures are what they are at that scale. ``--preset medium`` doubles the
-subsamples, the own checkpoints' pre-training and the fine-tuning budget
-(about 50 minutes on the same CPU). Outputs in ``--out`` (default
+figures are what they are at that scale. ``--preset medium`` takes 1.5 times the
+subsamples and pre-trains the own checkpoints 1.5 times longer, with the
+same fine-tuning budget (about an hour on the same CPU when it is busy). Outputs in ``--out`` (default
 ``benchmarks/results/transferability/``): ``results.json``,
 ``transferability.png``, ``report.md``.
 """
@@ -60,8 +60,8 @@ PRESETS = {
         own_epochs=(1, 3, 6, 12), ft_epochs=3, ft_lr=5e-4, ft_train=1000, emoji_classes=None,
     ),
     "medium": dict(
-        size=48, own_size=32, n_train=800, n_test=800, pretrain_epochs=6,
-        own_epochs=(1, 2, 4, 6), ft_epochs=2, ft_lr=5e-4, ft_train=300, emoji_classes=600,
+        size=48, own_size=32, n_train=600, n_test=600, pretrain_epochs=6,
+        own_epochs=(1, 2, 4, 6), ft_epochs=1, ft_lr=5e-4, ft_train=200, emoji_classes=600,
     ),
     "quick": dict(
         size=48, own_size=32, n_train=400, n_test=400, pretrain_epochs=4,
