@@ -41,7 +41,6 @@ Run::
 
     python benchmarks/reproduce_peft.py --data-dir /work/data            # release
     python benchmarks/reproduce_peft.py --data-dir /work/data --reduced  # ~20 min, 2 cores
-    python benchmarks/reproduce_peft.py --data-dir /work/data --preset compact  # both backbones
     python benchmarks/reproduce_peft.py --replot --out DIR               # verdicts again
 
 Runs are cached in ``OUT/runs.json`` (keyed by everything that determines
@@ -121,29 +120,6 @@ PRESETS = {
         seeds=(0, 1, 2),
         sweep_blocks=3,  # evenly spaced candidate blocks (and the auto block)
     ),
-    # both ImageNet backbones at the reduced scale, with fewer scarce epochs and
-    # one swept block besides the auto block (about an hour per backbone on a
-    # busy 2-core CPU); the sets stay at 150 images so that the 10% sets keep
-    # two images of some classes (tuned_block="auto" needs them)
-    "compact": dict(
-        backbones=("mobilenetv2_100", "tf_efficientnet_lite0"),
-        imagenet_size=32,
-        fmnist_train=150,
-        fmnist_test=100,
-        digits_train=150,
-        emoji_test_fraction=0.3,
-        min_category_emoji=3,
-        max_classes=160,
-        max_train=150,
-        scarce_fraction=0.1,
-        lr_grid=(1e-3, 1e-2),
-        validation_fraction=0.25,
-        batch_size=32,
-        epochs_full=2,
-        epochs_scarce=5,
-        seeds=(0, 1, 2),
-        sweep_blocks=1,
-    ),
 }
 
 
@@ -152,12 +128,6 @@ def parse_args(argv=None):
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--reduced", action="store_true", help="the reduced scale (~20 min)")
-    p.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default=None,
-        help="a named scale (default 'release'; --reduced is --preset reduced)",
-    )
     p.add_argument("--out", default=None, help="output folder")
     p.add_argument(
         "--data-dir",
@@ -171,7 +141,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    preset = args.preset or ("reduced" if args.reduced else "release")
+    preset = "reduced" if args.reduced else "release"
     cfg = dict(PRESETS[preset], preset=preset, seed=args.seed, threads=args.threads)
     cfg["progress"] = not args.no_progress
     if args.backbones:
