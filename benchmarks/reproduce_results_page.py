@@ -779,7 +779,7 @@ thread) and include the cached-prefix pass where the frozen prefix is cached.
             f"ones; the invocation that wrote these results reused {count(cache['reused_runs'])} "
             f"of its {count(n_all)} fits from earlier invocations of the same configuration, "
             f"so its wall time, {p['wall_seconds'] / 60:.0f} min, is not the cost of the "
-            "study; the seconds per epoch in the tables are):\n"
+            "study; the seconds per epoch in the tables are measured per fit):\n"
         )
     else:
         out.append(f"Command (wall time {p['wall_seconds'] / 60:.0f} min):\n")
