@@ -506,25 +506,11 @@ def figures(res, out):
     return files
 
 
-# ----------------------------------------------------------------------------
-def main(argv=None):
-    from sknc.model_selection import rank_correlation
-
-    args, cfg = parse_args(argv)
-    rc.set_threads(cfg["threads"])
-    out = os.path.abspath(args.out)
-    if cfg.pop("replot"):
-        return rc.replot(out, claims, figures)
-    os.makedirs(out, exist_ok=True)
-    t_start = time.perf_counter()
-    rc.log(f"Galanti et al. on emoji ({cfg['preset']}), output in {out}")
-
-    emoji, split = rc.load_emoji_protocol(seed=cfg["seed"], max_classes=cfg["max_classes"])
+def _data_info(emoji, split):
+    """The ``data`` entry of results.json."""
     y = emoji.target
-    X_native = emoji.images  # 64 px
-    X_own = rc.resize_rgb(X_native, cfg["size"], resample="lanczos")
     n_per_class = np.bincount(y)
-    data = {
+    return {
         "n_classes": int(len(emoji.target_names)),
         "n_images": int(len(y)),
         "min_vendors": rc.EMOJI_MIN_VENDORS,
@@ -544,6 +530,43 @@ def main(argv=None):
         },
         "novel": {"n_classes": int(len(split.novel_classes)), "n_images": int(len(split.novel))},
     }
+
+
+def _own_row(cfg, collapse, shots, width, i, name):
+    """The own backbone at checkpoint ``i`` as a row of the feature-set comparison."""
+    return {
+        "name": name,
+        "kind": "own",
+        "model": cfg["model"],
+        "input_size": cfg["size"],
+        "n_features": int(width),
+        "cdnv": collapse["novel"]["cdnv"][i],
+        "nc1": collapse["novel"]["nc1"][i],
+        "fewshot": {
+            k: {f: s[f][i] for f in ("mean", "std", "ci95")} | {"n_classes": s["n_classes"]}
+            for k, s in shots.items()
+        },
+    }
+
+
+# ----------------------------------------------------------------------------
+def main(argv=None):
+    from sknc.model_selection import rank_correlation
+
+    args, cfg = parse_args(argv)
+    rc.set_threads(cfg["threads"])
+    out = os.path.abspath(args.out)
+    if cfg.pop("replot"):
+        return rc.replot(out, claims, figures)
+    os.makedirs(out, exist_ok=True)
+    t_start = time.perf_counter()
+    rc.log(f"Galanti et al. on emoji ({cfg['preset']}), output in {out}")
+
+    emoji, split = rc.load_emoji_protocol(seed=cfg["seed"], max_classes=cfg["max_classes"])
+    y = emoji.target
+    X_native = emoji.images  # 64 px
+    X_own = rc.resize_rgb(X_native, cfg["size"], resample="lanczos")
+    data = _data_info(emoji, split)
     rc.log(f"data: {data}")
 
     checkpoints, history = pretrain(cfg, X_own[split.source_train], y[split.source_train], out)
@@ -552,34 +575,10 @@ def main(argv=None):
     collapse["epoch"] = list(range(len(checkpoints)))
     rc.log("baselines on the novel classes")
     baselines = measure_baselines(cfg, X_own, X_native, y, split)
-    final = {
-        "name": "own backbone (final epoch)",
-        "kind": "own",
-        "model": cfg["model"],
-        "input_size": cfg["size"],
-        "n_features": None,
-        "cdnv": collapse["novel"]["cdnv"][-1],
-        "nc1": collapse["novel"]["nc1"][-1],
-        "fewshot": {
-            k: {f: s[f][-1] for f in ("mean", "std", "ci95")} | {"n_classes": s["n_classes"]}
-            for k, s in shots.items()
-        },
-    }
-    init = {
-        "name": "own backbone (random init)",
-        "kind": "own",
-        "model": cfg["model"],
-        "input_size": cfg["size"],
-        "n_features": None,
-        "cdnv": collapse["novel"]["cdnv"][0],
-        "nc1": collapse["novel"]["nc1"][0],
-        "fewshot": {
-            k: {f: s[f][0] for f in ("mean", "std", "ci95")} | {"n_classes": s["n_classes"]}
-            for k, s in shots.items()
-        },
-    }
-    final["n_features"] = init["n_features"] = int(width)
-    feature_sets = baselines + [init, final]
+    feature_sets = baselines + [
+        _own_row(cfg, collapse, shots, width, 0, "own backbone (random init)"),
+        _own_row(cfg, collapse, shots, width, -1, "own backbone (final epoch)"),
+    ]
 
     res = {
         "experiment": "galanti",

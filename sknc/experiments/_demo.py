@@ -217,6 +217,13 @@ def _load_data(p, image_size, downstream, seed):
     sets["digits_train"] = (digits.images[d_train], digits.target[d_train])
     sets["scarce_test"] = (digits.images[d_test], digits.target[d_test])
 
+    info = _data_info(glyphs, split, sets, ds_name, p.scarce_fraction, d_train, d_test, scarce)
+    return sets, info
+
+
+def _data_info(glyphs, split, sets, ds_name, fraction, d_train, d_test, scarce):
+    """The ``data`` entry of ``results.json``: the sizes of every set."""
+    y = glyphs.target
     novel_y = y[split.novel]
     info = {
         "glyphs": {
@@ -244,13 +251,13 @@ def _load_data(p, image_size, downstream, seed):
         "scarce": {
             "name": "scikit-learn digits",
             "n_classes": 10,
-            "fraction": p.scarce_fraction,
+            "fraction": fraction,
             "n_train_full": len(d_train),
             "n_train": len(scarce),
             "n_test": len(d_test),
         },
     }
-    return sets, info
+    return info
 
 
 def _save_initial_weights(model, path, seed):
