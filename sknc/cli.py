@@ -155,7 +155,6 @@ def build_parser():
     argparse.ArgumentParser
     """
     from . import __version__
-    from .experiments import PRESETS
 
     parser = argparse.ArgumentParser(
         prog="sknc",
@@ -165,6 +164,16 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"sknc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{demo,evaluate,rank}")
     sub.required = True
+
+    _add_demo_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_rank_parser(sub)
+    return parser
+
+
+def _add_demo_parser(sub):
+    """The ``sknc demo`` sub-command."""
+    from .experiments import PRESETS
 
     demo = sub.add_parser(
         "demo",
@@ -214,6 +223,9 @@ def build_parser():
     )
     demo.set_defaults(subparser=demo)
 
+
+def _add_evaluate_parser(sub):
+    """The ``sknc evaluate`` sub-command."""
     ev = sub.add_parser(
         "evaluate",
         help="collapse and transfer of a backbone on your images",
@@ -251,6 +263,32 @@ def build_parser():
         help="comma-separated block indices or module paths "
         "(default: every block; the penultimate features are always added)",
     )
+    _add_preprocessing_args(ev)
+    ev.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=64,
+        help="images per forward pass (default: %(default)s)",
+    )
+    ev.add_argument(
+        "--episodes",
+        type=_positive_int,
+        default=600,
+        help="few-shot episodes per protocol (default: %(default)s)",
+    )
+    ev.add_argument(
+        "--no-transferability",
+        dest="transferability",
+        action="store_false",
+        help="leave out the transferability scores (LogME, SFDA, ...) of the penultimate "
+        "features; k-NN and NLEEP grow quadratically with the number of images",
+    )
+    _add_common(ev, "sknc_results/evaluate")
+    ev.set_defaults(subparser=ev)
+
+
+def _add_preprocessing_args(ev):
+    """``sknc evaluate``'s options of the image preprocessing and the model."""
     ev.add_argument(
         "--input-size",
         type=_positive_int,
@@ -295,28 +333,10 @@ def build_parser():
         help="extra timm model options as a JSON object, e.g. "
         "'{\"zero_init_last\": false}' for a random-initialisation baseline",
     )
-    ev.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=64,
-        help="images per forward pass (default: %(default)s)",
-    )
-    ev.add_argument(
-        "--episodes",
-        type=_positive_int,
-        default=600,
-        help="few-shot episodes per protocol (default: %(default)s)",
-    )
-    ev.add_argument(
-        "--no-transferability",
-        dest="transferability",
-        action="store_false",
-        help="leave out the transferability scores (LogME, SFDA, ...) of the penultimate "
-        "features; k-NN and NLEEP grow quadratically with the number of images",
-    )
-    _add_common(ev, "sknc_results/evaluate")
-    ev.set_defaults(subparser=ev)
 
+
+def _add_rank_parser(sub):
+    """The ``sknc rank`` sub-command."""
     rk = sub.add_parser(
         "rank",
         help="every transferability score of several backbones on your images",
@@ -364,102 +384,111 @@ def build_parser():
     )
     _add_common(rk, "sknc_results/rank")
     rk.set_defaults(subparser=rk)
-    return parser
 
 
 def _run(args):
-    from .experiments import run_demo, run_evaluate, run_rank
+    """Run the sub-command of ``args`` and print its summary lines."""
+    run = {"demo": _run_demo, "evaluate": _run_evaluate, "rank": _run_rank}[args.command]
+    print("\n".join(run(args)))
 
-    if args.command == "rank":
-        results = run_rank(
-            args.model,
-            args.data,
-            pretrained=args.pretrained,
-            probe=args.probe,
-            scores=None if args.scores is None else [s.strip() for s in args.scores.split(",")],
-            input_size=args.input_size,
-            batch_size=args.batch_size,
-            device=args.device,
-            out_dir=args.out,
-            seed=args.seed,
-            threads=args.threads,
-            progress=args.progress,
+
+def _run_rank(args):
+    from .experiments import run_rank
+
+    results = run_rank(
+        args.model,
+        args.data,
+        pretrained=args.pretrained,
+        probe=args.probe,
+        scores=None if args.scores is None else [s.strip() for s in args.scores.split(",")],
+        input_size=args.input_size,
+        batch_size=args.batch_size,
+        device=args.device,
+        out_dir=args.out,
+        seed=args.seed,
+        threads=args.threads,
+        progress=args.progress,
+    )
+    lines = [
+        f"sknc rank: report written to {args.out}/report.md ({results['timing']['total']:.0f} s)",
+        f"  predicted best by {results['rank_by']}: {results['table'][0]['backbone']}",
+    ]
+    for name, ev in results["evaluation"].items():
+        tau, regret = ev["weighted_tau"], ev["top1_regret"]
+        lines.append(
+            f"  {name}: weighted tau {'n/a' if tau is None else f'{tau:.2f}'}, "
+            f"top-1 regret {'n/a' if regret is None else f'{regret:.3g}'}"
         )
-        lines = [
-            f"sknc rank: report written to {args.out}/report.md "
-            f"({results['timing']['total']:.0f} s)",
-            f"  predicted best by {results['rank_by']}: {results['table'][0]['backbone']}",
-        ]
-        for name, ev in results["evaluation"].items():
-            tau, regret = ev["weighted_tau"], ev["top1_regret"]
-            lines.append(
-                f"  {name}: weighted tau {'n/a' if tau is None else f'{tau:.2f}'}, "
-                f"top-1 regret {'n/a' if regret is None else f'{regret:.3g}'}"
-            )
-        print("\n".join(lines))
-        return
-    if args.command == "demo":
-        if args.quick and args.tiny:
-            raise _Usage("--quick and --tiny exclude each other")
-        preset = "tiny" if args.tiny else "quick" if args.quick else "default"
-        results = run_demo(
-            args.out,
-            preset=preset,
-            epochs=args.epochs,
-            model=args.model,
-            image_size=args.size,
-            downstream=args.downstream,
-            device=args.device,
-            seed=args.seed,
-            threads=args.threads,
-            keep_checkpoints=args.keep_checkpoints,
-            resume=args.resume,
-            progress=args.progress,
+    return lines
+
+
+def _run_demo(args):
+    from .experiments import run_demo
+
+    if args.quick and args.tiny:
+        raise _Usage("--quick and --tiny exclude each other")
+    preset = "tiny" if args.tiny else "quick" if args.quick else "default"
+    results = run_demo(
+        args.out,
+        preset=preset,
+        epochs=args.epochs,
+        model=args.model,
+        image_size=args.size,
+        downstream=args.downstream,
+        device=args.device,
+        seed=args.seed,
+        threads=args.threads,
+        keep_checkpoints=args.keep_checkpoints,
+        resume=args.resume,
+        progress=args.progress,
+    )
+    verdicts = [f"  {c['title']}: {c['status']}" for c in results["claims"].values()]
+    return [
+        f"sknc demo: report written to {args.out}/report.md ({results['timing']['total']:.0f} s)"
+    ] + verdicts
+
+
+def _run_evaluate(args):
+    from .experiments import run_evaluate
+
+    results = run_evaluate(
+        args.model,
+        args.data,
+        weights=args.weights,
+        pretrained=args.pretrained,
+        layers=args.layers,
+        input_size=args.input_size,
+        crop_pct=args.crop_pct,
+        mean=args.mean,
+        std=args.std,
+        interpolation=args.interpolation,
+        model_kwargs=args.model_kwargs,
+        batch_size=args.batch_size,
+        device=args.device,
+        out_dir=args.out,
+        seed=args.seed,
+        n_episodes=args.episodes,
+        threads=args.threads,
+        progress=args.progress,
+        transferability=args.transferability,
+    )
+    lp, best = results["linear_probe"], results["suggested_tuned_block"]
+    lines = [
+        f"sknc evaluate: report written to {args.out}/report.md "
+        f"({results['timing']['total']:.0f} s)",
+        f"  linear probe {100 * lp['accuracy']:.1f}%",
+    ]
+    for s in results["few_shot"]["shots"].values():
+        lines.append(
+            f"  {results['few_shot']['n_way']}-way {s['n_shot']}-shot "
+            f"{100 * s['mean']:.1f}% ± {100 * s['ci95']:.1f}%"
         )
-        verdicts = [f"  {c['title']}: {c['status']}" for c in results["claims"].values()]
-        lines = [
-            f"sknc demo: report written to {args.out}/report.md "
-            f"({results['timing']['total']:.0f} s)"
-        ] + verdicts
-    else:
-        results = run_evaluate(
-            args.model,
-            args.data,
-            weights=args.weights,
-            pretrained=args.pretrained,
-            layers=args.layers,
-            input_size=args.input_size,
-            crop_pct=args.crop_pct,
-            mean=args.mean,
-            std=args.std,
-            interpolation=args.interpolation,
-            model_kwargs=args.model_kwargs,
-            batch_size=args.batch_size,
-            device=args.device,
-            out_dir=args.out,
-            seed=args.seed,
-            n_episodes=args.episodes,
-            threads=args.threads,
-            progress=args.progress,
-            transferability=args.transferability,
-        )
-        lp, best = results["linear_probe"], results["suggested_tuned_block"]
-        lines = [
-            f"sknc evaluate: report written to {args.out}/report.md "
-            f"({results['timing']['total']:.0f} s)",
-            f"  linear probe {100 * lp['accuracy']:.1f}%",
-        ]
-        for s in results["few_shot"]["shots"].values():
-            lines.append(
-                f"  {results['few_shot']['n_way']}-way {s['n_shot']}-shot "
-                f"{100 * s['mean']:.1f}% ± {100 * s['ci95']:.1f}%"
-            )
-        if best is not None:
-            lines.append(f"  suggested SCL-FT tuned_block: {best['layer']}")
-        for row in results["layers"]:
-            if row.get("error"):
-                lines.append(f"  {row['layer']}: metrics undefined ({row['error']})")
-    print("\n".join(lines))
+    if best is not None:
+        lines.append(f"  suggested SCL-FT tuned_block: {best['layer']}")
+    for row in results["layers"]:
+        if row.get("error"):
+            lines.append(f"  {row['layer']}: metrics undefined ({row['error']})")
+    return lines
 
 
 def _load_torch_with_passive_openmp():

@@ -689,13 +689,14 @@ def test_foreign_layout_into_another_model_names_the_way(tmp_path):
 def test_converters_moved_with_a_deprecated_alias():
     from sknc.datasets import _pretrained
     from sknc.features import convert_torchvision_mobilenet_v2
+    from sknc.utils import SkncFutureWarning
 
     mnv2 = timm.create_model("mobilenetv2_100")
     state = convert_torchvision_mobilenet_v2(
         {"features.0.0.weight": torch.zeros(1), "features.18.0.weight": torch.zeros(1)}, mnv2
     )
     assert set(state) == {"conv_stem.weight", "conv_head.weight"}
-    with pytest.warns(FutureWarning, match="moved to sknc.features"):
+    with pytest.warns(SkncFutureWarning, match="moved to sknc.features"):
         old = _pretrained.convert_torchvision_mobilenet_v2(
             {"features.0.0.weight": torch.zeros(1), "features.18.0.weight": torch.zeros(1)}, mnv2
         )

@@ -13,6 +13,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sknc.model_selection import EpisodeSplit, _episodes
 from sknc.neighbors import NearestClassCenter
+from sknc.utils import IgnoredOptionWarning
 
 
 def _labels(n_classes=8, per_class=12, kind="int"):
@@ -158,7 +159,7 @@ def test_repr_and_params():
     cv = EpisodeSplit(5, 1, 15, n_episodes=100, random_state=0)
     assert repr(cv).startswith("EpisodeSplit(")
     assert "n_shot=1" in repr(cv)
-    with pytest.warns(UserWarning, match="groups"):
+    with pytest.warns(IgnoredOptionWarning, match="groups"):
         next(cv.split(np.zeros((100, 1)), np.repeat(np.arange(5), 20), groups=np.zeros(100)))
 
 

@@ -25,6 +25,7 @@ from sknc.features import (  # noqa: E402
     list_layers,
 )
 from sknc.features._images import check_images  # noqa: E402
+from sknc.utils import CacheWarning, IgnoredOptionWarning, RandomWeightsWarning  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406])[:, None, None]
 STD = np.array([0.229, 0.224, 0.225])[:, None, None]
@@ -390,7 +391,7 @@ def test_verbose_progress_bar(images, capsys):
 
 
 def test_amp_on_cpu_warns_and_is_ignored(images):
-    with pytest.warns(UserWarning, match="only applies on CUDA"):
+    with pytest.warns(IgnoredOptionWarning, match="only applies on CUDA"):
         est = _resnet(amp=True).fit()
     np.testing.assert_array_equal(est.transform(images), _resnet().fit().transform(images))
 
@@ -559,7 +560,7 @@ def test_cache_refuses_modules_it_cannot_key(tmp_path, images):
     m = _Scaled(1.0)
     m.handle = _Opaque()
     est = BackboneFeatures(m, input_size=8, device="cpu", memory=tmp_path).fit()
-    with pytest.warns(UserWarning, match=r"does not cache this model: handle is a .*_Opaque"):
+    with pytest.warns(CacheWarning, match=r"does not cache this model: handle is a .*_Opaque"):
         Z = est.transform(images[:, :8, :8])
     assert not list(tmp_path.rglob("*.npy"))
     np.testing.assert_array_equal(Z, est.set_params(memory=None).transform(images[:, :8, :8]))
@@ -648,7 +649,7 @@ def test_cache_cannot_execute_planted_files(tmp_path, images):
             entries[0].write_bytes(entries[0].read_bytes()[:100])  # truncated
         else:
             entries[0].write_bytes(content)
-        with pytest.warns(UserWarning, match="invalid feature-cache entry"):
+        with pytest.warns(CacheWarning, match="invalid feature-cache entry"):
             np.testing.assert_array_equal(est.transform(images), Z)
         assert not mark.exists()
         # replaced by a valid entry, read back without a forward pass
@@ -665,7 +666,7 @@ def test_cache_location_that_cannot_be_used(tmp_path, images, monkeypatch):
     expected = _resnet().fit().transform(images)
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
-    with pytest.warns(UserWarning, match="not a directory.*without caching"):
+    with pytest.warns(CacheWarning, match="not a directory.*without caching"):
         np.testing.assert_array_equal(_resnet(memory=not_a_dir).fit().transform(images), expected)
     with pytest.raises(ValueError, match="memory must be"):
         _resnet(memory=3).fit().transform(images)
@@ -677,7 +678,7 @@ def test_cache_location_that_cannot_be_used(tmp_path, images, monkeypatch):
 
     with monkeypatch.context() as patch:
         patch.setattr(tempfile, "mkstemp", refuse)
-        with pytest.warns(UserWarning, match="Could not write to the feature cache.*Permission"):
+        with pytest.warns(CacheWarning, match="Could not write to the feature cache.*Permission"):
             np.testing.assert_array_equal(est.transform(images), expected)
     if os.geteuid() == 0:  # pragma: no cover - root writes anywhere
         return
@@ -689,12 +690,12 @@ def test_cache_location_that_cannot_be_used(tmp_path, images, monkeypatch):
         if sub.is_dir():
             sub.chmod(0o555)
     try:
-        with pytest.warns(UserWarning, match="Could not write to the feature cache"):
+        with pytest.warns(CacheWarning, match="Could not write to the feature cache"):
             np.testing.assert_array_equal(est.transform(images), expected)
         calls = _count_forwards(est)
         est.transform(images[:2])  # entries already there are still read
         assert calls == []
-        with pytest.warns(UserWarning, match="cannot be created"):
+        with pytest.warns(CacheWarning, match="cannot be created"):
             _resnet(memory=read_only / "new").fit().transform(images[:2])
     finally:
         for sub in [read_only, *read_only.rglob("*")]:
@@ -755,7 +756,7 @@ def test_random_init_with_zero_scales_warns(tmp_path, images):
         warnings.simplefilter("always")
         _resnet().fit(images)
     (w,) = _zero_scale_warnings(record)
-    assert w.category is UserWarning and w.filename == __file__  # points at the caller
+    assert w.category is RandomWeightsWarning and w.filename == __file__  # points at the caller
     assert "_resnet().fit(images)" in open(__file__).read().splitlines()[w.lineno - 1]
     message = str(w.message)
     assert "8 layer(s) with all-zero scales (layer1.0.bn2, layer1.1.bn2," in message
@@ -768,7 +769,7 @@ def test_random_init_with_zero_scales_warns(tmp_path, images):
         zero_scale_layers(create_backbone("resnet18", model_kwargs={"zero_init_last": False})) == []
     )
     # a factory building such a model warns too, without the timm-only hint
-    with pytest.warns(UserWarning, match="all-zero scales") as record:
+    with pytest.warns(RandomWeightsWarning, match="all-zero scales") as record:
         BackboneFeatures(lambda: timm.create_model("resnet18"), input_size=32).fit()
     assert "zero_init_last': False}" not in str(_zero_scale_warnings(record)[0].message)
     # no warning: no zero scales, loaded weights (whatever they hold), a module instance

@@ -23,6 +23,7 @@ from sknc.finetune._modules import (  # noqa: E402
     default_tuned_block,
     split_backbone,
 )
+from sknc.utils import CacheWarning  # noqa: E402
 
 VIT_KW = dict(TINY_VIT_KW, depth=4)
 RESNET_KW = dict(channels=(16, 32, 64, 128), stem_width=8)  # a narrow resnet10t
@@ -306,7 +307,7 @@ def test_cache_auto_and_invalid_combinations():
         _fit("full-ft", max_epochs=1, cache_prefix=True)
     spec = dict(model=BranchyNet(), input_size=16)
     X = _images(12, size=16)
-    with pytest.warns(UserWarning, match="Prefix caching disabled"):
+    with pytest.warns(CacheWarning, match="Prefix caching disabled"):
         est = _fit("layer-ft", spec, X=X, tuned_block="block2", max_epochs=1)
     assert not est.prefix_cached_
     with pytest.raises(ValueError, match="cannot be split"):

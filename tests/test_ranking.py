@@ -15,8 +15,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.random_projection import GaussianRandomProjection
 
-from sknc.metrics import cdnv, nc1
+from sknc.metrics import NCNotComparableWarning, cdnv, nc1
 from sknc.model_selection import BackboneRanking, rank_backbones, rank_correlation
+from sknc.utils import UndefinedScoreWarning
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -87,7 +88,7 @@ def test_table_values_match_hand_computation(data):
         "proj": GaussianRandomProjection(5, random_state=0),
         "identity": FunctionTransformer(),
     }
-    with pytest.warns(UserWarning, match=r"n_classes - 1 = 4: 'pca3' \(3\)\."):
+    with pytest.warns(NCNotComparableWarning, match=r"n_classes - 1 = 4: 'pca3' \(3\)\."):
         result = rank_backbones(candidates, X, y, random_state=3)
     # the hold-out split the helper uses, reproduced by hand
     seed = np.random.RandomState(3).randint(np.iinfo(np.int32).max)
@@ -157,7 +158,7 @@ def test_refit_false_uses_fitted_candidates(data):
     X, y = data
     pca = PCA(3).fit(X[:100])
     cands = {"pca": pca, "raw": FunctionTransformer().fit(X)}
-    with pytest.warns(UserWarning, match="'pca' \\(3\\)"):
+    with pytest.warns(NCNotComparableWarning, match="'pca' \\(3\\)"):
         result = rank_backbones(cands, X, y, refit=False, accuracy=False)
     row = next(r for r in result.table if r["backbone"] == "pca")
     assert row["nc1"] == pytest.approx(nc1(pca.transform(X), y))
@@ -213,14 +214,17 @@ def test_bad_arguments(data):
         rank_backbones({"a": PCA(2)}, X, y, X_test=X)
     with pytest.raises(ValueError, match="test_size"):
         rank_backbones({"a": PCA(2)}, X, y, test_size=1.5)
-    with pytest.raises(ValueError, match="metric must be"), pytest.warns(UserWarning, match="'a'"):
+    with (
+        pytest.raises(ValueError, match="metric must be"),
+        pytest.warns(NCNotComparableWarning, match="'a'"),
+    ):
         rank_backbones({"a": PCA(2)}, X, y).plot(metric="nc2")
 
 
 def test_warns_about_candidates_with_fewer_than_k_minus_1_features(data):
     X, y = data  # 5 classes, 8 features
     cands = {"pca2": PCA(2), "pca5": PCA(5), "pca4": PCA(4), "raw": FunctionTransformer()}
-    with pytest.warns(UserWarning, match="not comparable") as record:
+    with pytest.warns(NCNotComparableWarning, match="not comparable") as record:
         result = rank_backbones(cands, X, y, random_state=0)
     narrow = [w for w in record if "n_classes - 1" in str(w.message)]
     assert len(narrow) == 1  # one warning naming every narrow candidate
@@ -473,7 +477,7 @@ def test_rank_backbones_score_errors_and_undefined_scores(data):
     with pytest.raises(ValueError, match="callable"):
         rank_backbones(cands, X, y, scores={"x": 3})
     # a score undefined for a candidate is NaN with a warning naming both
-    with pytest.warns(UserWarning, match="'knn' is undefined for candidate 'a'"):
+    with pytest.warns(UndefinedScoreWarning, match="'knn' is undefined for candidate 'a'"):
         result = rank_backbones(
             {"a": FunctionTransformer()},
             X[:4],

@@ -78,11 +78,12 @@ def _deprecated_converter(name):
         import warnings
 
         from ..features import _convert
+        from ..utils._warnings import SkncFutureWarning
 
         warnings.warn(
             f"sknc.datasets._pretrained.{name} moved to sknc.features.{name}; the old "
             "import path will be removed in the next release.",
-            FutureWarning,
+            SkncFutureWarning,
             stacklevel=2,
         )
         return getattr(_convert, name)(state_dict, model)

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..utils import resolve_device
 from ..utils._options import amp_dtype, check_amp
-from ..utils._warnings import warn_external
+from ..utils._warnings import CacheWarning, warn_external
 from ._cache import UnkeyableError, key_digest, module_fingerprint, resolve_cache
 from ._create import create_backbone
 from ._images import (
@@ -680,7 +680,7 @@ class BackboneFeatures(TransformerMixin, BaseEstimator):
                 f"{type(self).__name__}(memory=...) does not cache this model: "
                 f"{self._fingerprint[2]}, so a cache key could not tell it from "
                 "another model. The features are computed without caching.",
-                UserWarning,
+                CacheWarning,
             )
             return self._extract(source)
         digest = key_digest(key)

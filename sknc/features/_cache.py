@@ -33,7 +33,7 @@ import warnings
 
 import numpy as np
 
-from ..utils._warnings import warn_external
+from ..utils._warnings import CacheWarning, warn_external
 
 __all__ = ["FeatureCache", "UnkeyableError", "key_digest", "module_fingerprint", "resolve_cache"]
 
@@ -99,7 +99,7 @@ class FeatureCache:
             warn_external(
                 f"Ignored an invalid feature-cache entry {path!r} ({type(exc).__name__}: "
                 f"{exc}); the features are computed again and the entry replaced.",
-                UserWarning,
+                CacheWarning,
             )
             return None
         if arr.dtype != np.float32 or arr.shape != tuple(shape):  # pragma: no cover
@@ -124,7 +124,7 @@ class FeatureCache:
             warn_external(
                 f"Could not write to the feature cache {self.location!r} "
                 f"({exc.strerror or exc}); the features are returned but not cached.",
-                UserWarning,
+                CacheWarning,
             )
             return False
         finally:
@@ -162,7 +162,7 @@ def resolve_cache(memory):
         warn_external(
             f"The feature cache memory={os.fspath(location)!r} cannot be used: {reason}. "
             "Features are computed without caching.",
-            UserWarning,
+            CacheWarning,
         )
         return None
     return cache

@@ -351,7 +351,7 @@ def warn_identity_blocks(module, model, *, what):
     for backbones built with random weights (no ``pretrained``, no
     ``weights``, not a module instance the user may have trained).
     """
-    from ..utils._warnings import warn_external
+    from ..utils._warnings import RandomWeightsWarning, warn_external
 
     zero = zero_scale_layers(module)
     if not zero:
@@ -365,7 +365,7 @@ def warn_identity_blocks(module, model, *, what):
         "zero_init_last=True leaves them: those residual branches output zero until trained, "
         f"so the frozen {what} barely use their blocks. For pretrained {what} pass "
         f"pretrained=True or weights=...; for a random baseline, {fix}.",
-        UserWarning,
+        RandomWeightsWarning,
     )
 
 

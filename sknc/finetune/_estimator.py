@@ -35,7 +35,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ..utils._options import CACHEABLE_METHODS, TUNED_METHODS, amp_dtype, validate_params
-from ..utils._warnings import warn_external
+from ..utils._warnings import CacheWarning, warn_external
 from ._params import (
     AUTO_BLOCK_TOLERANCE,
     NET_PARAMETER_CONSTRAINTS,
@@ -1285,7 +1285,7 @@ default="scl-ft"
                     f"cache_prefix=True but the backbone cannot be split at "
                     f"{module.tuned_block!r}: {exc}"
                 ) from exc
-            warn_external(f"Prefix caching disabled, training without it: {exc}", UserWarning)
+            warn_external(f"Prefix caching disabled, training without it: {exc}", CacheWarning)
             return None
         with torch.no_grad(), self.net_._autocast():
             per_sample = sum(
@@ -1297,7 +1297,7 @@ default="scl-ft"
                 f"Prefix caching disabled: the cache would take {estimate / 1024**3:.1f} GiB "
                 f"(> {AUTO_CACHE_MAX_BYTES / 1024**3:.0f} GiB); pass cache_prefix=True to "
                 "cache anyway.",
-                UserWarning,
+                CacheWarning,
             )
             module.__dict__["_split"] = None
             return None

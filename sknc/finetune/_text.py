@@ -46,7 +46,7 @@ from ..features._text import (
     resolve_text_layer,
     restore_module,
 )
-from ..utils._warnings import warn_external
+from ..utils._warnings import CacheWarning, warn_external
 from ._data import CachedPrefixDataset
 from ._modules import (
     CACHEABLE_METHODS,
@@ -876,7 +876,7 @@ def _build_cache(est, module, ids, types, pad_id, y_enc, done=0):
             raise ValueError(
                 f"cache_prefix=True but the encoder cannot be cut at {module.tuned_block!r}: {exc}"
             ) from exc
-        warn_external(f"Prefix caching disabled, training without it: {exc}", UserWarning)
+        warn_external(f"Prefix caching disabled, training without it: {exc}", CacheWarning)
         return None
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     hidden = int(module.backbone.config.hidden_size)
@@ -890,7 +890,7 @@ def _build_cache(est, module, ids, types, pad_id, y_enc, done=0):
             f"Prefix caching disabled: the cache would take {estimate / 1024**3:.1f} GiB "
             f"(> {AUTO_CACHE_MAX_BYTES / 1024**3:.0f} GiB); pass cache_prefix=True to "
             "cache anyway.",
-            UserWarning,
+            CacheWarning,
         )
         return None
     if est.method == "linear-probe":

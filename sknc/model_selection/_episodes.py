@@ -9,7 +9,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, column_or_1d
 
 from ..utils import to_numpy
-from ..utils._warnings import warn_external
+from ..utils._warnings import IgnoredOptionWarning, warn_external
 
 # Episodes are drawn in chunks of this many (the last one truncated), one
 # random stream for the whole run: ``split`` and ``evaluate_episodes`` both go
@@ -357,7 +357,9 @@ class EpisodeSplit(BaseCrossValidator):
             Query indices of the episode, laid out like ``train``.
         """
         if groups is not None:
-            warn_external(f"The groups parameter is ignored by {type(self).__name__}", UserWarning)
+            warn_external(
+                f"The groups parameter is ignored by {type(self).__name__}", IgnoredOptionWarning
+            )
         y = self._check_y(X, y)
         for support, query in self._iter_chunks(y):
             for s, q in zip(support, query):

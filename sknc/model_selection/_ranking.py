@@ -26,9 +26,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 
-from ..metrics import collapse_report
+from ..metrics import NCNotComparableWarning, collapse_report
 from ..utils import to_numpy
-from ..utils._warnings import warn_external
+from ..utils._warnings import UndefinedScoreWarning, warn_external
 
 _NC_COLUMNS = ("nc1", "cdnv")
 # scores whose lower values predict better transfer
@@ -667,7 +667,7 @@ def _warn_narrow(table, n_classes):
         "within-class variance by the between-class spread (it explodes as the width "
         "approaches K - 1) and is not comparable with the NC1 of candidates with more "
         "than K - 1 features; rank them separately or with rank_by='cdnv'.",
-        UserWarning,
+        NCNotComparableWarning,
     )
 
 
@@ -773,9 +773,11 @@ def rank_backbones(
 
     Warns
     -----
-    UserWarning
-        When a candidate has fewer features than ``n_classes - 1``; the
+    NCNotComparableWarning
+        When a candidate has no more features than ``n_classes - 1``; the
         message names every such candidate (see Notes).
+    UndefinedScoreWarning
+        When a score is undefined for a candidate (it is NaN in the table).
 
     Notes
     -----
@@ -1100,6 +1102,6 @@ def _score_or_nan(func, Z, y, seed, name, key):
         warn_external(
             f"Score {key!r} is undefined for candidate {name!r}: {exc} It is NaN in the "
             "table and left out of the rank statistics.",
-            UserWarning,
+            UndefinedScoreWarning,
         )
         return float("nan")

@@ -10,9 +10,23 @@ from ._threads import (
     thread_limits,
 )
 from ._torch import is_torch_tensor, resolve_device, to_numpy
+from ._warnings import (
+    CacheWarning,
+    IgnoredOptionWarning,
+    RandomWeightsWarning,
+    SkncFutureWarning,
+    SkncWarning,
+    UndefinedScoreWarning,
+)
 
 __all__ = [
     "AmpWarning",
+    "CacheWarning",
+    "IgnoredOptionWarning",
+    "RandomWeightsWarning",
+    "SkncFutureWarning",
+    "SkncWarning",
+    "UndefinedScoreWarning",
     "available_cores",
     "blas_threads",
     "is_torch_tensor",

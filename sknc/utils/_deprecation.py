@@ -9,7 +9,7 @@ deprecated_alias(func, old_name, new_name, *, since="0.2")
 
 import functools
 
-from ._warnings import warn_external
+from ._warnings import SkncFutureWarning, warn_external
 
 __all__ = ["deprecated_alias", "warn_renamed"]
 
@@ -30,7 +30,8 @@ def warn_renamed(old_name, new_name, *, since="0.2"):
 
 
 def deprecated_alias(func, old_name, new_name, *, since="0.2"):
-    """Wrap ``func`` under its old public name, with a ``FutureWarning`` on each call.
+    """Wrap ``func`` under its old public name, with a ``SkncFutureWarning`` (a
+    ``FutureWarning``) on each call.
 
     Parameters
     ----------
@@ -61,7 +62,7 @@ def deprecated_alias(func, old_name, new_name, *, since="0.2"):
 
     @functools.wraps(func)
     def alias(*args, **kwargs):
-        warn_external(message, FutureWarning)
+        warn_external(message, SkncFutureWarning)
         return func(*args, **kwargs)
 
     alias.__name__ = alias.__qualname__ = old_name.rsplit(".", 1)[-1]

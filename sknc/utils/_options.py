@@ -36,7 +36,7 @@ import numbers
 
 import numpy as np
 
-from ._warnings import SkncWarning, warn_external
+from ._warnings import IgnoredOptionWarning, warn_external
 
 __all__ = [
     "AMP",
@@ -99,7 +99,7 @@ AMP = {
 }
 
 
-class AmpWarning(SkncWarning):
+class AmpWarning(IgnoredOptionWarning):
     """``amp`` was asked for where it does not apply (off CUDA): float32 is used.
 
     Issued at ``fit`` by every sknc estimator with an ``amp`` parameter

@@ -4,6 +4,12 @@ Contents
 --------
 SkncWarning
     Base class of sknc's own warnings (a ``UserWarning``).
+RandomWeightsWarning, CacheWarning, IgnoredOptionWarning, UndefinedScoreWarning, SkncFutureWarning
+    Its subclasses for one kind of warning each, so that a script (or a
+    test) can silence one kind without silencing the others. Each also
+    derives from the built-in category a user would filter for it
+    (``RuntimeWarning`` for undefined values, ``FutureWarning`` for
+    deprecations).
 warn_external(message, category=SkncWarning)
     ``warnings.warn`` with the stack level of the first frame outside the
     sknc package, so that the warning names the line of the caller (the
@@ -18,7 +24,15 @@ import os
 import sys
 import warnings
 
-__all__ = ["SkncWarning", "warn_external"]
+__all__ = [
+    "CacheWarning",
+    "IgnoredOptionWarning",
+    "RandomWeightsWarning",
+    "SkncFutureWarning",
+    "SkncWarning",
+    "UndefinedScoreWarning",
+    "warn_external",
+]
 
 _PACKAGE_DIR = os.path.normcase(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _PREFIX = _PACKAGE_DIR + os.sep
@@ -31,6 +45,33 @@ class SkncWarning(UserWarning):
     category=SkncWarning)``); the test suite turns them into errors unless a
     test expects them.
     """
+
+
+class RandomWeightsWarning(SkncWarning):
+    """A backbone with random weights that makes frozen features uninformative.
+
+    E.g. timm's ``zero_init_last=True`` leaves residual branches switched
+    off until trained.
+    """
+
+
+class CacheWarning(SkncWarning):
+    """A cache (of features, of a frozen prefix) could not be used.
+
+    The results are computed without it and are the same; only time is lost.
+    """
+
+
+class IgnoredOptionWarning(SkncWarning):
+    """An option given by the user has no effect here (e.g. ``amp`` off CUDA)."""
+
+
+class UndefinedScoreWarning(SkncWarning, RuntimeWarning):
+    """A score is undefined on these data and is reported as NaN."""
+
+
+class SkncFutureWarning(SkncWarning, FutureWarning):
+    """A deprecated sknc name or behaviour, removed in a later release."""
 
 
 def _in_package(frame):
