@@ -548,41 +548,8 @@ def load_glyphs(
     >>> bool((glyphs.script == "greek").all())
     True
     """
-    size = _check_size(size)
-    if scripts is None:
-        wanted = SCRIPTS
-    else:
-        wanted = (scripts,) if isinstance(scripts, str) else tuple(scripts)
-        unknown = sorted(set(wanted) - set(SCRIPTS))
-        if unknown or not wanted:
-            raise ValueError(
-                f"scripts={scripts!r}: unknown script(s) {unknown}; choose among {list(SCRIPTS)}."
-            )
-    if (
-        isinstance(samples_per_typeface, bool)
-        or not isinstance(samples_per_typeface, (int, np.integer))
-        or samples_per_typeface < 1
-    ):
-        raise ValueError(
-            f"samples_per_typeface must be a positive int, got {samples_per_typeface!r}."
-        )
-    for pname, value in (("jitter", jitter), ("noise", noise)):
-        if isinstance(value, bool) or not np.isscalar(value) or not np.isfinite(value) or value < 0:
-            raise ValueError(f"{pname} must be a finite number >= 0, got {value!r}.")
-    if samples_per_typeface > 1 and jitter == 0 and noise == 0:
-        raise ValueError(
-            "samples_per_typeface > 1 with jitter=0 and noise=0 would only repeat "
-            "identical images; raise jitter or noise."
-        )
-
-    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
-        seed, cacheable = int(random_state), True
-        if seed < 0:
-            raise ValueError(f"random_state must be >= 0, got {seed}.")
-    else:
-        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-        cacheable = False
-
+    size, wanted = _check_glyph_args(size, scripts, samples_per_typeface, jitter, noise)
+    seed, cacheable = _glyph_seed(random_state)
     params = {
         "size": size,
         "samples_per_typeface": int(samples_per_typeface),
@@ -590,48 +557,7 @@ def load_glyphs(
         "noise": float(noise),
         "random_state": seed,
     }
-    arrays = None
-    path = None
-    if cache and cacheable:
-        import matplotlib
-        import PIL
-        from PIL import features
-
-        key = _cache_key(
-            {
-                **params,
-                "version": _GLYPHS_VERSION,
-                # the fonts and the rasteriser can change the pixels
-                "matplotlib": matplotlib.__version__,
-                "pillow": PIL.__version__,
-                "freetype": features.version("freetype2"),
-            }
-        )
-        path = os.path.join(get_data_home(data_home), "glyphs", f"glyphs-{key}.npz")
-        if os.path.exists(path):
-            try:
-                with np.load(path, allow_pickle=False) as f:
-                    arrays = {k: f[k] for k in f.files}
-            except (OSError, ValueError, EOFError):  # a corrupt file: rebuild it
-                arrays = None
-    build_seconds = None
-    if arrays is None:
-        t0 = time.perf_counter()
-        # A cached file holds every script (subsets are cut at load time);
-        # without a cache, render only what was asked for.
-        arrays = _build_glyphs(
-            size,
-            int(samples_per_typeface),
-            float(jitter),
-            float(noise),
-            seed,
-            verbose,
-            scripts=SCRIPTS if path is not None else wanted,
-        )
-        build_seconds = time.perf_counter() - t0
-        arrays["build_seconds"] = np.float64(build_seconds)
-        if path is not None:
-            _atomic_savez(path, **arrays)
+    arrays = _glyph_arrays(params, wanted, data_home, cache and cacheable, verbose)
     build_seconds = float(arrays["build_seconds"])
 
     # Select scripts and renumber classes.
@@ -660,3 +586,90 @@ def load_glyphs(
     )
     bunch.DESCR = _glyph_descr(bunch, params, build_seconds)
     return bunch
+
+
+def _check_glyph_args(size, scripts, samples_per_typeface, jitter, noise):
+    """Validate ``load_glyphs``' arguments; returns ``(size, wanted scripts)``."""
+    size = _check_size(size)
+    if scripts is None:
+        wanted = SCRIPTS
+    else:
+        wanted = (scripts,) if isinstance(scripts, str) else tuple(scripts)
+        unknown = sorted(set(wanted) - set(SCRIPTS))
+        if unknown or not wanted:
+            raise ValueError(
+                f"scripts={scripts!r}: unknown script(s) {unknown}; choose among {list(SCRIPTS)}."
+            )
+    if (
+        isinstance(samples_per_typeface, bool)
+        or not isinstance(samples_per_typeface, (int, np.integer))
+        or samples_per_typeface < 1
+    ):
+        raise ValueError(
+            f"samples_per_typeface must be a positive int, got {samples_per_typeface!r}."
+        )
+    for pname, value in (("jitter", jitter), ("noise", noise)):
+        if isinstance(value, bool) or not np.isscalar(value) or not np.isfinite(value) or value < 0:
+            raise ValueError(f"{pname} must be a finite number >= 0, got {value!r}.")
+    if samples_per_typeface > 1 and jitter == 0 and noise == 0:
+        raise ValueError(
+            "samples_per_typeface > 1 with jitter=0 and noise=0 would only repeat "
+            "identical images; raise jitter or noise."
+        )
+    return size, wanted
+
+
+def _glyph_seed(random_state):
+    """``(seed, cacheable)``: an int seed, and whether it came from an int (cacheable)."""
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        seed = int(random_state)
+        if seed < 0:
+            raise ValueError(f"random_state must be >= 0, got {seed}.")
+        return seed, True
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max)), False
+
+
+def _glyph_cache_path(params, data_home):
+    """The cache file of the rendered arrays for ``params``."""
+    import matplotlib
+    import PIL
+    from PIL import features
+
+    key = _cache_key(
+        {
+            **params,
+            "version": _GLYPHS_VERSION,
+            # the fonts and the rasteriser can change the pixels
+            "matplotlib": matplotlib.__version__,
+            "pillow": PIL.__version__,
+            "freetype": features.version("freetype2"),
+        }
+    )
+    return os.path.join(get_data_home(data_home), "glyphs", f"glyphs-{key}.npz")
+
+
+def _glyph_arrays(params, wanted, data_home, cache, verbose):
+    """The rendered arrays: read from the cache, else rendered (and cached)."""
+    path = _glyph_cache_path(params, data_home) if cache else None
+    if path is not None and os.path.exists(path):
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError):  # a corrupt file: rebuild it
+            pass
+    t0 = time.perf_counter()
+    # A cached file holds every script (subsets are cut at load time);
+    # without a cache, render only what was asked for.
+    arrays = _build_glyphs(
+        params["size"],
+        params["samples_per_typeface"],
+        params["jitter"],
+        params["noise"],
+        params["random_state"],
+        verbose,
+        scripts=SCRIPTS if path is not None else wanted,
+    )
+    arrays["build_seconds"] = np.float64(time.perf_counter() - t0)
+    if path is not None:
+        _atomic_savez(path, **arrays)
+    return arrays

@@ -355,13 +355,56 @@ def load_emoji(
     size = _check_size(size)
     if not isinstance(dedupe, (bool, np.bool_)):
         raise ValueError(f"dedupe must be True or False, got {dedupe!r}.")
+    folder, vendors = _emoji_vendors(path, data_home, vendors, min_vendors)
+    classes, samples = _emoji_samples(folder, vendors, min_vendors)
+    iterator = samples
+    if verbose:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(samples, desc="decoding emoji", unit="image")
+    images = np.stack([_load_rgb_on_white(f, size) for _, _, f in iterator])
+    target = np.asarray([k for k, _, _ in samples], dtype=np.int64)
+    vendor = np.asarray([v for _, v, _ in samples])
+    names = [c.get("name") or c.get("short_name") or c["unified"] for c in classes]
+    dropped = []
+    if dedupe:
+        roots = _identical_drawing_roots(images, target, vendor, len(classes))
+        keep = np.flatnonzero(roots == np.arange(len(classes)))
+        if len(keep) < len(classes):
+            dropped = [names[i] for i in range(len(classes)) if roots[i] != i]
+            mask = np.isin(target, keep)
+            images, vendor = images[mask], vendor[mask]
+            target = np.searchsorted(keep, target[mask]).astype(np.int64)
+            classes = [classes[i] for i in keep]
+            names = [names[i] for i in keep]
+    if return_X_y:
+        return images, target
+    category = np.asarray([c.get("category") or "" for c in classes])
+    subcategory = np.asarray([c.get("subcategory") or "" for c in classes])
+    return Bunch(
+        images=images,
+        target=target,
+        target_names=np.asarray(names),
+        emoji=np.asarray([_emoji_char(c["unified"]) for c in classes]),
+        unified=np.asarray([c["unified"] for c in classes]),
+        vendor=vendor,
+        category=category[target],
+        subcategory=subcategory[target],
+        duplicates_dropped=dropped,
+        DESCR=_emoji_descr(
+            target, category, subcategory, vendors, min_vendors, size, dedupe, dropped
+        ),
+    )
+
+
+def _emoji_vendors(path, data_home, vendors, min_vendors):
+    """``load_emoji``'s folder and selected vendors, checked; ``(folder, vendors)``."""
     folder = (
         os.path.abspath(os.path.expanduser(os.fspath(path)))
         if path is not None
         else os.path.join(_data_home_path(data_home), "emoji")
     )
-    meta_file = os.path.join(folder, "emoji.json")
-    if not os.path.exists(meta_file):
+    if not os.path.exists(os.path.join(folder, "emoji.json")):
         raise FileNotFoundError(_fetch_hint("Emoji data (emoji.json)", [folder]))
     present = [
         v
@@ -391,8 +434,12 @@ def load_emoji(
         raise ValueError(
             f"min_vendors={min_vendors} but only {len(vendors)} vendors are selected: {vendors}."
         )
+    return folder, vendors
 
-    with open(meta_file, encoding="utf-8") as fh:
+
+def _emoji_samples(folder, vendors, min_vendors):
+    """``(classes, samples)``: the emoji.json entries kept, and (class, vendor, file) triples."""
+    with open(os.path.join(folder, "emoji.json"), encoding="utf-8") as fh:
         meta = json.load(fh)
     meta = sorted(meta, key=lambda e: (e.get("sort_order", 0), e["unified"]))
     listing = {v: set(os.listdir(os.path.join(folder, v))) for v in vendors}
@@ -410,34 +457,15 @@ def load_emoji(
         raise ValueError(
             f"no emoji is drawn by {min_vendors} or more of the vendors {vendors} in {folder!r}."
         )
-    iterator = samples
-    if verbose:
-        from tqdm.auto import tqdm
+    return classes, samples
 
-        iterator = tqdm(samples, desc="decoding emoji", unit="image")
-    images = np.stack([_load_rgb_on_white(f, size) for _, _, f in iterator])
-    target = np.asarray([k for k, _, _ in samples], dtype=np.int64)
-    vendor = np.asarray([v for _, v, _ in samples])
-    names = [c.get("name") or c.get("short_name") or c["unified"] for c in classes]
-    dropped = []
-    if dedupe:
-        roots = _identical_drawing_roots(images, target, vendor, len(classes))
-        keep = np.flatnonzero(roots == np.arange(len(classes)))
-        if len(keep) < len(classes):
-            dropped = [names[i] for i in range(len(classes)) if roots[i] != i]
-            mask = np.isin(target, keep)
-            images, vendor = images[mask], vendor[mask]
-            target = np.searchsorted(keep, target[mask]).astype(np.int64)
-            classes = [classes[i] for i in keep]
-            names = [names[i] for i in keep]
-    if return_X_y:
-        return images, target
-    category = np.asarray([c.get("category") or "" for c in classes])
-    subcategory = np.asarray([c.get("subcategory") or "" for c in classes])
+
+def _emoji_descr(target, category, subcategory, vendors, min_vendors, size, dedupe, dropped):
+    """The ``DESCR`` of ``load_emoji``'s bunch."""
     n_per_class = np.bincount(target)
-    descr = (
+    return (
         "Multi-vendor emoji (sknc)\n-------------------------\n\n"
-        f"{len(classes)} emoji (classes) drawn by at least {min_vendors} of the vendors "
+        f"{len(category)} emoji (classes) drawn by at least {min_vendors} of the vendors "
         f"{vendors}; {len(target)} images of {size}x{size} RGB (transparent pixels on white). "
         f"Samples per class: min {n_per_class.min()}, median {int(np.median(n_per_class))}, "
         f"max {n_per_class.max()}. {len(np.unique(category))} categories, "
@@ -451,16 +479,4 @@ def load_emoji(
             if dedupe
             else "Emoji drawn by some vendor exactly like another emoji are kept (dedupe=False)."
         )
-    )
-    return Bunch(
-        images=images,
-        target=target,
-        target_names=np.asarray(names),
-        emoji=np.asarray([_emoji_char(c["unified"]) for c in classes]),
-        unified=np.asarray([c["unified"] for c in classes]),
-        vendor=vendor,
-        category=category[target],
-        subcategory=subcategory[target],
-        duplicates_dropped=dropped,
-        DESCR=descr,
     )
