@@ -542,6 +542,12 @@ class ImageSource:
                     f"Expected a batch of images (N, H, W), (N, H, W, C) or (N, C, H, W); "
                     f"got an array of shape {shape}."
                 )
+            h, w = shape[1:3] if self.layout in ("NHW", "NHWC") else shape[2:4]
+            if h == 0 or w == 0:
+                raise ValueError(
+                    f"The image array of shape {shape} holds images of {h} x {w} pixels; "
+                    "images need at least one pixel."
+                )
             self._n = shape[0]
         else:
             if hasattr(X, "to_numpy") and not isinstance(X, Mapping):  # pandas
@@ -553,9 +559,10 @@ class ImageSource:
                     )
                 X = list(X)
             if _is_path(X) or _is_pil(X) or not isinstance(X, Sequence):
+                sparse = "a sparse matrix (not supported), " if hasattr(X, "tocsr") else ""
                 raise ValueError(
                     "X must be an image array, or a list of file paths, PIL images or "
-                    f"arrays; got {type(X).__name__}."
+                    f"arrays; got {sparse}{type(X).__name__}."
                 )
             for i, item in enumerate(X):
                 if not (

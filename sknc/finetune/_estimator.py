@@ -660,6 +660,7 @@ default="scl-ft"
         tags.input_tags.three_d_array = True
         tags.target_tags.required = True
         tags.classifier_tags.poor_score = True
+        tags.transformer_tags.preserves_dtype = []  # transform always gives float32
         return tags
 
     # ------------------------------------------------------------------
@@ -886,7 +887,9 @@ default="scl-ft"
     # ------------------------------------------------------------------
     def _check_y(self, y, n_samples):
         if y is None:
-            raise ValueError(f"{type(self).__name__} requires y to be passed, but y is None.")
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         if len(y) != n_samples:
@@ -894,7 +897,8 @@ default="scl-ft"
         encoder = LabelEncoder().fit(y)
         if len(encoder.classes_) < 2:
             raise ValueError(
-                f"Fine-tuning needs at least 2 classes; y has only {encoder.classes_.tolist()}."
+                "Fine-tuning needs at least 2 classes; y has only one class: "
+                f"{encoder.classes_.tolist()}."
             )
         return encoder.classes_, encoder.transform(y).astype(np.int64)
 
@@ -902,8 +906,9 @@ default="scl-ft"
     def _n_images(X):
         shape = getattr(X, "shape", None)
         if shape is not None and len(shape) == 2 and getattr(X, "dtype", None) != object:  # noqa: E721 (numpy dtype equality, not type identity)
+            what = "sparse matrix" if hasattr(X, "tocsr") else "array"
             raise ValueError(
-                f"Got a 2-D array of shape {tuple(shape)}: {FineTuningClassifier.__name__} "
+                f"Got a 2-D {what} of shape {tuple(shape)}: {FineTuningClassifier.__name__} "
                 "takes images (N, H, W), (N, H, W, C) or (N, C, H, W), or lists of file paths "
                 "or PIL images, not tabular features."
             )

@@ -815,29 +815,10 @@ def rank_backbones(
     >>> sorted(result.evaluation["logme"])
     ['kendall', 'n', 'pearson', 'spearman', 'top1_regret', 'weighted_tau']
     """
-    if not isinstance(candidates, dict) or not candidates:
-        raise ValueError("candidates must be a non-empty dict of name -> transformer.")
-    for name, cand in candidates.items():
-        if not isinstance(name, str):
-            raise ValueError(f"Candidate names must be strings, got {name!r}.")
-        if not hasattr(cand, "transform"):
-            raise ValueError(
-                f"Candidate {name!r} ({type(cand).__name__}) has no transform method; "
-                "candidates must be scikit-learn transformers."
-            )
-    feature_scores, set_level, user_scores = _check_scores(scores)
-    combiners = _check_named_callables(combiners, "combiners")
-    prior = _check_per_model(prior, "prior", candidates)
-    ground_truth = _check_per_model(ground_truth, "ground_truth", candidates)
-    columns = [*feature_scores, *user_scores, *set_level, *combiners]
-    if prior is not None:
-        columns.append("prior")
-    if len(set(columns)) != len(columns):
-        raise ValueError(f"Score names must be unique, got {columns}.")
-    if rank_by not in columns:
-        raise ValueError(f"rank_by must be one of the computed scores {columns}, got {rank_by!r}.")
-    if (X_test is None) != (y_test is None):
-        raise ValueError("Pass both X_test and y_test, or neither.")
+    checked = _check_rank_args(
+        candidates, scores, combiners, prior, ground_truth, rank_by, X_test, y_test
+    )
+    feature_scores, set_level, user_scores, combiners, prior, ground_truth, columns = checked
     if cv is None and X_test is None and accuracy:
         if not isinstance(test_size, numbers.Real) or not 0 < test_size < 1:
             raise ValueError(f"test_size must be a float in (0, 1), got {test_size!r}.")
@@ -848,20 +829,8 @@ def rank_backbones(
     probe_template = _default_probe() if probe is None else probe
     if probe_template.get_params().get("random_state", False) is None:
         probe_template = clone(probe_template).set_params(random_state=seed)
-
-    split = None
-    cv_obj = None
-    if accuracy and X_test is None:
-        if cv is None:
-            idx = np.arange(len(y))
-            split = train_test_split(idx, test_size=test_size, stratify=y, random_state=seed)
-        else:
-            if isinstance(cv, numbers.Integral):
-                from sklearn.model_selection import StratifiedKFold
-
-                cv_obj = StratifiedKFold(int(cv), shuffle=True, random_state=seed)
-            else:
-                cv_obj = check_cv(cv, y, classifier=True)
+    if accuracy:
+        measure = _AccuracyProbe(probe_template, X_test, y_test, cv, test_size, y, seed)
 
     items = list(candidates.items())
     if verbose:
@@ -871,74 +840,27 @@ def rank_backbones(
     table = []
     parts, score_time = {}, {}
     for name, cand in items:
-        t0 = time.perf_counter()
-        if refit:
-            model = clone(cand)
-            Z = model.fit_transform(X, y)
-        else:
-            model = cand
-            Z = model.transform(X)
-        elapsed = time.perf_counter() - t0
-        Z = np.asarray(to_numpy(Z))
-        if Z.ndim != 2:
-            raise ValueError(
-                f"Candidate {name!r} returned features of shape {Z.shape}; expected "
-                "(n_samples, n_features)."
-            )
-        Z, proba = _split_head(model, Z)
+        model, Z, proba, elapsed = _candidate_features(name, cand, X, y, refit)
         row = {"backbone": name, "n_features": int(Z.shape[1])}
         _compute_scores(
             row, name, Z, y, feature_scores, set_level, user_scores, seed, parts, score_time, proba
         )
         if accuracy:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*failed to converge.*")
-                if X_test is not None:
-                    t1 = time.perf_counter()
-                    Z_test = _split_head(model, np.asarray(to_numpy(model.transform(X_test))))[0]
-                    elapsed += time.perf_counter() - t1
-                    fitted = clone(probe_template).fit(Z, y)
-                    row["accuracy"] = float(fitted.score(Z_test, np.asarray(to_numpy(y_test))))
-                elif cv_obj is None:
-                    tr, te = split
-                    fitted = clone(probe_template).fit(Z[tr], y[tr])
-                    row["accuracy"] = float(fitted.score(Z[te], y[te]))
-                else:
-                    scores = cross_val_score(clone(probe_template), Z, y, cv=cv_obj)
-                    row["accuracy"] = float(scores.mean())
-                    row["accuracy_std"] = float(scores.std())
+            elapsed += measure(row, model, Z)
         row["transform_time"] = elapsed
         table.append(row)
     if "nc1" in feature_scores:
         _warn_narrow(table, len(np.unique(y)))
 
     higher = {c: c not in _LOWER_IS_BETTER for c in columns}
-    for key in set_level:
-        t0 = time.perf_counter()
-        combined = set_level[key][1](
-            {row["backbone"]: parts[key][row["backbone"]] for row in table}
-        )
-        score_time[key] += time.perf_counter() - t0
-        for row in table:
-            row[key] = float(combined[row["backbone"]])
-    for key, func in combiners.items():
-        values = {row["backbone"]: {c: row[c] for c in row if c in higher} for row in table}
-        t0 = time.perf_counter()
-        combined = func(values)
-        score_time[key] = time.perf_counter() - t0
-        _check_per_model(combined, f"combiner {key!r}'s result", candidates)
-        for row in table:
-            row[key] = float(combined[row["backbone"]])
+    _add_set_level_columns(table, set_level, parts, score_time, combiners, higher, candidates)
     for row in table:
         if prior is not None:
             row["prior"] = float(prior[row["backbone"]])
         if ground_truth is not None:
             row["ground_truth"] = float(ground_truth[row["backbone"]])
 
-    sign = 1.0 if higher[rank_by] else -1.0
-    table.sort(key=lambda r: (not np.isfinite(r[rank_by]), -sign * r[rank_by]))
-    for i, row in enumerate(table, start=1):
-        table[i - 1] = {"rank": i, **row}
+    table = _sorted_table(table, rank_by, higher)
     nc_cols = [c for c in _NC_COLUMNS if c in columns]
     correlations = _correlations(table, nc_cols) if accuracy else {}
     target = "ground_truth" if ground_truth is not None else ("accuracy" if accuracy else None)
@@ -958,6 +880,132 @@ def rank_backbones(
         parts={k: parts[k] for k in set_level},
         score_time=score_time,
     )
+
+
+def _check_rank_args(candidates, scores, combiners, prior, ground_truth, rank_by, X_test, y_test):
+    """``rank_backbones``' arguments checked; returns ``(feature_scores, set_level,
+    user_scores, combiners, prior, ground_truth, columns)``."""
+    _check_candidates(candidates)
+    feature_scores, set_level, user_scores = _check_scores(scores)
+    combiners = _check_named_callables(combiners, "combiners")
+    prior = _check_per_model(prior, "prior", candidates)
+    ground_truth = _check_per_model(ground_truth, "ground_truth", candidates)
+    columns = [*feature_scores, *user_scores, *set_level, *combiners]
+    if prior is not None:
+        columns.append("prior")
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"Score names must be unique, got {columns}.")
+    if rank_by not in columns:
+        raise ValueError(f"rank_by must be one of the computed scores {columns}, got {rank_by!r}.")
+    if (X_test is None) != (y_test is None):
+        raise ValueError("Pass both X_test and y_test, or neither.")
+    return feature_scores, set_level, user_scores, combiners, prior, ground_truth, columns
+
+
+def _sorted_table(table, rank_by, higher):
+    """The rows best predicted first (non-finite values last), each with its ``rank``."""
+    sign = 1.0 if higher[rank_by] else -1.0
+    table = sorted(table, key=lambda r: (not np.isfinite(r[rank_by]), -sign * r[rank_by]))
+    return [{"rank": i, **row} for i, row in enumerate(table, start=1)]
+
+
+def _check_candidates(candidates):
+    if not isinstance(candidates, dict) or not candidates:
+        raise ValueError("candidates must be a non-empty dict of name -> transformer.")
+    for name, cand in candidates.items():
+        if not isinstance(name, str):
+            raise ValueError(f"Candidate names must be strings, got {name!r}.")
+        if not hasattr(cand, "transform"):
+            raise ValueError(
+                f"Candidate {name!r} ({type(cand).__name__}) has no transform method; "
+                "candidates must be scikit-learn transformers."
+            )
+
+
+def _candidate_features(name, cand, X, y, refit):
+    """``(model, Z, head proba or None, seconds)``: one candidate's features of ``X``."""
+    t0 = time.perf_counter()
+    if refit:
+        model = clone(cand)
+        Z = model.fit_transform(X, y)
+    else:
+        model = cand
+        Z = model.transform(X)
+    elapsed = time.perf_counter() - t0
+    Z = np.asarray(to_numpy(Z))
+    if Z.ndim != 2:
+        raise ValueError(
+            f"Candidate {name!r} returned features of shape {Z.shape}; expected "
+            "(n_samples, n_features)."
+        )
+    Z, proba = _split_head(model, Z)
+    return model, Z, proba, elapsed
+
+
+class _AccuracyProbe:
+    """Linear-probe accuracy of a candidate's features, the same protocol for every one.
+
+    With a test set: the probe is trained on all of ``(X, y)`` and scored on
+    ``X_test`` (transformed by the candidate); else one stratified hold-out
+    split (``cv=None``) or cross-validation, both seeded by ``seed``.
+    """
+
+    def __init__(self, probe, X_test, y_test, cv, test_size, y, seed):
+        self.probe, self.X_test, self.y_test, self.y = probe, X_test, y_test, y
+        self.split = self.cv = None
+        if X_test is not None:
+            return
+        if cv is None:
+            idx = np.arange(len(y))
+            self.split = train_test_split(idx, test_size=test_size, stratify=y, random_state=seed)
+        elif isinstance(cv, numbers.Integral):
+            from sklearn.model_selection import StratifiedKFold
+
+            self.cv = StratifiedKFold(int(cv), shuffle=True, random_state=seed)
+        else:
+            self.cv = check_cv(cv, y, classifier=True)
+
+    def __call__(self, row, model, Z):
+        """Put the accuracy into ``row``; returns the seconds spent transforming ``X_test``."""
+        y = self.y
+        elapsed = 0.0
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*failed to converge.*")
+            if self.X_test is not None:
+                t1 = time.perf_counter()
+                Z_test = _split_head(model, np.asarray(to_numpy(model.transform(self.X_test))))[0]
+                elapsed += time.perf_counter() - t1
+                fitted = clone(self.probe).fit(Z, y)
+                row["accuracy"] = float(fitted.score(Z_test, np.asarray(to_numpy(self.y_test))))
+            elif self.cv is None:
+                tr, te = self.split
+                fitted = clone(self.probe).fit(Z[tr], y[tr])
+                row["accuracy"] = float(fitted.score(Z[te], y[te]))
+            else:
+                scores = cross_val_score(clone(self.probe), Z, y, cv=self.cv)
+                row["accuracy"] = float(scores.mean())
+                row["accuracy_std"] = float(scores.std())
+        return elapsed
+
+
+def _add_set_level_columns(table, set_level, parts, score_time, combiners, higher, candidates):
+    """The set-level scores (NCTI, ETran) and the user's combiners, across the pool."""
+    for key in set_level:
+        t0 = time.perf_counter()
+        combined = set_level[key][1](
+            {row["backbone"]: parts[key][row["backbone"]] for row in table}
+        )
+        score_time[key] += time.perf_counter() - t0
+        for row in table:
+            row[key] = float(combined[row["backbone"]])
+    for key, func in combiners.items():
+        values = {row["backbone"]: {c: row[c] for c in row if c in higher} for row in table}
+        t0 = time.perf_counter()
+        combined = func(values)
+        score_time[key] = time.perf_counter() - t0
+        _check_per_model(combined, f"combiner {key!r}'s result", candidates)
+        for row in table:
+            row[key] = float(combined[row["backbone"]])
 
 
 def _check_named_callables(mapping, what):
