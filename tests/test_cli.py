@@ -23,7 +23,11 @@ from sknc.cli import build_parser, main
 from sknc.experiments import InputError, run_evaluate
 from sknc.experiments._report import FORMATTERS, REFERENCES_HEADING
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+    # tiny random-init timm models (no download): their zero-scale warning is incidental
+    pytest.mark.filterwarnings("ignore::sknc.utils.RandomWeightsWarning"),
+]
 
 DEMO_FILES = [
     "cdnv_curves.png",

@@ -454,6 +454,8 @@ def test_extract_features_errors():
         extract_features(db.from_sequence([1, 2]), NoWidth().fit())
 
 
+# the examples use random-init backbones (no download)
+@pytest.mark.filterwarnings("ignore::sknc.utils.RandomWeightsWarning")
 def test_doctests():
     from sknc.parallel import _dask
 

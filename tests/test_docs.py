@@ -72,6 +72,8 @@ def test_docs_tree_exists():
     assert {"getting_started.rst", "user_guide/metrics.rst"} <= names
 
 
+# the user guide uses random-init backbones (no download)
+@pytest.mark.filterwarnings("ignore::sknc.utils.RandomWeightsWarning")
 @pytest.mark.parametrize(
     "page", _pages_with_doctests(), ids=lambda p: p.relative_to(DOCS).as_posix()
 )

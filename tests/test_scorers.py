@@ -35,7 +35,12 @@ from sknc.metrics import (
     nc4,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+    # few PCA components for 10 digit classes keep these tests fast: NC1 of features
+    # no wider than K - 1 warns (NCNotComparableWarning), which is tested in test_metrics
+    pytest.mark.filterwarnings("ignore::sknc.metrics.NCNotComparableWarning"),
+]
 
 
 class CountingPCA(TransformerMixin, BaseEstimator):
