@@ -206,29 +206,8 @@ def run_rank(
     >>> sorted(os.listdir(os.path.join(root, "out")))
     ['report.md', 'results.json', 'scores.png']
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from ..features import BackboneFeatures
-    from ..model_selection import get_score_names, rank_backbones
-
     t_start = time.perf_counter()
-    check_int(batch_size, "batch size", 1)
-    check_int(seed, "seed", 0)
-    if input_size is not None:
-        check_int(input_size, "input size", 1)
-    if isinstance(models, str) or len(models) < 2:
-        raise InputError("rank needs at least two models (--model A --model B ...).")
-    parsed = [_parse_model(m) for m in models]
-    labels = [p[0] for p in parsed]
-    if len(set(labels)) != len(labels):
-        raise InputError(f"models must be distinct, got {labels}.")
-    names = get_score_names() if scores is None else list(scores)
-    unknown = [s for s in names if s not in get_score_names()]
-    if unknown:
-        raise InputError(f"unknown score(s) {unknown}; choose from {get_score_names()}.")
+    parsed, labels, names = _check_rank_args(models, scores, batch_size, seed, input_size)
     resolved = check_device(device)
     out_dir = check_out_dir(out_dir)
     folder, counts = _load_folder(data)
@@ -236,30 +215,9 @@ def run_rank(
     steps = Progress(progress, n_steps=2)
     timing = {}
 
-    want_head = any(s in ("leep", "nce") for s in names)
-    candidates = {}
-    for label, name, weights in parsed:
-        feats = BackboneFeatures(
-            name,
-            pretrained=pretrained and weights is None,
-            weights=weights,
-            input_size=input_size,
-            batch_size=batch_size,
-            device=device,
-            verbose=progress,
-            random_state=seed,
-            head="proba" if want_head else None,
-        )
-        try:  # builds the model and loads the weights now: errors before any work
-            try:
-                feats.fit()
-            except ValueError as exc:
-                if not want_head or "classifier" not in str(exc):
-                    raise
-                feats.set_params(head=None).fit()  # no classifier: LEEP/NCE undefined
-        except (ValueError, TypeError, OSError, RuntimeError, AssertionError) as exc:
-            raise InputError(f"model {label!r}: {str(exc).strip() or type(exc).__name__}") from exc
-        candidates[label] = feats
+    candidates = _rank_candidates(
+        parsed, names, pretrained, input_size, batch_size, device, progress, seed
+    )
 
     n_splits = int(min(_FOLDS, counts.min()))
     with torch_threads(threads) as n_threads:
@@ -268,24 +226,9 @@ def run_rank(
             f"{len(names)} scores each" + (", linear probe" if probe else "")
         )
         t = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*failed to converge.*")
-            try:
-                ranking = rank_backbones(
-                    candidates,
-                    folder.filenames,
-                    y,
-                    accuracy=probe,
-                    probe=make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
-                    cv=StratifiedKFold(n_splits, shuffle=True, random_state=seed),
-                    rank_by=names[0],
-                    refit=False,
-                    random_state=seed,
-                    verbose=progress,
-                    scores=names,
-                )
-            except OSError as exc:
-                raise InputError(str(exc)) from exc
+        ranking = _rank_scores(
+            candidates, folder.filenames, y, names, probe, n_splits, seed, progress
+        )
         timing["features_scores_probe"] = time.perf_counter() - t
 
     steps.step(f"writing the report to {out_dir}")
@@ -318,21 +261,107 @@ def run_rank(
         "evaluation": ranking.evaluation,
     }
     with staged_output(out_dir) as stage:
-        fig, axes = new_figure(1, figsize=(max(6, 0.6 * len(names) + 3), 4))
-        ax = axes[0]
-        M = np.array([[row[s] for s in names] for row in ranking.table], dtype=float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            lo, hi = np.nanmin(M, 0), np.nanmax(M, 0)
-            scaled = (M - lo) / np.where(hi > lo, hi - lo, 1.0)
-        for j, s in enumerate(names):
-            if not ranking.higher_is_better[s]:
-                scaled[:, j] = 1 - scaled[:, j]
-        for i, row in enumerate(ranking.table):
-            ax.plot(range(len(names)), scaled[i], marker="o", label=row["backbone"])
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-        ax.set_ylabel("min-max scaled score (1 = best)")
-        ax.legend(fontsize=8)
-        save_figure(fig, os.path.join(stage, "scores.png"))
+        _plot_scores(ranking, names, os.path.join(stage, "scores.png"))
         results["figures"] = {"scores": "scores.png"}
         results = write_results(stage, results, timing, t_start, _render_rank_report)
     return results
+
+
+def _check_rank_args(models, scores, batch_size, seed, input_size):
+    """``run_rank``'s arguments checked: ``(parsed models, their labels, score names)``."""
+    from ..model_selection import get_score_names
+
+    check_int(batch_size, "batch size", 1)
+    check_int(seed, "seed", 0)
+    if input_size is not None:
+        check_int(input_size, "input size", 1)
+    if isinstance(models, str) or len(models) < 2:
+        raise InputError("rank needs at least two models (--model A --model B ...).")
+    parsed = [_parse_model(m) for m in models]
+    labels = [p[0] for p in parsed]
+    if len(set(labels)) != len(labels):
+        raise InputError(f"models must be distinct, got {labels}.")
+    names = get_score_names() if scores is None else list(scores)
+    unknown = [s for s in names if s not in get_score_names()]
+    if unknown:
+        raise InputError(f"unknown score(s) {unknown}; choose from {get_score_names()}.")
+    return parsed, labels, names
+
+
+def _rank_candidates(parsed, names, pretrained, input_size, batch_size, device, progress, seed):
+    """One fitted :class:`BackboneFeatures` per model (errors before any long work)."""
+    from ..features import BackboneFeatures
+
+    want_head = any(s in ("leep", "nce") for s in names)
+    candidates = {}
+    for label, name, weights in parsed:
+        feats = BackboneFeatures(
+            name,
+            pretrained=pretrained and weights is None,
+            weights=weights,
+            input_size=input_size,
+            batch_size=batch_size,
+            device=device,
+            verbose=progress,
+            random_state=seed,
+            head="proba" if want_head else None,
+        )
+        try:  # builds the model and loads the weights now: errors before any work
+            try:
+                feats.fit()
+            except ValueError as exc:
+                if not want_head or "classifier" not in str(exc):
+                    raise
+                feats.set_params(head=None).fit()  # no classifier: LEEP/NCE undefined
+        except (ValueError, TypeError, OSError, RuntimeError, AssertionError) as exc:
+            raise InputError(f"model {label!r}: {str(exc).strip() or type(exc).__name__}") from exc
+        candidates[label] = feats
+    return candidates
+
+
+def _rank_scores(candidates, files, y, names, probe, n_splits, seed, progress):
+    """:func:`rank_backbones` of the fitted candidates: one extraction each, every score."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ..model_selection import rank_backbones
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*failed to converge.*")
+        try:
+            return rank_backbones(
+                candidates,
+                files,
+                y,
+                accuracy=probe,
+                probe=make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+                cv=StratifiedKFold(n_splits, shuffle=True, random_state=seed),
+                rank_by=names[0],
+                refit=False,
+                random_state=seed,
+                verbose=progress,
+                scores=names,
+            )
+        except OSError as exc:
+            raise InputError(str(exc)) from exc
+
+
+def _plot_scores(ranking, names, path):
+    """Every score of every model, min-max scaled so that 1 is the best, in one figure."""
+    fig, axes = new_figure(1, figsize=(max(6, 0.6 * len(names) + 3), 4))
+    ax = axes[0]
+    M = np.array([[row[s] for s in names] for row in ranking.table], dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo, hi = np.nanmin(M, 0), np.nanmax(M, 0)
+        scaled = (M - lo) / np.where(hi > lo, hi - lo, 1.0)
+    for j, s in enumerate(names):
+        if not ranking.higher_is_better[s]:
+            scaled[:, j] = 1 - scaled[:, j]
+    for i, row in enumerate(ranking.table):
+        ax.plot(range(len(names)), scaled[i], marker="o", label=row["backbone"])
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_ylabel("min-max scaled score (1 = best)")
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
