@@ -26,7 +26,7 @@ def warn_renamed(old_name, new_name, *, since="0.2"):
 
     For deprecated methods, which call it and then the new method.
     """
-    warn_external(_message(old_name, new_name, since), FutureWarning)
+    warn_external(_message(old_name, new_name, since), SkncFutureWarning)
 
 
 def deprecated_alias(func, old_name, new_name, *, since="0.2"):
