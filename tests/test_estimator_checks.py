@@ -142,6 +142,10 @@ _EXPECTED = {
         "check_classifiers_train": _ANY_SIZE,
         "check_classifiers_classes": _BINARY_DECISION,
         "check_decision_proba_consistency": _BINARY_DECISION,
+        "check_do_not_raise_errors_in_init_or_set_params": "__init__ takes skorch-style "
+        "routed **kwargs (optimizer__lr=..., iterator_train__num_workers=...) and, like "
+        "skorch, refuses a key without a known prefix at once; the check passes one "
+        "named 'kwargs'",
     },
 }
 
