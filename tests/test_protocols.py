@@ -251,7 +251,14 @@ def test_compare_finetuning_cache_resumes_and_is_keyed_by_what_matters(tmp_path)
     kw = dict(methods=METHODS, seeds=(0, 1), cache=path)
     first = compare_finetuning(est, X, y, X_test, y_test, **kw)
     assert first["cache"] == {"computed_runs": 4, "reused_runs": 0}
-    assert len(json.loads(path.read_text())) == 4
+    stored = json.loads(path.read_text())
+    assert len(stored) == 4
+    assert sorted((r["method"], r["seed"]) for r in stored.values()) == [
+        ("strong", 0),
+        ("strong", 1),
+        ("weak", 0),
+        ("weak", 1),
+    ]
     again = compare_finetuning(est, X, y, X_test, y_test, **kw)
     assert again["cache"] == {"computed_runs": 0, "reused_runs": 4}
     assert again["summary"] == first["summary"]

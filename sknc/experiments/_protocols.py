@@ -463,7 +463,7 @@ def compare_finetuning(
             row = _finetune_run(
                 estimator, X, y, X_test, y_test, idx, {**spec["params"], **params}, seed, spec
             )
-            row = to_jsonable({"method": label, "regime": regime, **row})
+            row = to_jsonable({"method": label, "regime": regime, "seed": seed, **row})
             store.put(key, row)
         runs.append(dict(row, method=label, regime=regime, seed=seed))
     return {"runs": runs, "summary": _summarise(runs), "cache": store.counts()}
