@@ -266,13 +266,8 @@ def evaluate_episodes(
     paths necessarily pick the same class. For float32 (or half) features
     the query products are first computed in float32, from the float32 rows
     themselves, and only the queries this leaves undecided are recomputed
-    in float64 (``NearestClassCenter`` computes in float64). The centres
-    used by that float32 pass are float64 too, except for Euclidean NCC on
-    raw features (the defaults), where they are float32 means of the
-    float32 support rows and the bound is widened by their rounding; an
-    undecided query is then first recomputed as float64 products with those
-    centres, and float64 centres are computed only for the episodes of the
-    queries still undecided. A query still
+    in float64 (the supports and centres are always float64, like
+    ``NearestClassCenter``, which computes in float64). A query still
     undecided after that (an exact tie, for instance) makes its episode be
     evaluated by ``NearestClassCenter`` itself on the host, as
     ``cross_val_score`` would (``n_exact`` counts those episodes). Float32

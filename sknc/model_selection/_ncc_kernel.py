@@ -123,17 +123,8 @@ class _EpisodeKernel:
     (doubled in the comparison, like the float64 bound). For
     ``"center+l2"`` the float32 queries are centred on ``a`` before the
     product (the expansion of ``||q - a||^2`` would lose too much in float32),
-    which adds the rounding of ``q - a`` to the bound. For Euclidean NCC on
-    raw features the first pass also takes its centres from float32 sums of
-    the float32 support rows (``_centres32``): the products then rank the
-    centres ``c~_k = a + v_k`` of the float32 vectors, within ``c_err =
-    gamma_{K+6}(u32) max ||s||`` of the exact centres, which adds
-    ``(2 (||q - a|| + max ||v||) + c_err) c_err`` to the float32 error of
-    each score. Only the queries the first pass leaves undecided are
-    recomputed in float64: with float32 centres, first as float64 products
-    with them (only ``c_err`` left in the bound, :meth:`_recheck32`), then,
-    for the few still undecided, from float64 centres computed for their
-    episodes only. Queries still
+    which adds the rounding of ``q - a`` to the bound. Only the queries the
+    first pass leaves undecided are recomputed in float64. Queries still
     undecided make their episode "unsure"; the caller settles it with
     ``NearestClassCenter`` itself.
     """
@@ -159,12 +150,6 @@ class _EpisodeKernel:
         self.eps32 = dot_error32(d)
         self.two_u32 = 2.0 * U32
         self.tiny32 = 4.0 * d * TINY32  # flush-to-zero of tiny products
-        # Euclidean on raw float32 features: centres from float32 sums (see
-        # _centres32), float64 centres only for episodes left undecided
-        self.centres32 = self.fast32 and normalize is None and metric == "euclidean"
-        # ||c~ - c|| <= centre_err32 max ||s||: float32 sum of K rows, the
-        # division by K and the rounding of v = c - a (gamma_{K+6}, generous)
-        self.centre_err32 = dot_error32(n_shot + 4)
 
         # on the CPU, supports are gathered (in float64) in cache-sized sub-batches
         per_ep = n_way * n_shot * d * 8
@@ -192,13 +177,8 @@ class _EpisodeKernel:
         self.M64 = torch.empty(batch_size, n_m, d, dtype=f64, device=dev)
         self.C64 = torch.empty(batch_size, n_way, d, dtype=f64, device=dev)
         self.M32 = torch.empty(batch_size, n_m, d, dtype=f32, device=dev) if self.fast32 else None
-        if self.centres32:
-            self.s32 = torch.empty(n_s, d, dtype=f32, device=dev)
-            self.s32_raw = self.s_raw if Xt.dtype != f32 else None
-            self.C32 = torch.empty(batch_size, n_way, d, dtype=f32, device=dev)
-            self.avg_w32 = torch.full((1, n_way), 1.0 / n_way, dtype=f32, device=dev)
         self.truth = torch.arange(n_way, device=dev).repeat_interleave(n_query)
-        self._pending, self._settled, self.n_pending = [], [], 0
+        self._pending, self.n_pending = [], 0
         self.avg_w = torch.full((1, n_way), 1.0 / n_way, dtype=f64, device=dev)
 
     def _gather(self, idx, out, raw):
@@ -260,8 +240,6 @@ class _EpisodeKernel:
             span = z_loc + ep["v_max"]
             E64 = g * (span * span + 2.0 * R * ep["v_max"]) + 2.0 * dlt * span + dlt * dlt
             E32 = 2.0 * extra
-            if "c_err" in ep:  # float32 centres: | ||q - c~||^2 - ||q - c||^2 |
-                E32 = E32 + (2.0 * span + ep["c_err"]) * ep["c_err"]
         else:
             if self.normalize == "center+l2":
                 ok = (n2 > 4.0 * n2_err) & (n2 > 16.0 * n_err * n_err)
@@ -322,10 +300,8 @@ class _EpisodeKernel:
         B, W, Q = support.shape[0], self.W, self.Q
         qidx = query.reshape(-1)
         q_norm = torch.index_select(self.norms, 0, qidx).view(B, W * Q)
-        if self.centres32:
-            M, ep = self._centre_matrix32(*self._centres32(support))
-        else:
-            M, ep = self._centre_matrix(*self._centres(support))
+        C, delta, a = self._centres(support)
+        M, ep = self._centre_matrix(C, delta, a)
         if self.fast32:
             pred, sure = self._first_pass32(qidx, q_norm, M, ep)
         else:
@@ -334,65 +310,8 @@ class _EpisodeKernel:
         if not self.fast32:
             return correct, ~sure.all(dim=1)
         if not bool(sure.all()):
-            if self.centres32:
-                self._recheck32(~sure, qidx, q_norm, M, ep, support, query, first)
-            else:
-                self._queue_undecided(~sure, qidx, q_norm, support, query, first, (M, ep))
+            self._queue_undecided(~sure, qidx, q_norm, M, ep, support, query, first)
         return correct, torch.zeros(B, dtype=torch.bool, device=correct.device)
-
-    def _centres32(self, support):
-        """Class centres of a batch from float32 sums of the float32 support rows.
-
-        Returns ``C`` of shape (B, W, d), float32, and the largest support
-        norm of each episode, (B,), float64. The centres differ from the
-        exact ones by rounding only: ``_centre_matrix32`` bounds it.
-        """
-        import torch
-
-        B, W, K, d = support.shape[0], self.W, self.K, self.d
-        C = self.C32[:B]
-        s_norm = torch.index_select(self.norms, 0, support.reshape(-1)).view(B, W * K)
-        s_max = s_norm.amax(dim=1)
-        step = self.sub_support
-        for i in range(0, B, step):
-            j = min(B, i + step)
-            sidx = support[i:j].permute(2, 0, 1).reshape(-1)  # shot-major (K, b, W, d)
-            S = self._gather(sidx, self.s32, self.s32_raw).view(K, j - i, W, d)
-            torch.sum(S, dim=0, out=C[i:j])
-        C.mul_(1.0 / K)
-        return C, s_max
-
-    def _centre_matrix32(self, C, s_max):
-        """Float32 centre matrix ``M = [v_1 .. v_W, a]`` from float32 centres.
-
-        The products then decide between the centres ``c~_k = a + v_k``
-        (exact sums of the float32 vectors); ``c_err`` (B,) bounds
-        ``||c~_k - c_k||`` (see ``centre_err32``) and enters the float32
-        error in :meth:`_scores`. The per-episode constants are float64
-        functions of the float32 vectors (``v_max`` widened by ``c_err``, so
-        that it also bounds the exact vectors).
-        """
-        import torch
-
-        B, W, f64 = C.shape[0], self.W, torch.float64
-        M = self.M32[:B]
-        a = torch.matmul(self.avg_w32, C).squeeze(1)  # mean of the centres
-        torch.sub(C, a.unsqueeze(1), out=M[:, :W])
-        M[:, W] = a
-        V, a64 = M[:, :W].to(f64), a.to(f64)
-        v_norm = torch.linalg.vector_norm(V, dim=2)
-        a_norm = torch.linalg.vector_norm(a64, dim=1)
-        c_err = self.centre_err32 * s_max + self.tiny32
-        ep = {
-            "vv": v_norm * v_norm,
-            "v_max": v_norm.amax(dim=1) + c_err,
-            "delta": self.gamma * s_max,
-            "av": torch.bmm(V, a64.unsqueeze(2)).squeeze(2),
-            "aa": a_norm * a_norm,
-            "a_norm": a_norm,
-            "c_err": c_err,
-        }
-        return M, ep
 
     def _centres(self, support):
         """Class centres (float64) of a batch, and their rounding scale.
@@ -505,7 +424,7 @@ class _EpisodeKernel:
         B, W, WQ, d = M.shape[0], self.W, self.W * self.Q, self.d
         f32, f64 = torch.float32, torch.float64
         centre = self.normalize == "center+l2"
-        M32 = M if M.dtype == f32 else self.M32[:B].copy_(M)
+        M32 = self.M32[:B].copy_(M)
         rows32 = M32[:, :W] if centre else M32
         Pt = torch.empty(B, rows32.shape[1], WQ, dtype=f32, device=M.device)
         n_c = torch.empty(B, WQ, dtype=f32, device=M.device) if centre else None
@@ -534,70 +453,24 @@ class _EpisodeKernel:
             eps_p = (eps_p, self.eps32 * q_norm * ep["a_norm"].unsqueeze(1) + self.tiny32)
         return self._scores(P, q_norm, _per_query(ep), eps_p)
 
-    def _recheck32(self, undecided, qidx, q_norm, M32, ep, support, query, first):
-        """Undecided queries of the float32-centre pass: float64 products first.
-
-        Float64 products with the float32 centre matrix leave only the
-        centres' own rounding (``c_err``) in the bound, which settles most
-        of them (recorded for :meth:`flush`); the rest are queued with
-        float64 centres, computed for their episodes only.
-        """
-        import torch
-
-        WQ = self.W * self.Q
-        flat = torch.nonzero(undecided.view(-1)).squeeze(1)
-        bf = torch.div(flat, WQ, rounding_mode="floor")
-        Zf = torch.index_select(self.Xt, 0, torch.index_select(qidx, 0, flat)).to(torch.float64)
-        M = torch.index_select(M32, 0, bf).to(torch.float64)
-        P = torch.bmm(M, Zf.unsqueeze(2)).squeeze(2)  # (n, W + 1)
-        truth = torch.index_select(self.truth, 0, flat - bf * WQ)
-        ep_q = {k: torch.index_select(v, 0, bf) for k, v in ep.items()}
-        ep_q = {k: v.t() if v.ndim == 2 else v for k, v in ep_q.items()}
-        q_norm_f = torch.index_select(q_norm.view(-1), 0, flat)
-        pred, sure = self._scores(P.t(), q_norm_f, ep_q)
-        if bool(sure.any()):
-            done = torch.nonzero(sure).squeeze(1)
-            b_done = torch.index_select(bf, 0, done)
-            self._settled.append(
-                (
-                    b_done + first,
-                    torch.index_select(pred == truth, 0, done),
-                    torch.ones_like(done, dtype=torch.bool),
-                    torch.index_select(support, 0, b_done),
-                    torch.index_select(query, 0, b_done),
-                )
-            )
-            self.n_pending += done.numel()
-        if not bool(sure.all()):
-            left = torch.zeros_like(undecided)
-            left.view(-1)[torch.index_select(flat, 0, torch.nonzero(~sure).squeeze(1))] = True
-            self._queue_undecided(left, qidx, q_norm, support, query, first)
-
-    def _queue_undecided(self, undecided, qidx, q_norm, support, query, first, M64=None):
+    def _queue_undecided(self, undecided, qidx, q_norm, M, ep, support, query, first):
         """Queue the queries the float32 pass left undecided for :meth:`flush`.
 
-        Their float64 products are computed now, with ``M64 = (M, ep)``, the
-        batch's float64 centre matrix and constants; None (float32 centres)
-        computes them for the episodes concerned only.
+        Their float64 products are computed now, while ``M`` is at hand.
         """
         import torch
 
         WQ = self.W * self.Q
         flat = torch.nonzero(undecided.view(-1)).squeeze(1)
         bf = torch.div(flat, WQ, rounding_mode="floor")
-        if M64 is None:
-            eps, pos = torch.unique(bf, return_inverse=True)
-            M, ep = self._centre_matrix(*self._centres(torch.index_select(support, 0, eps)))
-        else:
-            (M, ep), pos = M64, bf
         Zf = torch.index_select(self.Xt, 0, torch.index_select(qidx, 0, flat)).to(torch.float64)
-        Pf = torch.bmm(torch.index_select(M, 0, pos), Zf.unsqueeze(2)).squeeze(2)
+        Pf = torch.bmm(torch.index_select(M, 0, bf), Zf.unsqueeze(2)).squeeze(2)
         self._pending.append(
             {
                 "P": Pf,
                 "truth": torch.index_select(self.truth, 0, flat - bf * WQ),
                 "q_norm": torch.index_select(q_norm.view(-1), 0, flat),
-                "ep": {k: torch.index_select(v, 0, pos) for k, v in ep.items()},
+                "ep": {k: torch.index_select(v, 0, bf) for k, v in ep.items()},
                 "episode": bf + first,
                 "support": torch.index_select(support, 0, bf),
                 "query": torch.index_select(query, 0, bf),
@@ -607,8 +480,6 @@ class _EpisodeKernel:
 
     def flush(self):
         """Score the queued queries (float64 products computed when queued).
-
-        Queries :meth:`_recheck32` already settled are returned with them.
 
         Returns
         -------
@@ -620,25 +491,21 @@ class _EpisodeKernel:
         """
         import torch
 
-        if not (self._pending or self._settled):
+        if not self._pending:
             return None
-        parts, self._settled = self._settled, []
-        if self._pending:
-            parts.append(self._score_pending())
-        self._pending, self.n_pending = [], 0
-        return tuple(torch.cat([p[i] for p in parts]).cpu().numpy() for i in range(5))
-
-    def _score_pending(self):
-        """Scores of the queued queries: ``(episode, correct, sure, support, query)``."""
-        import torch
-
-        pend = self._pending
+        pend, self._pending, self.n_pending = self._pending, [], 0
         cat = lambda key: torch.cat([p[key] for p in pend])  # noqa: E731
         # one query per column: per-class constants (W, n), scalars (n,)
         ep = {k: torch.cat([p["ep"][k] for p in pend]) for k in pend[0]["ep"]}
         ep = {k: v.t() if v.ndim == 2 else v for k, v in ep.items()}
         pf, sf = self._scores(cat("P").t(), cat("q_norm"), ep)
-        return cat("episode"), pf == cat("truth"), sf, cat("support"), cat("query")
+        return (
+            cat("episode").cpu().numpy(),
+            (pf == cat("truth")).cpu().numpy(),
+            sf.cpu().numpy(),
+            cat("support").cpu().numpy(),
+            cat("query").cpu().numpy(),
+        )
 
 
 def _per_query(ep):
