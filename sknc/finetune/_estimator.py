@@ -604,6 +604,8 @@ default="scl-ft"
         verbose=0,
         **kwargs,
     ):
+        # long: scikit-learn's convention, one signature line and one stored attribute
+        # per parameter (40 of them), and the check of the routed names (skorch style)
         _check_routed_names(type(self).__name__, kwargs)
         self.model = model
         self.method = method

@@ -876,6 +876,8 @@ default="scl-ft"
         lora_dropout=0.0,
         lora_targets="auto",
     ):
+        # long: half of it is the one-per-line signature and option table of its 20
+        # parameters (validated together against NET_PARAMETER_CONSTRAINTS)
         super().__init__()
         options = dict(
             method=method,

@@ -258,23 +258,7 @@ class TextFineTuneNet(nn.Module):
         self.lora_targets = None
         self._lora = None
         if method == "lora":
-            from ._peft import default_text_lora_targets, inject_lora, resolve_lora_targets
-
-            self.lora_targets = resolve_lora_targets(
-                backbone,
-                lora_targets,
-                default=default_text_lora_targets(backbone, self.layer_names)
-                if isinstance(lora_targets, str) and lora_targets == "auto"
-                else None,
-            )
-            rank = int(lora_rank)
-            self._lora = {
-                "targets": list(self.lora_targets),
-                "rank": rank,
-                "alpha": rank if lora_alpha is None else lora_alpha,
-                "dropout": lora_dropout,
-            }
-            inject_lora(backbone, **self._lora)
+            self._inject_lora(lora_targets, lora_rank, lora_alpha, lora_dropout)
         self.skip = None
         self.combine = combine
         self.skip_pool = skip_pool if skip_pool != "auto" else (pool if pool != "auto" else "avg")
@@ -302,6 +286,27 @@ class TextFineTuneNet(nn.Module):
         self.head = head
         self.head_in_features = head.in_features
         self._freeze()
+
+    def _inject_lora(self, lora_targets, lora_rank, lora_alpha, lora_dropout):
+        """LoRA adapters on the backbone (``method="lora"``); sets ``lora_targets``."""
+        from ._peft import default_text_lora_targets, inject_lora, resolve_lora_targets
+
+        backbone = self.backbone
+        self.lora_targets = resolve_lora_targets(
+            backbone,
+            lora_targets,
+            default=default_text_lora_targets(backbone, self.layer_names)
+            if isinstance(lora_targets, str) and lora_targets == "auto"
+            else None,
+        )
+        rank = int(lora_rank)
+        self._lora = {
+            "targets": list(self.lora_targets),
+            "rank": rank,
+            "alpha": rank if lora_alpha is None else lora_alpha,
+            "dropout": lora_dropout,
+        }
+        inject_lora(backbone, **self._lora)
 
     # -- structure -----------------------------------------------------------
     def _embedding_width(self, hidden):
