@@ -88,6 +88,17 @@ def _parse_layers(layers):
     return out
 
 
+def _check_args(batch_size, n_episodes, seed, preprocessing):
+    """``run_evaluate``'s numbers checked; returns :func:`_check_preprocessing`'s result."""
+    for value, name, low in (
+        (batch_size, "batch size", 1),
+        (n_episodes, "episodes", 1),
+        (seed, "seed", 0),
+    ):
+        check_int(value, name, low)
+    return _check_preprocessing(*preprocessing)
+
+
 def _check_preprocessing(input_size, crop_pct, mean, std, interpolation, model_kwargs):
     """Validate the preprocessing options; return (crop_pct, model_kwargs, notes)."""
     notes = []
@@ -361,14 +372,8 @@ def run_evaluate(
     ['layerwise_nc.png', 'report.md', 'results.json']
     """
     t_start = time.perf_counter()
-    for value, name, low in (
-        (batch_size, "batch size", 1),
-        (n_episodes, "episodes", 1),
-        (seed, "seed", 0),
-    ):
-        check_int(value, name, low)
-    crop_pct, model_kwargs, prep_notes = _check_preprocessing(
-        input_size, crop_pct, mean, std, interpolation, model_kwargs
+    crop_pct, model_kwargs, prep_notes = _check_args(
+        batch_size, n_episodes, seed, (input_size, crop_pct, mean, std, interpolation, model_kwargs)
     )
     opts = dict(
         model=model, data=data, weights=weights, pretrained=pretrained, layers=layers,

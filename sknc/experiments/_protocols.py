@@ -184,30 +184,7 @@ def measure_checkpoints(
     n_way = min(int(n_way), n_novel)
     # CDNV and NC1 need two samples of a class: singleton classes leave a part
     measured = {part: _with_pairs(idx, y) for part, idx in parts.items()}
-    res = {
-        "checkpoints": names,
-        "collapse": {
-            part: {
-                "cdnv": [],
-                "nc1": [],
-                "cdnv_corrected": [],
-                "n_classes": int(len(np.unique(y[idx]))),
-            }
-            for part, idx in measured.items()
-        },
-        "n_features": [],
-        "ncc_accuracy": [],
-        "few_shot": {
-            "n_way": n_way,
-            "n_episodes": int(n_episodes),
-            "confidence_level": _CONFIDENCE,
-            "small_classes": small_classes,
-            "shots": {
-                str(k): {"n_shot": k, "n_query": q, "mean": [], "std": [], "ci95": []}
-                for k, q in shots.items()
-            },
-        },
-    }
+    res = _empty_result(names, measured, y, n_way, n_episodes, small_classes, shots)
     source_train = parts.get("source_train")
     test = parts.get("source_test")
     items = list(zip(names, extractors))
@@ -239,6 +216,34 @@ def measure_checkpoints(
             res["ncc_accuracy"].append(accuracy)
         _episodes(res["few_shot"], Z[parts["novel"]], y_novel, seed, n_jobs)
     return res
+
+
+def _empty_result(names, measured, y, n_way, n_episodes, small_classes, shots):
+    """``measure_checkpoints``' result with its lists still empty."""
+    return {
+        "checkpoints": names,
+        "collapse": {
+            part: {
+                "cdnv": [],
+                "nc1": [],
+                "cdnv_corrected": [],
+                "n_classes": int(len(np.unique(y[idx]))),
+            }
+            for part, idx in measured.items()
+        },
+        "n_features": [],
+        "ncc_accuracy": [],
+        "few_shot": {
+            "n_way": n_way,
+            "n_episodes": int(n_episodes),
+            "confidence_level": _CONFIDENCE,
+            "small_classes": small_classes,
+            "shots": {
+                str(k): {"n_shot": k, "n_query": q, "mean": [], "std": [], "ci95": []}
+                for k, q in shots.items()
+            },
+        },
+    }
 
 
 def _episodes(few, Z, y, seed, n_jobs):
