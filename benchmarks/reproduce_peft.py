@@ -136,6 +136,13 @@ def parse_args(argv=None):
     )
     p.add_argument("--backbones", nargs="+", default=None)
     p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=list(TASKS),
+        default=None,
+        help="only these data sets (default: all; a subset changes no fit, so cached fits are reused)",
+    )
     p.add_argument("--replot", action="store_true", help="only recompute the verdicts")
     p.add_argument("--seed", type=int, default=0, help="seed of the data subsamples")
     p.add_argument("--threads", type=int, default=1)
@@ -148,6 +155,8 @@ def parse_args(argv=None):
         cfg["backbones"] = tuple(args.backbones)
     if args.seeds:
         cfg["seeds"] = tuple(args.seeds)
+    if args.tasks:
+        cfg["tasks"] = tuple(t for t in TASKS if t in args.tasks)
     if args.out is None:
         args.out = os.path.join(rc.RESULTS_DIR, f"peft_{preset}")
     rc.DATA_DIR = os.path.abspath(args.data_dir)
@@ -450,6 +459,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     rc.log(f"PEFT comparison ({cfg['preset']}), output in {out}")
     tasks = load_tasks(cfg)
+    if cfg.get("tasks"):
+        tasks = {t: tasks[t] for t in cfg["tasks"]}
     for task, t in tasks.items():
         rc.log(f"{TASKS[task]}: {t['info']}")
     summary, cache = experiment(cfg, tasks, out)

@@ -806,7 +806,25 @@ thread) and include the cached-prefix pass where the frozen prefix is cached.
 """)
     out.append(table(["data set", "train images", "10% set", "test images", "classes"], rows))
     cache = p.get("cache") or {}
-    if cache.get("reused_runs"):
+    if p.get("invocations"):  # results merged from invocations on disjoint backbones
+        parts = "; ".join(
+            f"{', '.join(BACKBONE_NAMES.get(b, b) for b in inv['backbones'])}: "
+            f"``{inv['command']}`` at git ``{inv['git']}``, {inv['wall_seconds'] / 60:.0f} min"
+            + (
+                f" ({count(inv['cache']['reused_runs'])} of its "
+                f"{count(inv['cache']['reused_runs'] + inv['cache']['computed_runs'])} fits "
+                "reused from earlier invocations)"
+                if (inv.get("cache") or {}).get("reused_runs")
+                else ""
+            )
+            + (f" ({inv['note']})" if inv.get("note") else "")
+            for inv in p["invocations"]
+        )
+        out.append(
+            "Command (these results merge invocations on different backbones, with the same "
+            f"data, grid, seeds and epochs: {parts}; below, those commands one after the other):\n"
+        )
+    elif cache.get("reused_runs"):
         n_all = cache["reused_runs"] + cache["computed_runs"]
         out.append(
             "Command (the script stores every fit in ``OUT/runs.json`` and reuses the stored "
@@ -848,6 +866,8 @@ thread) and include the cached-prefix pass where the frozen prefix is cached.
                         f"``{r['tuned_block']}``" if r["tuned_block"] else "",
                     ]
                 )
+            if not rows:  # a backbone run on fewer data sets (config's backbone_tasks)
+                continue
             out.append(
                 heading(f"{BACKBONE_NAMES.get(backbone, backbone)}, {TASK_NAMES[task]}", "-")
             )
@@ -894,7 +914,14 @@ thread) and include the cached-prefix pass where the frozen prefix is cached.
         out.append(heading(c["title"], "~"))
         out.append(claim_block(c))
     missing = [b for b in ISSUE_16_BACKBONES if b not in cfg["backbones"]]
-    if missing:
+    if not missing:
+        out.append(
+            "**Not in this run:** a ViT trained on source classes by "
+            ":func:`~sknc.finetune.pretrain_backbone`, which the issue's protocol asks for: "
+            "its runs did not fit the CPU time available, so every verdict below is about "
+            f"{', '.join(BACKBONE_NAMES.get(b, b) for b in cfg['backbones'])} alone.\n"
+        )
+    else:
         out.append(
             f"**Not in this run:** {', '.join(BACKBONE_NAMES.get(b, b) for b in missing)}, "
             "which the issue's protocol asks for, and a ViT trained on source classes by "
@@ -902,6 +929,14 @@ thread) and include the cached-prefix pass where the frozen prefix is cached.
             "CPU time available for this run, so every verdict below is about "
             f"{', '.join(BACKBONE_NAMES.get(b, b) for b in cfg['backbones'])} alone.\n"
         )
+    for backbone, tasks in (cfg.get("backbone_tasks") or {}).items():
+        if set(tasks) != set(data):
+            out.append(
+                f"**{BACKBONE_NAMES.get(backbone, backbone)} on fewer data sets:** only "
+                f"{', '.join(TASK_NAMES[t] for t in tasks)} (the other sets' runs did not fit "
+                "the CPU time available); its verdicts and the figure's means are over "
+                "those sets only.\n"
+            )
     low = _peft_near_chance(p)
     caveat = (
         f"Scale: {cfg['imagenet_size']} px inputs, at most {count(cfg['max_train'])} training "

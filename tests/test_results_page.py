@@ -287,7 +287,18 @@ def test_peft_covers_the_issue(results):
     assert len(p["data"]) >= 3
     assert len(cfg["seeds"]) >= 3
     settings = {(r["backbone"], r["task"], r["regime"]) for r in p["summary"]}
-    assert len(settings) == len(cfg["backbones"]) * len(p["data"]) * 2
+    # every backbone on every set, or on the sets config's backbone_tasks names (the page says so)
+    per_backbone = cfg.get("backbone_tasks") or {b: list(p["data"]) for b in cfg["backbones"]}
+    assert set(per_backbone) == set(cfg["backbones"])
+    assert settings == {
+        (b, t, regime)
+        for b in cfg["backbones"]
+        for t in per_backbone[b]
+        for regime in ("full", "scarce")
+    }
+    for b, tasks in per_backbone.items():
+        if set(tasks) != set(p["data"]):
+            assert f"**{page.BACKBONE_NAMES[b]} on fewer data sets:**" in page.render(results)
     for setting in settings:
         methods = {
             r["method"] for r in p["summary"] if (r["backbone"], r["task"], r["regime"]) == setting
@@ -344,3 +355,30 @@ def test_peft_auto_block_check(results):
     c = p["claims"]["auto_block"]
     assert c["within_one_se"] == pytest.approx(sum(hits) / len(hits))
     assert f"in {sum(hits)} of {len(hits)} settings" in c["verdict"]
+
+
+def test_peft_merged_invocations_on_page(results):
+    """Results merged from invocations on disjoint backbones name each invocation."""
+    res = copy.deepcopy(results)
+    p = res["peft"]
+    if not p.get("invocations"):  # make it a merge of two invocations
+        p["invocations"] = [
+            dict(
+                backbones=[b],
+                command=f"python benchmarks/reproduce_peft.py --reduced --backbones {b}",
+                git=f"rev{i}",
+                wall_seconds=60.0 * (i + 1),
+                cache={"computed_runs": 5, "reused_runs": i},
+            )
+            for i, b in enumerate(p["config"]["backbones"])
+        ]
+    invs = p["invocations"]
+    assert sorted(b for inv in invs for b in inv["backbones"]) == sorted(p["config"]["backbones"])
+    text = page.render(res)
+    assert "these results merge invocations on different backbones" in text
+    for inv in invs:
+        assert f"``{inv['command']}`` at git ``{inv['git']}``" in text
+    assert f"   {p['command']}\n" in text
+    # every ImageNet backbone in the run: the missing ViT is still named
+    p["config"]["backbones"] = list(page.ISSUE_16_BACKBONES)
+    assert "**Not in this run:** a ViT trained on source classes" in page.render(res)
