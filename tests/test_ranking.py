@@ -496,6 +496,32 @@ def test_rank_backbones_score_errors_and_undefined_scores(data):
     assert np.isnan(result.table[0]["knn"])
 
 
+def _constant_features(X):
+    return np.zeros((len(X), 3))
+
+
+def test_rank_backbones_set_level_score_undefined_for_one_candidate(data):
+    """A candidate whose NCTI/ETran parts are undefined (constant features) is NaN with a
+    warning; the others are normalised over the candidates where the parts exist."""
+    X, y = data
+    cands = {
+        "a": NoisyFeatures(0.5),
+        "b": NoisyFeatures(2.0),
+        "dead": FunctionTransformer(_constant_features),
+    }
+    with pytest.warns(UndefinedScoreWarning, match="is undefined for candidate 'dead'") as rec:
+        result = rank_backbones(
+            cands, X, y, scores=["ncti", "etran"], rank_by="ncti", accuracy=False
+        )
+    assert {str(w.message).split("'")[1] for w in rec} == {"ncti", "etran"}
+    rows = {row["backbone"]: row for row in result.table}
+    assert np.isnan(rows["dead"]["ncti"]) and np.isnan(rows["dead"]["etran"])
+    parts = {k: ncti_parts(NoisyFeatures(cands[k].noise).fit_transform(X), y) for k in "ab"}
+    expected = ncti_combine(parts)
+    for k in "ab":
+        assert rows[k]["ncti"] == pytest.approx(expected[k])
+
+
 # ---------------------------------------------------------------------------
 # sknc rank
 # ---------------------------------------------------------------------------

@@ -778,6 +778,8 @@ def rank_backbones(
         message names every such candidate (see Notes).
     UndefinedScoreWarning
         When a score is undefined for a candidate (it is NaN in the table).
+        For the set-level scores (NCTI, ETran) such a candidate is also left
+        out of the pool over which the others are normalised.
 
     Notes
     -----
@@ -991,13 +993,16 @@ class _AccuracyProbe:
 def _add_set_level_columns(table, set_level, parts, score_time, combiners, higher, candidates):
     """The set-level scores (NCTI, ETran) and the user's combiners, across the pool."""
     for key in set_level:
+        defined = {
+            row["backbone"]: parts[key][row["backbone"]]
+            for row in table
+            if parts[key][row["backbone"]] is not None
+        }
         t0 = time.perf_counter()
-        combined = set_level[key][1](
-            {row["backbone"]: parts[key][row["backbone"]] for row in table}
-        )
+        combined = set_level[key][1](defined) if defined else {}
         score_time[key] += time.perf_counter() - t0
         for row in table:
-            row[key] = float(combined[row["backbone"]])
+            row[key] = float(combined.get(row["backbone"], np.nan))
     for key, func in combiners.items():
         values = {row["backbone"]: {c: row[c] for c in row if c in higher} for row in table}
         t0 = time.perf_counter()
@@ -1139,8 +1144,21 @@ def _compute_scores(
         timing[key] = timing.get(key, 0.0) + time.perf_counter() - t0
     for key, (part_func, _) in set_level.items():
         t0 = time.perf_counter()
-        parts.setdefault(key, {})[name] = part_func(Z, y)
+        parts.setdefault(key, {})[name] = _parts_or_none(part_func, Z, y, name, key)
         timing[key] = timing.get(key, 0.0) + time.perf_counter() - t0
+
+
+def _parts_or_none(part_func, Z, y, name, key):
+    """A candidate's set-level parts, or None (with a warning) where they are undefined."""
+    try:
+        return part_func(Z, y)
+    except ValueError as exc:
+        warn_external(
+            f"Score {key!r} is undefined for candidate {name!r}: {exc} It is NaN in the "
+            "table, left out of the pool it is normalised over and of the rank statistics.",
+            UndefinedScoreWarning,
+        )
+        return None
 
 
 def _score_or_nan(func, Z, y, seed, name, key):
