@@ -123,10 +123,6 @@ _ANY_SIZE = (
     "images of another size are resized to input_size, so a different number of "
     "'features' (pixels) is valid input"
 )
-_BINARY_DECISION = (
-    "decision_function returns the (n_samples, 2) logits for two classes, not "
-    "scikit-learn's (n_samples,) score of the positive class"
-)
 _EXPECTED = {
     "TabularBackboneFeatures": {
         **_IMAGES,
@@ -140,8 +136,6 @@ _EXPECTED = {
         **_IMAGES,
         "check_transformer_general": _ANY_SIZE,
         "check_classifiers_train": _ANY_SIZE,
-        "check_classifiers_classes": _BINARY_DECISION,
-        "check_decision_proba_consistency": _BINARY_DECISION,
         "check_do_not_raise_errors_in_init_or_set_params": "__init__ takes skorch-style "
         "routed **kwargs (optimizer__lr=..., iterator_train__num_workers=...) and, like "
         "skorch, refuses a key without a known prefix at once; the check passes one "

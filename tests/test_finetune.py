@@ -1064,3 +1064,23 @@ def test_no_private_skorch_internals():
         assert callable(getattr(skorch.NeuralNet, name))
     params = inspect.signature(skorch.NeuralNet.fit_loop).parameters
     assert list(params)[:4] == ["self", "X", "y", "epochs"]
+
+
+def test_binary_decision_function_is_the_positive_class_score():
+    """Two classes: decision_function is (n,), logit of classes_[1] minus that of
+    classes_[0], as for scikit-learn's binary classifiers, so "roc_auc" scoring works."""
+    from sklearn.metrics import get_scorer, roc_auc_score
+
+    X = _images(16)
+    y = np.array(["no", "yes"] * 8)
+    est = _fit("full-ft", X=X, y=y, max_epochs=1)
+    dec = est.decision_function(X)
+    assert dec.shape == (16,) and dec.dtype == np.float32
+    logits = est.transform(X) @ est.coef_.T + est.intercept_
+    np.testing.assert_allclose(dec, logits[:, 1] - logits[:, 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(est.predict(X), est.classes_[(dec > 0).astype(int)])
+    proba = est.predict_proba(X)
+    assert proba.shape == (16, 2)
+    np.testing.assert_array_equal(np.argmax(proba, axis=1), (dec > 0).astype(int))
+    auc = get_scorer("roc_auc")(est, X, y)
+    assert auc == pytest.approx(roc_auc_score(y == "yes", dec))

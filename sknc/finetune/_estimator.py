@@ -1373,7 +1373,8 @@ default="scl-ft"
 
         Rows in the order of ``classes_``; columns are the features of
         :meth:`transform`, so ``transform(X) @ coef_.T + intercept_`` equals
-        :meth:`decision_function` (up to float32 rounding). Used by the NC3 /
+        :meth:`decision_function` for three classes or more (up to float32 rounding;
+        with two, the difference of its two columns). Used by the NC3 /
         NC4 scorers.
         """
         check_is_fitted(self, "net_")
@@ -1433,7 +1434,7 @@ default="scl-ft"
         return X
 
     def decision_function(self, X):
-        """Logits of the fine-tuned network.
+        """Logits of the fine-tuned network, in scikit-learn's shape.
 
         Parameters
         ----------
@@ -1441,8 +1442,19 @@ default="scl-ft"
 
         Returns
         -------
-        ndarray of shape (n_samples, n_classes), float32
+        ndarray of shape (n_samples, n_classes) or (n_samples,), float32
+            The logits, columns in the order of ``classes_``; with two
+            classes, as scikit-learn's binary classifiers do, the score of
+            ``classes_[1]``: its logit minus that of ``classes_[0]`` (positive
+            means ``classes_[1]``), so that scorers such as ``"roc_auc"`` work.
         """
+        logits = self._logits(X)
+        if logits.shape[1] == 2:
+            return logits[:, 1] - logits[:, 0]
+        return logits
+
+    def _logits(self, X):
+        """The network's (n_samples, n_classes) float32 logits."""
         return self._forward(self._check_X(X))
 
     def predict_proba(self, X):
@@ -1457,7 +1469,7 @@ default="scl-ft"
         ndarray of shape (n_samples, n_classes)
             Columns in the order of ``classes_``.
         """
-        logits = self.decision_function(X).astype(np.float64)
+        logits = self._logits(X).astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         proba = np.exp(logits)
         proba /= proba.sum(axis=1, keepdims=True)
@@ -1465,7 +1477,7 @@ default="scl-ft"
 
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`."""
-        logits = self.decision_function(X).astype(np.float64)
+        logits = self._logits(X).astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
 
@@ -1480,7 +1492,7 @@ default="scl-ft"
         -------
         ndarray of shape (n_samples,)
         """
-        scores = self.decision_function(X)  # raises NotFittedError before classes_ is read
+        scores = self._logits(X)  # raises NotFittedError before classes_ is read
         return self.classes_[np.argmax(scores, axis=1)]
 
     def transform(self, X):
