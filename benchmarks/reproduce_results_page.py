@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _repro_common as rc
 
 from sknc.experiments import _format as fmt
-from sknc.experiments._format import count, finite, num, p_equals, pct
+from sknc.experiments._format import SCORE_LABELS, count, finite, num, p_equals, pct
 
 DOCS_DIR = os.path.join(rc.REPO_DIR, "docs")
 PAGE = os.path.join(DOCS_DIR, "results.rst")
@@ -68,24 +68,7 @@ BACKBONE_NAMES = {
 #: The ImageNet backbones of issue 16's protocol.
 ISSUE_16_BACKBONES = ("mobilenetv2_100", "tf_efficientnet_lite0")
 #: Display names of the transferability scores (``get_score_names``).
-SCORE_NAMES = {
-    "nc1": "NC1",
-    "cdnv": "CDNV",
-    "logme": "LogME",
-    "hscore": "H-score",
-    "hscore_shrinkage": "H-score (shrinkage)",
-    "nleep": "NLEEP",
-    "transrate": "TransRate",
-    "gbc": "GBC",
-    "parc": "PARC",
-    "sfda": "SFDA",
-    "pactran": "PACTran",
-    "knn": "k-NN (LOO)",
-    "ncti": "NCTI",
-    "etran": "ETran",
-    "leep": "LEEP",
-    "nce": "NCE",
-}
+SCORE_NAMES = SCORE_LABELS
 #: The scores of Li et al.'s claim, set in bold in the tables.
 NC_SCORES = ("nc1", "cdnv")
 

@@ -98,3 +98,25 @@ def ratio(x):
 
 #: Every formatter the reports use (the tests match report numbers against these).
 FORMATTERS = (num, pct, secs, pval, count)
+
+
+#: Display names of the transferability scores (the keys of
+#: :func:`sknc.model_selection.get_score_names`), for reports and results pages.
+SCORE_LABELS = {
+    "nc1": "NC1",
+    "cdnv": "CDNV",
+    "logme": "LogME",
+    "hscore": "H-score",
+    "hscore_shrinkage": "H-score (shrinkage)",
+    "nleep": "NLEEP",
+    "transrate": "TransRate",
+    "gbc": "GBC",
+    "parc": "PARC",
+    "sfda": "SFDA",
+    "pactran": "PACTran",
+    "knn": "k-NN (LOO)",
+    "ncti": "NCTI",
+    "etran": "ETran",
+    "leep": "LEEP",
+    "nce": "NCE",
+}

@@ -17,7 +17,7 @@ FORMATTERS
 
 import json
 
-from ._format import FORMATTERS, count, finite, num, pct, pval, secs
+from ._format import FORMATTERS, SCORE_LABELS, count, finite, num, pct, pval, secs
 
 __all__ = ["FORMATTERS", "render_demo_report", "render_evaluate_report"]
 
@@ -620,22 +620,12 @@ def _evaluate_transfer(r):
     return out
 
 
-#: How the evaluate report names each score (the keys of ``sknc rank``).
+#: How the evaluate report names each score (the keys of ``sknc rank``): PACTran
+#: is reported negated (higher is better), k-NN spelled out.
 _SCORE_LABELS = {
-    "nc1": "NC1",
-    "cdnv": "CDNV",
-    "logme": "LogME",
-    "hscore": "H-score",
-    "hscore_shrinkage": "H-score (shrinkage)",
-    "nleep": "NLEEP",
-    "transrate": "TransRate",
-    "gbc": "GBC",
-    "parc": "PARC",
-    "sfda": "SFDA",
+    **SCORE_LABELS,
     "pactran": "PACTran (negated)",
     "knn": "k-NN leave-one-out accuracy",
-    "ncti": "NCTI",
-    "etran": "ETran",
 }
 
 
