@@ -440,3 +440,15 @@ def test_rank_backbones_over_text_encoders(bert_dir):
     res = rank_backbones(candidates, CORPUS, LABELS, random_state=0, test_size=0.5)
     assert sorted(res.ranking) == sorted(candidates)
     assert all(np.isfinite(row["nc1"]) for row in res.table)
+
+
+def test_hub_id_offline_fails_fast_naming_the_reason(monkeypatch):
+    """A hub id with the hub off: one clear ValueError (no retries), and huggingface_hub's
+    offline switch is restored afterwards (the guard is shared with the image path)."""
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = hf_constants.HF_HUB_OFFLINE
+    with pytest.raises(ValueError, match="HF_HUB_OFFLINE is set and it is not in the local cache"):
+        text_mod.load_text_encoder("sknc-test/no-such-encoder-xyz", backend="transformers")
+    assert hf_constants.HF_HUB_OFFLINE == before

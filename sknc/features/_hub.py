@@ -77,13 +77,15 @@ def offline_env():
 
 
 @contextmanager
-def hub_guard(name):
-    """Fail fast with a helpful error when pretrained weights cannot be fetched.
+def offline_unless_reachable():
+    """Put ``huggingface_hub`` in offline mode while the hub cannot be used.
 
-    With ``HF_HUB_OFFLINE`` set, or when a short connectivity probe fails, the
-    Hugging Face hub is put in offline mode for the duration of the call so
-    that cached weights still load, and missing ones raise at once instead of
-    retrying for about a minute.
+    With ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set, or when a short
+    connectivity probe fails, ``huggingface_hub`` is switched to offline mode
+    for the duration of the block, so that cached files still load and missing
+    ones raise at once instead of retrying for about a minute; the previous
+    setting is restored afterwards. Yields why the hub is off (a phrase), or
+    None when it is usable.
     """
     try:
         import huggingface_hub.constants as hf_constants
@@ -94,30 +96,41 @@ def hub_guard(name):
         reason = "HF_HUB_OFFLINE is set"
     elif not hub_reachable():
         reason = "the Hugging Face hub at {}:{} is not reachable".format(*hub_address())
-    patched = False
-    old = None
-    if reason is not None and hf_constants is not None:
+    patched = reason is not None and hf_constants is not None
+    if patched:
         # huggingface_hub reads HF_HUB_OFFLINE once, at import: set it for this call
         # (also when the variable was set after the import) so that nothing retries.
         old = hf_constants.HF_HUB_OFFLINE
         hf_constants.HF_HUB_OFFLINE = True
-        patched = True
     try:
-        yield
-    except OSError as exc:  # LocalEntryNotFoundError, URLError, ConnectionError, ...
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        why = reason or "the download failed"
-        raise RuntimeError(
-            f"Could not load pretrained weights for timm model {name!r}: {why}, and "
-            f"the weights are not in the local cache ({HF_HUB_CACHE}). Either fetch them "
-            "once on a machine with internet access "
-            f'(python -c "import timm; timm.create_model({name!r}, pretrained=True)") '
-            "and copy the cache to this machine (HF_HOME), or save the weights to a "
-            "file and load it with pretrained=False, "
-            "weights='path/to/weights.safetensors' (or .pth). "
-            f"Original error: {type(exc).__name__}: {exc}"
-        ) from exc
+        yield reason
     finally:
         if patched:
             hf_constants.HF_HUB_OFFLINE = old
+
+
+@contextmanager
+def hub_guard(name):
+    """Fail fast with a helpful error when pretrained weights cannot be fetched.
+
+    The hub is put in offline mode while it cannot be used
+    (:func:`offline_unless_reachable`); a download that fails raises a
+    ``RuntimeError`` saying how to get the weights onto this machine.
+    """
+    with offline_unless_reachable() as reason:
+        try:
+            yield
+        except OSError as exc:  # LocalEntryNotFoundError, URLError, ConnectionError, ...
+            from huggingface_hub.constants import HF_HUB_CACHE
+
+            why = reason or "the download failed"
+            raise RuntimeError(
+                f"Could not load pretrained weights for timm model {name!r}: {why}, and "
+                f"the weights are not in the local cache ({HF_HUB_CACHE}). Either fetch them "
+                "once on a machine with internet access "
+                f'(python -c "import timm; timm.create_model({name!r}, pretrained=True)") '
+                "and copy the cache to this machine (HF_HOME), or save the weights to a "
+                "file and load it with pretrained=False, "
+                "weights='path/to/weights.safetensors' (or .pth). "
+                f"Original error: {type(exc).__name__}: {exc}"
+            ) from exc

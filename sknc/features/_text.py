@@ -51,7 +51,7 @@ from ..utils import resolve_device
 from ..utils._options import amp_dtype, check_amp
 from ._backbone_features import BackboneFeatures, _cpu_copy
 from ._cache import resolve_cache
-from ._hub import hub_reachable, offline_env
+from ._hub import offline_unless_reachable
 from ._layers import PENULTIMATE
 from ._weights import weights_fingerprint
 
@@ -320,36 +320,21 @@ def _signature(path):
 @contextlib.contextmanager
 def _text_hub_guard(name):
     """Hub ids offline: fail fast (offline mode) with a message saying what to do."""
-    reason = None
-    hf_constants = None
-    if not os.path.exists(name):
+    guard = contextlib.nullcontext() if os.path.exists(name) else offline_unless_reachable()
+    with guard as reason:
         try:
-            import huggingface_hub.constants as hf_constants
-        except ImportError:  # pragma: no cover
-            hf_constants = None
-        if offline_env() or bool(getattr(hf_constants, "HF_HUB_OFFLINE", False)):
-            reason = "HF_HUB_OFFLINE is set"
-        elif not hub_reachable():
-            reason = "the Hugging Face hub is not reachable"
-    old = getattr(hf_constants, "HF_HUB_OFFLINE", None)
-    if reason is not None and hf_constants is not None:
-        hf_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    except (OSError, ValueError, KeyError) as exc:
-        where = (
-            f"the directory {name!r} does not hold a loadable model"
-            if os.path.exists(name)
-            else f"{reason or 'the download failed'} and it is not in the local cache"
-        )
-        raise ValueError(
-            f"Could not load the text model {name!r}: {where}. Pass a local directory "
-            "saved with save_pretrained() / SentenceTransformer.save() (config.json, "
-            f"weights, tokenizer files). Original error: {type(exc).__name__}: {exc}"
-        ) from exc
-    finally:
-        if reason is not None and hf_constants is not None:
-            hf_constants.HF_HUB_OFFLINE = old
+            yield
+        except (OSError, ValueError, KeyError) as exc:
+            where = (
+                f"the directory {name!r} does not hold a loadable model"
+                if os.path.exists(name)
+                else f"{reason or 'the download failed'} and it is not in the local cache"
+            )
+            raise ValueError(
+                f"Could not load the text model {name!r}: {where}. Pass a local directory "
+                "saved with save_pretrained() / SentenceTransformer.save() (config.json, "
+                f"weights, tokenizer files). Original error: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 _QUIET_LOCK = threading.Lock()
