@@ -4,6 +4,9 @@ Run by hand::
 
     .venv/bin/python benchmarks/bench_finetune.py            # CPU (and CUDA if present)
     .venv/bin/python benchmarks/bench_finetune.py --device cuda --model resnet50 --size 224
+    .venv/bin/python benchmarks/bench_finetune.py --peft-only --model vit_tiny_patch16_224 \
+        --model-kwargs '{"img_size": 32, "patch_size": 4, "depth": 6, "embed_dim": 128,
+        "num_heads": 2}' --size 32   # the ViT of reproduce_peft.py (LoRA on qkv)
 
 Data: scikit-learn's digits (8 x 8 greyscale) upscaled once to the input size,
 so per-image preprocessing costs the same for every method. Weights are
@@ -37,6 +40,7 @@ Timings on a shared machine are noisy: compare ratios from one run only::
 """
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -75,6 +79,7 @@ def run(args, device):
     for method, cache in configs:
         est = FineTuningClassifier(
             args.model,
+            model_kwargs=args.model_kwargs,
             method=method,
             tuned_block=args.tuned_block,
             input_size=args.size,
@@ -217,6 +222,13 @@ def main():
         default=None,
         help="module path or index (default: the estimator's default)",
     )
+    parser.add_argument(
+        "--model-kwargs",
+        type=json.loads,
+        default=None,
+        help="timm keywords of the model, as JSON (e.g. a small ViT: "
+        '\'{"img_size": 32, "patch_size": 4, "depth": 6, "embed_dim": 128, "num_heads": 2}\')',
+    )
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--n-samples", type=int, default=512)
     parser.add_argument("--epochs", type=int, default=3)
@@ -334,6 +346,7 @@ def run_peft(args):
             for label, params in PEFT_CONFIGS:  # interleaved rounds
                 est = FineTuningClassifier(
                     args.model,
+                    model_kwargs=args.model_kwargs,
                     max_epochs=args.epochs,
                     input_size=args.size,
                     batch_size=args.batch_size,
