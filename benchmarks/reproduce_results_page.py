@@ -798,7 +798,7 @@ def render_peft(p):
     )
     out.append(f"""\
 **What was run** (``benchmarks/reproduce_peft.py``, preset ``{cfg["preset"]}``).
-Backbones: {backbones}; at {cfg["imagenet_size"]} px. Methods of
+Backbones: {backbones}, at {cfg["imagenet_size"]} px. Methods of
 :class:`~sknc.finetune.FineTuningClassifier`: {methods}; and SCL-FT on the best block of a
 sweep over {sweep} (an oracle: chosen on the test set). The same tuning budget for every
 method: its learning rate is chosen from the grid
@@ -928,7 +928,8 @@ thread) and include the cached-prefix pass where the frozen prefix is cached.
     if missing:
         out.append(
             f"**Not in this run:** {', '.join(missing)}, which the issue's protocol asks "
-            "for: their runs did not fit the CPU time available for this run, so every "
+            f"for: {'their' if len(missing) > 1 else 'its'} runs did not fit the CPU time "
+            "available for this run, so every "
             "verdict below is about "
             f"{', '.join(BACKBONE_NAMES.get(b, b) for b in cfg['backbones'])} alone.\n"
         )

@@ -341,6 +341,20 @@ def test_auto_block_is_reproducible_and_follows_the_rule():
     assert _fit("layer-ft", X=X, y=y, max_epochs=0).block_nc_ is None
 
 
+def test_auto_block_on_a_vit_ranks_its_transformer_blocks():
+    # the ViT of reproduce_peft.py's study: the candidates are the transformer blocks,
+    # the choice follows the rule, and SCL-FT/LoRA train on the chosen block / qkv
+    X, y = _images(24), _labels(24)
+    clf = FineTuningClassifier(
+        method="scl-ft", tuned_block="auto", input_size=32, max_epochs=1, random_state=0,
+        compute_train_nc1=False, **VIT,
+    ).fit(X, y)  # fmt: skip
+    depth = VIT_KW["depth"]
+    assert list(clf.block_nc_) == [f"blocks.{i}" for i in range(depth)]
+    assert clf.tuned_block_ == _rule_by_hand(clf.block_nc_)
+    assert clf.predict(X).shape == (24,)
+
+
 def test_auto_block_refuses_one_image_per_class():
     # NC1 is exactly 0 at every block when every class has one image: no ranking
     with pytest.raises(ValueError, match="two or more training images"):

@@ -357,6 +357,23 @@ def test_peft_auto_block_check(results):
     assert f"in {sum(hits)} of {len(hits)} settings" in c["verdict"]
 
 
+def test_peft_vit_pretraining_on_page(results):
+    """The ViT of the study: its pretraining is described, never called missing."""
+    res = copy.deepcopy(results)
+    p = res["peft"]
+    if page.ISSUE_16_VIT not in p["config"]["backbones"]:
+        assert "a ViT trained on source classes" in page.render(res)
+        return
+    vit = p["vit_pretraining"]
+    # pretrained on source emoji only: the downstream emoji task's emoji left out
+    assert vit["excluded_emoji"] >= p["data"]["emoji_category"]["n_emoji"] > 0
+    text = page.render(res)
+    assert "trained from random weights by :func:`~sknc.finetune.pretrain_backbone`" in text
+    assert f"{page.count(vit['n_images'])} source emoji images" in text
+    assert "a ViT trained on source classes" not in text
+    assert f"{page.BACKBONE_NAMES[page.ISSUE_16_VIT]}, " in text  # its tables
+
+
 def test_peft_merged_invocations_on_page(results):
     """Results merged from invocations on disjoint backbones name each invocation."""
     res = copy.deepcopy(results)
