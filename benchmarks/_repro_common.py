@@ -9,6 +9,7 @@ small I/O helpers (atomic JSON, the command line that produced a result).
 import json
 import os
 import shlex
+import subprocess
 import sys
 import time
 
@@ -222,32 +223,83 @@ def imagenet_backbone(name):
     return load_pretrained_backbone(name, data_home=DATA_DIR)
 
 
-def git_revision():
-    """The repository's HEAD commit (and '+dirty' for local changes), or None."""
-    import subprocess
+#: The folders whose content a result depends on (their untracked files count as changes).
+CODE_FOLDERS = ("sknc", "benchmarks")
 
+
+def _git(args, cwd):
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout.rstrip("\n")
+
+
+def code_revision(repo_dir=None):
+    """The code a run uses: ``{"git", "commit", "changed", "trees"}``, or None without git.
+
+    ``commit`` is HEAD's full hash and ``git`` its short form with ``+dirty``
+    when ``changed`` is not empty: the files under :data:`CODE_FOLDERS` that
+    differ from HEAD or are untracked (not ignored); documentation and tests
+    do not change what a reproduction computes. ``trees``
+    holds git's tree hash of each folder at HEAD: it names the content, so it
+    still identifies the code after a rebase rewrites the commit.
+    """
+    repo_dir = REPO_DIR if repo_dir is None else repo_dir
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO_DIR,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_DIR,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commit = _git(["rev-parse", "HEAD"], repo_dir)
+        short = _git(["rev-parse", "--short", "HEAD"], repo_dir)
+        status = _git(["status", "--porcelain", "--untracked-files=all"], repo_dir)
+        trees = {
+            f: _git(["rev-parse", f"HEAD:{f}"], repo_dir)
+            for f in CODE_FOLDERS
+            if os.path.isdir(os.path.join(repo_dir, f))
+        }
     except (OSError, subprocess.CalledProcessError):
         return None
-    return rev + ("+dirty" if dirty else "")
+    code = tuple(f + "/" for f in CODE_FOLDERS)
+    changed = [line[3:] for line in status.splitlines() if line[3:].startswith(code)]
+    return {
+        "git": short + ("+dirty" if changed else ""),
+        "commit": commit,
+        "changed": changed,
+        "trees": trees,
+    }
 
 
-def environment():
-    """Versions and hardware, stored in every results.json."""
+def git_revision():
+    """The repository's HEAD commit (and '+dirty' for local changes), or None."""
+    rev = code_revision()
+    return None if rev is None else rev["git"]
+
+
+def revision_at_end(start, repo_dir=None):
+    """``start`` (:func:`code_revision` at the start of a run), checked again at its end.
+
+    The revision a result records is the one that ran, taken when the run
+    started; if the code changed while it ran (a commit, a rebase or an edit
+    under :data:`CODE_FOLDERS`), ``"at_end"`` holds the revision at the end and
+    a line is logged, so a result never silently names code that did not run.
+    A commit that leaves the code as it was (documentation, tests) is not a
+    change.
+    """
+    if start is None:
+        return None
+    end = code_revision(repo_dir)
+    out = dict(start)
+    if end is not None and (end["trees"], end["changed"]) != (start["trees"], start["changed"]):
+        out["at_end"] = end
+        log(
+            f"warning: the code changed while the run ran (started at {start['git']}, "
+            f"now {end['git']}); results.json records the start."
+        )
+    return out
+
+
+def environment(revision=None):
+    """Versions and hardware, stored in every results.json.
+
+    ``"git"`` is ``revision["git"]`` when given (the :func:`code_revision`
+    taken when the run started), else the revision now.
+    """
     import platform
 
     import sklearn
@@ -262,5 +314,5 @@ def environment():
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "git": git_revision(),
+        "git": git_revision() if revision is None else revision["git"],
     }

@@ -27,6 +27,12 @@ The rules:
   alone), the sign holds within it too (held); a negative correlation
   somewhere (partly held); none (did not hold); no finite correlation
   (fewer than three candidates, constant values: inconclusive).
+- **nc1_among_scores**: NC1's mean weighted Kendall tau (over the data
+  sets) ranks in the top quarter of the transferability scores against
+  every ground truth (held); in the top half against at least one (partly
+  held); otherwise did not hold; NC1 without a finite tau: inconclusive.
+  Ranks count the scores with a finite tau, ties in NC1's favour; of n
+  scores the top quarter is ranks 1 .. ceil(n/4), the top half 1 .. ceil(n/2).
 - **scl_ft_efficient**: SCL-FT trains at most 10% of full fine-tuning's
   parameters and is never clearly below full fine-tuning (held); at most
   10% and level or better in some regime (partly held).
@@ -58,6 +64,7 @@ __all__ = [
     "make_claim",
     "verdict_collapse_generalizes",
     "verdict_collapse_predicts_transfer",
+    "verdict_nc1_among_scores",
     "verdict_auto_block",
     "verdict_fewshot_follows_cdnv",
     "verdict_peft_level_with_scl",
@@ -99,6 +106,13 @@ CLAIMS = {
         claim="The lower the NC1 of a backbone's frozen features on the downstream training "
         "data, the higher its linear-probe accuracy, so NC1 ranks backbones without "
         "training anything.",
+    ),
+    "nc1_among_scores": dict(
+        paper=_LI + ", against the transferability-estimation field",
+        title="NC1 ranks backbones as well as the field's transferability scores",
+        claim="The NC1 of a backbone's frozen features on the downstream training data ranks "
+        "candidate backbones by their transfer accuracy (weighted Kendall tau) as well as "
+        "the field's transferability scores (LogME, NCTI, SFDA, ...) do.",
     ),
     "scl_ft_efficient": dict(
         paper=_LI,
@@ -398,6 +412,68 @@ def verdict_collapse_predicts_transfer(rankings, task_names, subgroup=None):
             f"not order the {subgroup['label']} backbones by accuracy."
         )
     return make_claim("collapse_predicts_transfer", status, verdict)
+
+
+def verdict_nc1_among_scores(mean_taus, score_names=None):
+    """Li et al.'s NC1 against the field's scores: where its mean weighted tau ranks.
+
+    Parameters
+    ----------
+    mean_taus : dict
+        Ground truth (e.g. ``"linear-probe"``, ``"fine-tuned"``) -> score name
+        -> mean weighted Kendall tau over the data sets (NaN/None when a score
+        has none), as :func:`sknc.model_selection.evaluate_rankings` gives
+        them (``.mean[score]["weighted_tau"]``). Must hold ``"nc1"``.
+    score_names : dict or None, default=None
+        Score name -> its name in the text.
+
+    Returns
+    -------
+    dict
+        The claim schema; the rule is in the module docstring.
+
+    Examples
+    --------
+    >>> c = verdict_nc1_among_scores(
+    ...     {"linear-probe": {"nc1": 0.55, "logme": 0.5, "knn": 0.6, "gbc": 0.1}}
+    ... )
+    >>> c["status"]
+    'partly held'
+    """
+    names = score_names or {}
+    texts, places = [], []
+    for truth, taus in mean_taus.items():
+        taus = {s: float(v) for s, v in taus.items() if finite(v)}
+        if "nc1" not in taus:
+            texts.append(f"against {truth} accuracy NC1 has no finite weighted τ")
+            continue
+        above = sorted((s for s in taus if taus[s] > taus["nc1"]), key=lambda s: -taus[s])
+        rank, n = len(above) + 1, len(taus)
+        places.append((rank, n))
+        text = (
+            f"against {truth} accuracy NC1 ranks {rank} of {n} scores "
+            f"(mean weighted τ {num(taus['nc1'], 2)}"
+        )
+        if above:
+            best = above[0]
+            text += f"; best {names.get(best, best)} {num(taus[best], 2)}"
+            text += "; NC1 loses to " + ", ".join(names.get(s, s) for s in above)
+        texts.append(text + ")")
+    verdict = "; ".join(texts)
+    verdict = verdict[:1].upper() + verdict[1:] + "."
+    if not places:
+        status = "inconclusive"
+    elif len(places) == len(mean_taus) and all(r <= -(-n // 4) for r, n in places):
+        status = "held"
+    elif any(r <= -(-n // 2) for r, n in places):
+        status = "partly held"
+    else:
+        status = "did not hold"
+    verdict += (
+        " Rule: held if NC1 is in the top quarter of the scores against every ground truth, "
+        "partly held if in the top half against at least one."
+    )
+    return make_claim("nc1_among_scores", status, verdict)
 
 
 def _regime_label(regime, regime_names):
