@@ -275,6 +275,21 @@ default="scl-ft"
         warning when the split or the size is the reason); ``True`` raises
         instead. Cached activations are float32 (bfloat16/float16 under
         ``amp``) on the CPU. The training trajectory equals the uncached one.
+    cache_inputs : "auto", bool or int, default="auto"
+        Keep the preprocessed training images in memory. Without
+        ``augment`` the preprocessing (decoding, resizing, normalisation) is a
+        fixed function of each image, so when training runs on images (no
+        prefix cache) every image is preprocessed once, before the first
+        epoch, and every epoch reads the stored float32 tensors, which are
+        the same tensors bit for bit (the training trajectory is unchanged).
+        The bound is on their memory (``4 * C * H * W`` bytes per image at
+        the model's input size): ``"auto"`` keeps up to 1 GiB, an int up to
+        that many bytes, True all images; the first images that fit are
+        kept and the rest are preprocessed at every epoch as without the
+        cache. False (or 0) preprocesses every image at every epoch. Ignored
+        with ``augment`` and for text. The stored tensors are dropped at the
+        end of ``fit`` (never pickled or cloned); ``n_inputs_cached_`` says
+        how many images were kept.
     validation_fraction : float or None, default=None
         Hold out this stratified fraction of the training data to report
         ``valid_loss`` / ``valid_acc`` per epoch (None: train on everything,
@@ -427,6 +442,10 @@ default="scl-ft"
         when all class means coincide; None with ``compute_train_nc1=False``).
     prefix_cached_ : bool
         Whether training ran on cached prefix activations.
+    n_inputs_cached_ : int
+        How many training images were kept preprocessed in memory
+        (``cache_inputs``; 0 with a prefix cache, with ``augment``, or when
+        caching is off).
     data_config_ : dict
         The preprocessing: ``input_size``, ``mean``, ``std``, ``crop_pct``,
         ``interpolation``, ``crop_mode`` (as ``BackboneFeatures.data_config_``).
@@ -578,6 +597,7 @@ default="scl-ft"
         batch_size=32,
         augment=None,
         cache_prefix="auto",
+        cache_inputs="auto",
         validation_fraction=None,
         patience=None,
         last_k=None,
@@ -626,6 +646,7 @@ default="scl-ft"
         self.batch_size = batch_size
         self.augment = augment
         self.cache_prefix = cache_prefix
+        self.cache_inputs = cache_inputs
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.last_k = last_k
@@ -1205,12 +1226,17 @@ default="scl-ft"
         """Run the epochs (after the resumed ones) and set the training attributes."""
         import torch
 
+        from ._data import CachedImageDataset, input_cache_bound, make_train_dataset
+
         if cache is not None:
             dataset = cache
         else:
-            from ._data import make_train_dataset
-
-            dataset = make_train_dataset(source, setup.y_enc, self.data_config_, self.augment)
+            bound = input_cache_bound(self.cache_inputs) if self.max_epochs > setup.done else 0
+            dataset = make_train_dataset(
+                source, setup.y_enc, self.data_config_, self.augment, cache_bytes=bound
+            )
+        inputs = dataset if isinstance(dataset, CachedImageDataset) else None
+        self.n_inputs_cached_ = 0 if inputs is None else inputs.n_cached
         state = setup.state
         if state is not None:
             torch.set_rng_state(state["torch_rng"])
@@ -1225,7 +1251,7 @@ default="scl-ft"
         self.checkpoints_ = self._checkpoint_paths(net, setup.checkpoint_dir)
         self.train_nc1_ = None
         if self.compute_train_nc1:
-            self.train_nc1_ = self._train_nc1(source, cache, setup.y_enc)
+            self.train_nc1_ = self._train_nc1(source, cache, setup.y_enc, inputs)
 
     @staticmethod
     def _restore(net, state):
@@ -1338,10 +1364,28 @@ default="scl-ft"
             )
         return dataset
 
-    def _train_nc1(self, source, cache, y_enc):
-        import torch
-
+    def _train_nc1(self, source, cache, y_enc, inputs=None):
         from ..metrics import nc1
+
+        Z = self._train_features(source, cache, inputs)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return float(nc1(Z, y_enc))
+        except ValueError:
+            return float("nan")
+
+    def _train_features(self, source, cache, inputs):
+        """Head-input features of the training images with the fitted weights (no grad).
+
+        From the prefix cache when there is one; on the CPU from the stored
+        preprocessed images (``inputs``, a :class:`CachedImageDataset`) when
+        they are all there: the same model inputs in the same batches as
+        ``transform(source)`` (preprocessing a batch on the CPU gives its
+        images' tensors one by one, bit for bit), without preprocessing the
+        images again; else ``transform(source)``'s pass.
+        """
+        import torch
 
         if cache is not None:
             module = self.net_.module_
@@ -1349,18 +1393,17 @@ default="scl-ft"
             parts = []
             bs = max(self.batch_size, 64)
             with torch.no_grad(), self.net_._autocast():
-                for s in range(0, len(y_enc), bs):
+                for s in range(0, len(cache), bs):
                     cached = [t[s : s + bs].to(self.device_) for t in cache.tensors]
                     parts.append(module.head_input(cached=cached).float().cpu())
-            Z = torch.cat(parts).numpy()
-        else:
-            Z = self._forward(source, features=True)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return float(nc1(Z, y_enc))
-        except ValueError:
-            return float("nan")
+            return torch.cat(parts).numpy()
+        if inputs is not None and inputs.n_cached == len(inputs) and self.device_.type == "cpu":
+            bs = self.batch_size
+            stored = inputs.tensor
+            return self._forward_batches(
+                (stored[s : s + bs] for s in range(0, len(stored), bs)), features=True
+            )
+        return self._forward(source, features=True)
 
     # NC scorers (sknc.metrics.make_nc_scorer) score ``transform(X)``, the
     # inputs of the head whose weights are ``coef_`` / ``intercept_``, rather
@@ -1403,14 +1446,21 @@ default="scl-ft"
     # inference
     # ------------------------------------------------------------------
     def _forward(self, X, features=False):
-        import torch
-
         from ..features._images import iter_batches
 
         if getattr(self, "text_features_", None) is not None:
             from ._text import forward_text
 
             return forward_text(self, X, features=features)
+        batches = iter_batches(
+            X, self.data_config_, batch_size=self.batch_size, device=self.device_
+        )
+        return self._forward_batches((batch for _, _, batch in batches), features)
+
+    def _forward_batches(self, batches, features=False):
+        """Logits (or head inputs) of model-ready batches, float32 numpy, in eval mode."""
+        import torch
+
         module = self.net_.module_
         device = self.device_
         was_training = module.training
@@ -1418,9 +1468,8 @@ default="scl-ft"
         outs = []
         try:
             with torch.no_grad(), self.net_._autocast():
-                for _, _, batch in iter_batches(
-                    X, self.data_config_, batch_size=self.batch_size, device=device
-                ):
+                for batch in batches:
+                    batch = batch.to(device)
                     out = module.head_input(batch) if features else module(batch)
                     outs.append(out.float().cpu())
         finally:

@@ -126,6 +126,7 @@ PARAMETER_CONSTRAINTS = {
     "batch_size": [Interval("int", 1)],
     "augment": [None, "callable"],
     "cache_prefix": [Options("auto", True, False)],
+    "cache_inputs": [Options("auto", True, False), Interval("int", 0)],
     "validation_fraction": [None, Interval("real", 0, 1, closed="neither")],
     "patience": [None, Interval("int", 1)],
     "mean": "no_validation",  # checked by resolve_data_config
