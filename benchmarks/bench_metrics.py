@@ -102,47 +102,101 @@ def rhubarbwu_package(mods, X, y, W, b, batch):
 
 
 def rhubarbwu_reimplementation(X, y, W, b, batch):
-    """The same three passes written out (used when the package is absent).
+    """The peer's recipe written out (timed when the package is absent).
 
-    Pass 1: one-hot (B, K) times X per batch for the class sums. Pass 2:
-    ``diff = X - M[y]``, the (d, d) Gram ``diff^T diff`` and the one-hot
-    product of ``diff**2`` for the variance norms. Pass 3: NCC decisions from
-    ``||x||^2 + ||m||^2 - 2 x.m`` and linear decisions ``argmax(x W^T)``.
-    Then ``pinv`` of the (d, d) between-class covariance, the CDNV grid and
-    the ETF errors, all in float32 as the package does by default.
+    Written from reading the package (rhubarbwu/neural-collapse at c05a0b8,
+    ``accumulate.py``, ``measure.py``, ``kernels.py``, ``util.py``), not
+    copied; it does the work the package does, step for step, in float32:
+
+    * every ``accumulate`` call of every accumulator builds the (B, K)
+      boolean class-indicator matrix and adds its column sums to that
+      accumulator's counts (four accumulators: four indicator matrices per
+      batch over the three passes, one per accumulator);
+    * the accumulators bound to the means (and the weights) hash them with
+      SHA-256 on every call, to check they did not change;
+    * pass 1: indicator^T (K, B) times the batch for the class totals;
+    * pass 2: the variance-norm accumulator and the covariance accumulator
+      each form ``X - M[y]`` themselves (twice per batch): the first sums
+      the squares per class through the indicator product, the second adds
+      the (d, d) Gram ``diff^T diff``;
+    * pass 3: nearest-mean decisions from ``||x||^2 + ||m||^2 - 2 x.m``
+      (``torch.norm`` squared) and linear decisions ``argmax(x W^T)``;
+      per-class agreement counts by ``scatter_add_``;
+    * the measures: NC1 as the trace of ``pinv(Sigma_B) @ Sigma_W`` (a (d, d)
+      pseudo-inverse and a (d, d) product), the CDNV grid from the (K, K, d)
+      broadcast of mean differences and its upper triangle folded row by
+      row, the two ETF errors (NC2 and NC3) and the count-weighted agreement.
     """
+    import hashlib
+
     K, d = W.shape
     batches = [(X[i : i + batch], y[i : i + batch]) for i in range(0, len(y), batch)]
-    rng_k = torch.arange(K)
-    counts = torch.zeros(K, dtype=torch.int32)
+    labels = torch.arange(K, dtype=torch.int32)
+
+    def indicator(yb, counts):
+        hits = yb[:, None] == labels
+        counts += hits.sum(0, dtype=torch.int32)
+        return hits
+
+    def digest(t):
+        return hashlib.sha256(t.cpu().numpy().tobytes()).hexdigest()
+
+    n_mean = torch.zeros(K, dtype=torch.int32)
     totals = torch.zeros(K, d)
     for xb, yb in batches:
-        idx = yb[:, None] == rng_k
-        counts += idx.sum(0, dtype=torch.int32)
-        totals += idx.mT.float() @ xb
-    means = totals / counts[:, None].float()
+        totals += indicator(yb, n_mean).mT.float() @ xb
+    eps = torch.finfo(torch.float32).eps
+    means = totals / (n_mean[:, None] + eps)
     mG = means.mean(0)
-    cov = torch.zeros(d, d)
+    n_var, n_cov = torch.zeros(K, dtype=torch.int32), torch.zeros(K, dtype=torch.int32)
     vn = torch.zeros(K)
+    cov = torch.zeros(d, d)
     for xb, yb in batches:
-        idx = (yb[:, None] == rng_k).mT.float()
+        digest(means)
+        hits = indicator(yb, n_var).mT.float()
+        vn += (hits @ (xb - means[yb]) ** 2).sum(-1)
+        digest(means)
+        indicator(yb, n_cov)
         diff = xb - means[yb]
         cov += diff.mT @ diff
-        vn += (idx @ diff**2).sum(-1)
-    cov /= counts.sum()
-    vn /= counts
+    n_dec = torch.zeros(K, dtype=torch.int32)
     agree = torch.zeros(K, dtype=torch.int32)
     for xb, yb in batches:
+        digest(W)
+        digest(means)
         dots = torch.inner(xb, means)
-        dists = xb.norm(dim=-1)[:, None] ** 2 + means.norm(dim=-1)[None] ** 2 - 2 * dots
-        matches = ((xb @ W.mT).argmax(-1) == dists.argmin(-1)).to(torch.int32)
-        agree.scatter_add_(0, yb, matches)
+        dist = torch.norm(xb, dim=-1)[:, None] ** 2 + torch.norm(means, dim=-1)[None] ** 2
+        y_ncc = (dist - 2 * dots).argmin(-1)
+        y_lin = (xb @ W.mT).argmax(-1)
+        indicator(yb, n_dec)
+        agree.scatter_add_(0, yb.to(torch.int64), (y_lin == y_ncc).to(torch.int32))
+    # the measures
     Mc = means - mG
-    nc1 = torch.trace(torch.linalg.pinv(Mc.mT @ Mc / K) @ cov).item() / K
-    dist2 = torch.cdist(means, means) ** 2
-    grid = (vn[:, None] + vn[None]) / (2 * dist2)
-    cdnv = grid[torch.triu(torch.ones(K, K, dtype=torch.bool), 1)].mean().item()
-    return {"nc1": nc1, "cdnv": cdnv, "nc4_agree": (agree.sum() / counts.sum()).item()}
+    sigma_w = cov / (n_cov.sum() + eps)
+    nc1 = torch.trace(torch.linalg.pinv(Mc.mT @ Mc / K) @ sigma_w).item() / K
+    var = vn / (n_var + eps)
+    grid = ((var[:, None] + var[None]) / 2) / ((means[:, None] - means[None]) ** 2).sum(-1)
+    total = 0.0
+    for i in range((K - 1) // 2):
+        total += torch.cat((grid[i][i + 1 :], grid[K - i - 2][K - i - 1 :])).sum()
+    if K % 2 == 0:
+        total += grid[K // 2 - 1][K // 2 :].sum()
+    cdnv = float(total / (K * (K - 1) / 2))
+
+    def etf_error(A, B):
+        G = B @ A.mT
+        G = G / torch.linalg.matrix_norm(G) + 1 / K / (K - 1) ** 0.5
+        G.diagonal().sub_(1 / (K - 1) ** 0.5)
+        return torch.linalg.matrix_norm(G).item()
+
+    rates = agree / (n_dec + eps)
+    return {
+        "nc1": nc1,
+        "cdnv": cdnv,
+        "nc2": etf_error(Mc, Mc),
+        "nc3": etf_error(Mc, W),
+        "nc4_agree": (n_dec.float() @ rates / (n_dec.sum() + eps)).item(),
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -230,15 +284,39 @@ def sknc_stream(X, y, batch):
     return {"nc1": stats.nc1(), "cdnv": stats.cdnv(), "nc2": stats.nc2()}
 
 
-def median_times(funcs, repeat):
-    """Median wall time of each function over ``repeat`` interleaved rounds."""
-    times = {name: [] for name in funcs}
+def set_threads(n):
+    """torch intra-op threads and BLAS threads (numpy, scipy) both to ``n``."""
+    torch.set_num_threads(n)
+    return threadpool_limits(n, user_api="blas")
+
+
+def median_times(funcs, repeat, thread_counts):
+    """Median wall time of each function at each thread count.
+
+    Every round runs every function at every thread count in turn, so the
+    thread counts are interleaved too: their ratio (the thread policy) is
+    measured under the same load.
+    """
+    times = {(n, name): [] for n in thread_counts for name in funcs}
+    for n in thread_counts:  # warm-up at each thread count
+        with set_threads(n):
+            funcs["report_np"]()
     for _ in range(repeat):
-        for name, func in funcs.items():
-            t0 = time.perf_counter()
-            func()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+        for n in thread_counts:
+            with set_threads(n):
+                for name, func in funcs.items():
+                    t0 = time.perf_counter()
+                    func()
+                    times[n, name].append(time.perf_counter() - t0)
+    return {key: statistics.median(t) for key, t in times.items()}
+
+
+def load_average():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:  # pragma: no cover - not Linux
+        return "n/a"
 
 
 def main():
@@ -269,11 +347,13 @@ def main():
     Xt, yt, Wt, bt = (torch.from_numpy(a) for a in (X, y, W, b))
     R = rng.standard_normal((args.d, 200), dtype=np.float32)
     mods = load_rhubarbwu(args.rhubarbwu)
+
+    def peer_reimpl():
+        return rhubarbwu_reimplementation(Xt, yt, Wt, bt, args.batch)
+
     if mods is None:
         peer_name = "rhubarbwu re-implementation (package not importable)"
-
-        def peer():
-            return rhubarbwu_reimplementation(Xt, yt, Wt, bt, args.batch)
+        peer = peer_reimpl
     else:
         peer_name = f"rhubarbwu/neural-collapse ({mods[0].__file__.rsplit('/', 2)[0]})"
 
@@ -297,6 +377,13 @@ def main():
         f"peer {ref['cdnv']:.8g}); nc4 sknc {rep.nc4:.6g} vs peer 1 - agreement "
         f"{1 - ref['nc4_agree']:.6g}"
     )
+    if mods is not None:
+        mine = peer_reimpl()
+        worst = max(abs(mine[k] - ref[k]) / max(abs(ref[k]), 1e-300) for k in mine)
+        print(
+            "peer re-implementation vs the package: largest relative difference "
+            f"{worst:.1e} over {', '.join(mine)}"
+        )
 
     if args.textbook:
         t0 = time.perf_counter()
@@ -327,29 +414,55 @@ def main():
         "stats_torch": lambda: sknc_stream(Xt, yt, args.batch),
         "peer": peer,
     }
+    if mods is not None:
+        funcs["peer_reimpl"] = peer_reimpl
+    print(f"load average before the timed runs: {load_average()}")
+    t = median_times(funcs, args.repeat, args.threads)
     for n_threads in args.threads:
-        torch.set_num_threads(n_threads)
-        with threadpool_limits(n_threads, user_api="blas"):
-            funcs["report_np"]()  # warm-up at this thread count
-            t = median_times(funcs, args.repeat)
         print(f"\n--- {n_threads} thread(s) ---")
-        print(f"floor   X @ R (d x 200)                    {t['floor']:7.3f} s")
-        for key, label in (
-            ("report_np", "collapse_report, NumPy in"),
-            ("report_torch", "collapse_report, torch in"),
-            ("stats_np", "NCStatistics,   NumPy in"),
-            ("stats_torch", "NCStatistics,   torch in"),
-        ):
-            print(
-                f"sknc    {label:<34} {t[key]:7.3f} s = {t[key] / t['floor']:5.2f} x floor, "
-                f"peer / sknc = {t['peer'] / t[key]:5.2f} x"
-            )
-        print(f"peer    {'three passes + measures':<34} {t['peer']:7.3f} s")
+        _print_block({name: t[n_threads, name] for name in funcs})
+    if len(args.threads) > 1:
+        one = min(args.threads)
         print(
-            f"ratios  torch / NumPy: collapse_report {t['report_torch'] / t['report_np']:.3f}, "
-            f"NCStatistics {t['stats_torch'] / t['stats_np']:.3f} (target <= 1.1); "
-            f"collapse_report / floor {t['report_np'] / t['floor']:.2f} (target <= 2)"
+            f"\nthread policy (target: no call slower than at {one} thread): time at n "
+            f"threads / time at {one}, same rounds"
         )
+        for n_threads in args.threads:
+            if n_threads != one:
+                ratios = ", ".join(
+                    f"{name} {t[n_threads, name] / t[one, name]:.2f}"
+                    for name in ("report_np", "report_torch", "stats_np", "stats_torch")
+                )
+                print(
+                    f"{n_threads} threads: {ratios} (floor GEMM {t[n_threads, 'floor'] / t[one, 'floor']:.2f})"
+                )
+    print(f"load average after: {load_average()}")
+
+
+def _print_block(t):
+    print(f"floor   X @ R (d x 200)                    {t['floor']:7.3f} s")
+    for key, label in (
+        ("report_np", "collapse_report, NumPy in"),
+        ("report_torch", "collapse_report, torch in"),
+        ("stats_np", "NCStatistics,   NumPy in"),
+        ("stats_torch", "NCStatistics,   torch in"),
+    ):
+        print(
+            f"sknc    {label:<34} {t[key]:7.3f} s = {t[key] / t['floor']:5.2f} x floor, "
+            f"peer / sknc = {t['peer'] / t[key]:5.2f} x"
+        )
+    print(f"peer    {'three passes + measures':<34} {t['peer']:7.3f} s")
+    if "peer_reimpl" in t:
+        print(
+            f"peer    re-implementation in this file   {t['peer_reimpl']:7.3f} s "
+            f"= {t['peer_reimpl'] / t['peer']:.2f} x the package"
+        )
+    print(
+        f"ratios  torch / NumPy: collapse_report {t['report_torch'] / t['report_np']:.3f}, "
+        f"NCStatistics {t['stats_torch'] / t['stats_np']:.3f} (target <= 1.1); "
+        f"/ floor: collapse_report {t['report_np'] / t['floor']:.2f}, NCStatistics "
+        f"{t['stats_np'] / t['floor']:.2f} (target <= 2)"
+    )
 
 
 if __name__ == "__main__":

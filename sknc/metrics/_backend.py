@@ -70,8 +70,16 @@ class _NumpyOps:
         return np.empty((n, m), dtype=dtype)
 
     def shifted64(self, X, ref, out=None):
-        """``X - ref`` computed and returned in float64 (``ref`` float64 on the device)."""
-        return np.subtract(X, ref, out=out, dtype=np.float64)
+        """``X - ref`` computed and returned in float64 (``ref`` float64 on the device).
+
+        The rows are converted first (``copyto``, exact) and shifted in
+        place: the same float64 values as ``np.subtract(X, ref,
+        dtype=np.float64)``, whose casting loop is about 1.4x slower.
+        """
+        if out is None:
+            out = np.empty(X.shape, dtype=np.float64)
+        np.copyto(out, X)
+        return np.subtract(out, ref, out=out)
 
     def scale_(self, a, e):
         """Multiply ``a`` in place by ``2**-e`` (exact; nothing when ``e == 0``)."""
@@ -143,8 +151,30 @@ class _NumpyOps:
 
         return cdist(X, means, "sqeuclidean").argmin(axis=1)
 
-    def gram(self, E):
-        return E.T @ E
+    def gram_buffer(self, n_features, dtype):
+        """Scratch matrix for :meth:`gram_lower` (Fortran order, zeros)."""
+        return np.zeros((n_features, n_features), dtype=dtype, order="F")
+
+    def gram_lower(self, E, buf=None, serial=True):
+        """``E^T E`` in ``E``'s dtype; only its lower triangle is meaningful.
+
+        ``serial``: one BLAS ``syrk`` through scipy (half the products of
+        ``E.T @ E``, written into ``buf`` from :meth:`gram_buffer`); scipy
+        holds the GIL during the call, so worker threads (``serial=False``)
+        use numpy's ``E.T @ E`` instead, which releases it (numpy runs the
+        same ``syrk`` and copies the triangle: the same values). Returns a
+        C-ordered view of ``buf``.
+        """
+        if buf is None:
+            buf = self.gram_buffer(E.shape[1], E.dtype)
+        if not serial:
+            return np.matmul(E.T, E, out=buf.T)
+        from scipy.linalg import blas
+
+        syrk = blas.get_blas_funcs("syrk", (E,))
+        # E^T is Fortran-ordered (no copy); C = E^T E in the upper triangle
+        # of the Fortran buffer, i.e. the lower triangle of its C-ordered view
+        return syrk(1.0, E.T, beta=0.0, c=buf, overwrite_c=1).T
 
     def all_finite(self, a):
         return bool(np.isfinite(a).all())
@@ -282,7 +312,11 @@ class _TorchOps:
             out.append((diff * diff).sum(-1).argmin(dim=1))
         return self.torch.cat(out)
 
-    def gram(self, E):
+    def gram_buffer(self, n_features, dtype):
+        return None
+
+    def gram_lower(self, E, buf=None, serial=True):
+        """``E^T E`` (the whole matrix; callers read its lower triangle)."""
         return E.T @ E
 
     def all_finite(self, a):

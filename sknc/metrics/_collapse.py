@@ -91,7 +91,7 @@ def _lean_blas(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        token = _N_WORKERS.set(thread_budget())
+        token = _N_WORKERS.set(thread_budget(idle=True))
         try:
             with single_thread():
                 return func(*args, **kwargs)

@@ -16,7 +16,8 @@ def run_chunk_groups(ops, chunks, work, n_workers=None):
     """Run ``work(list_of_chunks)`` over ``chunks``; list of partial results.
 
     numpy input is cut into a few runs of consecutive chunks per worker
-    thread (``n_workers``, default :func:`sknc.utils.thread_budget`), handed
+    thread (``n_workers``, default ``thread_budget(idle=True)``: no more
+    workers than idle cores, see :mod:`sknc.utils._threads`), handed
     out by :func:`sknc.utils.map_threads` to single-threaded workers (torch
     and BLAS on one thread each), so the element-wise work is parallel too,
     no thread waits on another between chunks and a thread slowed down by a
@@ -26,10 +27,16 @@ def run_chunk_groups(ops, chunks, work, n_workers=None):
     operation itself).
     """
     if n_workers is None:
-        n_workers = thread_budget()
-    n_workers = 1 if ops.is_torch else min(n_workers, len(chunks))
-    if n_workers <= 1:
+        n_workers = thread_budget(idle=True)
+    if ops.is_torch:
         return [work(chunks)]
+    n_workers = min(n_workers, len(chunks))
+    if n_workers <= 1:
+        # one worker: the calling thread, single-threaded like any worker
+        # (the budget may be 1 because the other cores are busy, where BLAS
+        # threads would only stall)
+        with single_thread():
+            return [work(chunks)]
     n_runs = min(len(chunks), 8 * n_workers)
     bounds = np.linspace(0, len(chunks), n_runs + 1).round().astype(int)
     runs = [chunks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]

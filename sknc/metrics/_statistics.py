@@ -1,9 +1,12 @@
 """Mergeable per-class statistics for streaming neural-collapse metrics."""
 
+import contextlib
+import functools
+
 import numpy as np
 from sklearn.exceptions import NotFittedError
 
-from ..utils import is_torch_tensor, single_thread, to_numpy
+from ..utils import is_torch_tensor, single_thread, thread_budget, to_numpy
 from ..utils._rounding import dot_error, gamma64, row_margin, safe_margin
 from ._backend import _NumpyOps, class_sums64, sum64_rows
 from ._collapse import (
@@ -42,6 +45,21 @@ from ._validation import (
 
 # default rows per internal chunk: temporaries of a few tens of MB at most
 _STREAM_CHUNK_BYTES = 2**23
+# the metrics read from the statistics are small products (K x d, d x d): one
+# thread (BLAS threads would only stall on a busy machine)
+
+
+def _one_thread(method):
+    """Run ``method`` with torch and BLAS on one thread."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with single_thread():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
 # rows per float32 Gram product of the within-class scatter (accumulated in float64)
 _GRAM_ROWS = 512
 
@@ -62,7 +80,13 @@ def _state_to(ops, arrays):
     return out
 
 
-def _batch_statistics(X, ops, codes, Kb, chunk_size, ref):
+def _symmetric_from_lower(a):
+    """The symmetric matrix whose lower triangle (diagonal included) is ``a``'s."""
+    low = np.tril(a)
+    return low + np.tril(a, -1).T
+
+
+def _batch_statistics(X, ops, codes, Kb, chunk_size, ref, n_workers):
     """Counts, sums, sums of squares and scatter of one batch (float64 numpy).
 
     Sums are relative to ``ref`` (a new reference point is chosen from rows
@@ -72,9 +96,10 @@ def _batch_statistics(X, ops, codes, Kb, chunk_size, ref):
     cost nothing. All sums, squares and products are in units of
     ``2**exp`` (``exp`` 0 unless the data's magnitude is extreme for its
     dtype): linear quantities scaled by ``2**-exp``, squares by
-    ``2**-2exp``. Returns ``(counts, sums, ss, scatter, ref, exp)``.
+    ``2**-2exp``. The passes over the data run on ``n_workers`` worker
+    threads (numpy input). Returns ``(counts, sums, ss, scatter, ref, exp)``.
     """
-    batch = _Batch(X, ops, codes, Kb, chunk_size, ref)
+    batch = _Batch(X, ops, codes, Kb, chunk_size, ref, n_workers)
     sums, pre = batch.class_sums()
     counts = ops.to_numpy(ops.counts(codes, Kb)).astype(np.int64)
     rel = ldexp(sums / counts.astype(np.float64)[:, None], pre)  # class means - ref, units of X
@@ -85,9 +110,10 @@ def _batch_statistics(X, ops, codes, Kb, chunk_size, ref):
 class _Batch:
     """One batch of :func:`_batch_statistics`: its chunks, reference point and passes."""
 
-    def __init__(self, X, ops, codes, Kb, chunk_size, ref):
+    def __init__(self, X, ops, codes, Kb, chunk_size, ref, n_workers):
         n, d = X.shape
         self.X, self.ops, self.codes, self.Kb, self.d = X, ops, codes, Kb, d
+        self.n_workers = n_workers
         self.cdt = ops.compute_dtype(X)
         self.np_cdt = ops.np_dtype(self.cdt)
         itemsize = np.dtype(self.np_cdt).itemsize
@@ -139,7 +165,7 @@ class _Batch:
                     sums += class_sums64(ops, X[start:stop], c, Kb, self.ref_dev, pre, buf)
             return ops.to_numpy(sums)
 
-        return sum(run_chunk_groups(ops, self.chunks, work))
+        return sum(run_chunk_groups(ops, self.chunks, work, self.n_workers))
 
     def scatter(self, counts, rel):
         """Within-class sums of squares and scatter; ``(ss, scatter, exp)``.
@@ -170,10 +196,13 @@ class _Batch:
         hi = mean_abs.astype(self.np_cdt)
         hi_dev = ops.from_numpy(hi, dtype=cdt)
 
+        serial = self.n_workers == 1 or len(self.chunks) == 1
+
         def work(group):
             ss = ops.zeros(Kb, dtype=f64)
             scatter = ops.zeros((d, d), dtype=f64)
             buf = ops.empty_like_rows(self.rows, d, cdt)
+            gbuf = ops.gram_buffer(d, cdt)
             for start, stop in group:
                 c = codes[start:stop]
                 E = ops.take_rows(hi_dev, c, out=buf[: stop - start])
@@ -181,16 +210,18 @@ class _Batch:
                 ops.scale_(E, exp)
                 ss += ops.weighted_counts(c, ops.rownorm2(E), Kb)
                 # products in X's dtype over a few hundred rows at most, summed
-                # in float64: the rounding error does not grow with the batch
+                # in float64: the rounding error does not grow with the batch;
+                # (syrk: one triangle; converted while added, no temporary)
                 for i in range(0, stop - start, _GRAM_ROWS):
-                    scatter += ops.astype(ops.gram(E[i : i + _GRAM_ROWS]), f64)
+                    scatter += ops.gram_lower(E[i : i + _GRAM_ROWS], gbuf, serial)
             return ops.to_numpy(ss), ops.to_numpy(scatter)
 
-        parts = run_chunk_groups(ops, self.chunks, work)
+        parts = run_chunk_groups(ops, self.chunks, work, self.n_workers)
         n_b = counts.astype(np.float64)
         lo = ldexp(mean_abs - hi.astype(np.float64), -exp)  # exact remainder
         ss = sum(p[0] for p in parts) - n_b * np.einsum("ij,ij->i", lo, lo)
-        scatter = sum(p[1] for p in parts) - (lo * n_b[:, None]).T @ lo
+        scatter = _symmetric_from_lower(sum(p[1] for p in parts))
+        scatter -= (lo * n_b[:, None]).T @ lo
         return ss, scatter
 
 
@@ -430,6 +461,9 @@ class NCStatistics:
             different from earlier batches. The statistics are unchanged then.
         """
         chunk_size = check_chunk_size(self.chunk_size)
+        # worker threads for the passes, read before any limit below: no
+        # more than the idle cores (see sknc.utils.thread_budget)
+        n_workers = thread_budget(idle=True)
         X_in, home = check_features(X, cpu_tensors_as_numpy=False)
         X, ops = check_features(X_in)  # CPU tensors are computed on zero-copy numpy views
         n, d = X.shape
@@ -442,7 +476,10 @@ class NCStatistics:
         batch_labels = batch_classes.tolist()
         rows, new = self._register(batch_labels)
         ref = self._ref if self._ref is not None else None
-        batch = _batch_statistics(X, ops, codes, len(batch_labels), chunk_size, ref)
+        # numpy: the passes on single-threaded workers, everything else
+        # (small products) on one thread; torch parallelises its own operations
+        with contextlib.nullcontext() if ops.is_torch else single_thread():
+            batch = _batch_statistics(X, ops, codes, len(batch_labels), chunk_size, ref, n_workers)
         counts_b, sums_b, ss_b, scatter_b, ref, exp_b = batch
 
         # commit (nothing above changed the state); small (K, d) and (d, d)
@@ -622,6 +659,7 @@ class NCStatistics:
     def _centered(self, snap, center):
         return centered_means(snap["means"], snap["counts"], check_center(center))
 
+    @_one_thread
     def nc1(self, center="global"):
         """NC1 = tr(Sigma_W Sigma_B^+)/K, see :func:`sknc.metrics.nc1`.
 
@@ -642,6 +680,7 @@ class NCStatistics:
         warn_narrow_nc1(self._n_features, len(snap["classes"]))
         return nc1_from_scatter(to_numpy(self._scatter), BetweenGeometry(Mc), snap["n"])
 
+    @_one_thread
     def cdnv(self, variant="symmetric", return_matrix=False, bias="plugin"):
         """Class-distance normalised variance, see :func:`sknc.metrics.cdnv`.
 
@@ -669,6 +708,7 @@ class NCStatistics:
         value, mat = cdnv_values(snap["ss"], snap["counts"], snap["means"], variant, bias)
         return (value, mat) if return_matrix else value
 
+    @_one_thread
     def nc2(self, center="global"):
         """NC2, distance to a simplex ETF, see :func:`sknc.metrics.nc2`.
 
@@ -686,6 +726,7 @@ class NCStatistics:
         Mc = self._centered(snap, center)
         return nc2_value(Mc)
 
+    @_one_thread
     def equinorm(self, center="global"):
         """Equinorm, see :func:`sknc.metrics.equinorm`.
 
@@ -703,6 +744,7 @@ class NCStatistics:
         Mc = self._centered(snap, center)
         return equinorm_value(Mc)
 
+    @_one_thread
     def equiangularity(self, center="global", kind="std"):
         """Equiangularity, see :func:`sknc.metrics.equiangularity`.
 
@@ -723,6 +765,7 @@ class NCStatistics:
         Mc = self._centered(snap, center)
         return equiangularity_value(Mc, kind)
 
+    @_one_thread
     def nc3(self, coef, center="global", variant="papyan", classes=None):
         """NC3 self-duality, see :func:`sknc.metrics.nc3`.
 
@@ -749,6 +792,7 @@ class NCStatistics:
         Mc = self._centered(snap, center)
         return nc3_value(W_y, Mc, variant)
 
+    @_one_thread
     def nc4_counter(self, coef, intercept=None, classes=None):
         """A mergeable NC4 counter bound to the current class means.
 
@@ -783,6 +827,7 @@ class NCStatistics:
             chunk_size=self.chunk_size,
         )
 
+    @_one_thread
     def report(
         self,
         coef=None,

@@ -4,6 +4,7 @@ from ._options import AmpWarning
 from ._threads import (
     available_cores,
     blas_threads,
+    idle_cores,
     map_threads,
     single_thread,
     thread_budget,
@@ -29,6 +30,7 @@ __all__ = [
     "UndefinedScoreWarning",
     "available_cores",
     "blas_threads",
+    "idle_cores",
     "is_torch_tensor",
     "map_threads",
     "resolve_device",

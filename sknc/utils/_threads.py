@@ -13,7 +13,14 @@ of a few hundred rows) then costs many times its one-thread time. So:
    set: ``torch.get_num_threads()`` (``torch.set_num_threads``,
    ``OMP_NUM_THREADS``) when torch is loaded, else numpy's BLAS limit
    (``threadpoolctl.threadpool_limits``, ``OPENBLAS_NUM_THREADS``...);
-   never more than the cores this process may run on.
+   never more than the cores this process may run on. Paths that split
+   their work over worker threads also leave out the cores that other
+   threads are running on when the call starts (``thread_budget(...,
+   idle=True)``, :func:`idle_cores`): on a busy machine (and on Linux with
+   autogroup scheduling, where a process's share of the CPU does not grow
+   with its thread count) a second worker cannot add CPU time, only
+   hand-offs, so such a call runs on one thread as it would at
+   ``n_jobs=1``.
 2. **Small operations run on one thread** (:func:`single_thread`):
    torch's intra-op threads and BLAS threads both limited to 1.
    Parallelism over independent pieces of work comes from worker threads,
@@ -37,6 +44,7 @@ from numbers import Integral
 __all__ = [
     "available_cores",
     "blas_threads",
+    "idle_cores",
     "map_threads",
     "single_thread",
     "thread_budget",
@@ -44,6 +52,8 @@ __all__ = [
 ]
 
 _CONTROLLERS = {}
+# Linux: "1-min 5-min 15-min running/total last-pid"
+_LOADAVG = "/proc/loadavg"
 
 
 def _blas_controller():
@@ -77,6 +87,30 @@ def available_cores():
         return max(1, os.cpu_count() or 1)
 
 
+def idle_cores():
+    """Usable cores not running another thread right now (at least 1).
+
+    :func:`available_cores` minus the threads of the whole machine that are
+    running or ready to run at this instant, not counting the calling
+    thread (Linux: the running count of ``/proc/loadavg``; elsewhere, or if
+    it cannot be read, every usable core is taken as idle). An instant's
+    count, not an average: it is read once when a call starts.
+
+    Examples
+    --------
+    >>> from sknc.utils import available_cores, idle_cores
+    >>> 1 <= idle_cores() <= available_cores()
+    True
+    """
+    cores = available_cores()
+    try:
+        with open(_LOADAVG, "rb") as f:
+            running = int(f.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return cores
+    return max(1, min(cores, cores - (running - 1)))
+
+
 def blas_threads():
     """Threads numpy's BLAS may use now, at most :func:`available_cores`.
 
@@ -103,7 +137,7 @@ def _user_threads():
     return blas_threads()
 
 
-def thread_budget(n_jobs=None, *, name="n_jobs"):
+def thread_budget(n_jobs=None, *, name="n_jobs", idle=False):
     """Number of threads a call may use.
 
     Parameters
@@ -116,6 +150,10 @@ def thread_budget(n_jobs=None, *, name="n_jobs"):
         than cores can only wait on each other.
     name : str, default="n_jobs"
         The parameter's name in the error message.
+    idle : bool, default=False
+        Also cap the count at :func:`idle_cores`, the cores no other thread
+        is running on now: for work split over worker threads, which a busy
+        machine would only slow down (see the module's rule 1).
 
     Returns
     -------
@@ -137,12 +175,16 @@ def thread_budget(n_jobs=None, *, name="n_jobs"):
     """
     cores = available_cores()
     if n_jobs is None:
-        return _user_threads()
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral) or n_jobs == 0:
+        n = _user_threads()
+    elif isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral) or n_jobs == 0:
         raise ValueError(f"{name} must be None, -1 or an integer >= 1; got {n_jobs!r}.")
-    if n_jobs < 0:
-        return max(1, cores + 1 + int(n_jobs))
-    return min(int(n_jobs), cores)
+    elif n_jobs < 0:
+        n = max(1, cores + 1 + int(n_jobs))
+    else:
+        n = min(int(n_jobs), cores)
+    if idle and n > 1:
+        n = min(n, idle_cores())
+    return n
 
 
 class thread_limits(ContextDecorator):

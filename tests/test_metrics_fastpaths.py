@@ -1,0 +1,151 @@
+"""The fast paths of the metrics equal their exact forms, and follow the thread policy.
+
+Each optimisation of ``sknc.metrics`` (issue 19) keeps a test here that
+compares it with the straightforward computation it replaces: the float64
+conversion of the class sums, the ``syrk`` Gram of the within-class
+scatter (serial and on worker threads) and the number of worker threads on
+a busy machine.
+"""
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from sknc.metrics import NCStatistics, _statistics
+from sknc.metrics._backend import _NumpyOps
+from sknc.metrics._core import run_chunk_groups
+from sknc.utils import _threads, available_cores, blas_threads, idle_cores, thread_budget
+
+
+@pytest.fixture
+def two_threads():
+    """torch and BLAS at 2 threads for the test (restored after)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    with threadpool_limits(2, user_api="blas"):
+        yield
+    torch.set_num_threads(old)
+
+
+def _loadavg(tmp_path, monkeypatch, running):
+    path = tmp_path / "loadavg"
+    path.write_text(f"3.10 2.50 1.20 {running}/200 4242\n")
+    monkeypatch.setattr(_threads, "_LOADAVG", str(path))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_shifted64_equals_the_direct_float64_subtraction(dtype):
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(300, 37)) * 1e3 + 5e4).astype(dtype)
+    ref = rng.normal(size=37) * 1e4
+    expected = np.subtract(X, ref, dtype=np.float64)
+    ops = _NumpyOps()
+    np.testing.assert_array_equal(ops.shifted64(X, ref), expected)
+    buf = np.empty((300, 37))
+    out = ops.shifted64(X, ref, out=buf)
+    assert out is buf
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("serial", [True, False])
+def test_gram_lower_is_the_gram_within_its_rounding_bound(dtype, serial):
+    rng = np.random.default_rng(1)
+    E = (rng.normal(size=(512, 40)) * np.exp(rng.normal(size=40))).astype(dtype)
+    ops = _NumpyOps()
+    buf = ops.gram_buffer(40, dtype)
+    G = ops.gram_lower(E, buf, serial=serial)
+    low = np.tril(np.ones((40, 40), dtype=bool))
+    E64 = E.astype(np.float64)
+    exact = E64.T @ E64
+    # |fl(e_i . e_j) - e_i . e_j| <= gamma_n |e_i| . |e_j| (n = 512 terms)
+    u = np.finfo(dtype).eps / 2
+    bound = 512 * u / (1 - 512 * u) * (np.abs(E64).T @ np.abs(E64))
+    assert np.all(np.abs(G - exact)[low] <= bound[low])
+    # the same products as numpy's own E.T @ E (which runs syrk as well)
+    np.testing.assert_allclose(G[low], (E.T @ E)[low], rtol=4 * u, atol=0)
+    # the buffer is reused: a second product overwrites it
+    G2 = ops.gram_lower(E[:100], buf, serial=serial)
+    np.testing.assert_allclose(G2[low], (E[:100].T @ E[:100])[low], rtol=4 * u, atol=0)
+
+
+def test_statistics_scatter_is_symmetric_and_the_same_on_one_or_two_workers(monkeypatch):
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 7, 9000)
+    X = (rng.normal(size=(7, 300))[y] + rng.normal(size=(9000, 300)) + 100).astype(np.float32)
+    results = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(_statistics, "thread_budget", lambda idle=False, w=workers: w)
+        stats = NCStatistics(chunk_size=1000)
+        for part in np.array_split(np.arange(9000), 3):
+            stats.update(X[part], y[part])
+        results[workers] = stats
+    S1 = results[1].within_class_covariance_
+    S2 = results[2].within_class_covariance_
+    # both triangles come from the one accumulated triangle (the float64
+    # corrections added after it are symmetric up to their own rounding)
+    for S in (S1, S2):
+        np.testing.assert_allclose(S, S.T, rtol=0, atol=1e-14 * np.abs(S).max())
+    np.testing.assert_allclose(S2, S1, rtol=1e-12, atol=1e-12 * np.abs(S1).max())
+    # and both equal the float64 scatter of the same values
+    X64 = X.astype(np.float64)
+    means = np.stack([X64[y == k].mean(0) for k in range(7)])
+    E = X64 - means[y]
+    np.testing.assert_allclose(S1, E.T @ E / len(y), rtol=0, atol=1e-6 * np.abs(S1).max())
+
+
+def test_idle_cores_reads_the_running_threads(tmp_path, monkeypatch):
+    cores = available_cores()
+    _loadavg(tmp_path, monkeypatch, running=1)  # only the caller runs
+    assert idle_cores() == cores
+    _loadavg(tmp_path, monkeypatch, running=cores + 5)  # every core busy
+    assert idle_cores() == 1
+    monkeypatch.setattr(_threads, "_LOADAVG", str(tmp_path / "missing"))
+    assert idle_cores() == cores  # not Linux: every usable core counts as idle
+
+
+def test_budget_with_idle_leaves_out_busy_cores(tmp_path, monkeypatch):
+    _loadavg(tmp_path, monkeypatch, running=available_cores() + 5)
+    assert thread_budget(-1, idle=True) == 1
+    assert thread_budget(-1) == available_cores()  # the plain budget is unchanged
+    _loadavg(tmp_path, monkeypatch, running=1)
+    assert thread_budget(-1, idle=True) == available_cores()
+
+
+def test_one_worker_runs_single_threaded(two_threads, tmp_path, monkeypatch):
+    # the budget falls to one worker on a busy machine: that worker (the
+    # calling thread) must not run BLAS on two threads, which stall there
+    _loadavg(tmp_path, monkeypatch, running=available_cores() + 5)
+    seen = []
+
+    def work(chunks):
+        seen.append((blas_threads(), torch.get_num_threads()))
+        return len(chunks)
+
+    assert run_chunk_groups(_NumpyOps(), [(0, 1), (1, 2), (2, 3)], work) == [3]
+    assert seen == [(1, 1)]
+    assert blas_threads() == 2 and torch.get_num_threads() == 2
+
+
+def test_statistics_small_algebra_runs_single_threaded(two_threads, monkeypatch):
+    seen = []
+    symmetric = _statistics._symmetric_from_lower
+    scatter = _statistics.nc1_from_scatter
+
+    def spy_symmetric(a):
+        seen.append(("update", blas_threads()))
+        return symmetric(a)
+
+    def spy_scatter(*args):
+        seen.append(("nc1", blas_threads()))
+        return scatter(*args)
+
+    monkeypatch.setattr(_statistics, "_symmetric_from_lower", spy_symmetric)
+    monkeypatch.setattr(_statistics, "nc1_from_scatter", spy_scatter)
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 500)
+    X = rng.normal(size=(4, 20))[y] + rng.normal(size=(500, 20))
+    NCStatistics().update(X, y).nc1()
+    assert seen == [("update", 1), ("nc1", 1)]
+    assert blas_threads() == 2
