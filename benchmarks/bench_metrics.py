@@ -295,9 +295,12 @@ def median_times(funcs, repeat, thread_counts):
 
     Every round runs every function at every thread count in turn, so the
     thread counts are interleaved too: their ratio (the thread policy) is
-    measured under the same load.
+    measured under the same load. Returns the medians of the wall times and
+    of the process CPU times (all threads; on a shared machine the CPU time
+    shows the work done, the wall time also the waiting for a core).
     """
     times = {(n, name): [] for n in thread_counts for name in funcs}
+    cpu = {key: [] for key in times}
     for n in thread_counts:  # warm-up at each thread count
         with set_threads(n):
             funcs["report_np"]()
@@ -305,10 +308,12 @@ def median_times(funcs, repeat, thread_counts):
         for n in thread_counts:
             with set_threads(n):
                 for name, func in funcs.items():
-                    t0 = time.perf_counter()
+                    c0, t0 = time.process_time(), time.perf_counter()
                     func()
                     times[n, name].append(time.perf_counter() - t0)
-    return {key: statistics.median(t) for key, t in times.items()}
+                    cpu[n, name].append(time.process_time() - c0)
+    wall = {key: statistics.median(t) for key, t in times.items()}
+    return wall, {key: statistics.median(t) for key, t in cpu.items()}
 
 
 def load_average():
@@ -417,10 +422,14 @@ def main():
     if mods is not None:
         funcs["peer_reimpl"] = peer_reimpl
     print(f"load average before the timed runs: {load_average()}")
-    t = median_times(funcs, args.repeat, args.threads)
+    t, cpu = median_times(funcs, args.repeat, args.threads)
     for n_threads in args.threads:
         print(f"\n--- {n_threads} thread(s) ---")
         _print_block({name: t[n_threads, name] for name in funcs})
+        print(
+            "cpu     process CPU seconds (medians): "
+            + ", ".join(f"{name} {cpu[n_threads, name]:.3f}" for name in funcs)
+        )
     if len(args.threads) > 1:
         one = min(args.threads)
         print(

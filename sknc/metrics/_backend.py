@@ -7,6 +7,8 @@ arrays for the final linear algebra; per-sample data never leaves its device.
 torch is imported only when a tensor is actually given.
 """
 
+import threading
+
 import numpy as np
 
 from ..utils import is_torch_tensor
@@ -15,6 +17,11 @@ from ..utils import is_torch_tensor
 # of a few MB keep every temporary cache-resident on CPUs; GPUs get bigger ones.
 _CPU_CHUNK_BYTES = 2**22
 _GPU_CHUNK_BYTES = 2**27
+
+
+def _only_python_thread():
+    """True when the calling thread is the process's only Python thread."""
+    return threading.active_count() == 1
 
 
 def get_ops(X):
@@ -155,19 +162,21 @@ class _NumpyOps:
         """Scratch matrix for :meth:`gram_lower` (Fortran order, zeros)."""
         return np.zeros((n_features, n_features), dtype=dtype, order="F")
 
-    def gram_lower(self, E, buf=None, serial=True):
+    def gram_lower(self, E, buf=None):
         """``E^T E`` in ``E``'s dtype; only its lower triangle is meaningful.
 
-        ``serial``: one BLAS ``syrk`` through scipy (half the products of
-        ``E.T @ E``, written into ``buf`` from :meth:`gram_buffer`); scipy
-        holds the GIL during the call, so worker threads (``serial=False``)
-        use numpy's ``E.T @ E`` instead, which releases it (numpy runs the
-        same ``syrk`` and copies the triangle: the same values). Returns a
-        C-ordered view of ``buf``.
+        One BLAS ``syrk`` through scipy (half the products of ``E.T @ E``,
+        written into ``buf`` from :meth:`gram_buffer`) when the calling
+        thread is the only Python thread: scipy holds the GIL during the
+        call, which would stall any other thread (worker threads of
+        :func:`sknc.metrics._core.run_chunk_groups`, a caller's own thread
+        pool). Otherwise numpy's ``E.T @ E``, which releases it (numpy runs
+        the same ``syrk`` and copies the triangle: the same values). Returns
+        a C-ordered view of ``buf``.
         """
         if buf is None:
             buf = self.gram_buffer(E.shape[1], E.dtype)
-        if not serial:
+        if not _only_python_thread():
             return np.matmul(E.T, E, out=buf.T)
         from scipy.linalg import blas
 
@@ -315,7 +324,7 @@ class _TorchOps:
     def gram_buffer(self, n_features, dtype):
         return None
 
-    def gram_lower(self, E, buf=None, serial=True):
+    def gram_lower(self, E, buf=None):
         """``E^T E`` (the whole matrix; callers read its lower triangle)."""
         return E.T @ E
 
@@ -326,9 +335,9 @@ class _TorchOps:
         return float(a)
 
 
-# float64 block of the class sums: ~2 MB, so that the converted rows stay in
+# float64 block of the class sums: ~4 MB, so that the converted rows stay in
 # the CPU cache between the conversion and the sum
-_SUM64_BYTES = 2**21
+_SUM64_BYTES = 2**22
 
 
 def sum64_rows(n_features):

@@ -196,8 +196,6 @@ class _Batch:
         hi = mean_abs.astype(self.np_cdt)
         hi_dev = ops.from_numpy(hi, dtype=cdt)
 
-        serial = self.n_workers == 1 or len(self.chunks) == 1
-
         def work(group):
             ss = ops.zeros(Kb, dtype=f64)
             scatter = ops.zeros((d, d), dtype=f64)
@@ -213,7 +211,7 @@ class _Batch:
                 # in float64: the rounding error does not grow with the batch;
                 # (syrk: one triangle; converted while added, no temporary)
                 for i in range(0, stop - start, _GRAM_ROWS):
-                    scatter += ops.gram_lower(E[i : i + _GRAM_ROWS], gbuf, serial)
+                    scatter += ops.gram_lower(E[i : i + _GRAM_ROWS], gbuf)
             return ops.to_numpy(ss), ops.to_numpy(scatter)
 
         parts = run_chunk_groups(ops, self.chunks, work, self.n_workers)
