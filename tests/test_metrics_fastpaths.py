@@ -151,3 +151,26 @@ def test_statistics_small_algebra_runs_single_threaded(two_threads, monkeypatch)
     NCStatistics().update(X, y).nc1()
     assert seen == [("update", 1), ("nc1", 1)]
     assert blas_threads() == 2
+
+
+def test_nc4_counter_products_run_on_idle_cores_only(two_threads, tmp_path, monkeypatch):
+    seen = []
+    count = _statistics.NC4Counter._count
+
+    def spy(self, X, ops):
+        seen.append(blas_threads())
+        return count(self, X, ops)
+
+    monkeypatch.setattr(_statistics.NC4Counter, "_count", spy)
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 300)
+    X = rng.normal(size=(3, 6))[y] * 4 + rng.normal(size=(300, 6))
+    W = rng.normal(size=(3, 6))
+    stats = NCStatistics().update(X, y)
+    _loadavg(tmp_path, monkeypatch, running=available_cores() + 5)  # busy
+    busy = stats.nc4_counter(W).update(X).value
+    _loadavg(tmp_path, monkeypatch, running=1)  # idle
+    idle = stats.nc4_counter(W).update(X).value
+    assert seen == [1, min(2, available_cores())]
+    assert busy == idle
+    assert blas_threads() == 2

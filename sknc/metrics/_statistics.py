@@ -6,7 +6,7 @@ import functools
 import numpy as np
 from sklearn.exceptions import NotFittedError
 
-from ..utils import is_torch_tensor, single_thread, thread_budget, to_numpy
+from ..utils import is_torch_tensor, single_thread, thread_budget, thread_limits, to_numpy
 from ..utils._rounding import dot_error, gamma64, row_margin, safe_margin
 from ._backend import _NumpyOps, class_sums64, sum64_rows
 from ._collapse import (
@@ -43,8 +43,9 @@ from ._validation import (
     raise_not_finite,
 )
 
-# default rows per internal chunk: temporaries of a few tens of MB at most
-_STREAM_CHUNK_BYTES = 2**23
+# default rows per internal chunk: temporaries of a few MB; a batch of 20,000
+# rows of 512 float32 features makes 10 chunks, shared evenly by 2 workers
+_STREAM_CHUNK_BYTES = 2**22
 # the metrics read from the statistics are small products (K x d, d x d): one
 # thread (BLAS threads would only stall on a busy machine)
 
@@ -1032,6 +1033,19 @@ class NC4Counter:
         n, d = X.shape
         if d != self._means.shape[1]:
             raise ValueError(f"X has {d} features but the class means have {self._means.shape[1]}.")
+        # numpy: its products on the idle cores only (see sknc.utils.thread_budget)
+        limit = thread_limits(thread_budget(idle=True)) if not ops.is_torch else None
+        with limit or contextlib.nullcontext():
+            dis, total = self._count(X, ops)
+        if not np.isfinite(float(total)):
+            raise_not_finite(X, ops)
+        self._dis += int(dis)
+        self._n += n
+        return self
+
+    def _count(self, X, ops):
+        """Disagreements in ``X`` and the sum of its squared row norms (finiteness)."""
+        n, d = X.shape
         cdt = ops.compute_dtype(X)
         K = self._means.shape[0]
         cst = self._constants(ops, cdt)
@@ -1060,12 +1074,7 @@ class NC4Counter:
                     lin[redo] = ops.argmax(x64 @ cst["W"] + cst["b"])  # b scaled too
                     ncc[redo] = ops.nearest_rows(x64, cst["means"])
             dis = dis + ops.count_neq(cst["row_codes"][lin], ncc)
-        if not np.isfinite(float(total)):
-            raise_not_finite(X, ops)
-        dis = int(dis)
-        self._dis += dis
-        self._n += n
-        return self
+        return dis, total
 
     def merge(self, other):
         """Add the counts of another counter bound to the same means and weights.
