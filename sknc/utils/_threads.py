@@ -54,6 +54,7 @@ __all__ = [
 _CONTROLLERS = {}
 # Linux: "1-min 5-min 15-min running/total last-pid"
 _LOADAVG = "/proc/loadavg"
+_TASKS = "/proc/self/task"
 
 
 def _blas_controller():
@@ -90,11 +91,12 @@ def available_cores():
 def idle_cores():
     """Usable cores not running another thread right now (at least 1).
 
-    :func:`available_cores` minus the threads of the whole machine that are
-    running or ready to run at this instant, not counting the calling
-    thread (Linux: the running count of ``/proc/loadavg``; elsewhere, or if
-    it cannot be read, every usable core is taken as idle). An instant's
-    count, not an average: it is read once when a call starts.
+    :func:`available_cores` minus the threads of other processes that are
+    running or ready to run at this instant (Linux: the running count of
+    ``/proc/loadavg`` less this process's running threads, such as the
+    calling thread or a BLAS thread still spinning after its last product;
+    elsewhere, or if it cannot be read, every usable core is taken as idle).
+    An instant's count, not an average: it is read once when a call starts.
 
     Examples
     --------
@@ -108,7 +110,28 @@ def idle_cores():
             running = int(f.read().split()[3].split(b"/")[0])
     except (OSError, ValueError, IndexError):
         return cores
-    return max(1, min(cores, cores - (running - 1)))
+    others = running - max(1, _own_running_threads())
+    return max(1, min(cores, cores - others))
+
+
+def _own_running_threads():
+    """Threads of this process running or runnable now (Linux), 1 if unknown."""
+    count = 0
+    try:
+        names = os.listdir(_TASKS)
+    except OSError:
+        return 1
+    for name in names:
+        try:
+            with open(f"{_TASKS}/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        # "pid (comm) S ...": the state follows the last parenthesis
+        end = stat.rfind(b")")
+        if stat[end + 2 : end + 3] == b"R":
+            count += 1
+    return max(1, count)
 
 
 def blas_threads():
