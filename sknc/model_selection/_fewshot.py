@@ -22,8 +22,9 @@ from ..utils import (
     thread_limits,
     to_numpy,
 )
+from . import _ncc_kernel
 from ._episodes import EpisodeSplit
-from ._ncc_kernel import _EpisodeKernel, _row_norms
+from ._ncc_kernel import _EpisodeKernel, _offset_ratio, _row_norms
 
 # Queries left undecided by the float32 pass are settled in float64 once this
 # many are queued (or at the end).
@@ -406,9 +407,13 @@ class _Features:
         remap[rows] = np.arange(rows.size)
         return cls(X, Xt[torch.from_numpy(rows).to(Xt.device)].to(target), rows, remap)
 
+    def pool_rows(self):
+        """Rows of ``Xt`` the episodes can use; None for all."""
+        return self.rows if self.remap is None else None
+
     def norms(self):
         """Float64 norms of the rows of ``Xt`` the episodes can use."""
-        return _row_norms(self.Xt, self.rows if self.remap is None else None)
+        return _row_norms(self.Xt, self.pool_rows())
 
     def device_indices(self, idx):
         """Indices into ``X`` as an int64 tensor of indices into ``Xt``."""
@@ -493,11 +498,12 @@ def _run_episodes(feats, y, cv, tally, batch_size, n_jobs, metric, normalize):
 
     with single_thread(), torch.inference_mode():
         norms = feats.norms()
+        sums32 = _offset_ratio(feats.Xt, feats.pool_rows()) <= _ncc_kernel._SUMS32_MAX_OFFSET
         kernels = queue.SimpleQueue()
         for _ in range(n_jobs):
             kernels.put(
                 _EpisodeKernel(
-                    feats.Xt, norms, n_way, n_shot, n_query, batch_size, metric, normalize
+                    feats.Xt, norms, n_way, n_shot, n_query, batch_size, metric, normalize, sums32
                 )
             )
         with closing(map_threads(run, batches(), n_jobs)) as results:

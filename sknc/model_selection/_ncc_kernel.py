@@ -14,6 +14,10 @@ from ..utils._rounding import TINY32, U32, dot_error32, gamma64, safe_margin
 _SUB_BATCH_BYTES = 1 << 19
 _SUPPORT_BATCH_BYTES = 1 << 19
 
+# The first pass sums the supports in float32 unless the features' common
+# offset exceeds this many times their spread (see _offset_ratio).
+_SUMS32_MAX_OFFSET = 64.0
+
 
 def _row_norms(Xt, rows=None):
     """Float64 Euclidean norms of the rows of ``Xt`` (only ``rows`` if given, others 0).
@@ -41,6 +45,29 @@ def _row_norms(Xt, rows=None):
             r = rows[i : i + step]
             out[r] = norm(Xt[r])
     return out
+
+
+def _offset_ratio(Xt, rows=None, n_sample=1024):
+    """Norm of the mean row over the spread of the rows, on a sample of ``rows``.
+
+    About ``||mean|| / sqrt(mean ||x - mean||^2)`` over up to ``n_sample``
+    rows evenly spaced in ``rows`` (all rows of ``Xt`` if None); ``inf``
+    when the sampled rows are all equal. Large for features that share a
+    big common offset: there, float32 class sums (whose rounding scales
+    with ``||x||``) would leave most queries to the float64 pass, so the
+    kernel keeps its float64 centres (a choice of speed only).
+    """
+    import torch
+
+    n = Xt.shape[0] if rows is None else len(rows)
+    idx = torch.arange(0, n, max(1, n // n_sample), device=Xt.device)
+    if rows is not None:
+        idx = torch.as_tensor(rows, device=Xt.device)[idx]
+    S = Xt[idx].to(torch.float64)
+    m = S.mean(dim=0)
+    spread = float(torch.linalg.vector_norm(S - m, dim=1).square().mean().sqrt())
+    size = float(torch.linalg.vector_norm(m))
+    return size / spread if spread > 0 else float("inf")
 
 
 def _ieee_fp32_matmul(device):
@@ -129,7 +156,9 @@ class _EpisodeKernel:
     ``NearestClassCenter`` itself.
     """
 
-    def __init__(self, Xt, norms, n_way, n_shot, n_query, batch_size, metric, normalize):
+    def __init__(
+        self, Xt, norms, n_way, n_shot, n_query, batch_size, metric, normalize, sums32=True
+    ):
         import torch
 
         self.Xt, self.norms = Xt, norms
@@ -171,12 +200,19 @@ class _EpisodeKernel:
         self.s_raw = torch.empty(n_s, d, dtype=Xt.dtype, device=dev) if Xt.dtype != f64 else None
         q_dtype = f32 if self.fast32 else f64
         self.q = torch.empty(n_q, d, dtype=q_dtype, device=dev)
+        self.q_t = self.q.view(self.sub_batch, n_way * n_query, d).transpose(1, 2)
         self.q_raw = (
             torch.empty(n_q, d, dtype=Xt.dtype, device=dev) if Xt.dtype != q_dtype else None
         )
         self.M64 = torch.empty(batch_size, n_m, d, dtype=f64, device=dev)
         self.C64 = torch.empty(batch_size, n_way, d, dtype=f64, device=dev)
         self.M32 = torch.empty(batch_size, n_m, d, dtype=f32, device=dev) if self.fast32 else None
+        # first-pass class sums in float32, straight from the rows (no
+        # gathered copy); the float64 pass recomputes its centres exactly
+        self.sums32 = sums32 and self.fast32 and Xt.dtype == f32 and normalize != "center+l2"
+        # bound on the error of a float32 class mean per unit of the largest
+        # (normalised) support norm; see _centres32
+        self.err_sums32 = dot_error32(n_shot + 2)
         self.truth = torch.arange(n_way, device=dev).repeat_interleave(n_query)
         self._pending, self.n_pending = [], 0
         self.avg_w = torch.full((1, n_way), 1.0 / n_way, dtype=f64, device=dev)
@@ -300,17 +336,21 @@ class _EpisodeKernel:
         B, W, Q = support.shape[0], self.W, self.Q
         qidx = query.reshape(-1)
         q_norm = torch.index_select(self.norms, 0, qidx).view(B, W * Q)
-        C, delta, a = self._centres(support)
-        M, ep = self._centre_matrix(C, delta, a)
+        M = None
+        if self.sums32:
+            M32, ep = self._centres32(support)
+        else:
+            M, ep = self._centre_matrix(*self._centres(support))
+            M32 = self.M32[:B].copy_(M) if self.fast32 else None
         if self.fast32:
-            pred, sure = self._first_pass32(qidx, q_norm, M, ep)
+            pred, sure = self._first_pass32(qidx, q_norm, M32, ep)
         else:
             pred, sure = self._pass64(qidx, q_norm, M, ep)
         correct = ((pred == self.truth) & sure).sum(dim=1)
         if not self.fast32:
             return correct, ~sure.all(dim=1)
         if not bool(sure.all()):
-            self._queue_undecided(~sure, qidx, q_norm, M, ep, support, query, first)
+            self._queue_undecided(~sure, q_norm, support, query, first)
         return correct, torch.zeros(B, dtype=torch.bool, device=correct.device)
 
     def _centres(self, support):
@@ -365,6 +405,69 @@ class _EpisodeKernel:
         delta.mul_(self.gamma)
         return C, delta, a
 
+    def _centres32(self, support):
+        """The float32 centre matrix of the first pass and its constants.
+
+        The class sums are computed in float32 by ``embedding_bag`` straight
+        from the rows of ``Xt`` (float32), weighted by ``1/||x||`` (rounded to
+        float32) for ``"l2"``; no support row is copied. Returns ``(M32,
+        ep)``, as :meth:`_centre_matrix` (``M32`` float32); the float64 pass
+        recomputes its centres with :meth:`_centres`.
+
+        ``delta`` bounds the distance of the centres the first pass uses to
+        the exact ones, so that its bound holds for the exact centres (and
+        ``NearestClassCenter``'s). With ``u = u32``, ``s = max ||w x||``
+        over the support rows (``w = 1``, or ``1/||x||`` for ``"l2"``) and
+        coordinatewise: ``fl(w)`` and ``fl(fl(w) x)`` are within ``(2u +
+        u^2) |w x|``; the K-term float32 sum adds ``gamma_{K-1}`` of the sum
+        of the magnitudes; ``* fl(1/K)`` another ``2u + u^2``: in all, the
+        class mean is within ``gamma_{K+4} s`` (``dot_error32(K + 2)``). The
+        euclidean rule on raw features uses the centres ``a + fl(c - a)``
+        with ``a`` the float32 mean of the centres: any reference point
+        works, and rounding ``c - a`` adds ``u ||c - a||``, counted as
+        ``2 u v_max``. Everything after that is float64, covered by the
+        float64 scale ``gamma * s`` as in :meth:`_centres`.
+        """
+        import torch
+
+        B, W, K, d = support.shape[0], self.W, self.K, self.d
+        f64 = torch.float64
+        flat = support.reshape(B * W, K)
+        s_norm = torch.index_select(self.norms, 0, flat.reshape(-1)).view(B, W * K)
+        weights = None
+        if self.normalize == "l2":
+            scale = (s_norm > 0).to(f64).amax(dim=1)
+            weights = torch.where(s_norm == 0, 1.0, s_norm).reciprocal_()
+            weights = weights.to(torch.float32).view(B * W, K)
+        else:
+            scale = s_norm.amax(dim=1)
+        delta = scale.mul_(self.gamma + self.err_sums32)
+        sums = torch.nn.functional.embedding_bag(
+            flat, self.Xt, mode="sum", per_sample_weights=weights
+        )
+        C32 = sums.view(B, W, d).mul_(1.0 / K)  # float32 class means
+        M32 = self.M32[:B]
+        if self.normalize is not None or self.metric != "euclidean":
+            M, ep = self._centre_matrix(self.C64[:B].copy_(C32), delta, None)
+            return M32.copy_(M), ep
+        # M32 = [v_1 .. v_W, a] in float32 holds the centres c = a + v_k
+        # (within the bound of delta: the roundings of the mean a and of
+        # c32 - a are covered by err_sums32); the constants from its exact
+        # float64 values
+        a32 = torch.mean(C32, dim=1, out=M32[:, W])
+        torch.sub(C32, a32.unsqueeze(1), out=M32[:, :W])
+        V, a = M32[:, :W].to(f64), a32.to(f64)
+        v_norm = torch.linalg.vector_norm(V, dim=2)
+        a_norm = torch.linalg.vector_norm(a, dim=1)
+        v_max = v_norm.amax(dim=1)
+        # the rounding of c32 - a moves the centre by at most u32 ||v||
+        delta.add_(v_max, alpha=self.two_u32)
+        ep = {"vv": v_norm * v_norm, "v_max": v_max, "delta": delta}
+        ep["av"] = torch.bmm(V, a.unsqueeze(2)).squeeze(2)
+        ep["aa"] = a_norm * a_norm
+        ep["a_norm"] = a_norm
+        return M32, ep
+
     def _centre_matrix(self, C, delta, a):
         """The centre matrix ``M = [v_1 .. v_W (, a)]`` and per-episode constants.
 
@@ -401,17 +504,32 @@ class _EpisodeKernel:
         """Scores of all queries from float64 products; (best class, certain)."""
         import torch
 
-        B, WQ, d = M.shape[0], self.W * self.Q, self.d
+        B, WQ = M.shape[0], self.W * self.Q
         Pt = torch.empty(B, M.shape[1], WQ, dtype=torch.float64, device=M.device)
         # queries gathered once and read once, in sub-batches that stay in cache
-        step = self.sub_batch
-        for i in range(0, B, step):
-            j = min(B, i + step)
-            Z = self._gather(qidx[i * WQ : j * WQ], self.q, self.q_raw)
-            torch.bmm(M[i:j], Z.view(j - i, WQ, d).transpose(1, 2), out=Pt[i:j])
+        self._products(qidx, M, Pt)
         return self._scores(Pt, q_norm, _per_query(ep))
 
-    def _first_pass32(self, qidx, q_norm, M, ep):
+    def _products(self, qidx, rows, out):
+        """``out[b] = rows[b] @ Z_b^T`` with ``Z_b`` the query rows of episode ``b``.
+
+        The queries are gathered once and read once, in sub-batches that stay
+        in cache; few operations per sub-batch (their dispatch costs as much
+        as the work at these sizes).
+        """
+        import torch
+
+        WQ, d, step, Xt = self.W * self.Q, self.d, self.sub_batch, self.Xt
+        for idx, m, p in zip(qidx.split(step * WQ), rows.split(step), out.split(step)):
+            b = m.shape[0]
+            if b == step and self.q_raw is None:
+                torch.index_select(Xt, 0, idx, out=self.q)
+                torch.bmm(m, self.q_t, out=p)
+            else:
+                Z = self._gather(idx, self.q, self.q_raw)
+                torch.bmm(m, Z.view(b, WQ, d).transpose(1, 2), out=p)
+
+    def _first_pass32(self, qidx, q_norm, M32, ep):
         """Scores of all queries from float32 products, with their wider bound.
 
         The products are computed from the float32 rows themselves. For
@@ -421,21 +539,22 @@ class _EpisodeKernel:
         """
         import torch
 
-        B, W, WQ, d = M.shape[0], self.W, self.W * self.Q, self.d
+        B, W, WQ, d = M32.shape[0], self.W, self.W * self.Q, self.d
         f32, f64 = torch.float32, torch.float64
         centre = self.normalize == "center+l2"
-        M32 = self.M32[:B].copy_(M)
         rows32 = M32[:, :W] if centre else M32
-        Pt = torch.empty(B, rows32.shape[1], WQ, dtype=f32, device=M.device)
-        n_c = torch.empty(B, WQ, dtype=f32, device=M.device) if centre else None
-        step = self.sub_batch
-        for i in range(0, B, step):
-            j = min(B, i + step)
-            Z = self._gather(qidx[i * WQ : j * WQ], self.q, self.q_raw).view(j - i, WQ, d)
-            if centre:
+        Pt = torch.empty(B, rows32.shape[1], WQ, dtype=f32, device=M32.device)
+        n_c = torch.empty(B, WQ, dtype=f32, device=M32.device) if centre else None
+        if centre:
+            step = self.sub_batch
+            for i in range(0, B, step):
+                j = min(B, i + step)
+                Z = self._gather(qidx[i * WQ : j * WQ], self.q, self.q_raw).view(j - i, WQ, d)
                 Z.sub_(M32[i:j, W].unsqueeze(1))
                 torch.linalg.vector_norm(Z, dim=2, out=n_c[i:j])
-            torch.bmm(rows32[i:j], Z.transpose(1, 2), out=Pt[i:j])
+                torch.bmm(rows32[i:j], Z.transpose(1, 2), out=Pt[i:j])
+        else:
+            self._products(qidx, rows32, Pt)
         P = Pt.to(f64)  # (B, W or W + 1, WQ)
         v_max = ep["v_max"].unsqueeze(1)
         if centre:
@@ -453,33 +572,33 @@ class _EpisodeKernel:
             eps_p = (eps_p, self.eps32 * q_norm * ep["a_norm"].unsqueeze(1) + self.tiny32)
         return self._scores(P, q_norm, _per_query(ep), eps_p)
 
-    def _queue_undecided(self, undecided, qidx, q_norm, M, ep, support, query, first):
+    def _queue_undecided(self, undecided, q_norm, support, query, first):
         """Queue the queries the float32 pass left undecided for :meth:`flush`.
 
-        Their float64 products are computed now, while ``M`` is at hand.
+        Only their positions and their episodes are kept: :meth:`flush`
+        recomputes the exact float64 centres of those episodes, for all
+        queued batches at once.
         """
         import torch
 
         WQ = self.W * self.Q
         flat = torch.nonzero(undecided.view(-1)).squeeze(1)
         bf = torch.div(flat, WQ, rounding_mode="floor")
-        Zf = torch.index_select(self.Xt, 0, torch.index_select(qidx, 0, flat)).to(torch.float64)
-        Pf = torch.bmm(torch.index_select(M, 0, bf), Zf.unsqueeze(2)).squeeze(2)
+        episodes, local = torch.unique(bf, return_inverse=True)
         self._pending.append(
             {
-                "P": Pf,
-                "truth": torch.index_select(self.truth, 0, flat - bf * WQ),
+                "support": torch.index_select(support, 0, episodes),
+                "query": torch.index_select(query, 0, episodes),
+                "episode": episodes + first,
+                "local": local,  # the query's episode, among ``episodes``
+                "pos": flat - bf * WQ,  # the query's position in its episode
                 "q_norm": torch.index_select(q_norm.view(-1), 0, flat),
-                "ep": {k: torch.index_select(v, 0, bf) for k, v in ep.items()},
-                "episode": bf + first,
-                "support": torch.index_select(support, 0, bf),
-                "query": torch.index_select(query, 0, bf),
             }
         )
         self.n_pending += flat.numel()
 
     def flush(self):
-        """Score the queued queries (float64 products computed when queued).
+        """Score the queued queries in float64, from their episodes' exact centres.
 
         Returns
         -------
@@ -495,16 +614,45 @@ class _EpisodeKernel:
             return None
         pend, self._pending, self.n_pending = self._pending, [], 0
         cat = lambda key: torch.cat([p[key] for p in pend])  # noqa: E731
+        support, query, pos, q_norm = cat("support"), cat("query"), cat("pos"), cat("q_norm")
+        # queries are in episode order: local indices offset per batch
+        offsets = [0]
+        for p in pend[:-1]:
+            offsets.append(offsets[-1] + p["episode"].numel())
+        local = torch.cat([p["local"] + o for p, o in zip(pend, offsets)])
+        qrows = query.view(query.shape[0], -1)
+        P = ep = None
+        step = self.M64.shape[0]  # the buffers' batch size
+        for i in range(0, support.shape[0], step):
+            j = min(support.shape[0], i + step)
+            lo, hi = (
+                int(v) for v in torch.searchsorted(local, torch.tensor([i, j], device=local.device))
+            )
+            if lo == hi:
+                continue
+            M, ep_i = self._centre_matrix(*self._centres(support[i:j]))
+            li, pi = local[lo:hi], pos[lo:hi]
+            Z = self.Xt[qrows[li, pi]].to(torch.float64)
+            P_i = torch.bmm(M[li - i], Z.unsqueeze(2)).squeeze(2)
+            if P is None:
+                P = torch.empty(pos.numel(), P_i.shape[1], dtype=P_i.dtype, device=P_i.device)
+                ep = {
+                    k: torch.empty((pos.numel(),) + v.shape[1:], dtype=v.dtype, device=v.device)
+                    for k, v in ep_i.items()
+                }
+            P[lo:hi] = P_i
+            for k, v in ep_i.items():
+                ep[k][lo:hi] = v[li - i]
         # one query per column: per-class constants (W, n), scalars (n,)
-        ep = {k: torch.cat([p["ep"][k] for p in pend]) for k in pend[0]["ep"]}
         ep = {k: v.t() if v.ndim == 2 else v for k, v in ep.items()}
-        pf, sf = self._scores(cat("P").t(), cat("q_norm"), ep)
+        pf, sf = self._scores(P.t(), q_norm, ep)
+        truth = torch.div(pos, self.Q, rounding_mode="floor")
         return (
-            cat("episode").cpu().numpy(),
-            (pf == cat("truth")).cpu().numpy(),
+            cat("episode")[local].cpu().numpy(),
+            (pf == truth).cpu().numpy(),
             sf.cpu().numpy(),
-            cat("support").cpu().numpy(),
-            cat("query").cpu().numpy(),
+            support[local].cpu().numpy(),
+            query[local].cpu().numpy(),
         )
 
 
