@@ -439,3 +439,86 @@ def test_offset_features_leave_few_queries_to_the_float64_pass(rng, monkeypatch)
     res = evaluate_episodes(X, y, cv, return_cdnv=False)
     assert sum(queued) <= 0.05 * cv.n_episodes * 5 * 15, sum(queued)
     np.testing.assert_array_equal(res.scores, _slow(X, y, cv))
+
+
+@pytest.mark.parametrize("normalize", [None, "l2"])
+@pytest.mark.parametrize("n_shot", [1, 2, 5, 7])
+def test_float32_class_sums_stay_within_their_bound(normalize, n_shot, rng):
+    """The first pass's float32 class means are within ``delta`` of the exact ones.
+
+    ``delta`` bounds the distance of the centres the first pass uses to the
+    exact centres (those of ``NearestClassCenter``); without the float32
+    term it would be ``gamma * max ||x||`` (about 1e-12 relative), far below
+    the rounding of a float32 sum. Rows with a large common offset and
+    norms spread over six orders of magnitude make that rounding large.
+    """
+    torch = pytest.importorskip("torch")
+    from sknc.model_selection._ncc_kernel import _EpisodeKernel, _row_norms
+
+    W, d = 4, 33
+    scale = 10.0 ** rng.uniform(-3, 3, size=(400, 1))
+    X = (scale * (50.0 + rng.normal(size=(400, d)))).astype(np.float32)
+    Xt = torch.from_numpy(X)
+    kernel = _EpisodeKernel(Xt, _row_norms(Xt), W, n_shot, 3, 64, "euclidean", normalize)
+    assert kernel.sums32
+    support = torch.from_numpy(rng.integers(0, 400, size=(64, W, n_shot)))
+    with torch.inference_mode():
+        M32, ep = kernel._centres32(support)
+    rows = X[support.numpy()].astype(np.float64)  # (B, W, K, d)
+    if normalize == "l2":
+        rows /= np.linalg.norm(rows, axis=3, keepdims=True)
+        used = M32[:, :W].double().numpy()  # the centres themselves
+    else:  # the centres a + v, with a the last row of M32
+        used = (M32[:, :W].double() + M32[:, W:].double()).numpy()
+    error = np.linalg.norm(used - rows.mean(axis=2), axis=2).max(axis=1)
+    delta = ep["delta"].numpy()
+    assert (error <= delta).all(), (error / delta).max()
+    assert (error > 1e3 * kernel.gamma * delta / (kernel.gamma + kernel.err_sums32)).any()
+
+
+def test_float32_class_sums_with_offset_and_near_ties(rng, monkeypatch):
+    """The float32-sums first pass, then the float64 pass, equal cross_val_score.
+
+    A common offset 30 times the spread (the first pass still sums in
+    float32) and queries on the float32 midpoints between two classes'
+    points: the first pass leaves them undecided, the float64 pass
+    recomputes the exact centres of their episodes.
+    """
+    from sknc.model_selection._ncc_kernel import _EpisodeKernel
+
+    calls = {"sums32": 0, "queued": 0}
+    centres32, queue = _EpisodeKernel._centres32, _EpisodeKernel._queue_undecided
+
+    def spy_centres(self, *args):
+        calls["sums32"] += 1
+        return centres32(self, *args)
+
+    def spy_queue(self, undecided, *args):
+        calls["queued"] += int(undecided.sum())
+        return queue(self, undecided, *args)
+
+    monkeypatch.setattr(_EpisodeKernel, "_centres32", spy_centres)
+    monkeypatch.setattr(_EpisodeKernel, "_queue_undecided", spy_queue)
+    base = rng.normal(size=(6, 8)).astype(np.float32)
+    X = np.repeat(base, 10, axis=0) + (0.3 * rng.normal(size=(60, 8))).astype(np.float32)
+    mids = (base + np.roll(base, 1, axis=0)) / np.float32(2)
+    X[4::10] = mids
+    X[5::10] = np.nextafter(mids, np.float32(np.inf))
+    X += np.float32(30.0)
+    y = np.repeat(np.arange(6), 10)
+    for metric, normalize in itertools.product(METRICS, [None, "l2"]):
+        cv = EpisodeSplit(4, 3, 3, n_episodes=40, random_state=1)
+        res = evaluate_episodes(X, y, cv, metric=metric, normalize=normalize, return_cdnv=False)
+        np.testing.assert_array_equal(res.scores, _slow(X, y, cv, metric, normalize))
+    assert calls["sums32"] > 0 and calls["queued"] > 0
+
+
+def test_offset_ratio_picks_float64_sums_for_offset_features(rng):
+    torch = pytest.importorskip("torch")
+    from sknc.model_selection._ncc_kernel import _SUMS32_MAX_OFFSET, _offset_ratio
+
+    X, _ = _gaussian(rng, d=16, dtype=np.float32)
+    assert _offset_ratio(torch.from_numpy(X)) < 2
+    assert _offset_ratio(torch.from_numpy(X + 1e4)) > _SUMS32_MAX_OFFSET
+    assert _offset_ratio(torch.from_numpy(X + 1e4), rows=np.arange(5, 50)) > 1e3
+    assert _offset_ratio(torch.ones(5, 3)) == float("inf")
