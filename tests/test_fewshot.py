@@ -522,3 +522,46 @@ def test_offset_ratio_picks_float64_sums_for_offset_features(rng):
     assert _offset_ratio(torch.from_numpy(X + 1e4)) > _SUMS32_MAX_OFFSET
     assert _offset_ratio(torch.from_numpy(X + 1e4), rows=np.arange(5, 50)) > 1e3
     assert _offset_ratio(torch.ones(5, 3)) == float("inf")
+
+
+def test_cdnv_alongside_the_episodes_on_two_workers(rng, monkeypatch):
+    """With n_jobs=2 the CDNV runs in a worker on one thread, beside the batches."""
+    torch = pytest.importorskip("torch")
+    import threading
+
+    import sknc.metrics
+    from sknc.utils import blas_threads
+
+    monkeypatch.setattr(_fewshot, "_BATCH_ELEMENTS", 2000)  # several batches
+    X, y = _gaussian(rng, dtype=np.float32)
+    seen = []
+    real_cdnv = sknc.metrics.cdnv
+
+    def spy(*args, **kwargs):
+        main = threading.current_thread() is threading.main_thread()
+        seen.append((torch.get_num_threads(), blas_threads(), main))
+        return real_cdnv(*args, **kwargs)
+
+    monkeypatch.setattr(sknc.metrics, "cdnv", spy)
+    cv = EpisodeSplit(4, 2, 3, n_episodes=60, classes=np.arange(1, 9), random_state=0)
+    res = evaluate_episodes(X, y, cv, n_jobs=2)
+    assert seen == [(1, 1, False)]
+    mask = np.isin(y, np.arange(1, 9))
+    assert res.cdnv == pytest.approx(real_cdnv(X[mask], y[mask]), rel=1e-12)
+    np.testing.assert_array_equal(res.scores, _slow(X, y, cv))
+
+
+@pytest.mark.parametrize("classes", [None, np.arange(2, 9)])
+def test_row_norms_in_parts_equal_one_pass(classes, rng):
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y = _gaussian(rng, dtype=np.float32)
+    rows = None if classes is None else np.flatnonzero(np.isin(y, classes))
+    feats = _fewshot._Features.place(X, rows, None)
+    with ThreadPoolExecutor(3) as pool:
+        parts = feats.norms(pool, 3).numpy()
+    np.testing.assert_array_equal(parts, feats.norms().numpy())
+    expected = np.linalg.norm(X.astype(np.float64), axis=1)
+    if rows is not None:
+        expected[np.setdiff1d(np.arange(len(X)), rows)] = 0.0
+    np.testing.assert_allclose(parts, expected, rtol=1e-14)

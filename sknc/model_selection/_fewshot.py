@@ -3,7 +3,7 @@
 import numbers
 import queue
 import warnings
-from contextlib import closing
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +15,6 @@ from ..neighbors import NearestClassCenter
 from ..neighbors._nearest_class_center import _validate_ncc_params
 from ..utils import (
     is_torch_tensor,
-    map_threads,
     resolve_device,
     single_thread,
     thread_budget,
@@ -282,9 +281,10 @@ def evaluate_episodes(
     (:mod:`sknc.utils`): torch and BLAS run on one thread for the duration
     of the call (and are restored): these many small operations run faster
     on one thread each, in parallel over batches (``n_jobs`` worker
-    threads, :func:`sknc.utils.map_threads`), and do not stall when other
-    processes share the cores. The CDNV of CPU features is computed by the
-    numpy path of :func:`sknc.metrics.cdnv` on ``n_jobs`` threads.
+    threads), and do not stall when other processes share the cores. The
+    CDNV of CPU features is computed by the numpy path of
+    :func:`sknc.metrics.cdnv`, on one of the ``n_jobs`` worker threads
+    while the others evaluate episodes.
 
     The CDNV is that of the features as given (before any ``normalize``),
     over all samples of the classes the episodes draw from.
@@ -320,7 +320,8 @@ def evaluate_episodes(
 
     tally = _Tally(n_episodes, feats, verbose)
     with tally:
-        _run_episodes(feats, y, cv, tally, batch_size, n_jobs, metric, normalize)
+        cdnv = (lambda threads: _cdnv(feats, y, threads)) if return_cdnv else None
+        cdnv = _run_episodes(feats, y, cv, tally, batch_size, n_jobs, metric, normalize, cdnv)
     scores = tally.correct / float(n_way * n_query)
     _settle_near_ties(X, y, tally.unsure, scores, metric, normalize)
 
@@ -335,7 +336,7 @@ def evaluate_episodes(
         n_shot=n_shot,
         n_query=n_query,
         classes=labels[eligible],
-        cdnv=_cdnv(feats, y, n_jobs) if return_cdnv else None,
+        cdnv=cdnv,
         n_exact=len(tally.unsure),
     )
 
@@ -411,9 +412,31 @@ class _Features:
         """Rows of ``Xt`` the episodes can use; None for all."""
         return self.rows if self.remap is None else None
 
-    def norms(self):
-        """Float64 norms of the rows of ``Xt`` the episodes can use."""
-        return _row_norms(self.Xt, self.pool_rows())
+    def norms(self, pool=None, n_parts=1):
+        """Float64 norms of the rows of ``Xt`` the episodes can use.
+
+        In ``n_parts`` parts on the thread ``pool`` if given.
+        """
+        rows = self.pool_rows()
+        if pool is None or n_parts == 1:
+            return _row_norms(self.Xt, rows)
+        import torch
+
+        Xt, n = self.Xt, self.Xt.shape[0]
+        out = torch.zeros(n, dtype=torch.float64, device=Xt.device)
+        if rows is None:
+            cuts = np.linspace(0, n, n_parts + 1).astype(int)
+            parts = [(Xt[a:b], None, out[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+        else:
+            parts = [(Xt, r, out) for r in np.array_split(rows, n_parts)]
+
+        def work(part):
+            with torch.inference_mode():  # thread-local, like out's
+                _row_norms(*part)
+
+        for fut in [pool.submit(work, part) for part in parts]:
+            fut.result()
+        return out
 
     def device_indices(self, idx):
         """Indices into ``X`` as an int64 tensor of indices into ``Xt``."""
@@ -466,13 +489,17 @@ class _Tally:
             self.unsure[episode[i]] = (host(support[i]), host(query[i]))
 
 
-def _run_episodes(feats, y, cv, tally, batch_size, n_jobs, metric, normalize):
+def _run_episodes(feats, y, cv, tally, batch_size, n_jobs, metric, normalize, cdnv=None):
     """Evaluate every episode of ``cv`` in batches, on ``n_jobs`` threads, into ``tally``.
 
     Each worker thread owns a kernel (its buffers) while it runs a batch; the
     queries a kernel leaves to its float64 pass are flushed every
     ``_PENDING_QUERIES`` and at the end. Everything runs on one torch thread
-    per worker (the operations are small; see :mod:`sknc.utils`).
+    per worker (the operations are small; see :mod:`sknc.utils`). ``cdnv``,
+    a function of the number of threads it may use, is run too, and its
+    value returned: with several workers, in one of them (on one thread)
+    while the others run batches, which balances the load better than
+    running it on all threads afterwards.
     """
     import torch
 
@@ -496,9 +523,9 @@ def _run_episodes(feats, y, cv, tally, batch_size, n_jobs, metric, normalize):
         finally:
             kernels.put(kernel)
 
-    with single_thread(), torch.inference_mode():
-        norms = feats.norms()
-        sums32 = _offset_ratio(feats.Xt, feats.pool_rows()) <= _ncc_kernel._SUMS32_MAX_OFFSET
+    def make_kernels(norms):
+        ratio = _offset_ratio(feats.Xt, feats.pool_rows())
+        sums32 = ratio <= _ncc_kernel._SUMS32_MAX_OFFSET
         kernels = queue.SimpleQueue()
         for _ in range(n_jobs):
             kernels.put(
@@ -506,11 +533,54 @@ def _run_episodes(feats, y, cv, tally, batch_size, n_jobs, metric, normalize):
                     feats.Xt, norms, n_way, n_shot, n_query, batch_size, metric, normalize, sums32
                 )
             )
-        with closing(map_threads(run, batches(), n_jobs)) as results:
-            for job, result in results:
-                tally.add_batch(job, result)
+        return kernels
+
+    value = None
+    with single_thread(), torch.inference_mode():
+        if n_jobs == 1:
+            kernels = make_kernels(feats.norms())
+            for job in batches():
+                tally.add_batch(*run(job))
+            if cdnv is not None:
+                value = cdnv(1)
+        else:
+            with ThreadPoolExecutor(n_jobs, initializer=_one_torch_thread) as pool:
+                kernels = make_kernels(feats.norms(pool, n_jobs))
+                side = None if cdnv is None else pool.submit(cdnv, 1)
+                _unordered(pool, run, batches(), 2 * n_jobs, lambda out: tally.add_batch(*out))
+                value = None if side is None else side.result()
         while not kernels.empty():
             tally.add_late(kernels.get().flush())
+    return value
+
+
+def _one_torch_thread():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _unordered(pool, func, items, in_flight, consume):
+    """``consume(func(item))`` for every item, on ``pool``, in completion order.
+
+    At most ``in_flight`` items are submitted ahead (memory stays bounded);
+    other work already on the pool does not block the results. On an error
+    the pending items are cancelled and the error raised.
+    """
+    pending = set()
+    try:
+        for item in items:
+            pending.add(pool.submit(func, item))
+            if len(pending) >= in_flight:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    consume(fut.result())
+        for fut in as_completed(pending):
+            consume(fut.result())
+        pending = set()
+    finally:
+        for fut in pending:
+            fut.cancel()
 
 
 def _settle_near_ties(X, y, unsure, scores, metric, normalize):

@@ -19,15 +19,18 @@ _SUPPORT_BATCH_BYTES = 1 << 19
 _SUMS32_MAX_OFFSET = 64.0
 
 
-def _row_norms(Xt, rows=None):
+def _row_norms(Xt, rows=None, out=None):
     """Float64 Euclidean norms of the rows of ``Xt`` (only ``rows`` if given, others 0).
 
-    Computed in chunks on ``Xt``'s device, without a float64 copy of ``Xt``.
+    Computed in chunks on ``Xt``'s device, without a float64 copy of ``Xt``;
+    into ``out`` (float64, ``len(Xt)``) if given (only the entries of
+    ``rows`` are written then).
     """
     import torch
 
     n, d = Xt.shape
-    out = torch.zeros(n, dtype=torch.float64, device=Xt.device)
+    if out is None:
+        out = torch.zeros(n, dtype=torch.float64, device=Xt.device)
     f64 = torch.float64
 
     def norm(chunk):
