@@ -459,15 +459,15 @@ class _EpisodeKernel:
         # float64 values
         a32 = torch.mean(C32, dim=1, out=M32[:, W])
         torch.sub(C32, a32.unsqueeze(1), out=M32[:, :W])
-        V, a = M32[:, :W].to(f64), a32.to(f64)
-        v_norm = torch.linalg.vector_norm(V, dim=2)
-        a_norm = torch.linalg.vector_norm(a, dim=1)
-        v_max = v_norm.amax(dim=1)
+        M = M32.to(f64)  # exact
+        sq = torch.linalg.vector_norm(M, dim=2).square_()  # ||v_k||^2 and ||a||^2
+        av = torch.bmm(M[:, :W], M[:, W].unsqueeze(2)).squeeze(2)
+        v_max = sq[:, :W].amax(dim=1).sqrt_()
+        a_norm = sq[:, W].sqrt()
         # the rounding of c32 - a moves the centre by at most u32 ||v||
         delta.add_(v_max, alpha=self.two_u32)
-        ep = {"vv": v_norm * v_norm, "v_max": v_max, "delta": delta}
-        ep["av"] = torch.bmm(V, a.unsqueeze(2)).squeeze(2)
-        ep["aa"] = a_norm * a_norm
+        ep = {"vv": sq[:, :W], "v_max": v_max, "delta": delta, "av": av}
+        ep["aa"] = sq[:, W]
         ep["a_norm"] = a_norm
         return M32, ep
 
