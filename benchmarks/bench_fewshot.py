@@ -49,6 +49,15 @@ def _timed(fn):
     return time.perf_counter() - start, out
 
 
+def _loadavg():
+    """The 1-minute load average (the machines are shared), or '?'."""
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().split()[0]
+    except OSError:
+        return "?"
+
+
 def _bandwidth(torch, n_bytes=1 << 28, repeat=3):
     """Read + write bytes per second of a large copy (current torch threads)."""
     src = torch.ones(n_bytes // 4, dtype=torch.float32)
@@ -180,6 +189,7 @@ def main(argv=None):
     )
 
     for n_threads in [int(t) for t in args.threads.split(",")]:
+        load_before = _loadavg()
         with thread_limits(n_threads, torch=True):
             times, res, plain_scores, easy_scores, loop_scores, batch = _rounds(
                 X, y, cv, cv_loop, scale, args.repeat
@@ -191,7 +201,10 @@ def main(argv=None):
             raise SystemExit("evaluate_episodes differs from cross_val_score")
         agree_plain = np.mean(plain_scores == res.scores)
         agree_easy = np.mean(easy_scores == loop_scores)
-        print(f"\n--- {n_threads} thread(s) (torch and BLAS) ---")
+        print(
+            f"\n--- {n_threads} thread(s) (torch and BLAS); load average {load_before} "
+            f"before, {_loadavg()} after ---"
+        )
         print(
             f"evaluate_episodes (with CDNV)        {med['fast']:8.3f} s  "
             f"({1e6 * med['fast'] / args.episodes:.0f} us/episode; {res!r}; "

@@ -523,6 +523,10 @@ def _run_episodes(feats, y, cv, tally, batch_size, n_jobs, metric, normalize, cd
         finally:
             kernels.put(kernel)
 
+    def flush(kernel):
+        with torch.inference_mode():
+            return kernel.flush()
+
     def make_kernels(norms):
         ratio = _offset_ratio(feats.Xt, feats.pool_rows())
         sums32 = ratio <= _ncc_kernel._SUMS32_MAX_OFFSET
@@ -548,10 +552,20 @@ def _run_episodes(feats, y, cv, tally, batch_size, n_jobs, metric, normalize, cd
                 kernels = make_kernels(feats.norms(pool, n_jobs))
                 side = None if cdnv is None else pool.submit(cdnv, 1)
                 _unordered(pool, run, batches(), 2 * n_jobs, lambda out: tally.add_batch(*out))
+                # the kernels' last float64 passes, in parallel
+                _unordered(pool, flush, _drain(kernels), n_jobs, tally.add_late)
                 value = None if side is None else side.result()
-        while not kernels.empty():
-            tally.add_late(kernels.get().flush())
+        for kernel in _drain(kernels):
+            tally.add_late(kernel.flush())
     return value
+
+
+def _drain(q):
+    """Take every item out of a ``queue.SimpleQueue``."""
+    items = []
+    while not q.empty():
+        items.append(q.get())
+    return items
 
 
 def _one_torch_thread():
