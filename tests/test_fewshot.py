@@ -543,6 +543,8 @@ def test_cdnv_alongside_the_episodes_on_two_workers(rng, monkeypatch):
         return real_cdnv(*args, **kwargs)
 
     monkeypatch.setattr(sknc.metrics, "cdnv", spy)
+    # two workers whatever the machine's cores and load
+    monkeypatch.setattr(_fewshot, "thread_budget", lambda n_jobs, idle=False: 2)
     cv = EpisodeSplit(4, 2, 3, n_episodes=60, classes=np.arange(1, 9), random_state=0)
     res = evaluate_episodes(X, y, cv, n_jobs=2)
     assert seen == [(1, 1, False)]
@@ -565,3 +567,29 @@ def test_row_norms_in_parts_equal_one_pass(classes, rng):
     if rows is not None:
         expected[np.setdiff1d(np.arange(len(X)), rows)] = 0.0
     np.testing.assert_allclose(parts, expected, rtol=1e-14)
+
+
+def test_one_worker_on_a_busy_machine(rng, tmp_path, monkeypatch):
+    """n_jobs counts only the cores idle when the call starts (sknc's thread policy)."""
+    pytest.importorskip("torch")
+    import threading
+
+    import sknc.metrics
+    from sknc.utils import _threads
+
+    X, y = _gaussian(rng, dtype=np.float32)
+    threads = []
+    real_cdnv = sknc.metrics.cdnv
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real_cdnv(*args, **kwargs)
+
+    monkeypatch.setattr(sknc.metrics, "cdnv", spy)
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("5.10 4.50 3.20 9/200 4242\n")  # 9 threads running
+    monkeypatch.setattr(_threads, "_LOADAVG", str(loadavg))
+    cv = EpisodeSplit(4, 2, 3, n_episodes=30, random_state=0)
+    res = evaluate_episodes(X, y, cv, n_jobs=-1)
+    assert threads == [True]  # one worker: the calling thread computes the CDNV
+    np.testing.assert_array_equal(res.scores, _slow(X, y, cv))

@@ -235,8 +235,11 @@ def evaluate_episodes(
         Threads evaluating batches in parallel on the CPU (and computing the
         CDNV). None means as many as torch's intra-op setting
         (``torch.get_num_threads()``, which these threads replace during the
-        call), -1 all usable cores; never more than the usable cores (see
-        :func:`sknc.utils.thread_budget`). Ignored on other devices.
+        call), -1 all usable cores; never more than the usable cores, nor
+        than the cores idle when the call starts (see
+        :func:`sknc.utils.thread_budget` with ``idle=True``: on a busy
+        machine a second worker adds hand-offs, not CPU time). Ignored on
+        other devices.
 
     return_cdnv : bool, default=True
         Also compute the CDNV (:func:`sknc.metrics.cdnv`) of the features of
@@ -357,7 +360,7 @@ def _check_options(cv, metric, normalize, batch_size, n_jobs):
         or batch_size < 1
     ):
         raise ValueError(f"batch_size must be None or an integer >= 1; got {batch_size!r}.")
-    return cv, thread_budget(n_jobs)
+    return cv, thread_budget(n_jobs, idle=True)
 
 
 def _pool_rows(labels, members, starts, counts, eligible):
