@@ -65,6 +65,11 @@ def test_collect_refuses_quick_runs(tmp_path):
     (src / "results.json").write_text('{"config": {"preset": "quick"}}', encoding="utf-8")
     with pytest.raises(ValueError, match="--quick"):
         page.collect({"transferability": str(src)}, folder=str(tmp_path / "assets"))
+    (src / "results.json").write_text(
+        '{"config": {"preset": "medium", "subset": true}}', encoding="utf-8"
+    )
+    with pytest.raises(ValueError, match="subset"):
+        page.collect({"transferability": str(src)}, folder=str(tmp_path / "assets"))
     (src / "results.json").write_text('{"config": {"preset": "reduced"}}', encoding="utf-8")
     with pytest.raises(ValueError, match="release runs only"):
         page.collect({"li": str(src)}, folder=str(tmp_path / "assets"))
@@ -228,6 +233,19 @@ def test_transferability_verdict_and_pool(results):
         _stored_evaluation(t["evaluation_finetuned"]),
     )
     assert recomputed == t["verdict"]
+    claim = reproduce_transferability._claim(
+        _stored_evaluation(t["evaluation_linear_probe"]),
+        _stored_evaluation(t["evaluation_finetuned"]),
+    )
+    assert claim == t["claim"]
+    assert claim["status"] in ("held", "partly held", "did not hold")
+    # how often fine-tuning beats the probe, as stored, from the two accuracy tables
+    assert t["ft_vs_lp"] == reproduce_transferability.ft_vs_lp(
+        t["linear_probe_accuracy"], t["finetuned_accuracy"]
+    )
+    assert f"in {t['ft_vs_lp']['ft_better']} of the {t['ft_vs_lp']['pairs']}" in page.render(
+        results
+    )
     # the issue's scale: >= 10 candidates, >= 4 data sets, both ground truths,
     # every score with its wall time
     assert len(t["models"]) >= 10
@@ -235,6 +253,29 @@ def test_transferability_verdict_and_pool(results):
     assert set(t["finetuned_accuracy"]) == set(t["linear_probe_accuracy"]) == set(t["tasks"])
     assert {"nc1", "cdnv"} <= set(t["scores"])
     assert set(t["score_seconds"]) >= set(t["scores"])
+
+
+def test_transferability_records_the_code_that_ran(results):
+    """The published run names a clean commit of this repository's history (taken at its start).
+
+    An earlier run recorded a commit that a rebase later rewrote (not in the
+    history) and took it at the end of the run, not the start.
+    """
+    import shutil
+    import subprocess
+
+    t = results["transferability"]
+    rev = t.get("revision")
+    assert rev is not None, "transferability.json does not record the revision that ran"
+    assert rev["changed"] == [] and not rev["git"].endswith("+dirty"), rev["changed"]
+    assert "at_end" not in rev, "the code changed while the run ran"
+    assert t["environment"]["git"] == rev["git"]
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    ancestor = subprocess.run(
+        ["git", "merge-base", "--is-ancestor", rev["commit"], "HEAD"], cwd=ROOT, capture_output=True
+    )
+    assert ancestor.returncode == 0, f"{rev['commit']} is not in this checkout's history"
 
 
 def test_nc1_place_on_page_agrees_with_verdict(results):
@@ -355,23 +396,6 @@ def test_peft_auto_block_check(results):
     c = p["claims"]["auto_block"]
     assert c["within_one_se"] == pytest.approx(sum(hits) / len(hits))
     assert f"in {sum(hits)} of {len(hits)} settings" in c["verdict"]
-
-
-def test_peft_vit_pretraining_on_page(results):
-    """The ViT of the study: its pretraining is described, never called missing."""
-    res = copy.deepcopy(results)
-    p = res["peft"]
-    if page.ISSUE_16_VIT not in p["config"]["backbones"]:
-        assert "a ViT trained on source classes" in page.render(res)
-        return
-    vit = p["vit_pretraining"]
-    # pretrained on source emoji only: the downstream emoji task's emoji left out
-    assert vit["excluded_emoji"] >= p["data"]["emoji_category"]["n_emoji"] > 0
-    text = page.render(res)
-    assert "trained from random weights by :func:`~sknc.finetune.pretrain_backbone`" in text
-    assert f"{page.count(vit['n_images'])} source emoji images" in text
-    assert "a ViT trained on source classes" not in text
-    assert f"{page.BACKBONE_NAMES[page.ISSUE_16_VIT]}, " in text  # its tables
 
 
 def test_peft_merged_invocations_on_page(results):
