@@ -576,6 +576,36 @@ def _ft_budget(cfg):
     )
 
 
+def full_preset_estimate(t):
+    """Hours the ``full`` preset would take, scaled from this run's measured phase times.
+
+    Feature extraction and linear probes scale with the images (train + test)
+    times the pixels, fine-tuning with the training images times the pixels
+    times the epochs, the scores with the square of the training images (the
+    bound of k-NN leave-one-out and PARC; most scores are linear), pre-training
+    with its epochs. None for runs without phase times, or of the full preset.
+    """
+    import reproduce_transferability
+
+    ph, cfg = t.get("phase_seconds"), t["config"]
+    full = reproduce_transferability.PRESETS["full"]
+    if not ph or cfg["preset"] == "full":
+        return None
+    px = (full["size"] / cfg["size"]) ** 2
+    images = (full["n_train"] + full["n_test"]) / (cfg["n_train"] + cfg["n_test"])
+    scores = sum(t["score_seconds"].values())
+    rank = sum(v for k, v in ph.items() if k.startswith("rank "))
+    ft = sum(v for k, v in ph.items() if k.startswith("finetune "))
+    seconds = (
+        ph["load_data"]
+        + ph["pretrain_own_checkpoints"] * full["pretrain_epochs"] / cfg["pretrain_epochs"]
+        + (rank - scores) * px * images
+        + scores * (full["n_train"] / cfg["n_train"]) ** 2
+        + ft * px * full["ft_train"] / cfg["ft_train"] * full["ft_epochs"] / cfg["ft_epochs"]
+    )
+    return seconds / 3600
+
+
 def ft_vs_lp_counts(t):
     """The run's ``ft_vs_lp`` (how often fine-tuning beats the probe), or it recomputed.
 
@@ -644,6 +674,18 @@ model the score ranks first instead of the best one), per data set and on averag
 Seed {cfg["seed"]}; one run.
 """)
     out.append(table(["data set", "train images", "test images", "classes"], rows))
+    hours = full_preset_estimate(t)
+    if hours is not None:
+        full, load = t["config"], t.get("load_average")
+        out.append(
+            f"**The full preset did not run here.** Scaled from this run's measured phase "
+            f"times (``phase_seconds``: pre-training by its epochs, feature extraction and "
+            f"probes by images x pixels, the scores by the square of the training images, "
+            f"fine-tuning by training images x pixels x epochs), it would take about "
+            f"{hours:.0f} hours on the same shared CPU at the same load"
+            + (f" (median {load['median']:.1f})" if load else "")
+            + f", against {t['seconds'] / 60:.0f} minutes for the ``{full['preset']}`` preset.\n"
+        )
     out.append(
         f"Command (wall time {t['seconds'] / 60:.0f} min on the shared CPU, "
         f"{t['environment']['torch_threads']} torch thread):\n"

@@ -290,6 +290,26 @@ def test_nc1_place_on_page_agrees_with_verdict(results):
     assert f"NC1's mean weighted τ ranks {places['linear_probe']['mean'][0]} of" in text
 
 
+def test_full_preset_estimate_by_hand():
+    import reproduce_transferability
+
+    full = reproduce_transferability.PRESETS["full"]
+    cfg = dict(full, preset="small", size=full["size"] // 2, n_train=full["n_train"] // 2,
+               n_test=full["n_test"] // 2, ft_train=full["n_train"] // 2,
+               pretrain_epochs=full["pretrain_epochs"] // 2)  # fmt: skip
+    t = {
+        "config": cfg,
+        "score_seconds": {"nc1": 10.0, "logme": 20.0},
+        "phase_seconds": {"load_data": 36.0, "pretrain_own_checkpoints": 60.0,
+                          "rank a": 50.0, "rank b": 50.0, "finetune a": 100.0,
+                          "finetune b": 200.0},
+    }  # fmt: skip
+    # 36 + 60*2 + (100-30)*4*2 + 30*2**2 + 300*4*2*1 = 36 + 120 + 560 + 120 + 2400
+    assert page.full_preset_estimate(t) == pytest.approx(3236 / 3600)
+    assert page.full_preset_estimate({**t, "config": dict(cfg, preset="full")}) is None
+    assert page.full_preset_estimate({**t, "phase_seconds": None}) is None
+
+
 def test_nc1_places_by_hand():
     t = {
         "tasks": {"a": {}},
