@@ -192,3 +192,22 @@ def test_nc4_counter_products_run_on_idle_cores_only(two_threads, tmp_path, monk
     assert seen == [1, min(2, available_cores())]
     assert busy == idle
     assert blas_threads() == 2
+
+
+def test_statistics_torch_ops_path_reads_the_lower_triangle():
+    # half-precision tensors are computed with torch operations (float32):
+    # their Gram is the whole matrix, of which the lower triangle is kept
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 4, 3000)
+    X = rng.normal(size=(4, 40))[y] * 3 + rng.normal(size=(3000, 40))
+    Xh = torch.from_numpy(X).to(torch.bfloat16)
+    stats = NCStatistics(chunk_size=700)
+    for part in np.array_split(np.arange(3000), 3):
+        stats.update(Xh[part], torch.from_numpy(y[part]))
+    assert stats._ops.is_torch
+    X64 = Xh.to(torch.float64).numpy()
+    means = np.stack([X64[y == k].mean(0) for k in range(4)])
+    E = X64 - means[y]
+    S = stats.within_class_covariance_
+    np.testing.assert_allclose(S, E.T @ E / len(y), rtol=0, atol=1e-6 * np.abs(S).max())
+    np.testing.assert_allclose(S, S.T, rtol=0, atol=1e-14 * np.abs(S).max())
