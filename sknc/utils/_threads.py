@@ -36,6 +36,7 @@ thread (OpenMP); BLAS limits set through threadpoolctl are process-wide.
 import os
 import sys
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ContextDecorator
@@ -54,7 +55,9 @@ __all__ = [
 _CONTROLLERS = {}
 # Linux: "1-min 5-min 15-min running/total last-pid"
 _LOADAVG = "/proc/loadavg"
-_TASKS = "/proc/self/task"
+# instants sampled by idle_cores (a process that runs in bursts may be
+# between two of them at any one instant)
+_IDLE_SAMPLES = 3
 
 
 def _blas_controller():
@@ -89,14 +92,14 @@ def available_cores():
 
 
 def idle_cores():
-    """Usable cores not running another thread right now (at least 1).
+    """Usable cores that no other thread is running on now (at least 1).
 
-    :func:`available_cores` minus the threads of other processes that are
-    running or ready to run at this instant (Linux: the running count of
-    ``/proc/loadavg`` less this process's running threads, such as the
-    calling thread or a BLAS thread still spinning after its last product;
-    elsewhere, or if it cannot be read, every usable core is taken as idle).
-    An instant's count, not an average: it is read once when a call starts.
+    :func:`available_cores` minus the threads running or ready to run other
+    than the calling thread, at the busiest of a few instants a millisecond
+    apart (Linux: the running count of ``/proc/loadavg``; elsewhere, or if
+    it cannot be read, every usable core is taken as idle). Threads of this
+    process count too: a BLAS thread still spinning after its last product
+    occupies a core for a while. Read when a call starts, not averaged.
 
     Examples
     --------
@@ -105,33 +108,17 @@ def idle_cores():
     True
     """
     cores = available_cores()
-    try:
-        with open(_LOADAVG, "rb") as f:
-            running = int(f.read().split()[3].split(b"/")[0])
-    except (OSError, ValueError, IndexError):
-        return cores
-    others = running - max(1, _own_running_threads())
-    return max(1, min(cores, cores - others))
-
-
-def _own_running_threads():
-    """Threads of this process running or runnable now (Linux), 1 if unknown."""
-    count = 0
-    try:
-        names = os.listdir(_TASKS)
-    except OSError:
-        return 1
-    for name in names:
+    others = 0
+    for i in range(_IDLE_SAMPLES):
+        if i:
+            time.sleep(0.001)
         try:
-            with open(f"{_TASKS}/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:  # the thread ended meanwhile
-            continue
-        # "pid (comm) S ...": the state follows the last parenthesis
-        end = stat.rfind(b")")
-        if stat[end + 2 : end + 3] == b"R":
-            count += 1
-    return max(1, count)
+            with open(_LOADAVG, "rb") as f:
+                running = int(f.read().split()[3].split(b"/")[0])
+        except (OSError, ValueError, IndexError):
+            return cores
+        others = max(others, running - 1)
+    return max(1, min(cores, cores - others))
 
 
 def blas_threads():
