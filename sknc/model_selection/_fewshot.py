@@ -30,9 +30,10 @@ from ._ncc_kernel import _EpisodeKernel, _offset_ratio, _row_norms
 _PENDING_QUERIES = 4096
 
 # Size (in elements) of the support + query features of one batch of episodes
-# on the CPU (about 80 episodes of 5-way 5-shot 15-query on 512-d features;
-# they are gathered in cache-sized sub-batches); 16 times that on GPUs.
-_BATCH_ELEMENTS = 1 << 22
+# on the CPU (about 160 episodes of 5-way 5-shot 15-query on 512-d features;
+# they are gathered in cache-sized sub-batches, or not at all; fewer, larger
+# batches pay less per-operation overhead); 16 times that on GPUs.
+_BATCH_ELEMENTS = 1 << 23
 
 
 @dataclass(frozen=True, repr=False, eq=False)
@@ -226,7 +227,7 @@ def evaluate_episodes(
         the classes the episodes draw from are copied there once.
 
     batch_size : int, default=None
-        Episodes per vectorised batch. None picks one that covers about 4
+        Episodes per vectorised batch. None picks one that covers about 8
         million feature values (support and query rows) on the CPU, where the
         rows are then gathered in cache-sized sub-batches, and 16 times more
         on other devices.
