@@ -4,8 +4,10 @@
 classes (600 samples each, a Gaussian mixture whose few-shot accuracy is far
 from 100%, made non-negative and offset like pooled ReLU features). At each
 thread count (``--threads``, default ``1,2``: torch and BLAS limited to that
-many threads for every contender), timed in interleaved rounds (medians;
-the development machines are shared, timings are noisy) in one process:
+many threads for every contender), timed in rounds interleaved over the
+contenders and the thread counts (medians; the development machines are
+shared, timings are noisy; the load average at each round's start is
+printed) in one process:
 
 1. ``evaluate_episodes(X, y, cv)``, the fast path, with its CDNV (episode
    sampling included);
@@ -125,34 +127,40 @@ def easyfsl_style(torch, X, y, cv):
     return np.asarray(scores)
 
 
-def _rounds(X, y, cv, cv_loop, scale, repeat):
-    """Interleaved timed rounds of the four contenders (the loops: two rounds)."""
+def _tune(X, y, cv, cv_loop):
+    """Warm up; the plain rule's best batch size (to be fair to it)."""
+    import torch
+
+    from sknc.model_selection import evaluate_episodes
+
+    evaluate_episodes(X, y, cv)  # warm-up
+    sizes = {
+        bs: _timed(lambda bs=bs: plain_batched_rule(torch, X, y, cv_loop, bs))[0]
+        for bs in (16, 64, 256)
+    }
+    return min(sizes, key=sizes.get)
+
+
+def _round(X, y, cv, cv_loop, scale, batch, times, loops):
+    """One timed round of the four contenders (the loops only if ``loops``)."""
     import torch
     from sklearn.model_selection import cross_val_score
 
     from sknc.model_selection import evaluate_episodes
     from sknc.neighbors import NearestClassCenter
 
-    evaluate_episodes(X, y, cv)  # warm-up
-    # tune the plain rule's batch size (its best, to be fair to it)
-    sizes = {
-        bs: _timed(lambda bs=bs: plain_batched_rule(torch, X, y, cv_loop, bs))[0]
-        for bs in (16, 64, 256)
-    }
-    batch = min(sizes, key=sizes.get)
-    times = {"fast": [], "plain": [], "easyfsl": [], "loop": [], "gather": []}
-    for r in range(repeat):
-        times["gather"].append(gather_floor(torch, X, y, cv))
-        t, res = _timed(lambda: evaluate_episodes(X, y, cv))
-        times["fast"].append(t)
-        t, plain_scores = _timed(lambda: plain_batched_rule(torch, X, y, cv, batch))
-        times["plain"].append(t)
-        if r < 2:
-            t, easy_scores = _timed(lambda: easyfsl_style(torch, X, y, cv_loop))
-            times["easyfsl"].append(t * scale)
-            t, loop_scores = _timed(lambda: cross_val_score(NearestClassCenter(), X, y, cv=cv_loop))
-            times["loop"].append(t * scale)
-    return times, res, plain_scores, easy_scores, loop_scores, batch
+    out = {}
+    times["gather"].append(gather_floor(torch, X, y, cv))
+    t, out["res"] = _timed(lambda: evaluate_episodes(X, y, cv))
+    times["fast"].append(t)
+    t, out["plain"] = _timed(lambda: plain_batched_rule(torch, X, y, cv, batch))
+    times["plain"].append(t)
+    if loops:
+        t, out["easy"] = _timed(lambda: easyfsl_style(torch, X, y, cv_loop))
+        times["easyfsl"].append(t * scale)
+        t, out["loop"] = _timed(lambda: cross_val_score(NearestClassCenter(), X, y, cv=cv_loop))
+        times["loop"].append(t * scale)
+    return out
 
 
 def main(argv=None):
@@ -188,22 +196,38 @@ def main(argv=None):
         f"loops on {n_loop} episodes (x{scale:g}); medians of {args.repeat} interleaved rounds"
     )
 
-    for n_threads in [int(t) for t in args.threads.split(",")]:
-        load_before = _loadavg()
-        with thread_limits(n_threads, torch=True):
-            times, res, plain_scores, easy_scores, loop_scores, batch = _rounds(
-                X, y, cv, cv_loop, scale, args.repeat
-            )
-            bandwidth = _bandwidth(torch)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        floor = args.episodes * episode_bytes / bandwidth
+    threads = [int(t) for t in args.threads.split(",")]
+    batch, times, last, loads, bandwidth = {}, {}, {}, {}, {}
+    for n in threads:
+        with thread_limits(n, torch=True):
+            batch[n] = _tune(X, y, cv, cv_loop)
+        times[n] = {"fast": [], "plain": [], "easyfsl": [], "loop": [], "gather": []}
+        last[n], loads[n] = {}, []
+    # rounds interleaved over the thread counts too: the 1- and 2-thread
+    # figures see the same (shared) machine
+    for r in range(args.repeat):
+        for n in threads:
+            loads[n].append(_loadavg())
+            with thread_limits(n, torch=True):
+                last[n].update(_round(X, y, cv, cv_loop, scale, batch[n], times[n], r < 2))
+    for n in threads:
+        with thread_limits(n, torch=True):
+            bandwidth[n] = _bandwidth(torch)
+    fast = {n: statistics.median(times[n]["fast"]) for n in threads}
+
+    for n_threads in threads:
+        res, plain_scores = last[n_threads]["res"], last[n_threads]["plain"]
+        easy_scores, loop_scores = last[n_threads]["easy"], last[n_threads]["loop"]
+        times_n, bandwidth_n, batch_n = times[n_threads], bandwidth[n_threads], batch[n_threads]
+        med = {k: statistics.median(v) for k, v in times_n.items()}
+        floor = args.episodes * episode_bytes / bandwidth_n
         if not np.array_equal(res.scores[:n_loop], loop_scores):
             raise SystemExit("evaluate_episodes differs from cross_val_score")
         agree_plain = np.mean(plain_scores == res.scores)
         agree_easy = np.mean(easy_scores == loop_scores)
         print(
-            f"\n--- {n_threads} thread(s) (torch and BLAS); load average {load_before} "
-            f"before, {_loadavg()} after ---"
+            f"\n--- {n_threads} thread(s) (torch and BLAS); load average at the rounds' "
+            f"starts: {', '.join(loads[n_threads])} ---"
         )
         print(
             f"evaluate_episodes (with CDNV)        {med['fast']:8.3f} s  "
@@ -211,7 +235,7 @@ def main(argv=None):
             f"near-tie episodes re-checked: {res.n_exact})"
         )
         print(
-            f"plain batched torch rule (batch {batch:3d}) {med['plain']:8.3f} s  "
+            f"plain batched torch rule (batch {batch_n:3d}) {med['plain']:8.3f} s  "
             f"-> {med['plain'] / med['fast']:5.2f}x  (target >= 2x; same accuracy in "
             f"{100 * agree_plain:.2f}% of episodes)"
         )
@@ -227,13 +251,22 @@ def main(argv=None):
         print(
             f"gather-bandwidth floor               {floor:8.3f} s  "
             f"({episode_bytes / 1e3:.0f} kB of rows per episode at "
-            f"{bandwidth / 1e9:.1f} GB/s) -> evaluate_episodes at "
+            f"{bandwidth_n / 1e9:.1f} GB/s) -> evaluate_episodes at "
             f"{med['fast'] / floor:.1f}x the floor"
         )
         print(
             f"gather floor (index_select of the rows) {med['gather']:8.3f} s  "
             f"-> evaluate_episodes at {med['fast'] / med['gather']:.1f}x, the plain rule at "
             f"{med['plain'] / med['gather']:.1f}x"
+        )
+
+    if len(threads) > 1:
+        one = fast[threads[0]]
+        print(
+            "\nevaluate_episodes, time at each thread count / time at "
+            f"{threads[0]}: "
+            + ", ".join(f"{n}: {fast[n] / one:.2f}" for n in threads)
+            + "  (the rounds interleaved; target: never above 1)"
         )
 
 
