@@ -373,8 +373,13 @@ class Runner:
                 from sknc.features import create_backbone
 
                 weights, self.vit_info = pretrain_vit(self.cfg)
+                # no head (the source head is unused): every weight comes from the file,
+                # so the module's fingerprint, part of every run's cache key, is the same
+                # in every invocation (a random head would make the cache miss)
                 self.modules[name] = create_backbone(
-                    VIT_MODEL, weights=weights, model_kwargs=vit_kwargs(self.cfg)
+                    VIT_MODEL,
+                    weights=weights,
+                    model_kwargs=dict(vit_kwargs(self.cfg), num_classes=0),
                 )
             else:
                 self.modules[name] = rc.imagenet_backbone(name)[0]

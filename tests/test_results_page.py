@@ -418,6 +418,51 @@ def test_peft_auto_block_check(results):
     assert f"in {sum(hits)} of {len(hits)} settings" in c["verdict"]
 
 
+def test_peft_vit_pretraining_on_page(results):
+    """The ViT of the study: its pretraining is described, never called missing."""
+    res = copy.deepcopy(results)
+    p = res["peft"]
+    if page.ISSUE_16_VIT not in p["config"]["backbones"]:
+        assert "a ViT trained on source classes" in page.render(res)
+        return
+    vit = p["vit_pretraining"]
+    # pretrained on source emoji only: the downstream emoji task's emoji left out
+    assert vit["excluded_emoji"] >= p["data"]["emoji_category"]["n_emoji"] > 0
+    text = page.render(res)
+    assert "trained from random weights by :func:`~sknc.finetune.pretrain_backbone`" in text
+    assert f"{page.count(vit['n_images'])} source emoji images" in text
+    assert "a ViT trained on source classes" not in text
+    assert f"{page.BACKBONE_NAMES[page.ISSUE_16_VIT]}, " in text  # its tables
+
+
+def test_peft_vit_cache_key_is_the_same_in_every_invocation(tmp_path, monkeypatch):
+    """The study's ViT is fully determined by its weights file (cached fits are reused)."""
+    import reproduce_peft
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from sknc.experiments._protocols import _fingerprint
+
+    kw = dict(depth=2, embed_dim=32, num_heads=2)
+    monkeypatch.setattr(reproduce_peft, "VIT_KWARGS", kw)
+    cfg = dict(imagenet_size=32)
+    # a pretrained checkpoint as pretrain_backbone writes it: with its source head
+    torch.manual_seed(0)
+    source = timm.create_model(
+        reproduce_peft.VIT_MODEL, num_classes=7, **reproduce_peft.vit_kwargs(cfg)
+    )
+    path = str(tmp_path / "vit.safetensors")
+    save_file(source.state_dict(), path)
+    monkeypatch.setattr(reproduce_peft, "pretrain_vit", lambda cfg: (path, {}))
+    digests = []
+    for seed in (1, 2):  # two invocations, the global torch random state elsewhere
+        torch.manual_seed(seed)
+        runner = reproduce_peft.Runner(cfg, str(tmp_path))
+        digests.append(_fingerprint(runner.module(reproduce_peft.VIT)))
+    assert digests[0] == digests[1]
+
+
 def test_peft_merged_invocations_on_page(results):
     """Results merged from invocations on disjoint backbones name each invocation."""
     res = copy.deepcopy(results)
