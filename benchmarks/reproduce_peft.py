@@ -49,7 +49,7 @@ comparisons with the PEFT baselines and the auto-block check use the same
 Run::
 
     python benchmarks/reproduce_peft.py --data-dir /work/data            # release
-    python benchmarks/reproduce_peft.py --data-dir /work/data --reduced  # ~1.5 h, 2 cores
+    python benchmarks/reproduce_peft.py --data-dir /work/data --reduced  # ~70 min, 2 shared cores
     python benchmarks/reproduce_peft.py --replot --out DIR               # verdicts again
 
 Runs are cached in ``OUT/runs.json`` (keyed by everything that determines
