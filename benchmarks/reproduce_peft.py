@@ -587,6 +587,7 @@ def main(argv=None):
         return res
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
+    revision = rc.code_revision()  # the code that runs, before anything can change it
     rc.log(f"PEFT comparison ({cfg['preset']}), output in {out}")
     tasks = load_tasks(cfg)
     if cfg.get("tasks"):
@@ -603,8 +604,9 @@ def main(argv=None):
             "methods": {label: params for label, params in METHODS},
             "optimizer": "AdamW, cosine schedule, no augmentation",
         },
-        "environment": rc.environment(),
-        "git": rc.git_revision(),
+        "environment": rc.environment(revision),
+        "git": None if revision is None else revision["git"],
+        "revision": rc.revision_at_end(revision),
         "data": {task: t["info"] for task, t in tasks.items()},
         "summary": summary,
         "cache": cache,
