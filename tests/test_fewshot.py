@@ -524,6 +524,14 @@ def test_offset_ratio_picks_float64_sums_for_offset_features(rng):
     assert _offset_ratio(torch.ones(5, 3)) == float("inf")
 
 
+def test_offset_ratio_sample_stays_small_for_wide_rows():
+    from sknc.model_selection._ncc_kernel import _sample_rows
+
+    assert _sample_rows(1024, 512) == 1024
+    assert _sample_rows(1024, 8192) == 256  # 16 MB of float64
+    assert _sample_rows(1024, 10**7) == 16
+
+
 def test_cdnv_alongside_the_episodes_on_two_workers(rng, monkeypatch):
     """With n_jobs=2 the CDNV runs in a worker on one thread, beside the batches."""
     torch = pytest.importorskip("torch")

@@ -532,8 +532,13 @@ def _run_episodes(feats, y, cv, tally, batch_size, n_jobs, metric, normalize, cd
             return kernel.flush()
 
     def make_kernels(norms):
-        ratio = _offset_ratio(feats.Xt, feats.pool_rows())
-        sums32 = ratio <= _ncc_kernel._SUMS32_MAX_OFFSET
+        # float32 class sums (see _EpisodeKernel) unless a common offset
+        # would make their rounding leave most queries undecided
+        sums32 = (
+            feats.Xt.dtype == torch.float32
+            and normalize != "center+l2"
+            and _offset_ratio(feats.Xt, feats.pool_rows()) <= _ncc_kernel._SUMS32_MAX_OFFSET
+        )
         kernels = queue.SimpleQueue()
         for _ in range(n_jobs):
             kernels.put(

@@ -53,8 +53,8 @@ def _row_norms(Xt, rows=None, out=None):
 def _offset_ratio(Xt, rows=None, n_sample=1024):
     """Norm of the mean row over the spread of the rows, on a sample of ``rows``.
 
-    About ``||mean|| / sqrt(mean ||x - mean||^2)`` over up to ``n_sample``
-    rows evenly spaced in ``rows`` (all rows of ``Xt`` if None); ``inf``
+    About ``||mean|| / sqrt(mean ||x - mean||^2)`` over about ``n_sample``
+    rows (fewer for very wide rows) evenly spaced in ``rows`` (all rows of ``Xt`` if None); ``inf``
     when the sampled rows are all equal. Large for features that share a
     big common offset: there, float32 class sums (whose rounding scales
     with ``||x||``) would leave most queries to the float64 pass, so the
@@ -63,6 +63,7 @@ def _offset_ratio(Xt, rows=None, n_sample=1024):
     import torch
 
     n = Xt.shape[0] if rows is None else len(rows)
+    n_sample = _sample_rows(n_sample, Xt.shape[1])
     idx = torch.arange(0, n, max(1, n // n_sample), device=Xt.device)
     if rows is not None:
         idx = torch.as_tensor(rows, device=Xt.device)[idx]
@@ -71,6 +72,14 @@ def _offset_ratio(Xt, rows=None, n_sample=1024):
     spread = float(torch.linalg.vector_norm(S - m, dim=1).square().mean().sqrt())
     size = float(torch.linalg.vector_norm(m))
     return size / spread if spread > 0 else float("inf")
+
+
+def _sample_rows(n_sample, n_features, budget=1 << 24):
+    """Rows of a float64 sample: ``n_sample``, fewer if they exceed ``budget`` bytes (16 MB).
+
+    At least 16.
+    """
+    return max(16, min(n_sample, budget // (8 * n_features)))
 
 
 def _ieee_fp32_matmul(device):
