@@ -21,13 +21,15 @@ import numbers
 
 import numpy as np
 from scipy import linalg, sparse
+from scipy.linalg import blas, lapack
 from scipy.special import logsumexp, softmax
 
 from ..utils import to_numpy
 from ._backend import get_ops
 from ._validation import check_features, check_option, encode_labels
 
-_ROWS = 4096  # rows per block when forming Gram matrices (bounded extra memory)
+_ROWS = 4096  # rows per block when forming within-class scatter (bounded extra memory)
+_GRAM_BYTES = 1 << 27  # float64 bytes of X converted at a time by _gram (128 MiB)
 
 
 # ---------------------------------------------------------------------------
@@ -35,17 +37,26 @@ _ROWS = 4096  # rows per block when forming Gram matrices (bounded extra memory)
 # ---------------------------------------------------------------------------
 
 
-def _features64(X, name="X"):
-    """``X`` as a float64 numpy array (a copy when it was not float64 numpy)."""
+def _features(X, name="X"):
+    """``X`` as a numpy array of its own dtype (no copy for CPU arrays and tensors)."""
     X, _ = check_features(X, name=name)
     if hasattr(X, "detach"):
         X = X.detach().cpu().numpy()
-    X = np.asarray(X)
+    return np.asarray(X)
+
+
+def _raise_not_finite(name="X"):
+    raise ValueError(
+        f"{name} contains NaN or infinity; transferability scores need finite features."
+    )
+
+
+def _features64(X, name="X"):
+    """``X`` as a float64 numpy array (a copy when it was not float64 numpy)."""
+    X = _features(X, name=name)
     X64 = X.astype(np.float64, copy=X.dtype != np.float64)
     if not np.isfinite(X64).all():
-        raise ValueError(
-            f"{name} contains NaN or infinity; transferability scores need finite features."
-        )
+        _raise_not_finite(name)
     return X64
 
 
@@ -69,16 +80,30 @@ def _class_sums(X, codes, n_classes):
     return np.asarray(_onehot(codes, n_classes) @ X)
 
 
-def _gram(X, center=None):
-    """``(X - center).T @ (X - center)`` in float64, built block by block."""
-    d = X.shape[1]
-    G = np.zeros((d, d))
-    for a in range(0, X.shape[0], _ROWS):
-        B = X[a : a + _ROWS]
+def _gram(X, center=None, cross=None):
+    """``(X - center).T @ (X - center)`` in float64, built block by block.
+
+    Each block of rows is converted to float64 on its own (no float64 copy of
+    ``X``) and added with one BLAS ``dsyrk`` (``beta=1``, in place). With
+    ``cross(start, stop, B)``, also returns the sum over the blocks of its
+    values (e.g. the class sums ``Y[start:stop].T @ B``), from the same pass.
+    """
+    n, d = X.shape
+    rows = max(1, min(n, _GRAM_BYTES // (8 * d)))
+    G = np.zeros((d, d), order="F")
+    R = None
+    for a in range(0, n, rows):
+        B = np.asarray(X[a : a + rows], dtype=np.float64)
         if center is not None:
             B = B - center
-        G += B.T @ B
-    return G
+        # B.T is Fortran-ordered (d, rows): dsyrk adds its upper triangle of B.T @ B
+        G = blas.dsyrk(1.0, B.T, beta=1.0, c=G, overwrite_c=1)
+        if cross is not None:
+            part = cross(a, a + B.shape[0], B)
+            R = part if R is None else R + part
+    G = np.triu(G)
+    G += np.triu(G, 1).T
+    return G if cross is None else (G, R)
 
 
 def _within_gram(X, means, codes):
@@ -150,42 +175,67 @@ def _n_components_for_variance(explained, ratio):
 # ---------------------------------------------------------------------------
 
 
-def _spectrum(X):
-    """Non-zero eigenvalues ``sigma`` of ``X.T @ X`` and maps onto ``U``.
+def _eigh_project(G, R):
+    """Eigenvalues ``w`` (ascending) of symmetric ``G`` and ``V.T @ R``.
 
-    ``U`` holds the left singular vectors of the non-zero singular values.
-    For N >= D this uses the (D, D) Gram, otherwise the (N, N) one. Returns
-    ``(sigma, project, project_classes)``: ``project(Z)`` is ``U.T @ Z`` for
-    dense ``Z`` (n_samples, m); ``project_classes(codes, C)`` is ``U.T`` of the
-    one-hot class indicators, from the class sums ``X.T @ Y`` (``O(N D)``)
-    without forming the ``N x C`` indicator matrix.
+    Equal to ``linalg.eigh(G, driver="evd")`` followed by ``V.T @ R``, without
+    forming the eigenvectors ``V = Q Z``: ``G = Q T Q^T`` (``dsytrd``), ``Q^T R``
+    from the Householder reflectors (``dormqr``, ``O(D^2 m)``), then the
+    eigendecomposition ``T = Z diag(w) Z^T`` (``dstevd``, the divide and
+    conquer solver that ``dsyevd`` runs on the same ``T``) and ``Z^T Q^T R``.
+    This skips the ``O(D^3)`` back-transformation of the eigenvectors.
+    """
+    d, m = R.shape
+    if d < 3 or m == 0:
+        w, V = linalg.eigh(G, driver="evd", check_finite=False)
+        return w, V.T @ R
+    lwork = int(lapack.dsytrd_lwork(d, lower=1)[0])
+    A, diag, off, tau, info = lapack.dsytrd(G, lower=1, lwork=lwork)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dsytrd failed (info={info}).")
+    QtR = np.array(R, dtype=np.float64, order="F")
+    # lower storage: Q = H(1)...H(d-1), the reflectors are those of a QR of A[1:, :-1]
+    reflectors = np.asfortranarray(A[1:, :-1])
+    _, work, info = lapack.dormqr("L", "T", reflectors, tau, QtR[1:], lwork=-1)
+    cq, _, info = lapack.dormqr(
+        "L", "T", reflectors, tau, QtR[1:], lwork=max(int(work[0]), m), overwrite_c=1
+    )
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dormqr failed (info={info}).")
+    QtR[1:] = cq
+    w, Z, info = lapack.dstevd(diag, off)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"the tridiagonal eigensolver failed (info={info}).")
+    return w, Z.T @ QtR
+
+
+def _spectrum(X, cross):
+    """Non-zero eigenvalues ``sigma`` of ``X.T @ X`` and ``U.T @ M``.
+
+    ``U`` holds the left singular vectors of the non-zero singular values and
+    ``M`` (n_samples, m) the targets, given through ``cross(start, stop, B)``
+    = ``M[start:stop].T @ B`` (one-hot class indicators need not be formed).
+    For N >= D this uses the (D, D) Gram, built from float64 blocks of ``X``
+    in one pass that also gives ``X.T @ M``; otherwise the (N, N) one. ``X``
+    may be of any float dtype; non-finite values raise. Returns
+    ``(sigma, P)`` with ``P`` of shape (k, m).
     """
     n, d = X.shape
     eps = np.finfo(np.float64).eps
     if n >= d:
-        sig, V = linalg.eigh(_gram(X), driver="evd", check_finite=False)
+        G, R = _gram(X, cross=cross)
+        if not (np.isfinite(np.diagonal(G)).all() and np.isfinite(R).all()):
+            if not np.isfinite(X).all():
+                _raise_not_finite()
+            raise ValueError("X is too large: its Gram matrix overflows float64.")
+        sig, P = _eigh_project(G, R.T)
         keep = sig > sig.max() * max(n, d) * eps if sig.max() > 0 else np.zeros(d, bool)
-        sig, V = sig[keep], V[:, keep]
-        scale = 1.0 / np.sqrt(sig)
-
-        def project(Z):
-            return (V.T @ (X.T @ Z)) * scale[:, None]
-
-        def project_classes(codes, n_classes):
-            return (V.T @ _class_sums(X, codes, n_classes).T) * scale[:, None]
-
-    else:
-        sig, U = linalg.eigh(X @ X.T, driver="evd", check_finite=False)
-        keep = sig > sig.max() * max(n, d) * eps if sig.max() > 0 else np.zeros(n, bool)
-        sig, U = sig[keep], U[:, keep]
-
-        def project(Z):
-            return U.T @ Z
-
-        def project_classes(codes, n_classes):
-            return _class_sums(U, codes, n_classes).T
-
-    return sig, project, project_classes
+        sig = sig[keep]
+        return sig, P[keep] / np.sqrt(sig)[:, None]
+    X64 = _features64(X)
+    sig, U = linalg.eigh(X64 @ X64.T, driver="evd", check_finite=False)
+    keep = sig > sig.max() * max(n, d) * eps if sig.max() > 0 else np.zeros(n, bool)
+    return sig[keep], cross(0, n, U[:, keep]).T
 
 
 def _logme_fixed_point(sig, x2, res_x2, n, d, tol, max_iter):
@@ -303,6 +353,10 @@ def logme(X, y, *, regression=False, method="fixed-point", tol=None, max_iter=11
     -----
     Cost: one Gram matrix (``min(N, D)`` squared, ``O(N D min(N, D))``), one
     symmetric eigendecomposition, then ``O(min(N, D) C)`` per iteration.
+    For ``N >= D`` the float64 Gram and the class sums are built in one pass
+    over float64 blocks of ``X`` (no float64 copy of float32 features), and
+    the eigenvectors are never formed: only their products with the class
+    sums (tridiagonal reduction, reflectors applied to the ``D x C`` sums).
     The log-determinant sums ``log(alpha + beta sigma_i)`` over **all** ``D``
     eigenvalues of ``X^T X``, the zero ones included. The fixed-point
     reference code sums only the ``k <= min(N, D)`` non-zero ones while
@@ -329,29 +383,33 @@ def logme(X, y, *, regression=False, method="fixed-point", tol=None, max_iter=11
     if tol is None:
         tol = 1e-3 if method == "fixed-point" else 1e-2
     tol = _check_positive_float(tol, "tol")
+    Xn = _features(X)
+    n, d = Xn.shape
     if regression:
-        X64 = _features64(X)
         T = np.asarray(to_numpy(y), dtype=np.float64)
         if T.ndim == 1:
             T = T[:, None]
-        if T.ndim != 2 or T.shape[0] != X64.shape[0]:
+        if T.ndim != 2 or T.shape[0] != n:
             raise ValueError(
                 f"y must have shape (n_samples,) or (n_samples, n_targets) with "
-                f"n_samples={X64.shape[0]}, got {T.shape}."
+                f"n_samples={n}, got {T.shape}."
             )
         if not np.isfinite(T).all():
             raise ValueError("y contains NaN or infinity; regression targets must be finite.")
-    else:
-        X64, classes, codes, _ = _prepare(X, y, score="LogME")
-        T = None
-    n, d = X64.shape
-    sig, project, project_classes = _spectrum(X64)
-    if T is None:
-        P = project_classes(codes, len(classes))
-        y2 = np.bincount(codes, minlength=len(classes)).astype(np.float64)
-    else:
-        P = project(T)
         y2 = (T**2).sum(0)
+
+        def cross(a, b, B):
+            return T[a:b].T @ B
+
+    else:
+        classes, codes = encode_labels(y, n, get_ops(Xn), min_classes=2)
+        codes = np.asarray(codes, dtype=np.intp)
+        y2 = np.bincount(codes, minlength=len(classes)).astype(np.float64)
+
+        def cross(a, b, B):
+            return np.asarray(_onehot(codes[a:b], len(classes)) @ B)
+
+    sig, P = _spectrum(Xn, cross)
     if method == "fixed-point":
         x2 = P**2
         res_x2 = np.maximum(y2 - x2.sum(0), 0.0)

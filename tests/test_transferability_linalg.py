@@ -1,0 +1,81 @@
+"""The float64 linear algebra under LogME: blockwise Gram and eigen-projections."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from scipy import linalg
+
+import sknc.metrics._transferability as tr_module
+from sknc.metrics import hscore, logme
+
+
+def _data(n=300, d=12, c=4, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n, d)) * 3.0 + 1000.0).astype(dtype)
+    y = rng.integers(0, c, n)
+    return X, y
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gram_in_several_float64_blocks_equals_one_float64_product(monkeypatch, dtype):
+    X, y = _data(dtype=dtype)
+    X64 = X.astype(np.float64)
+    Y = np.eye(4)[y]
+    monkeypatch.setattr(tr_module, "_GRAM_BYTES", 8 * X.shape[1] * 37)  # 37-row blocks
+    G, R = tr_module._gram(X, cross=lambda a, b, B: Y[a:b].T @ B)
+    np.testing.assert_allclose(G, X64.T @ X64, rtol=1e-13)
+    assert np.array_equal(G, G.T)
+    np.testing.assert_allclose(R, Y.T @ X64, rtol=1e-13)
+    mu = X64.mean(0)
+    np.testing.assert_allclose(
+        tr_module._gram(X, center=mu), (X64 - mu).T @ (X64 - mu), rtol=1e-10, atol=1e-8
+    )
+
+
+@pytest.mark.parametrize("rank", [12, 5])
+def test_eigen_projection_equals_eigh_with_back_transformed_vectors(rank):
+    rng = np.random.default_rng(rank)
+    A = rng.standard_normal((rank, 12))
+    G = A.T @ A
+    R = rng.standard_normal((12, 3))
+    w, P = tr_module._eigh_project(G, R)
+    w_ref, V = linalg.eigh(G, driver="evd")
+    np.testing.assert_array_equal(w, w_ref)  # the same dsytrd + dstedc
+    big = w_ref > w_ref.max() * 1e-10  # the null space's basis is arbitrary
+    np.testing.assert_allclose(np.abs(P[big]), np.abs(V.T @ R)[big], rtol=1e-10)
+    np.testing.assert_allclose((P**2).sum(0), (R**2).sum(0), rtol=1e-12)
+
+
+def test_logme_makes_no_float64_copy_of_float32_features(monkeypatch):
+    X, y = _data(n=4000, d=64)
+    expected = logme(X.astype(np.float64), y)
+    monkeypatch.setattr(tr_module, "_GRAM_BYTES", 8 * 64 * 500)
+    tracemalloc.start()
+    try:
+        value = logme(X, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert value == pytest.approx(expected, rel=1e-12)
+    assert peak < X.nbytes  # a float64 copy alone would take 2 * X.nbytes
+
+
+def test_logme_non_finite_and_overflowing_features_raise_clearly():
+    X, y = _data()
+    for bad in (np.nan, np.inf):
+        Xb = X.copy()
+        Xb[7, 3] = bad
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            logme(Xb, y)
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            logme(Xb[:, None].repeat(50, 1).reshape(len(y), -1)[:, :400], y)  # N < D
+    with pytest.raises(ValueError, match="overflows float64"):
+        logme(X.astype(np.float64) * 1e160, y)
+
+
+def test_hscore_on_blockwise_gram_is_unchanged_by_the_block_size(monkeypatch):
+    X, y = _data()
+    one = hscore(X, y)
+    monkeypatch.setattr(tr_module, "_GRAM_BYTES", 8 * X.shape[1] * 10)
+    assert hscore(X, y) == pytest.approx(one, rel=1e-10)
