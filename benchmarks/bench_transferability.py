@@ -166,7 +166,9 @@ def main(argv=None):
     parser.add_argument("--reference-dir", default=None)
     parser.add_argument("--pactran-dir", default=None)
     parser.add_argument("--ncti-dir", default=None)
-    parser.add_argument("--skip", default="", help="comma-separated scores to leave out")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated scores to leave out (references too)"
+    )
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(0)
@@ -273,6 +275,7 @@ def main(argv=None):
                 lambda: np.array(ncti_ref(X[sub].astype(np.float64), yi[sub])),
             )
         )
+    cases = [case for case in cases if case[0].split(" ")[0] not in skip]
     if cases:
         print("\nagainst the reference implementations (1 thread, median of --repeat)")
         import contextlib
