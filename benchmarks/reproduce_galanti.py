@@ -560,6 +560,7 @@ def main(argv=None):
         return rc.replot(out, claims, figures)
     os.makedirs(out, exist_ok=True)
     t_start = time.perf_counter()
+    revision = rc.code_revision()  # the code that runs, before anything can change it
     rc.log(f"Galanti et al. on emoji ({cfg['preset']}), output in {out}")
 
     emoji, split = rc.load_emoji_protocol(seed=cfg["seed"], max_classes=cfg["max_classes"])
@@ -596,7 +597,8 @@ def main(argv=None):
                 else "none"
             ),
         },
-        "environment": rc.environment(),
+        "environment": rc.environment(revision),
+        "revision": rc.revision_at_end(revision),
         "data": data,
         "pretrain": history,
         "collapse": collapse,

@@ -498,6 +498,7 @@ def main(argv=None):
         return rc.replot(out, claims, figures)
     os.makedirs(out, exist_ok=True)
     t_start = time.perf_counter()
+    revision = rc.code_revision()  # the code that runs, before anything can change it
     rc.log(f"Li et al. on Fashion-MNIST and emoji categories ({cfg['preset']}), output in {out}")
     own, own_cfg = own_checkpoints(args.galanti_dir)
     tasks = load_tasks(cfg)
@@ -519,7 +520,8 @@ def main(argv=None):
             "probe": "StandardScaler + LogisticRegression(max_iter=1000)",
             "ft_optimizer": "AdamW, cosine schedule, no augmentation",
         },
-        "environment": rc.environment(),
+        "environment": rc.environment(revision),
+        "revision": rc.revision_at_end(revision),
         "data": {task: t["info"] for task, t in tasks.items()},
         "ranking": ranking,
     }

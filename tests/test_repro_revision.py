@@ -90,3 +90,26 @@ def test_a_commit_outside_the_code_is_not_a_change(repo):
 def test_no_git_gives_none(tmp_path):
     assert rc.code_revision(tmp_path) is None
     assert rc.revision_at_end(None) is None
+
+
+@pytest.mark.parametrize(
+    "script", ["reproduce_transferability", "reproduce_galanti", "reproduce_li"]
+)
+def test_reproduction_takes_the_revision_at_its_start_and_records_it(script):
+    """``main`` reads ``rc.code_revision()`` before its first log line (before any work) and
+    stores it through ``rc.environment(revision)`` and ``rc.revision_at_end(revision)``."""
+    import ast
+
+    tree = ast.parse((ROOT / "benchmarks" / f"{script}.py").read_text(encoding="utf-8"))
+    main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
+    calls = {}
+    for node in ast.walk(main):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if isinstance(node.func.value, ast.Name) and node.func.value.id == "rc":
+                calls.setdefault(node.func.attr, []).append(node)
+    (start,) = calls.get("code_revision", [None])
+    assert start is not None, f"{script}.main does not call rc.code_revision()"
+    assert start.lineno < min(c.lineno for c in calls["log"])
+    for name in ("environment", "revision_at_end"):
+        (call,) = calls[name]
+        assert [ast.unparse(a) for a in call.args] == ["revision"], ast.unparse(call)
