@@ -12,8 +12,11 @@ host once at the end. Overhead = time(transformer) / time(baseline) - 1;
 target: at most 5% on CPU and on CUDA (with and without mixed precision).
 On the CPU this is measured at each of ``--threads`` (default 1 and 2; torch
 and BLAS limited to that many threads for both sides), in interleaved runs;
-the overhead is printed from the best and from the median times (the
-development machines are shared, timings are noisy).
+the overhead is printed from the best and from the median wall times, and
+from the median process CPU times (the development machines are shared and
+timings are noisy; at one thread the CPU time, which includes the
+transformer's background preprocessing thread, is the least disturbed by
+other processes), with the 1-minute load average.
 
 On CUDA it also reports the throughput of the input path alone (uint8 host
 array -> normalised batches on the device), which must be far above the
@@ -30,6 +33,7 @@ Random weights are used (pretrained=False): speed does not depend on values.
 
 import argparse
 import itertools
+import os
 import statistics
 import time
 import warnings
@@ -51,14 +55,17 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _time(fn, device, repeats):
+def _time(fn, device, repeats, cpu_times=None):
+    """Wall times of ``repeats`` calls; their process CPU times go to ``cpu_times``."""
     times = []
     for _ in range(repeats):
         _sync(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
         times.append(time.perf_counter() - start)
+        if cpu_times is not None:
+            cpu_times.append(time.process_time() - start_cpu)
     return times
 
 
@@ -115,10 +122,10 @@ def bench(model, device, X, batch_size, amp, channels_last, repeats):
     # warm-up (cudnn autotuning, allocator), and a correctness check
     Zb, Zt = baseline(), transformer()
     err = float(np.abs(Zb - Zt).max() / (np.abs(Zb).max() + 1e-12))
-    tb, tt = [], []
+    tb, tt, cb, ct = [], [], [], []
     for _ in range(repeats):  # interleaved, so both see the same machine load
-        tb += _time(baseline, dev, 1)
-        tt += _time(transformer, dev, 1)
+        tb += _time(baseline, dev, 1, cb)
+        tt += _time(transformer, dev, 1, ct)
     best_b, best_t = min(tb), min(tt)
     med_b, med_t = statistics.median(tb), statistics.median(tt)
     row = {
@@ -129,6 +136,7 @@ def bench(model, device, X, batch_size, amp, channels_last, repeats):
         "transformer_img_s": len(X) / best_t,
         "overhead_best": best_t / best_b - 1,
         "overhead_median": med_t / med_b - 1,
+        "overhead_cpu": statistics.median(ct) / statistics.median(cb) - 1,
         "max_rel_diff": err,
     }
     if dev.type == "cuda":
@@ -187,7 +195,8 @@ def main():
         header = (
             f"{'threads':>7} {'amp':>9} {'ch_last':>7} {'baseline img/s':>15} "
             f"{'transformer img/s':>18} "
-            f"{'overhead(best)':>15} {'overhead(median)':>17} {'max rel diff':>13}"
+            f"{'overhead(best)':>15} {'overhead(median)':>17} {'overhead(CPU)':>14} "
+            f"{'max rel diff':>13} {'load':>5}"
         )
         if gpu:
             header += f" {'input path img/s':>17}"
@@ -199,7 +208,8 @@ def main():
             line = (
                 f"{n_threads:>7} {str(amp):>9} {str(cl):>7} {r['baseline_img_s']:15.1f} "
                 f"{r['transformer_img_s']:18.1f} {r['overhead_best']:+15.1%} "
-                f"{r['overhead_median']:+17.1%} {r['max_rel_diff']:13.1e}"
+                f"{r['overhead_median']:+17.1%} {r['overhead_cpu']:+14.1%} "
+                f"{r['max_rel_diff']:13.1e} {os.getloadavg()[0]:5.1f}"
             )
             if gpu:
                 line += f" {r['input_only_img_s']:17.0f}"

@@ -251,3 +251,10 @@ def test_pickle_and_clone_do_not_carry_the_cache(monkeypatch):
     assert not hasattr(twin, "n_inputs_cached_")
     again = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(again.decision_function(X), est.decision_function(X))
+
+
+def test_the_cost_of_the_training_nc1_pass_is_reported():
+    on = _fit(max_epochs=1)
+    assert 0 < on.train_nc1_time_ < on.fit_time_
+    off = _fit(max_epochs=1, compute_train_nc1=False)
+    assert off.train_nc1_ is None and off.train_nc1_time_ is None

@@ -835,10 +835,12 @@ def _finish(est, net, dataset, y_enc, checkpoint_dir):
     durations = [row["dur"] for row in net.history if "dur" in row]
     est.seconds_per_epoch_ = float(np.median(durations)) if durations else None
     est.checkpoints_ = est._checkpoint_paths(net, checkpoint_dir)
-    est.train_nc1_ = None
+    est.n_inputs_cached_ = 0  # texts are tokenised once per fit anyway
+    est.train_nc1_ = est.train_nc1_time_ = None
     if est.compute_train_nc1:
         from ..metrics import nc1
 
+        start = time.perf_counter()
         Z = _head_inputs(est, net.module_, dataset)
         try:
             with warnings.catch_warnings():
@@ -846,6 +848,7 @@ def _finish(est, net, dataset, y_enc, checkpoint_dir):
                 est.train_nc1_ = float(nc1(Z, y_enc))
         except ValueError:
             est.train_nc1_ = float("nan")
+        est.train_nc1_time_ = time.perf_counter() - start
 
 
 def _build_cache(est, module, ids, types, pad_id, y_enc, done=0):
