@@ -36,7 +36,11 @@ input cache, against a plain PyTorch loop on the same model, data, batch size,
 optimizer and epochs (its images normalised once, inside the timed call, as a
 plain loop without augmentation does), as medians of interleaved repeats at 1
 and 2 torch threads on the CPU (target: <= 1.05x with the defaults); also the
-ratio of process CPU times, which other processes disturb less.
+ratio of process CPU times, which other processes disturb less. The plain
+loop preprocesses the images as the estimator does, once. With
+``--source-size`` the images are stored at that size and resized to
+``--size`` by both sides (the plain loop once, the estimator once with its
+input cache and at every epoch without it).
 Timings on a shared machine are noisy: compare ratios from one run only::
 
     .venv/bin/python benchmarks/bench_finetune.py --overhead --model resnet10t \
@@ -139,8 +143,11 @@ def run(args, device):
 def _plain_fit(model_name, X, y, size, epochs, batch_size, seed):
     """The baseline: a plain PyTorch loop over pre-normalised tensors, same model and data.
 
-    What a plain loop does without augmentation: the images are converted and
-    normalised once, before the first epoch (inside the timed call), then
+    What a plain loop does without augmentation: the images are preprocessed
+    once, before the first epoch (inside the timed call), exactly as the
+    estimator preprocesses them (:func:`sknc.features.resolve_data_config`
+    of the model at ``size``, then one ``preprocess_batch`` call: resizing
+    when the images are not at ``size``, conversion, normalisation), then
     ``epochs`` shuffled passes of AdamW (lr 1e-3, no weight decay, the
     estimator's defaults) at ``batch_size`` over a ``TensorDataset``.
     """
@@ -148,13 +155,14 @@ def _plain_fit(model_name, X, y, size, epochs, batch_size, seed):
     import timm
     import torch
 
+    from sknc.features import resolve_data_config
+    from sknc.features._images import preprocess_batch
+
     torch.manual_seed(seed)
     model = timm.create_model(model_name, num_classes=len(np.unique(y)))
-    cfg = timm.data.resolve_model_data_config(model)
-    x = torch.from_numpy(X).float().div(255)[:, None].expand(-1, 3, -1, -1)
-    mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
-    data = torch.utils.data.TensorDataset((x - mean) / std, torch.from_numpy(y).long())
+    cfg = resolve_data_config(model, input_size=size)
+    x = preprocess_batch(torch.from_numpy(X)[:, None], cfg)
+    data = torch.utils.data.TensorDataset(x, torch.from_numpy(y).long())
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -189,7 +197,7 @@ def overhead(args):
 
     from sknc.finetune import FineTuningClassifier
 
-    X, y = load_data(args.n_samples, args.size)
+    X, y = load_data(args.n_samples, args.source_size or args.size)
 
     def sknc_fit(params):
         FineTuningClassifier(
@@ -209,9 +217,10 @@ def overhead(args):
     for name, params in OVERHEAD_VARIANTS:
         runs[name] = lambda params=params: sknc_fit(params)
     print(
-        f"\nwhole-fit overhead, full FT, {args.model} @ {args.size}px, {len(X)} images, "
+        f"\nwhole-fit overhead, full FT, {args.model} @ {args.size}px (images "
+        f"{X.shape[1]}px), {len(X)} images, "
         f"batch {args.batch_size}, {args.epochs} epochs, CPU, {args.repeats} interleaved "
-        "repeats; plain loop: images normalised once, inside its timed call; "
+        "repeats; plain loop: images preprocessed once, inside its timed call; "
         "ratio = sknc / plain (medians)"
     )
     head = f"{'threads':<8}{'plain s':>8}"
@@ -296,6 +305,12 @@ def main():
         nargs="+",
         default=[1, 2],
         help="torch thread counts (--overhead)",
+    )
+    parser.add_argument(
+        "--source-size",
+        type=int,
+        default=None,
+        help="--overhead: image size before preprocessing (default: --size, no resizing)",
     )
     parser.add_argument(
         "--verbose-times",

@@ -54,6 +54,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..utils._options import INTERPOLATIONS
+from ..utils._threads import thread_limits
 
 __all__ = [
     "IMAGENET_DEFAULT_CONFIG",
@@ -842,9 +843,12 @@ def iter_batches(
         if isinstance(batch, list) and len({(b.shape, b.dtype) for b in batch}) == 1:
             batch = torch.stack(batch)  # equal sizes (the usual case): one tensor, one copy
         if on_host:  # CPU: preprocess here too, overlapping the previous forward pass
-            return preprocess_batch(
-                batch, data_config, device=device, check=False, memory_format=memory_format
-            )
+            # element-wise work on one thread (sknc.utils' policy): split over
+            # torch's threads on a busy machine it stalls on the slowest of them
+            with thread_limits(1, torch=True, blas=False):
+                return preprocess_batch(
+                    batch, data_config, device=device, check=False, memory_format=memory_format
+                )
         return _pin(batch) if pin else batch
 
     if on_host and source.kind != "list" and torch.get_num_threads() >= (os.cpu_count() or 1):
@@ -1090,7 +1094,8 @@ class ImageDataset(Dataset):
                 )
             return out
         if self.pixels == "normalized":
-            return preprocess_batch(raw[None], self.data_config, check=False)[0]
+            with thread_limits(1, torch=True, blas=False):  # one image: small work
+                return preprocess_batch(raw[None], self.data_config, check=False)[0]
         n_channels, th, tw = self.data_config["input_size"]
         if self.pixels == "uint8" and raw.dtype == torch.uint8 and raw.shape[1:] == (th, tw):
             return raw.expand(n_channels, -1, -1).contiguous()  # exact bytes, no rounding
