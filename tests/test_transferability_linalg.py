@@ -79,3 +79,17 @@ def test_hscore_on_blockwise_gram_is_unchanged_by_the_block_size(monkeypatch):
     one = hscore(X, y)
     monkeypatch.setattr(tr_module, "_GRAM_BYTES", 8 * X.shape[1] * 10)
     assert hscore(X, y) == pytest.approx(one, rel=1e-10)
+
+
+@pytest.mark.parametrize("d", [2, 12])
+def test_eigen_projection_reads_only_the_lower_triangle_of_the_lower_only_gram(d):
+    X, _ = _data(d=d, dtype=np.float64)
+    R = X[:5].T.copy()
+    full = tr_module._gram(X)
+    lower = tr_module._gram(X, lower_only=True)
+    np.testing.assert_array_equal(np.tril(lower), np.tril(full))
+    lower[np.triu_indices(d, 1)] = np.nan  # the upper triangle is never read
+    w, P = tr_module._eigh_project(lower, R, overwrite=True)
+    w_ref, P_ref = tr_module._eigh_project(full, R)
+    np.testing.assert_array_equal(w, w_ref)
+    np.testing.assert_array_equal(P, P_ref)

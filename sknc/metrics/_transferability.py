@@ -80,13 +80,15 @@ def _class_sums(X, codes, n_classes):
     return np.asarray(_onehot(codes, n_classes) @ X)
 
 
-def _gram(X, center=None, cross=None):
+def _gram(X, center=None, cross=None, lower_only=False):
     """``(X - center).T @ (X - center)`` in float64, built block by block.
 
     Each block of rows is converted to float64 on its own (no float64 copy of
     ``X``) and added with one BLAS ``dsyrk`` (``beta=1``, in place). With
     ``cross(start, stop, B)``, also returns the sum over the blocks of its
     values (e.g. the class sums ``Y[start:stop].T @ B``), from the same pass.
+    With ``lower_only`` only the lower triangle of the result is filled
+    (enough for LAPACK's ``lower`` symmetric routines).
     """
     n, d = X.shape
     rows = max(1, min(n, _GRAM_BYTES // (8 * d)))
@@ -96,13 +98,14 @@ def _gram(X, center=None, cross=None):
         B = np.asarray(X[a : a + rows], dtype=np.float64)
         if center is not None:
             B = B - center
-        # B.T is Fortran-ordered (d, rows): dsyrk adds its upper triangle of B.T @ B
-        G = blas.dsyrk(1.0, B.T, beta=1.0, c=G, overwrite_c=1)
+        # B.T is Fortran-ordered (d, rows): dsyrk adds the lower triangle of B.T @ B
+        G = blas.dsyrk(1.0, B.T, beta=1.0, c=G, lower=1, overwrite_c=1)
         if cross is not None:
             part = cross(a, a + B.shape[0], B)
             R = part if R is None else R + part
-    G = np.triu(G)
-    G += np.triu(G, 1).T
+    if not lower_only:
+        G = np.tril(G)
+        G += np.tril(G, -1).T
     return G if cross is None else (G, R)
 
 
@@ -175,7 +178,7 @@ def _n_components_for_variance(explained, ratio):
 # ---------------------------------------------------------------------------
 
 
-def _eigh_project(G, R):
+def _eigh_project(G, R, overwrite=False):
     """Eigenvalues ``w`` (ascending) of symmetric ``G`` and ``V.T @ R``.
 
     Equal to ``linalg.eigh(G, driver="evd")`` followed by ``V.T @ R``, without
@@ -184,13 +187,14 @@ def _eigh_project(G, R):
     eigendecomposition ``T = Z diag(w) Z^T`` (``dstevd``, the divide and
     conquer solver that ``dsyevd`` runs on the same ``T``) and ``Z^T Q^T R``.
     This skips the ``O(D^3)`` back-transformation of the eigenvectors.
+    Only the lower triangle of ``G`` is read; ``overwrite`` lets it be destroyed.
     """
     d, m = R.shape
     if d < 3 or m == 0:
         w, V = linalg.eigh(G, driver="evd", check_finite=False)
         return w, V.T @ R
     lwork = int(lapack.dsytrd_lwork(d, lower=1)[0])
-    A, diag, off, tau, info = lapack.dsytrd(G, lower=1, lwork=lwork)
+    A, diag, off, tau, info = lapack.dsytrd(G, lower=1, lwork=lwork, overwrite_a=overwrite)
     if info != 0:
         raise np.linalg.LinAlgError(f"dsytrd failed (info={info}).")
     QtR = np.array(R, dtype=np.float64, order="F")
@@ -223,12 +227,12 @@ def _spectrum(X, cross):
     n, d = X.shape
     eps = np.finfo(np.float64).eps
     if n >= d:
-        G, R = _gram(X, cross=cross)
+        G, R = _gram(X, cross=cross, lower_only=True)
         if not (np.isfinite(np.diagonal(G)).all() and np.isfinite(R).all()):
             if not np.isfinite(X).all():
                 _raise_not_finite()
             raise ValueError("X is too large: its Gram matrix overflows float64.")
-        sig, P = _eigh_project(G, R.T)
+        sig, P = _eigh_project(G, R.T, overwrite=True)
         keep = sig > sig.max() * max(n, d) * eps if sig.max() > 0 else np.zeros(d, bool)
         sig = sig[keep]
         return sig, P[keep] / np.sqrt(sig)[:, None]
