@@ -28,11 +28,17 @@ def two_threads():
     torch.set_num_threads(old)
 
 
-def _loadavg(tmp_path, monkeypatch, running):
-    """A /proc/loadavg with ``running`` threads running or runnable."""
+def _loadavg(tmp_path, monkeypatch, running, own=1):
+    """A /proc/loadavg with ``running`` threads, ``own`` of them this process's."""
     path = tmp_path / f"loadavg-{running}"
     path.write_text(f"3.10 2.50 1.20 {running}/200 4242\n")
     monkeypatch.setattr(_threads, "_LOADAVG", str(path))
+    tasks = tmp_path / f"task-{running}-{own}"
+    for i in range(max(own, 3)):
+        (tasks / str(100 + i)).mkdir(parents=True, exist_ok=True)
+        state = "R" if i < own else "S"
+        (tasks / str(100 + i) / "stat").write_text(f"{100 + i} (py (x) y) {state} 1 2 3\n")
+    monkeypatch.setattr(_threads, "_TASKS", str(tasks))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -106,6 +112,12 @@ def test_idle_cores_reads_the_running_threads(tmp_path, monkeypatch):
     assert idle_cores() == 1
     _loadavg(tmp_path, monkeypatch, running=2)  # one other thread
     assert idle_cores() == max(1, cores - 1)
+    # this process's own running threads (a BLAS thread still spinning after
+    # its last product) are not other work: a quiet machine keeps every core
+    _loadavg(tmp_path, monkeypatch, running=cores + 5, own=cores + 5)
+    assert idle_cores() == cores
+    _loadavg(tmp_path, monkeypatch, running=3, own=2)
+    assert idle_cores() == max(1, cores - 1)
     monkeypatch.setattr(_threads, "_LOADAVG", str(tmp_path / "missing"))
     assert idle_cores() == cores  # not Linux: every usable core counts as idle
 
@@ -128,7 +140,13 @@ def test_idle_cores_takes_the_busiest_instant(monkeypatch):
             return self.text
 
     monkeypatch.setattr(_threads, "open", Snapshot, raising=False)
+    monkeypatch.setattr(_threads, "_own_running_threads", lambda: 1)
     assert idle_cores() == 1
+
+
+def test_own_running_threads_reads_this_process():
+    # the calling thread is running while it reads
+    assert _threads._own_running_threads() >= 1
 
 
 def test_budget_with_idle_leaves_out_busy_cores(tmp_path, monkeypatch):

@@ -55,6 +55,7 @@ __all__ = [
 _CONTROLLERS = {}
 # Linux: "1-min 5-min 15-min running/total last-pid"
 _LOADAVG = "/proc/loadavg"
+_TASKS = "/proc/self/task"
 # instants sampled by idle_cores (a process that runs in bursts may be
 # between two of them at any one instant)
 _IDLE_SAMPLES = 3
@@ -92,14 +93,16 @@ def available_cores():
 
 
 def idle_cores():
-    """Usable cores that no other thread is running on now (at least 1).
+    """Usable cores that no other process's thread is running on now (at least 1).
 
-    :func:`available_cores` minus the threads running or ready to run other
-    than the calling thread, at the busiest of a few instants a millisecond
-    apart (Linux: the running count of ``/proc/loadavg``; elsewhere, or if
-    it cannot be read, every usable core is taken as idle). Threads of this
-    process count too: a BLAS thread still spinning after its last product
-    occupies a core for a while. Read when a call starts, not averaged.
+    :func:`available_cores` minus the threads of *other* processes running
+    or ready to run, at the busiest of a few instants a millisecond apart
+    (Linux: the running count of ``/proc/loadavg`` less this process's
+    running threads from ``/proc/self/task``; elsewhere, or if it cannot be
+    read, every usable core is taken as idle). This process's own threads
+    (the caller, a BLAS or OpenMP thread still spinning after its last
+    product) are not other work: on an otherwise quiet machine every core
+    counts as idle. Read when a call starts, not averaged.
 
     Examples
     --------
@@ -117,8 +120,28 @@ def idle_cores():
                 running = int(f.read().split()[3].split(b"/")[0])
         except (OSError, ValueError, IndexError):
             return cores
-        others = max(others, running - 1)
+        others = max(others, running - _own_running_threads())
     return max(1, min(cores, cores - others))
+
+
+def _own_running_threads():
+    """Threads of this process running or runnable now (Linux), 1 if unknown."""
+    try:
+        names = os.listdir(_TASKS)
+    except OSError:
+        return 1
+    count = 0
+    for name in names:
+        try:
+            with open(f"{_TASKS}/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        # "pid (comm) S ...": the state follows the last parenthesis
+        end = stat.rfind(b")")
+        if stat[end + 2 : end + 3] == b"R":
+            count += 1
+    return max(1, count)
 
 
 def blas_threads():
