@@ -10,22 +10,11 @@ a busy machine.
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from sknc.metrics import NCStatistics, _backend, _statistics
 from sknc.metrics._backend import _NumpyOps
 from sknc.metrics._core import run_chunk_groups
 from sknc.utils import _threads, available_cores, blas_threads, idle_cores, thread_budget
-
-
-@pytest.fixture
-def two_threads():
-    """torch and BLAS at 2 threads for the test (restored after)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    with threadpool_limits(2, user_api="blas"):
-        yield
-    torch.set_num_threads(old)
 
 
 def _loadavg(tmp_path, monkeypatch, running, own=1):

@@ -19,16 +19,6 @@ from sknc.utils import (
 )
 
 
-@pytest.fixture
-def two_threads():
-    """torch and BLAS at 2 threads for the test (restored after)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    with threadpool_limits(2, user_api="blas"):
-        yield
-    torch.set_num_threads(old)
-
-
 def test_doctests():
     result = doctest.testmod(_threads, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
