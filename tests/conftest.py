@@ -52,6 +52,16 @@ def _one_torch_thread():
     torch.set_num_threads(n_threads)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_idle_cores():
+    """No test sees an ``idle_cores`` answer that an earlier test cached."""
+    from sknc.utils import _threads
+
+    _threads._IDLE_LAST[0] = None
+    yield
+    _threads._IDLE_LAST[0] = None
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

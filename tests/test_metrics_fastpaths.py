@@ -133,6 +133,46 @@ def test_idle_cores_takes_the_busiest_instant(monkeypatch):
     assert idle_cores() == 1
 
 
+def _count_sleeps(monkeypatch):
+    sleeps = []
+    monkeypatch.setattr(_threads.time, "sleep", sleeps.append)
+    return sleeps
+
+
+def test_idle_cores_stops_sampling_once_every_core_is_taken(tmp_path, monkeypatch):
+    if available_cores() == 1:
+        pytest.skip("one usable core: nothing to sample")
+    sleeps = _count_sleeps(monkeypatch)
+    _loadavg(tmp_path, monkeypatch, running=available_cores() + 5)
+    assert idle_cores() == 1
+    assert sleeps == []  # the first instant already decides: no waiting
+    _loadavg(tmp_path, monkeypatch, running=1)
+    assert idle_cores() == available_cores()
+    assert len(sleeps) == _threads._IDLE_SAMPLES - 1  # quiet: every instant is read
+
+
+def test_idle_cores_reuses_a_fresh_answer(tmp_path, monkeypatch):
+    if available_cores() == 1:
+        pytest.skip("one usable core: nothing to sample")
+    sleeps = _count_sleeps(monkeypatch)
+    _loadavg(tmp_path, monkeypatch, running=1)
+    assert idle_cores() == available_cores()
+    sampled = len(sleeps)
+    for _ in range(20):  # calls in a loop: no new samples within the time to live
+        assert idle_cores() == available_cores()
+    assert len(sleeps) == sampled
+    # a busy machine shows once the answer is older than its time to live
+    (tmp_path / "loadavg-1").write_text(f"3.1 2.5 1.2 {available_cores() + 5}/200 4242\n")
+    assert idle_cores() == available_cores()  # still the fresh answer
+    stamp, *rest = _threads._IDLE_LAST[0]
+    _threads._IDLE_LAST[0] = (stamp - 2 * _threads._IDLE_TTL, *rest)
+    assert idle_cores() == 1
+    # another source (another /proc) is never answered from the cache
+    _loadavg(tmp_path, monkeypatch, running=1, own=1)
+    monkeypatch.setattr(_threads, "_LOADAVG", str(tmp_path / "missing"))
+    assert idle_cores() == available_cores()
+
+
 def test_own_running_threads_reads_this_process():
     # the calling thread is running while it reads
     assert _threads._own_running_threads() >= 1

@@ -162,6 +162,10 @@ def torch_threads(n_threads=None):
 
     :class:`sknc.utils.thread_limits` (the library's one thread policy) on
     torch only, capped at the usable cores; a bad count is an InputError.
+    Not capped at :func:`sknc.utils.idle_cores`: that cap is read once when
+    a call starts and suits a call that lasts milliseconds; a run in this
+    block lasts minutes to hours, and a busy instant at its start says
+    little about the cores it gets later (``threads=1`` asks for one).
     """
     try:
         limits = thread_limits(-1 if n_threads is None else n_threads, torch=True, blas=False)
