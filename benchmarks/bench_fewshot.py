@@ -7,7 +7,10 @@ thread count (``--threads``, default ``1,2``: torch and BLAS limited to that
 many threads for every contender), timed in rounds interleaved over the
 contenders and the thread counts (medians; the development machines are
 shared, timings are noisy; the load average at each round's start is
-printed) in one process:
+printed), each timed call in a fresh worker process (``_isolate.py``: one
+untimed warm-up call, a pause, one timed call, so threads a contender leaves
+spinning cannot slow the next one; ``--in-process`` runs them all in this
+process instead, the old way):
 
 1. ``evaluate_episodes(X, y, cv)``, the fast path, with its CDNV (episode
    sampling included);
@@ -127,40 +130,69 @@ def easyfsl_style(torch, X, y, cv):
     return np.asarray(scores)
 
 
-def _tune(X, y, cv, cv_loop):
-    """Warm up; the plain rule's best batch size (to be fair to it)."""
-    import torch
+def _splits(params, n_episodes=None):
+    from sknc.model_selection import EpisodeSplit
 
-    from sknc.model_selection import evaluate_episodes
-
-    evaluate_episodes(X, y, cv)  # warm-up
-    sizes = {
-        bs: _timed(lambda bs=bs: plain_batched_rule(torch, X, y, cv_loop, bs))[0]
-        for bs in (16, 64, 256)
-    }
-    return min(sizes, key=sizes.get)
+    n = params["episodes"] if n_episodes is None else n_episodes
+    return EpisodeSplit(*params["shape"], n_episodes=n, random_state=0)
 
 
-def _round(X, y, cv, cv_loop, scale, batch, times, loops):
-    """One timed round of the four contenders (the loops only if ``loops``)."""
+def contender(name, arrays, params):
+    """``(warm_up, run)`` of one contender (called by ``_isolate``, in a worker).
+
+    ``run()`` returns what the checks need: per-episode accuracies, or a
+    ``"seconds"`` entry for the floors that time their inner part.
+    """
     import torch
     from sklearn.model_selection import cross_val_score
 
     from sknc.model_selection import evaluate_episodes
     from sknc.neighbors import NearestClassCenter
 
-    out = {}
-    times["gather"].append(gather_floor(torch, X, y, cv))
-    t, out["res"] = _timed(lambda: evaluate_episodes(X, y, cv))
-    times["fast"].append(t)
-    t, out["plain"] = _timed(lambda: plain_batched_rule(torch, X, y, cv, batch))
-    times["plain"].append(t)
-    if loops:
-        t, out["easy"] = _timed(lambda: easyfsl_style(torch, X, y, cv_loop))
-        times["easyfsl"].append(t * scale)
-        t, out["loop"] = _timed(lambda: cross_val_score(NearestClassCenter(), X, y, cv=cv_loop))
-        times["loop"].append(t * scale)
-    return out
+    X, y = arrays["X"], arrays["y"]
+    cv, cv_loop = _splits(params), _splits(params, params["loop_episodes"])
+    cv_small = _splits(params, 20)
+    if name == "fast":
+
+        def run():
+            res = evaluate_episodes(X, y, cv)
+            return {"scores": res.scores, "repr": repr(res), "n_exact": int(res.n_exact)}
+
+        return (lambda: evaluate_episodes(X, y, cv)), run
+    if name == "plain":
+        batch = params["batch"]
+
+        def run():
+            return {"scores": plain_batched_rule(torch, X, y, cv, batch)}
+
+        return (lambda: plain_batched_rule(torch, X, y, cv_loop, batch)), run
+    if name == "easyfsl":
+        return (lambda: easyfsl_style(torch, X, y, cv_small)), (
+            lambda: {"scores": easyfsl_style(torch, X, y, cv_loop)}
+        )
+    if name == "loop":
+
+        def loop(split):
+            return cross_val_score(NearestClassCenter(), X, y, cv=split)
+
+        return (lambda: loop(cv_small)), (lambda: {"scores": loop(cv_loop)})
+    if name == "gather":
+        return (lambda: gather_floor(torch, X, y, cv_small)), (
+            lambda: {"seconds": gather_floor(torch, X, y, cv)}
+        )
+    if name == "bandwidth":
+        return (lambda: None), (lambda: {"bandwidth": _bandwidth(torch)})
+    if name == "tune":  # the plain rule's best batch size (to be fair to it)
+
+        def run():
+            sizes = {
+                bs: _timed(lambda bs=bs: plain_batched_rule(torch, X, y, cv_loop, bs))[0]
+                for bs in (16, 64, 256)
+            }
+            return {"batch": min(sizes, key=sizes.get)}
+
+        return (lambda: plain_batched_rule(torch, X, y, cv_small, 16)), run
+    raise ValueError(f"unknown contender {name!r}")
 
 
 def main(argv=None):
@@ -172,12 +204,15 @@ def main(argv=None):
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     parser.add_argument("--repeat", type=int, default=5, help="interleaved rounds")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every contender in this process (the old way; default: each timed "
+        "call in a fresh worker process, benchmarks/_isolate.py)",
+    )
     args = parser.parse_args(argv)
 
-    import torch
-
-    from sknc.model_selection import EpisodeSplit
-    from sknc.utils import thread_limits
+    from _isolate import Contenders, describe
 
     rng = np.random.default_rng(0)
     n_way, n_shot, n_query = 5, 5, 15
@@ -185,9 +220,7 @@ def main(argv=None):
     means = rng.normal(size=(args.classes, args.dim)).astype(np.float32)
     X = means[y] + 5.0 * rng.standard_normal((y.size, args.dim), dtype=np.float32)
     X = np.maximum(X + 2.0, 0.0)
-    cv = EpisodeSplit(n_way, n_shot, n_query, n_episodes=args.episodes, random_state=0)
     n_loop = min(args.loop_episodes, args.episodes)
-    cv_loop = EpisodeSplit(n_way, n_shot, n_query, n_episodes=n_loop, random_state=0)
     scale = args.episodes / n_loop
     episode_bytes = n_way * (n_shot + n_query) * args.dim * X.itemsize
     print(
@@ -195,35 +228,44 @@ def main(argv=None):
         f"{args.episodes} episodes {n_way}-way {n_shot}-shot {n_query}-query; "
         f"loops on {n_loop} episodes (x{scale:g}); medians of {args.repeat} interleaved rounds"
     )
+    isolate = not args.in_process
+    print(f"contenders: {describe(isolate)}")
 
     threads = [int(t) for t in args.threads.split(",")]
+    params = {"shape": [n_way, n_shot, n_query], "episodes": args.episodes}
+    params["loop_episodes"] = n_loop
     batch, times, last, loads, bandwidth = {}, {}, {}, {}, {}
-    for n in threads:
-        with thread_limits(n, torch=True):
-            batch[n] = _tune(X, y, cv, cv_loop)
-        times[n] = {"fast": [], "plain": [], "easyfsl": [], "loop": [], "gather": []}
-        last[n], loads[n] = {}, []
-    # rounds interleaved over the thread counts too: the 1- and 2-thread
-    # figures see the same (shared) machine
-    for r in range(args.repeat):
+    keys = ("fast", "plain", "easyfsl", "loop", "gather")
+    with Contenders(__file__, {"X": X, "y": y}, params, isolate=isolate) as bench:
         for n in threads:
-            loads[n].append(_loadavg())
-            with thread_limits(n, torch=True):
-                last[n].update(_round(X, y, cv, cv_loop, scale, batch[n], times[n], r < 2))
-    for n in threads:
-        with thread_limits(n, torch=True):
-            bandwidth[n] = _bandwidth(torch)
+            batch[n] = bench.run("tune", n).out["batch"]
+            times[n] = {k: [] for k in keys}
+            last[n], loads[n] = {}, []
+        # rounds interleaved over the contenders and the thread counts: the 1-
+        # and 2-thread figures see the same (shared) machine
+        for r in range(args.repeat):
+            for n in threads:
+                loads[n].append(_loadavg())
+                for key in keys if r < 2 else keys[:2] + keys[4:]:
+                    timing = bench.run(key, n, batch=batch[n])
+                    scaled = scale if key in ("easyfsl", "loop") else 1.0
+                    times[n][key].append(timing.wall * scaled)
+                    last[n][key] = timing.out
+        for n in threads:
+            bandwidth[n] = bench.run("bandwidth", n).out["bandwidth"]
     fast = {n: statistics.median(times[n]["fast"]) for n in threads}
 
     for n_threads in threads:
-        res, plain_scores = last[n_threads]["res"], last[n_threads]["plain"]
-        easy_scores, loop_scores = last[n_threads]["easy"], last[n_threads]["loop"]
+        res = last[n_threads]["fast"]
+        plain_scores = last[n_threads]["plain"]["scores"]
+        easy_scores = last[n_threads]["easyfsl"]["scores"]
+        loop_scores = last[n_threads]["loop"]["scores"]
         times_n, bandwidth_n, batch_n = times[n_threads], bandwidth[n_threads], batch[n_threads]
         med = {k: statistics.median(v) for k, v in times_n.items()}
         floor = args.episodes * episode_bytes / bandwidth_n
-        if not np.array_equal(res.scores[:n_loop], loop_scores):
+        if not np.array_equal(res["scores"][:n_loop], loop_scores):
             raise SystemExit("evaluate_episodes differs from cross_val_score")
-        agree_plain = np.mean(plain_scores == res.scores)
+        agree_plain = np.mean(plain_scores == res["scores"])
         agree_easy = np.mean(easy_scores == loop_scores)
         print(
             f"\n--- {n_threads} thread(s) (torch and BLAS); load average at the rounds' "
@@ -231,8 +273,8 @@ def main(argv=None):
         )
         print(
             f"evaluate_episodes (with CDNV)        {med['fast']:8.3f} s  "
-            f"({1e6 * med['fast'] / args.episodes:.0f} us/episode; {res!r}; "
-            f"near-tie episodes re-checked: {res.n_exact})"
+            f"({1e6 * med['fast'] / args.episodes:.0f} us/episode; {res['repr']}; "
+            f"near-tie episodes re-checked: {res['n_exact']})"
         )
         print(
             f"plain batched torch rule (batch {batch_n:3d}) {med['plain']:8.3f} s  "
