@@ -4,7 +4,9 @@ Case: N=200,000 float32 Gaussian-mixture features, d=512, K=100 classes, with
 a linear classifier (NC1, CDNV, NC2 + components, NC3 and NC4), on the CPU,
 at 1 and at 2 threads (torch intra-op threads and BLAS threads both set).
 Every figure is the median of ``--repeat`` interleaved runs (the machines are
-shared and timings are noisy: compare ratios, measured in the same run).
+shared and timings are noisy: compare ratios, measured in the same run), each
+timed call after a ``--settle`` pause (0.5 s) in which the threads the previous
+call left spinning go to sleep.
 Printed per thread count:
 
 * floor: one ``X @ R`` product with R of shape (512, 200) (NumPy), the cost
@@ -290,14 +292,18 @@ def set_threads(n):
     return threadpool_limits(n, user_api="blas")
 
 
-def median_times(funcs, repeat, thread_counts):
+def median_times(funcs, repeat, thread_counts, settle=0.0):
     """Median wall time of each function at each thread count.
 
     Every round runs every function at every thread count in turn, so the
     thread counts are interleaved too: their ratio (the thread policy) is
-    measured under the same load. Returns the medians of the wall times and
-    of the process CPU times (all threads; on a shared machine the CPU time
-    shows the work done, the wall time also the waiting for a core).
+    measured under the same load. Before each timed call the process sleeps
+    ``settle`` seconds, so that threads the previous call left spinning
+    (OpenBLAS spins about 0.1 s after a product, torch's OpenMP threads a
+    few ms) have gone to sleep and do not slow the next call down. Returns
+    the medians of the wall times and of the process CPU times (all
+    threads; on a shared machine the CPU time shows the work done, the wall
+    time also the waiting for a core).
     """
     times = {(n, name): [] for n in thread_counts for name in funcs}
     cpu = {key: [] for key in times}
@@ -308,6 +314,8 @@ def median_times(funcs, repeat, thread_counts):
         for n in thread_counts:
             with set_threads(n):
                 for name, func in funcs.items():
+                    if settle:
+                        time.sleep(settle)
                     c0, t0 = time.process_time(), time.perf_counter()
                     func()
                     times[n, name].append(time.perf_counter() - t0)
@@ -343,6 +351,13 @@ def main():
         help="also measure NCStatistics' peak memory over --stream-n rows (tracemalloc)",
     )
     parser.add_argument("--stream-n", type=int, default=2_000_000)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.5,
+        help="seconds of pause before each timed call (threads the previous call left "
+        "spinning go to sleep; 0: none, the old way)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.n = 40_000
@@ -422,7 +437,11 @@ def main():
     if mods is not None:
         funcs["peer_reimpl"] = peer_reimpl
     print(f"load average before the timed runs: {load_average()}")
-    t, cpu = median_times(funcs, args.repeat, args.threads)
+    print(
+        f"contenders: all in this process, {args.settle:g} s pause before each timed call "
+        "(threads the previous call left spinning have gone to sleep)"
+    )
+    t, cpu = median_times(funcs, args.repeat, args.threads, args.settle)
     for n_threads in args.threads:
         print(f"\n--- {n_threads} thread(s) ---")
         _print_block({name: t[n_threads, name] for name in funcs})
