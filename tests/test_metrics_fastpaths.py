@@ -3,8 +3,9 @@
 Each optimisation of ``sknc.metrics`` (issue 19) keeps a test here that
 compares it with the straightforward computation it replaces: the float64
 conversion of the class sums, the ``syrk`` Gram of the within-class
-scatter (scipy's alone, numpy's beside other threads) and the number of worker threads on
-a busy machine.
+scatter (BLAS through ctypes, numpy's where that is unavailable), the
+one-pass update centred on the class means so far, and the number of
+worker threads on a busy machine.
 """
 
 import numpy as np
@@ -45,27 +46,54 @@ def test_shifted64_equals_the_direct_float64_subtraction(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("other_threads", [0, 1])
-def test_gram_lower_is_the_gram_within_its_rounding_bound(dtype, other_threads, monkeypatch):
-    # alone: scipy's syrk; with other Python threads: numpy's (releases the GIL)
-    monkeypatch.setattr(_backend, "_only_python_thread", lambda: not other_threads)
+@pytest.mark.parametrize("blas", [True, False])
+@pytest.mark.parametrize("blocks", [1, 2, 5])
+def test_gram_sum_is_the_gram_within_its_rounding_bound(dtype, blas, blocks, monkeypatch):
+    # BLAS syrk through ctypes (two products packed in one scratch matrix),
+    # or numpy's E.T @ E where that is unavailable; odd and even numbers of
+    # products (one left alone in the scratch matrix at the end)
+    if not blas:
+        monkeypatch.setattr(_backend._GramSum, "_add_blas", _backend._GramSum._add_numpy)
     rng = np.random.default_rng(1)
-    E = (rng.normal(size=(512, 40)) * np.exp(rng.normal(size=40))).astype(dtype)
+    d = 40
+    Es = [
+        (rng.normal(size=(512 - 37 * i, d)) * np.exp(rng.normal(size=d))).astype(dtype)
+        for i in range(blocks)
+    ]
     ops = _NumpyOps()
-    buf = ops.gram_buffer(40, dtype)
-    G = ops.gram_lower(E, buf)
-    low = np.tril(np.ones((40, 40), dtype=bool))
-    E64 = E.astype(np.float64)
-    exact = E64.T @ E64
-    # |fl(e_i . e_j) - e_i . e_j| <= gamma_n |e_i| . |e_j| (n = 512 terms)
+    acc = ops.gram_sum(d, dtype)
+    for E in Es:
+        acc.add(E)
+    G = ops.gram_full(acc.total())
+    np.testing.assert_array_equal(G, G.T)
+    E64 = [E.astype(np.float64) for E in Es]
+    exact = sum(E.T @ E for E in E64)
+    # |fl(e_i . e_j) - e_i . e_j| <= gamma_n |e_i| . |e_j| (n = 512 terms),
+    # each product summed in float64
     u = np.finfo(dtype).eps / 2
-    bound = 512 * u / (1 - 512 * u) * (np.abs(E64).T @ np.abs(E64))
-    assert np.all(np.abs(G - exact)[low] <= bound[low])
-    # the same products as numpy's own E.T @ E (which runs syrk as well)
-    np.testing.assert_allclose(G[low], (E.T @ E)[low], rtol=4 * u, atol=0)
-    # the buffer is reused: a second product overwrites it
-    G2 = ops.gram_lower(E[:100], buf)
-    np.testing.assert_allclose(G2[low], (E[:100].T @ E[:100])[low], rtol=4 * u, atol=0)
+    bound = 512 * u / (1 - 512 * u) * sum(np.abs(E).T @ np.abs(E) for E in E64)
+    assert np.all(np.abs(G - exact) <= bound * (1 + 1e-12))
+    # the same products as numpy's own E.T @ E (the same syrk), summed in
+    # float64 (in another order: to float64 rounding of the sum of |products|)
+    products = [(E.T @ E).astype(np.float64) for E in Es]
+    scale = 8 * np.finfo(np.float64).eps * sum(np.abs(P) for P in products)
+    assert np.all(np.abs(G - sum(products)) <= scale)
+    # a reused accumulator keeps adding
+    acc.add(Es[0])
+    G2 = ops.gram_full(acc.total())
+    assert np.all(np.abs(G2 - sum(products) - products[0]) <= 2 * scale)
+
+
+def test_gram_sum_strided_rows_and_wrong_dtype_use_numpy():
+    rng = np.random.default_rng(7)
+    E = rng.normal(size=(300, 24)).astype(np.float32)
+    acc = _NumpyOps().gram_sum(12, np.float32)
+    acc.add(E[:, ::2])  # not unit-strided along the features
+    acc.add(E[:, :12].astype(np.float64))  # another dtype
+    G = _NumpyOps().gram_full(acc.total())
+    F = E[:, ::2].astype(np.float64)
+    H = E[:, :12].astype(np.float64)
+    np.testing.assert_allclose(G, F.T @ F + H.T @ H, rtol=1e-5, atol=1e-4)
 
 
 def test_statistics_scatter_is_symmetric_and_the_same_on_one_or_two_workers(monkeypatch):
@@ -203,18 +231,18 @@ def test_one_worker_runs_single_threaded(two_threads, tmp_path, monkeypatch):
 
 def test_statistics_small_algebra_runs_single_threaded(two_threads, monkeypatch):
     seen = []
-    symmetric = _statistics._symmetric_from_lower
+    full = _NumpyOps.gram_full
     scatter = _statistics.nc1_from_scatter
 
-    def spy_symmetric(a):
+    def spy_full(self, a):
         seen.append(("update", blas_threads()))
-        return symmetric(a)
+        return full(self, a)
 
     def spy_scatter(*args):
         seen.append(("nc1", blas_threads()))
         return scatter(*args)
 
-    monkeypatch.setattr(_statistics, "_symmetric_from_lower", spy_symmetric)
+    monkeypatch.setattr(_NumpyOps, "gram_full", spy_full)
     monkeypatch.setattr(_statistics, "nc1_from_scatter", spy_scatter)
     rng = np.random.default_rng(3)
     y = rng.integers(0, 4, 500)

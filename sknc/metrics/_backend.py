@@ -7,7 +7,8 @@ arrays for the final linear algebra; per-sample data never leaves its device.
 torch is imported only when a tensor is actually given.
 """
 
-import threading
+import ctypes
+import functools
 
 import numpy as np
 
@@ -17,11 +18,6 @@ from ..utils import is_torch_tensor
 # of a few MB keep every temporary cache-resident on CPUs; GPUs get bigger ones.
 _CPU_CHUNK_BYTES = 2**22
 _GPU_CHUNK_BYTES = 2**27
-
-
-def _only_python_thread():
-    """True when the calling thread is the process's only Python thread."""
-    return threading.active_count() == 1
 
 
 def get_ops(X):
@@ -158,32 +154,13 @@ class _NumpyOps:
 
         return cdist(X, means, "sqeuclidean").argmin(axis=1)
 
-    def gram_buffer(self, n_features, dtype):
-        """Scratch matrix for :meth:`gram_lower` (Fortran order, zeros)."""
-        return np.zeros((n_features, n_features), dtype=dtype, order="F")
+    def gram_sum(self, n_features, dtype):
+        """An empty :class:`_GramSum` (float64 sum of Gram products in ``dtype``)."""
+        return _GramSum(n_features, dtype)
 
-    def gram_lower(self, E, buf=None):
-        """``E^T E`` in ``E``'s dtype; only its lower triangle is meaningful.
-
-        One BLAS ``syrk`` through scipy (half the products of ``E.T @ E``,
-        written into ``buf`` from :meth:`gram_buffer`) when the calling
-        thread is the only Python thread: scipy holds the GIL during the
-        call, which would stall any other thread (worker threads of
-        :func:`sknc.metrics._core.run_chunk_groups`, a caller's own thread
-        pool). Otherwise numpy's ``E.T @ E``, which releases it (numpy runs
-        the same ``syrk`` and copies the triangle: the same values). Returns
-        a C-ordered view of ``buf``.
-        """
-        if buf is None:
-            buf = self.gram_buffer(E.shape[1], E.dtype)
-        if not _only_python_thread():
-            return np.matmul(E.T, E, out=buf.T)
-        from scipy.linalg import blas
-
-        syrk = blas.get_blas_funcs("syrk", (E,))
-        # E^T is Fortran-ordered (no copy); C = E^T E in the upper triangle
-        # of the Fortran buffer, i.e. the lower triangle of its C-ordered view
-        return syrk(1.0, E.T, beta=0.0, c=buf, overwrite_c=1).T
+    def gram_full(self, value):
+        """The symmetric ``(d, d)`` float64 matrix of a :class:`_GramSum` value."""
+        return _GramSum.full(value)
 
     def all_finite(self, a):
         return bool(np.isfinite(a).all())
@@ -321,12 +298,15 @@ class _TorchOps:
             out.append((diff * diff).sum(-1).argmin(dim=1))
         return self.torch.cat(out)
 
-    def gram_buffer(self, n_features, dtype):
-        return None
+    def gram_sum(self, n_features, dtype):
+        """Float64 sum of ``E^T E`` products in ``dtype`` (whole matrices, on the device)."""
+        return _TorchGramSum(self, n_features)
 
-    def gram_lower(self, E, buf=None):
-        """``E^T E`` (the whole matrix; callers read its lower triangle)."""
-        return E.T @ E
+    def gram_full(self, value):
+        """The symmetric float64 numpy matrix whose lower triangle is ``value``'s."""
+        a = self.to_numpy(value)
+        low = np.tril(a)
+        return low + np.tril(a, -1).T
 
     def all_finite(self, a):
         return bool(self.torch.isfinite(a).all())
@@ -362,3 +342,129 @@ def class_sums64(ops, X, codes, n_classes, ref, exp, buf=None):
         part = ops.class_sums(Y, codes[i : i + step], n_classes)
         sums = part if sums is None else sums + part
     return sums
+
+
+# ---------------------------------------------------------------------------
+# Gram products of the within-class scatter
+# ---------------------------------------------------------------------------
+
+
+@functools.cache
+def _blas_syrk(np_dtype):
+    """BLAS ``ssyrk``/``dsyrk`` of scipy's ``cython_blas`` as a ctypes function, or None.
+
+    Called through ctypes, the product runs without the GIL (scipy's Python
+    wrapper holds it: worker threads would wait on each other) and writes
+    one triangle into any leading dimension (see :class:`_GramSum`).
+    """
+    try:
+        from scipy.linalg import cython_blas
+
+        capsule = cython_blas.__pyx_capi__["ssyrk" if np_dtype == np.float32 else "dsyrk"]
+        api = ctypes.pythonapi
+        api.PyCapsule_GetName.restype = ctypes.c_char_p
+        api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        address = api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
+    except Exception:  # pragma: no cover - not CPython, or another scipy
+        return None
+    return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 10)(address)
+
+
+class _GramSum:
+    """Float64 sum of the Gram products ``E^T E`` of blocks of rows ``E``.
+
+    Each product is formed in ``E``'s dtype (one BLAS ``syrk``: one
+    triangle, half the products of ``E.T @ E``) and added to a float64
+    accumulator. Two consecutive products share one scratch matrix of
+    ``(d + 1, d)`` entries (Fortran order): the first's lower triangle,
+    diagonal included, in rows ``1..d``, the second's upper triangle in rows
+    ``0..d-1``; the two do not overlap, so one float64 addition folds both
+    (half the conversions of folding each product). :meth:`full` unpacks
+    the sum into the symmetric ``(d, d)`` matrix. The products are the same
+    as numpy's ``E.T @ E`` (which runs the same ``syrk``).
+    """
+
+    def __init__(self, n_features, dtype):
+        d = self.d = n_features
+        self.dtype = np.dtype(dtype)
+        self.buf = np.zeros((d + 1, d), dtype=self.dtype, order="F")
+        self.value = np.zeros((d + 1, d), order="F")
+        self.pending = False  # a product waits in the lower part of buf
+        self.syrk = _blas_syrk(self.dtype.type)
+
+    def add(self, E):
+        """Add ``E^T E`` (``E`` of shape (rows, d), rows unit-strided)."""
+        if E.shape[0] == 0:
+            return
+        lower = not self.pending
+        if self.syrk is None or E.dtype != self.dtype or E.strides[1] != self.dtype.itemsize:
+            self._add_numpy(E, lower)
+        else:
+            self._add_blas(E, lower)
+        if self.pending:
+            self.value += self.buf
+        self.pending = lower
+
+    def _add_blas(self, E, lower):
+        d, c_int, item = self.d, ctypes.c_int, self.dtype.itemsize
+        scalar = ctypes.c_float if self.dtype == np.float32 else ctypes.c_double
+        args = [
+            ctypes.c_char(b"L" if lower else b"U"),
+            ctypes.c_char(b"N"),  # C-ordered E is E^T in Fortran order: C = E^T E
+            c_int(d),
+            c_int(E.shape[0]),
+            scalar(1.0),
+            None,
+            c_int(E.strides[0] // item),
+            scalar(0.0),
+            None,
+            c_int(d + 1),
+        ]
+        refs = [ctypes.byref(a) if a is not None else None for a in args]
+        refs[5] = ctypes.c_void_p(E.ctypes.data)
+        refs[8] = ctypes.c_void_p(self.buf.ctypes.data + (item if lower else 0))
+        self.syrk(*refs)
+
+    def _add_numpy(self, E, lower):
+        G = np.matmul(E.T, E)
+        d = self.d
+        if lower:
+            np.copyto(self.buf[1:], G, where=np.tri(d, dtype=bool))
+        else:
+            np.copyto(self.buf[:d], G, where=np.tri(d, dtype=bool).T)
+
+    def total(self):
+        """The float64 sum (a packed ``(d + 1, d)`` array; add several, then :meth:`full`)."""
+        if self.pending:  # a product alone in the lower part: clear the upper one
+            d = self.d
+            np.copyto(self.buf[:d], 0, where=np.tri(d, dtype=bool).T)
+            self.value += self.buf
+            self.pending = False
+        return self.value
+
+    @staticmethod
+    def full(value):
+        """The symmetric ``(d, d)`` matrix of a packed sum (exactly symmetric)."""
+        d = value.shape[1]
+        first, second = value[1:], value[:d]  # lower and upper triangles
+        T = np.where(np.tri(d, k=-1, dtype=bool), first, second)
+        S = T + T.T
+        diag = np.arange(d)
+        S[diag, diag] = np.diagonal(first) + np.diagonal(second)
+        return S
+
+
+class _TorchGramSum:
+    """Float64 sum on the device of torch ``E.T @ E`` products (whole matrices)."""
+
+    def __init__(self, ops, n_features):
+        self.value = ops.zeros((n_features, n_features), dtype=ops.f64())
+
+    def add(self, E):
+        """Add ``E^T E``, formed in ``E``'s dtype."""
+        self.value += E.T @ E
+
+    def total(self):
+        return self.value

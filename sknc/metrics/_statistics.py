@@ -81,31 +81,45 @@ def _state_to(ops, arrays):
     return out
 
 
-def _symmetric_from_lower(a):
-    """The symmetric matrix whose lower triangle (diagonal included) is ``a``'s."""
-    low = np.tril(a)
-    return low + np.tril(a, -1).T
-
-
-def _batch_statistics(X, ops, codes, Kb, chunk_size, ref, n_workers):
+def _batch_statistics(X, ops, codes, Kb, chunk_size, ref, n_workers, centre=None):
     """Counts, sums, sums of squares and scatter of one batch (float64 numpy).
 
     Sums are relative to ``ref`` (a new reference point is chosen from rows
     spread over the batch when ``ref`` is None), accumulated in float64. The
-    within-class residuals are formed against the batch's own class means
-    (rounded to X's dtype, the float64 rest corrected exactly), so offsets
-    cost nothing. All sums, squares and products are in units of
-    ``2**exp`` (``exp`` 0 unless the data's magnitude is extreme for its
-    dtype): linear quantities scaled by ``2**-exp``, squares by
-    ``2**-2exp``. The passes over the data run on ``n_workers`` worker
-    threads (numpy input). Returns ``(counts, sums, ss, scatter, ref, exp)``.
+    within-class residuals are formed against ``centre`` (the class means
+    of the statistics so far, one row per batch class) in one pass with
+    the sums when given and the batch's class means stay close to it (see
+    :meth:`_Batch.fused`); otherwise against the batch's own class means,
+    in a second pass. Either centre is rounded to X's dtype and the float64
+    rest corrected exactly, so offsets cost nothing. All sums, squares and
+    products are in units of ``2**exp`` (``exp`` 0 unless the data's
+    magnitude is extreme for its dtype): linear quantities scaled by
+    ``2**-exp``, squares by ``2**-2exp``. The passes over the data run on
+    ``n_workers`` worker threads (numpy input). Returns ``(counts, sums,
+    ss, scatter, ref, exp)``.
     """
     batch = _Batch(X, ops, codes, Kb, chunk_size, ref, n_workers)
-    sums, pre = batch.class_sums()
     counts = ops.to_numpy(ops.counts(codes, Kb)).astype(np.int64)
+    if centre is not None:
+        fused = batch.fused(counts, centre)
+        if fused is not None:
+            return fused
+    sums, pre = batch.class_sums()
     rel = ldexp(sums / counts.astype(np.float64)[:, None], pre)  # class means - ref, units of X
     ss, scatter, exp = batch.scatter(counts, rel)
     return counts, ldexp(sums, pre - exp), ss, scatter, batch.ref, exp
+
+
+# the one-pass update centres a batch on the class means so far: accepted
+# when, for every class c and feature j, the shift of the batch's own means
+# from that centre adds at most _SHIFT_TOL to the spread about the own means
+# (n_c |delta_c|^2 <= _SHIFT_TOL * ss_c, sum_c n_c delta_cj^2 <= _SHIFT_TOL *
+# S_jj): the rounding bound of the float32 products, proportional to the
+# spread about their centre, grows by at most that factor (1 + 2**-5)
+_SHIFT_TOL = 2.0**-5
+# ... and tried only when every class has this many rows in the batch (for
+# Gaussian classes the shift term is about (1 + n_b / n_a) / n_b of the spread)
+_FUSED_MIN_ROWS = 128
 
 
 class _Batch:
@@ -128,6 +142,7 @@ class _Batch:
         with np.errstate(invalid="ignore", over="ignore"):
             self.amax = float(np.max(np.abs(sample - self.ref), initial=0.0))
         self.ref_dev = ops.from_numpy(self.ref, dtype=ops.f64())
+        self.sums0 = None  # float64 class sums (pre 0) of a declined one-pass update
 
     def amax_all(self):
         """Largest ``|x - ref|`` over the whole batch (an extra pass, rarely needed)."""
@@ -143,6 +158,8 @@ class _Batch:
         """
         ops = self.ops
         pre = scale_exponent(self.amax, np.float64) if self.np_cdt == np.float64 else 0
+        if pre == 0 and self.sums0 is not None:
+            return self.sums0, 0
         sums = self._sums_pass(pre)
         if not np.isfinite(sums).all():
             finite = bool(ops.all_finite(self.X))
@@ -168,6 +185,51 @@ class _Batch:
 
         return sum(run_chunk_groups(ops, self.chunks, work, self.n_workers))
 
+    def fused(self, counts, centre):
+        """The batch's statistics in one pass, residuals against ``centre``; or None.
+
+        ``centre`` are the class means of the statistics so far (float64,
+        one row per batch class, units of X). The residuals ``x - hi``
+        (``hi``: ``centre`` rounded to X's dtype) give the sums of squares
+        and Gram products about ``hi``, the float64 class sums (relative to
+        ``ref``, in the same pass) the exact shift ``delta`` of the batch's
+        own means from ``hi``; the parallel-axis identity
+        ``sum (x - mu)(x - mu)^T = sum (x - hi)(x - hi)^T - n delta delta^T``
+        then gives the scatter about the batch's means. None (two passes
+        instead) when a class has fewer than ``_FUSED_MIN_ROWS`` rows, the
+        data need rescaling, a value is not finite, or the shift is not
+        small against the spread (``_SHIFT_TOL``); the class sums are kept
+        for the two passes then.
+        """
+        if counts.min() < _FUSED_MIN_ROWS:
+            return None
+        with np.errstate(invalid="ignore", over="ignore"):
+            hi = centre.astype(self.np_cdt)
+            rel_hi = hi.astype(np.float64) - self.ref  # exact: both in X's dtype
+            spread = max(self.amax, float(np.abs(rel_hi - rel_hi.mean(0)).max(initial=0.0)))
+        if not np.isfinite(rel_hi).all() or scale_exponent(spread, self.np_cdt) != 0:
+            return None
+        if scale_exponent(self.amax, np.float64) != 0:
+            return None
+        with np.errstate(invalid="ignore", over="ignore"):
+            sums, ss, gram = self._residual_pass(hi, 0, with_sums=True)
+        G = self.ops.gram_full(gram)
+        if not (np.isfinite(sums).all() and np.isfinite(ss).all() and np.isfinite(G).all()):
+            return None
+        self.sums0 = sums
+        n_b = counts.astype(np.float64)
+        delta = sums / n_b[:, None] - rel_hi  # batch means - hi, float64
+        shift = n_b * np.einsum("ij,ij->i", delta, delta)
+        ss = ss - shift
+        D = (delta * n_b[:, None]).T @ delta
+        scatter = G - D
+        if not (
+            np.all(shift <= _SHIFT_TOL * ss)
+            and np.all(np.diagonal(D) <= _SHIFT_TOL * np.diagonal(scatter))
+        ):
+            return None
+        return counts, sums, ss, scatter, self.ref, 0
+
     def scatter(self, counts, rel):
         """Within-class sums of squares and scatter; ``(ss, scatter, exp)``.
 
@@ -192,36 +254,51 @@ class _Batch:
         return ss, scatter, exp
 
     def _scatter_pass(self, counts, mean_abs, exp):
-        ops, X, codes, Kb, d, cdt = self.ops, self.X, self.codes, self.Kb, self.d, self.cdt
-        f64 = ops.f64()
         hi = mean_abs.astype(self.np_cdt)
+        _, ss, gram = self._residual_pass(hi, exp, with_sums=False)
+        n_b = counts.astype(np.float64)
+        lo = ldexp(mean_abs - hi.astype(np.float64), -exp)  # exact remainder
+        ss = ss - n_b * np.einsum("ij,ij->i", lo, lo)
+        scatter = self.ops.gram_full(gram) - (lo * n_b[:, None]).T @ lo
+        return ss, scatter
+
+    def _residual_pass(self, hi, exp, with_sums):
+        """``(sums, ss, gram)`` of the residuals ``(x - hi[c]) 2**-exp`` (one pass).
+
+        ``gram`` is the float64 sum of the residuals' Gram products (see
+        :meth:`ops.gram_full`); ``sums`` the float64 class sums of ``x -
+        ref`` when ``with_sums`` (else None), read in the same pass.
+        """
+        ops, X, codes, Kb, d, cdt = self.ops, self.X, self.codes, self.Kb, self.d, self.cdt
         hi_dev = ops.from_numpy(hi, dtype=cdt)
 
         def work(group):
-            ss = ops.zeros(Kb, dtype=f64)
-            scatter = ops.zeros((d, d), dtype=f64)
+            sums = ops.zeros((Kb, d), dtype=ops.f64()) if with_sums else None
+            sbuf = None if ops.is_torch else np.empty((min(self.rows, sum64_rows(d)), d))
+            ss = ops.zeros(Kb, dtype=ops.f64())
+            gram = ops.gram_sum(d, cdt)
             buf = ops.empty_like_rows(self.rows, d, cdt)
-            gbuf = ops.gram_buffer(d, cdt)
             for start, stop in group:
                 c = codes[start:stop]
+                if with_sums:
+                    sums += class_sums64(ops, X[start:stop], c, Kb, self.ref_dev, 0, sbuf)
                 E = ops.take_rows(hi_dev, c, out=buf[: stop - start])
                 ops.subtract(ops.astype(X[start:stop], cdt), E, out=E)
                 ops.scale_(E, exp)
                 ss += ops.weighted_counts(c, ops.rownorm2(E), Kb)
                 # products in X's dtype over a few hundred rows at most, summed
-                # in float64: the rounding error does not grow with the batch;
-                # (syrk: one triangle; converted while added, no temporary)
+                # in float64: the rounding error does not grow with the batch
                 for i in range(0, stop - start, _GRAM_ROWS):
-                    scatter += ops.gram_lower(E[i : i + _GRAM_ROWS], gbuf)
-            return ops.to_numpy(ss), ops.to_numpy(scatter)
+                    gram.add(E[i : i + _GRAM_ROWS])
+            return (
+                None if sums is None else ops.to_numpy(sums),
+                ops.to_numpy(ss),
+                gram.total(),
+            )
 
         parts = run_chunk_groups(ops, self.chunks, work, self.n_workers)
-        n_b = counts.astype(np.float64)
-        lo = ldexp(mean_abs - hi.astype(np.float64), -exp)  # exact remainder
-        ss = sum(p[0] for p in parts) - n_b * np.einsum("ij,ij->i", lo, lo)
-        scatter = _symmetric_from_lower(sum(p[1] for p in parts))
-        scatter -= (lo * n_b[:, None]).T @ lo
-        return ss, scatter
+        sums = sum(p[0] for p in parts) if with_sums else None
+        return sums, sum(p[1] for p in parts), sum(p[2] for p in parts)
 
 
 class NCStatistics:
@@ -475,10 +552,13 @@ class NCStatistics:
         batch_labels = batch_classes.tolist()
         rows, new = self._register(batch_labels)
         ref = self._ref if self._ref is not None else None
+        centre = self._centre(rows) if not new else None
         # numpy: the passes on single-threaded workers, everything else
         # (small products) on one thread; torch parallelises its own operations
         with contextlib.nullcontext() if ops.is_torch else single_thread():
-            batch = _batch_statistics(X, ops, codes, len(batch_labels), chunk_size, ref, n_workers)
+            batch = _batch_statistics(
+                X, ops, codes, len(batch_labels), chunk_size, ref, n_workers, centre
+            )
         counts_b, sums_b, ss_b, scatter_b, ref, exp_b = batch
 
         # commit (nothing above changed the state); small (K, d) and (d, d)
@@ -509,6 +589,20 @@ class NCStatistics:
             self._merge_into(home, state, rows, batch["c"], batch["s"], batch["ss"], batch["sc"])
             self._set_arrays(state)
         return self
+
+    def _centre(self, rows):
+        """Class means so far (float64, units of X) of the state rows ``rows``; or None.
+
+        The centre of a one-pass update (see :meth:`_Batch.fused`); None
+        when the state is rescaled (``_exp`` not 0) or empty.
+        """
+        if self._ops is None or self._exp != 0:
+            return None
+        with single_thread():
+            counts = to_numpy(self._counts)[rows].astype(np.float64)
+            if counts.min(initial=1.0) <= 0:
+                return None
+            return to_numpy(self._sums)[rows] / counts[:, None] + self._ref
 
     def _rescale_to(self, exp):
         """Express the state in units of ``2**exp`` (exact powers of two); return exp."""
