@@ -78,11 +78,12 @@ class _NumpyOps:
         The rows are converted first (``copyto``, exact) and shifted in
         place: the same float64 values as ``np.subtract(X, ref,
         dtype=np.float64)``, whose casting loop is about 1.4x slower.
+        ``ref`` None means no shift (the conversion only).
         """
         if out is None:
             out = np.empty(X.shape, dtype=np.float64)
         np.copyto(out, X)
-        return np.subtract(out, ref, out=out)
+        return out if ref is None else np.subtract(out, ref, out=out)
 
     def scale_(self, a, e):
         """Multiply ``a`` in place by ``2**-e`` (exact; nothing when ``e == 0``)."""
@@ -225,9 +226,9 @@ class _TorchOps:
         return self.torch.empty((n, m), dtype=dtype, device=self.device)
 
     def shifted64(self, X, ref, out=None):
-        """``X - ref`` computed and returned in float64 (``ref`` float64 on the device)."""
+        """``X - ref`` computed and returned in float64 (``ref`` float64 on the device or None)."""
         Y = X.to(self.torch.float64)
-        return Y.sub_(ref)
+        return Y if ref is None else Y.sub_(ref)
 
     def scale_(self, a, e):
         """Multiply ``a`` in place by ``2**-e`` (exact; nothing when ``e == 0``)."""
@@ -390,7 +391,7 @@ class _GramSum:
         d = self.d = n_features
         self.dtype = np.dtype(dtype)
         self.buf = np.zeros((d + 1, d), dtype=self.dtype, order="F")
-        self.value = np.zeros((d + 1, d), order="F")
+        self.value = None  # the float64 sum, from the first fold on
         self.pending = False  # a product waits in the lower part of buf
         self.syrk = _blas_syrk(self.dtype.type)
 
@@ -404,8 +405,14 @@ class _GramSum:
         else:
             self._add_blas(E, lower)
         if self.pending:
-            self.value += self.buf
+            self._fold()
         self.pending = lower
+
+    def _fold(self):
+        if self.value is None:
+            self.value = np.array(self.buf, dtype=np.float64, order="F")
+        else:
+            self.value += self.buf
 
     def _add_blas(self, E, lower):
         d, c_int, item = self.d, ctypes.c_int, self.dtype.itemsize
@@ -440,8 +447,10 @@ class _GramSum:
         if self.pending:  # a product alone in the lower part: clear the upper one
             d = self.d
             np.copyto(self.buf[:d], 0, where=np.tri(d, dtype=bool).T)
-            self.value += self.buf
+            self._fold()
             self.pending = False
+        if self.value is None:
+            self.value = np.zeros((self.d + 1, self.d), order="F")
         return self.value
 
     @staticmethod

@@ -12,10 +12,10 @@ from ..utils import map_threads, single_thread, thread_budget
 from ..utils._warnings import SkncWarning, warn_external
 
 
-def run_chunk_groups(ops, chunks, work, n_workers=None):
+def run_chunk_groups(ops, chunks, work, n_workers=None, runs_per_worker=8):
     """Run ``work(list_of_chunks)`` over ``chunks``; list of partial results.
 
-    numpy input is cut into a few runs of consecutive chunks per worker
+    numpy input is cut into ``runs_per_worker`` runs of consecutive chunks per worker
     thread (``n_workers``, default ``thread_budget(idle=True)``: no more
     workers than idle cores, see :mod:`sknc.utils._threads`), handed
     out by :func:`sknc.utils.map_threads` to single-threaded workers (torch
@@ -37,7 +37,7 @@ def run_chunk_groups(ops, chunks, work, n_workers=None):
         # threads would only stall)
         with single_thread():
             return [work(chunks)]
-    n_runs = min(len(chunks), 8 * n_workers)
+    n_runs = min(len(chunks), runs_per_worker * n_workers)
     bounds = np.linspace(0, len(chunks), n_runs + 1).round().astype(int)
     runs = [chunks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     return list(map_threads(work, runs, n_jobs=n_workers))

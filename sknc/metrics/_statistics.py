@@ -81,6 +81,12 @@ def _state_to(ops, arrays):
     return out
 
 
+def _weighted_outer(a, w):
+    """``sum_c w_c a_c a_c^T`` for ``w >= 0``: one ``B^T B`` (numpy's syrk, symmetric)."""
+    B = a * np.sqrt(w)[:, None]
+    return B.T @ B
+
+
 def _batch_statistics(X, ops, codes, Kb, chunk_size, ref, n_workers, centre=None):
     """Counts, sums, sums of squares and scatter of one batch (float64 numpy).
 
@@ -110,6 +116,21 @@ def _batch_statistics(X, ops, codes, Kb, chunk_size, ref, n_workers, centre=None
     return counts, ldexp(sums, pre - exp), ss, scatter, batch.ref, exp
 
 
+def _stream_reference(sample, np_dtype):
+    """The reference point of the class sums (see :func:`offset_reference`).
+
+    0 when every feature's offset is within the spread of ``sample``: then
+    ``|x| <= |x - ref| + spread`` and the float64 sums lose at most a bit
+    to the offset, while the subtraction (a float64 pass over every row)
+    is saved.
+    """
+    ref = offset_reference(sample, np_dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        spread = sample.std(0) if len(sample) > 1 else np.zeros_like(ref)
+    small = np.all(np.isfinite(spread)) and np.all(np.abs(ref) <= spread)
+    return np.zeros_like(ref) if small else ref
+
+
 # the one-pass update centres a batch on the class means so far: accepted
 # when, for every class c and feature j, the shift of the batch's own means
 # from that centre adds at most _SHIFT_TOL to the spread about the own means
@@ -120,6 +141,19 @@ _SHIFT_TOL = 2.0**-5
 # ... and tried only when every class has this many rows in the batch (for
 # Gaussian classes the shift term is about (1 + n_b / n_a) / n_b of the spread)
 _FUSED_MIN_ROWS = 128
+
+
+# runs of chunks per worker thread: each run sets up and returns its own
+# (d + 1, d) float64 Gram sum, so a few runs only (still load-balanced)
+_RUNS = 2
+
+
+def _sum_parts(parts):
+    """Sum of the partial results (fresh arrays), in order, into the first."""
+    total = parts[0]
+    for part in parts[1:]:
+        total += part
+    return total
 
 
 class _Batch:
@@ -137,11 +171,14 @@ class _Batch:
         )
         self.chunks = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
         self.rows = min(chunk, n)
-        sample = sample_rows(X, ops)
-        self.ref = offset_reference(sample, self.np_cdt) if ref is None else ref
+        # rows for the reference point (the first batch) or only a first
+        # scale estimate (checked: a pass that overflows is rerun)
+        sample = sample_rows(X, ops, max_rows=1024 if ref is None else 256)
+        self.ref = _stream_reference(sample, self.np_cdt) if ref is None else ref
         with np.errstate(invalid="ignore", over="ignore"):
             self.amax = float(np.max(np.abs(sample - self.ref), initial=0.0))
-        self.ref_dev = ops.from_numpy(self.ref, dtype=ops.f64())
+        # a zero reference point is not subtracted (one float64 pass less)
+        self.ref_dev = ops.from_numpy(self.ref, dtype=ops.f64()) if self.ref.any() else None
         self.sums0 = None  # float64 class sums (pre 0) of a declined one-pass update
 
     def amax_all(self):
@@ -183,7 +220,7 @@ class _Batch:
                     sums += class_sums64(ops, X[start:stop], c, Kb, self.ref_dev, pre, buf)
             return ops.to_numpy(sums)
 
-        return sum(run_chunk_groups(ops, self.chunks, work, self.n_workers))
+        return _sum_parts(run_chunk_groups(ops, self.chunks, work, self.n_workers, _RUNS))
 
     def fused(self, counts, centre):
         """The batch's statistics in one pass, residuals against ``centre``; or None.
@@ -221,7 +258,7 @@ class _Batch:
         delta = sums / n_b[:, None] - rel_hi  # batch means - hi, float64
         shift = n_b * np.einsum("ij,ij->i", delta, delta)
         ss = ss - shift
-        D = (delta * n_b[:, None]).T @ delta
+        D = _weighted_outer(delta, n_b)
         scatter = G - D
         if not (
             np.all(shift <= _SHIFT_TOL * ss)
@@ -259,7 +296,7 @@ class _Batch:
         n_b = counts.astype(np.float64)
         lo = ldexp(mean_abs - hi.astype(np.float64), -exp)  # exact remainder
         ss = ss - n_b * np.einsum("ij,ij->i", lo, lo)
-        scatter = self.ops.gram_full(gram) - (lo * n_b[:, None]).T @ lo
+        scatter = self.ops.gram_full(gram) - _weighted_outer(lo, n_b)
         return ss, scatter
 
     def _residual_pass(self, hi, exp, with_sums):
@@ -296,9 +333,9 @@ class _Batch:
                 gram.total(),
             )
 
-        parts = run_chunk_groups(ops, self.chunks, work, self.n_workers)
-        sums = sum(p[0] for p in parts) if with_sums else None
-        return sums, sum(p[1] for p in parts), sum(p[2] for p in parts)
+        parts = run_chunk_groups(ops, self.chunks, work, self.n_workers, _RUNS)
+        sums = _sum_parts([p[0] for p in parts]) if with_sums else None
+        return sums, _sum_parts([p[1] for p in parts]), _sum_parts([p[2] for p in parts])
 
 
 class NCStatistics:
@@ -510,7 +547,9 @@ class NCStatistics:
         mean_b = sums_b / (n_b + ops.astype(n_b == 0, f64))[:, None]
         delta = mean_b - mean_a
         w = n_a * n_b / (total + ops.astype(total == 0, f64))
-        state["scatter"] += scatter_b + (delta * w[:, None]).T @ delta
+        B = delta * (w**0.5)[:, None]  # w >= 0: one symmetric B^T B
+        state["scatter"] += scatter_b
+        state["scatter"] += B.T @ B
         state["ss"][rows_dev] += ss_b + w * ops.rownorm2(delta)
         state["sums"][rows_dev] += sums_b
         state["counts"][rows_dev] += counts_b
