@@ -292,3 +292,19 @@ def test_statistics_torch_ops_path_reads_the_lower_triangle():
     S = stats.within_class_covariance_
     np.testing.assert_allclose(S, E.T @ E / len(y), rtol=0, atol=1e-6 * np.abs(S).max())
     np.testing.assert_allclose(S, S.T, rtol=0, atol=1e-14 * np.abs(S).max())
+
+
+def test_stream_reference_is_zero_only_for_offsets_within_the_spread():
+    # no subtraction pass when the offsets are small; a large common offset
+    # keeps its reference point (the float64 sums then cost it no digits)
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 3, 3000)
+    X = (rng.normal(size=(3, 16))[y] * 0.3 + rng.normal(size=(3000, 16))).astype(np.float32)
+    small = NCStatistics().update(X + np.float32(0.05), y)
+    assert not small._ref.any()
+    big = NCStatistics().update(X + np.float32(1e4), y)
+    assert np.all(np.abs(big._ref - 1e4) < 1)
+    for stats, shift in ((small, 0.05), (big, 1e4)):
+        Xs = (X + np.float32(shift)).astype(np.float64)
+        exact = np.stack([Xs[y == k].mean(0) for k in range(3)])
+        np.testing.assert_allclose(stats.means_, exact, rtol=1e-13, atol=0)
