@@ -1,5 +1,6 @@
 """The float64 linear algebra under LogME: blockwise Gram and eigen-projections."""
 
+import functools
 import tracemalloc
 
 import numpy as np
@@ -93,3 +94,78 @@ def test_eigen_projection_reads_only_the_lower_triangle_of_the_lower_only_gram(d
     w_ref, P_ref = tr_module._eigh_project(full, R)
     np.testing.assert_array_equal(w, w_ref)
     np.testing.assert_array_equal(P, P_ref)
+
+
+def _eigen_path(X, cross, y2):
+    """The fixed point's forms from the projections on the singular vectors."""
+    sig, P = tr_module._spectrum(X, cross)
+    x2 = P**2
+    res_x2 = np.maximum(y2 - x2.sum(0), 0.0)
+    return sig, functools.partial(tr_module._spectral_forms, sig[:, None], x2, res_x2)
+
+
+def _fixed_point_cases():
+    rng = np.random.default_rng(7)
+    n, d = 400, 30
+    X = rng.standard_normal((n, d)) * np.linspace(0.2, 3.0, d)
+    y = rng.integers(0, 5, n)
+    Y = np.eye(5)[y]
+    W = rng.standard_normal((d, 3))
+    T = X @ W + 0.3 * rng.standard_normal((n, 3))
+    near = X.copy()
+    near[:, 1] = near[:, 0] + 1e-4 * rng.standard_normal(n)
+    return {
+        "classes": (X + 2.0 * rng.standard_normal((5, d))[y], Y),
+        "float32 offset": ((X * 3.0 + 1000.0).astype(np.float32), Y),
+        "near-collinear": (near, Y),
+        "regression": (X, T),
+        "two classes": (X, np.eye(2)[y % 2]),
+    }
+
+
+@pytest.mark.parametrize("case", list(_fixed_point_cases()))
+def test_tridiagonal_solves_give_the_eigenvector_path_forms_and_evidence(case):
+    X, Y = _fixed_point_cases()[case]
+    n, d = X.shape
+    m = Y.shape[1]
+    y2 = (Y**2).sum(0)
+
+    def cross(a, b, B):
+        return Y[a:b].T @ B
+
+    sig, forms = tr_module._fixed_point_forms(X, cross, y2)
+    assert forms.func is tr_module._tridiagonal_forms  # full rank: no eigenvectors
+    sig_e, spectral = _eigen_path(X, cross, y2)
+    np.testing.assert_allclose(sig, sig_e, rtol=1e-10, atol=1e-13 * sig.max())
+    # columns at their own t, a subset of the columns in a shuffled order
+    a = np.arange(m)[::-1][: max(2, m - 1)]
+    for scale in (1e-4, 1e-1, 1.0, 1e2):
+        t = scale * sig.mean() * np.linspace(0.5, 2.0, a.size)
+        m2, res2 = forms(t, a)
+        m2_e, res2_e = spectral(t, a)
+        np.testing.assert_allclose(m2, m2_e, rtol=1e-10)
+        np.testing.assert_allclose(res2, res2_e, rtol=1e-10)
+    ev = tr_module._logme_fixed_point(sig, forms, m, n, d, 1e-3, 11)
+    ev_e = tr_module._logme_fixed_point(sig_e, spectral, m, n, d, 1e-3, 11)
+    np.testing.assert_allclose(ev, ev_e, rtol=1e-10)
+
+
+@pytest.mark.parametrize("shape", ["rank-deficient", "n below d", "two features"])
+def test_fixed_point_keeps_the_eigenvector_path_without_full_rank(shape):
+    rng = np.random.default_rng(3)
+    n, d = {"rank-deficient": (200, 20), "n below d": (40, 60), "two features": (50, 2)}[shape]
+    X = rng.standard_normal((n, d))
+    if shape == "rank-deficient":
+        X[:, 5] = 2.0 * X[:, 4]
+    Y = np.eye(3)[rng.integers(0, 3, n)]
+    y2 = Y.sum(0)
+
+    def cross(a, b, B):
+        return Y[a:b].T @ B
+
+    sig, forms = tr_module._fixed_point_forms(X, cross, y2)
+    assert forms.func is tr_module._spectral_forms
+    sig_e, spectral = _eigen_path(X, cross, y2)
+    np.testing.assert_array_equal(sig, sig_e)
+    t = np.full(3, 0.5)
+    np.testing.assert_array_equal(forms(t, np.arange(3))[0], spectral(t, np.arange(3))[0])

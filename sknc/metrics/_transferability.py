@@ -17,6 +17,7 @@ parts of one model and :func:`ncti_combine` / :func:`etran_combine` (or
 :func:`minmax_combine`) the final scores of a pool.
 """
 
+import functools
 import numbers
 
 import numpy as np
@@ -29,7 +30,7 @@ from ._backend import get_ops
 from ._validation import check_features, check_option, encode_labels
 
 _ROWS = 4096  # rows per block when forming within-class scatter (bounded extra memory)
-_GRAM_BYTES = 1 << 27  # float64 bytes of X converted at a time by _gram (128 MiB)
+_GRAM_BYTES = 1 << 24  # float64 bytes of X converted at a time by _gram (16 MiB)
 
 
 # ---------------------------------------------------------------------------
@@ -83,21 +84,24 @@ def _class_sums(X, codes, n_classes):
 def _gram(X, center=None, cross=None, lower_only=False):
     """``(X - center).T @ (X - center)`` in float64, built block by block.
 
-    Each block of rows is converted to float64 on its own (no float64 copy of
-    ``X``) and added with one BLAS ``dsyrk`` (``beta=1``, in place). With
-    ``cross(start, stop, B)``, also returns the sum over the blocks of its
-    values (e.g. the class sums ``Y[start:stop].T @ B``), from the same pass.
-    With ``lower_only`` only the lower triangle of the result is filled
-    (enough for LAPACK's ``lower`` symmetric routines).
+    Each block of rows is converted to float64 into one reused, cache-sized
+    buffer (no float64 copy of ``X``) and added with one BLAS ``dsyrk``
+    (``beta=1``, in place). With ``cross(start, stop, B)``, also returns the
+    sum over the blocks of its values (e.g. the class sums
+    ``Y[start:stop].T @ B``), from the same pass. With ``lower_only`` only
+    the lower triangle of the result is filled (enough for LAPACK's ``lower``
+    symmetric routines).
     """
     n, d = X.shape
     rows = max(1, min(n, _GRAM_BYTES // (8 * d)))
     G = np.zeros((d, d), order="F")
+    buf = np.empty((rows, d))
     R = None
     for a in range(0, n, rows):
-        B = np.asarray(X[a : a + rows], dtype=np.float64)
+        B = buf[: min(rows, n - a)]
+        B[...] = X[a : a + rows]
         if center is not None:
-            B = B - center
+            B -= center
         # B.T is Fortran-ordered (d, rows): dsyrk adds the lower triangle of B.T @ B
         G = blas.dsyrk(1.0, B.T, beta=1.0, c=G, lower=1, overwrite_c=1)
         if cross is not None:
@@ -178,6 +182,39 @@ def _n_components_for_variance(explained, ratio):
 # ---------------------------------------------------------------------------
 
 
+def _tridiagonalize(G, R, overwrite=False):
+    """``G = Q T Q^T`` (``dsytrd``, lower): ``T``'s diagonal and off-diagonal, and ``Q^T R``.
+
+    ``Q^T R`` (Fortran-ordered) comes from the Householder reflectors
+    (``dormqr``, ``O(D^2 m)``); ``Q`` is never formed. Only the lower
+    triangle of ``G`` is read; ``overwrite`` lets it be destroyed. D >= 3.
+    """
+    d, m = R.shape
+    lwork = int(lapack.dsytrd_lwork(d, lower=1)[0])
+    A, diag, off, tau, info = lapack.dsytrd(G, lower=1, lwork=lwork, overwrite_a=overwrite)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dsytrd failed (info={info}).")
+    QtR = np.array(R, dtype=np.float64, order="F")
+    # lower storage: Q = H(1)...H(d-1), the reflectors are those of a QR of A[1:, :-1]
+    reflectors = np.asfortranarray(A[1:, :-1])
+    _, work, info = lapack.dormqr("L", "T", reflectors, tau, QtR[1:], lwork=-1)
+    cq, _, info = lapack.dormqr(
+        "L", "T", reflectors, tau, QtR[1:], lwork=max(int(work[0]), m), overwrite_c=1
+    )
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dormqr failed (info={info}).")
+    QtR[1:] = cq
+    return diag, off, QtR
+
+
+def _tridiagonal_project(diag, off, QtR):
+    """Eigenvalues ``w`` (ascending) of the tridiagonal ``T`` and ``Z^T QtR``."""
+    w, Z, info = lapack.dstevd(diag, off)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"the tridiagonal eigensolver failed (info={info}).")
+    return w, Z.T @ QtR
+
+
 def _eigh_project(G, R, overwrite=False):
     """Eigenvalues ``w`` (ascending) of symmetric ``G`` and ``V.T @ R``.
 
@@ -193,24 +230,23 @@ def _eigh_project(G, R, overwrite=False):
     if d < 3 or m == 0:
         w, V = linalg.eigh(G, driver="evd", check_finite=False)
         return w, V.T @ R
-    lwork = int(lapack.dsytrd_lwork(d, lower=1)[0])
-    A, diag, off, tau, info = lapack.dsytrd(G, lower=1, lwork=lwork, overwrite_a=overwrite)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"dsytrd failed (info={info}).")
-    QtR = np.array(R, dtype=np.float64, order="F")
-    # lower storage: Q = H(1)...H(d-1), the reflectors are those of a QR of A[1:, :-1]
-    reflectors = np.asfortranarray(A[1:, :-1])
-    _, work, info = lapack.dormqr("L", "T", reflectors, tau, QtR[1:], lwork=-1)
-    cq, _, info = lapack.dormqr(
-        "L", "T", reflectors, tau, QtR[1:], lwork=max(int(work[0]), m), overwrite_c=1
-    )
-    if info != 0:
-        raise np.linalg.LinAlgError(f"dormqr failed (info={info}).")
-    QtR[1:] = cq
-    w, Z, info = lapack.dstevd(diag, off)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"the tridiagonal eigensolver failed (info={info}).")
-    return w, Z.T @ QtR
+    return _tridiagonal_project(*_tridiagonalize(G, R, overwrite))
+
+
+def _checked_gram(X, cross):
+    """Lower triangle of the float64 Gram and the cross sums; non-finite values raise."""
+    G, R = _gram(X, cross=cross, lower_only=True)
+    if not (np.isfinite(np.diagonal(G)).all() and np.isfinite(R).all()):
+        if not np.isfinite(X).all():
+            _raise_not_finite()
+        raise ValueError("X is too large: its Gram matrix overflows float64.")
+    return G, R
+
+
+def _kept(sig, n, d):
+    """Mask of the eigenvalues of ``X.T @ X`` (or ``X @ X.T``) taken as non-zero."""
+    top = sig.max()
+    return sig > top * max(n, d) * np.finfo(np.float64).eps if top > 0 else sig > np.inf
 
 
 def _spectrum(X, cross):
@@ -225,32 +261,80 @@ def _spectrum(X, cross):
     ``(sigma, P)`` with ``P`` of shape (k, m).
     """
     n, d = X.shape
-    eps = np.finfo(np.float64).eps
     if n >= d:
-        G, R = _gram(X, cross=cross, lower_only=True)
-        if not (np.isfinite(np.diagonal(G)).all() and np.isfinite(R).all()):
-            if not np.isfinite(X).all():
-                _raise_not_finite()
-            raise ValueError("X is too large: its Gram matrix overflows float64.")
+        G, R = _checked_gram(X, cross)
         sig, P = _eigh_project(G, R.T, overwrite=True)
-        keep = sig > sig.max() * max(n, d) * eps if sig.max() > 0 else np.zeros(d, bool)
+        keep = _kept(sig, n, d)
         sig = sig[keep]
         return sig, P[keep] / np.sqrt(sig)[:, None]
     X64 = _features64(X)
     sig, U = linalg.eigh(X64 @ X64.T, driver="evd", check_finite=False)
-    keep = sig > sig.max() * max(n, d) * eps if sig.max() > 0 else np.zeros(n, bool)
+    keep = _kept(sig, n, d)
     return sig[keep], cross(0, n, U[:, keep]).T
 
 
-def _logme_fixed_point(sig, x2, res_x2, n, d, tol, max_iter):
-    """Evidence per target column, all columns at once.
+def _spectral_forms(sig, x2, res_x2, t, a):
+    """``(m2, res2)`` of the columns ``a`` at ``t = alpha / beta`` from the eigenbasis."""
+    m2 = (sig * x2[:, a] / (t + sig) ** 2).sum(0)
+    res2 = (x2[:, a] / (1.0 + sig / t) ** 2).sum(0) + res_x2[a]
+    return m2, res2
 
-    ``x2`` (k, m): squared projections of the m targets on the singular
-    vectors; ``res_x2`` (m,): their squared norm outside the span. Each
-    column stops at its own iteration, exactly as the per-column loop of the
-    reference.
+
+def _tridiagonal_forms(diag, off, b, y2, t, a):
+    """``(m2, res2)`` of the columns ``a`` from solves with the tridiagonal ``T + t I``.
+
+    With ``x = (T + t I)^{-1} b`` (``b = Q^T X^T y``, ``G = Q T Q^T``, an
+    ``O(D)`` positive definite solve, ``dptsv``): ``m2 = ||x||^2`` and
+    ``res2 = ||y - X Q x||^2 = ||y||^2 - b^T x - t ||x||^2``, the same sums
+    as over the eigenvalues, ``sum c_i^2 / (t + s_i)^2`` and
+    ``||y||^2 - sum c_i^2 (s_i + 2 t) / (t + s_i)^2`` with ``c = Z^T b``.
     """
-    k, m = x2.shape
+    m2, bx = np.empty(a.size), np.empty(a.size)
+    for i, (j, tj) in enumerate(zip(a, t)):
+        bj = b[:, j : j + 1]
+        x, info = lapack.dptsv(diag + tj, off, bj)[2:]
+        if info != 0:
+            raise np.linalg.LinAlgError(f"the tridiagonal solve failed (info={info}).")
+        m2[i] = (x * x).sum()
+        bx[i] = (bj * x).sum()
+    return m2, np.maximum(y2[a] - bx - t * m2, 0.0)
+
+
+def _fixed_point_forms(X, cross, y2):
+    """Eigenvalues ``sigma`` of ``X.T @ X`` and ``forms(t, a) -> (m2, res2)``.
+
+    For N >= D with every eigenvalue kept (full numerical rank), the fixed
+    point needs only the eigenvalues (``dsterf``, no eigenvectors) and
+    tridiagonal solves per column and iteration (:func:`_tridiagonal_forms`).
+    Otherwise (N < D, rank-deficient, D < 3) it uses the projections on the
+    kept singular vectors (:func:`_spectrum`), as the reference does.
+    """
+    n, d = X.shape
+    if n >= d >= 3 and y2.size:
+        G, R = _checked_gram(X, cross)
+        diag, off, b = _tridiagonalize(G, R.T, overwrite=True)
+        sig, info = lapack.dsterf(diag, off)
+        if info == 0 and _kept(sig, n, d).all():
+            return sig, functools.partial(_tridiagonal_forms, diag, off, b, y2)
+        sig, P = _tridiagonal_project(diag, off, b)
+        keep = _kept(sig, n, d)
+        sig = sig[keep]
+        P = P[keep] / np.sqrt(sig)[:, None]
+    else:
+        sig, P = _spectrum(X, cross)
+    x2 = P**2
+    res_x2 = np.maximum(y2 - x2.sum(0), 0.0)
+    return sig, functools.partial(_spectral_forms, sig[:, None], x2, res_x2)
+
+
+def _logme_fixed_point(sig, forms, m, n, d, tol, max_iter):
+    """Evidence per target column, all ``m`` columns at once.
+
+    ``forms(t, a)`` gives ``m2`` and ``res2`` of the columns ``a`` at
+    ``t = alpha / beta`` (:func:`_fixed_point_forms`). Each column stops at
+    its own iteration, exactly as the per-column loop of the reference.
+    """
+    k = sig.size
     sig = sig[:, None]
     alpha, beta = np.ones(m), np.ones(m)
     m2, res2 = np.zeros(m), np.zeros(m)
@@ -261,8 +345,7 @@ def _logme_fixed_point(sig, x2, res_x2, n, d, tol, max_iter):
             break
         t = alpha[a] / beta[a]
         gamma = (sig / (sig + t)).sum(0)
-        m2[a] = (sig * x2[:, a] / (t + sig) ** 2).sum(0)
-        res2[a] = (x2[:, a] / (1.0 + sig / t) ** 2).sum(0) + res_x2[a]
+        m2[a], res2[a] = forms(t, a)
         alpha[a] = gamma / (m2[a] + 1e-5)
         beta[a] = (n - gamma) / (res2[a] + 1e-5)
         active[a[np.abs(alpha[a] / beta[a] - t) / t <= tol]] = False
@@ -359,8 +442,12 @@ def logme(X, y, *, regression=False, method="fixed-point", tol=None, max_iter=11
     symmetric eigendecomposition, then ``O(min(N, D) C)`` per iteration.
     For ``N >= D`` the float64 Gram and the class sums are built in one pass
     over float64 blocks of ``X`` (no float64 copy of float32 features), and
-    the eigenvectors are never formed: only their products with the class
-    sums (tridiagonal reduction, reflectors applied to the ``D x C`` sums).
+    the eigenvectors are never formed: ``X^T X = Q T Q^T`` (tridiagonal
+    ``T``, reflectors applied to the ``D x C`` sums). When ``X^T X`` has full
+    numerical rank the fixed point needs only the eigenvalues of ``T`` and,
+    per column and iteration, one ``O(D)`` solve with ``T + (alpha/beta) I``;
+    otherwise (and for ``method="icml"``) the sums are projected on the
+    eigenvectors of ``T``.
     The log-determinant sums ``log(alpha + beta sigma_i)`` over **all** ``D``
     eigenvalues of ``X^T X``, the zero ones included. The fixed-point
     reference code sums only the ``k <= min(N, D)`` non-zero ones while
@@ -413,12 +500,11 @@ def logme(X, y, *, regression=False, method="fixed-point", tol=None, max_iter=11
         def cross(a, b, B):
             return np.asarray(_onehot(codes[a:b], len(classes)) @ B)
 
-    sig, P = _spectrum(Xn, cross)
     if method == "fixed-point":
-        x2 = P**2
-        res_x2 = np.maximum(y2 - x2.sum(0), 0.0)
-        evidences = _logme_fixed_point(sig, x2, res_x2, n, d, tol, max_iter)
+        sig, forms = _fixed_point_forms(Xn, cross, y2)
+        evidences = _logme_fixed_point(sig, forms, y2.size, n, d, tol, max_iter)
     else:
+        sig, P = _spectrum(Xn, cross)
         evidences = _logme_icml(sig, P, y2, n, d, tol, max_iter)
     return float(np.mean(evidences))
 
