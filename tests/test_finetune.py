@@ -817,14 +817,61 @@ def test_real_sigint_in_a_callback_propagates_but_early_stopping_does_not():
 
     class SigInt(Callback):
         def on_epoch_end(self, net, **kwargs):
-            os.kill(os.getpid(), signal.SIGINT)
+            # to this thread (os.kill would target the process: any thread)
+            signal.raise_signal(signal.SIGINT)
 
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "a handler leaked"
     with pytest.raises(KeyboardInterrupt):
         _fit("linear-probe", max_epochs=3, callbacks=[SigInt()])
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     # skorch's convention for stopping early is not an interrupt
     est = _fit("linear-probe", max_epochs=20, patience=1, lr=1e-6)
     assert est.n_iter_ < 20
+
+
+@pytest.mark.filterwarnings("ignore:The backbone has random weights")
+def test_a_swallowed_real_sigint_still_stops_the_fit():
+    import signal
+
+    from skorch.callbacks import Callback
+
+    class SwallowedSigInt(Callback):
+        """Ctrl-C lands in code that swallows KeyboardInterrupt (a __del__, a bare except)."""
+
+        def on_epoch_end(self, net, **kwargs):
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                pass
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit("linear-probe", max_epochs=3, callbacks=[SwallowedSigInt()])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.filterwarnings("ignore:The backbone has random weights")
+def test_the_callers_sigint_handler_stays_in_force():
+    import signal
+
+    from skorch.callbacks import Callback
+
+    class SigInt(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            signal.raise_signal(signal.SIGINT)
+
+    calls = []
+
+    def ignore(signum, frame):  # a caller that chose to ignore Ctrl-C during the fit
+        calls.append(signum)
+
+    previous = signal.signal(signal.SIGINT, ignore)
+    try:
+        est = _fit("linear-probe", max_epochs=2, callbacks=[SigInt()])
+        assert signal.getsignal(signal.SIGINT) is ignore
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert est.n_iter_ == 2
+    assert calls == [signal.SIGINT, signal.SIGINT]
 
 
 @pytest.mark.filterwarnings("ignore:The backbone has random weights")

@@ -82,29 +82,34 @@ def atomic_write(path):
 
 @contextlib.contextmanager
 def _watch_sigint():
-    """Record whether a real SIGINT arrives (main thread only; else a no-op).
+    """Record whether a real SIGINT raised ``KeyboardInterrupt`` (main thread only).
 
     skorch's own convention is that a callback raises ``KeyboardInterrupt``
     to stop training early (``EarlyStopping`` does). The flag tells such a
-    request from a user pressing Ctrl-C.
+    request from a user pressing Ctrl-C. The handler in force (Python's
+    default, or one the caller installed) still decides what a SIGINT does:
+    it is called, and the flag is set when it raises ``KeyboardInterrupt``.
+    Outside the main thread, or when the handler is not a Python function
+    (ignored, the system default), nothing is watched.
     """
     state = {"received": False}
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
         yield state
         return
 
     def handler(signum, frame):
-        state["received"] = True
-        raise KeyboardInterrupt
+        try:
+            return previous(signum, frame)
+        except KeyboardInterrupt:
+            state["received"] = True
+            raise
 
     signal.signal(signal.SIGINT, handler)
     try:
         yield state
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous)
 
 
 def is_stop_request(exc):
@@ -168,6 +173,11 @@ class FineTuneSkorchNet(NeuralNetClassifier):
             except KeyboardInterrupt as exc:
                 if sigint["received"] or not is_stop_request(exc):
                     interrupt = exc
+        if interrupt is None and sigint["received"]:
+            # Ctrl-C raised KeyboardInterrupt where something swallowed it (a
+            # ``__del__``, a weakref callback, a library's bare ``except``):
+            # the interrupt still reaches the caller
+            interrupt = KeyboardInterrupt()
         if interrupt is not None:
             try:
                 self.notify("on_train_end", X=X, y=y)
