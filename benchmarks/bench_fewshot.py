@@ -195,6 +195,41 @@ def contender(name, arrays, params):
     raise ValueError(f"unknown contender {name!r}")
 
 
+def after_others(X, y, params, threads, repeat):
+    """In one process: ``evaluate_episodes`` after a pause vs right after other work.
+
+    What a user meets who calls it right after two-thread torch or numpy work
+    (their threads still spinning); printed, not part of the ratios above.
+    """
+    import torch
+
+    from sknc.model_selection import evaluate_episodes
+    from sknc.utils import thread_limits
+
+    cv, cv_loop = _splits(params), _splits(params, params["loop_episodes"])
+    A = np.random.default_rng(1).standard_normal((1000, 1000))
+    before = {
+        "a 0.5 s pause": lambda: None,
+        "the plain torch rule": lambda: plain_batched_rule(torch, X, y, cv_loop, 256),
+        "torch index_select gather": lambda: gather_floor(torch, X, y, cv_loop),
+        "numpy A @ A (1000 x 1000)": lambda: [A @ A for _ in range(3)],
+    }
+    print("\nin one process, evaluate_episodes right after (medians of --repeat):")
+    for n in threads:
+        times = {key: [] for key in before}
+        with thread_limits(n, torch=True):
+            evaluate_episodes(X, y, cv)
+            for _ in range(repeat):
+                for key, work in before.items():
+                    time.sleep(0.5)
+                    work()
+                    times[key].append(_timed(lambda: evaluate_episodes(X, y, cv))[0])
+        print(
+            f"  {n} thread(s), load {_loadavg()}: "
+            + "; ".join(f"{key} {statistics.median(t):.3f} s" for key, t in times.items())
+        )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--episodes", type=int, default=10_000)
@@ -209,6 +244,12 @@ def main(argv=None):
         action="store_true",
         help="run every contender in this process (the old way; default: each timed "
         "call in a fresh worker process, benchmarks/_isolate.py)",
+    )
+    parser.add_argument(
+        "--after-others",
+        action="store_true",
+        help="only: in this process, evaluate_episodes after a pause vs right after "
+        "other torch / numpy work (what spinning threads cost a user)",
     )
     args = parser.parse_args(argv)
 
@@ -229,11 +270,14 @@ def main(argv=None):
         f"loops on {n_loop} episodes (x{scale:g}); medians of {args.repeat} interleaved rounds"
     )
     isolate = not args.in_process
-    print(f"contenders: {describe(isolate)}")
-
     threads = [int(t) for t in args.threads.split(",")]
     params = {"shape": [n_way, n_shot, n_query], "episodes": args.episodes}
     params["loop_episodes"] = n_loop
+    if args.after_others:
+        after_others(X, y, params, threads, args.repeat)
+        return
+    print(f"contenders: {describe(isolate)}")
+
     batch, times, last, loads, bandwidth = {}, {}, {}, {}, {}
     keys = ("fast", "plain", "easyfsl", "loop", "gather")
     with Contenders(__file__, {"X": X, "y": y}, params, isolate=isolate) as bench:
