@@ -190,5 +190,35 @@ def _worker(module_file, name, threads, folder, tag):
     print(json.dumps({**result, "values": values, "arrays": saved}))
 
 
+def spin_probe(threads=2, windows=8, width=0.05):
+    """Print the CPU time this process uses while idle after two-thread products.
+
+    ``python benchmarks/_isolate.py --spin-probe``: after 20 torch and then
+    20 numpy 600 x 600 products at ``threads`` threads, the main thread
+    sleeps; the process CPU time in each ``width``-second window is what the
+    library's threads spend spinning (why a pause, or a fresh process, is
+    needed between contenders).
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    m = np.random.default_rng(0).random((600, 600))
+    t = torch.from_numpy(m)
+    for label, product in (("torch", lambda: t @ t), ("numpy", lambda: m @ m)):
+        with threadpool_limits(threads, user_api="blas"):
+            for _ in range(20):
+                product()
+            marks = [time.process_time()]
+            for _ in range(windows):
+                time.sleep(width)
+                marks.append(time.process_time())
+        busy = ", ".join(f"{1e3 * (b - a):.0f}" for a, b in zip(marks, marks[1:]))
+        print(f"{label} at {threads} threads, then idle: CPU ms per {1e3 * width:.0f} ms: {busy}")
+
+
 if __name__ == "__main__":
-    _worker(*sys.argv[1:6])
+    if sys.argv[1:] == ["--spin-probe"]:
+        spin_probe()
+    else:
+        _worker(*sys.argv[1:6])
