@@ -14,6 +14,11 @@ import numpy as np
 
 from ..utils import is_torch_tensor
 
+try:  # the kernel behind scipy's CSC @ dense, without the per-call checks
+    from scipy.sparse._sparsetools import csc_matvecs as _csc_matvecs
+except ImportError:  # pragma: no cover - a scipy that moved it: the public path
+    _csc_matvecs = None
+
 # Target size in bytes of one chunk of input rows processed at a time. Chunks
 # of a few MB keep every temporary cache-resident on CPUs; GPUs get bigger ones.
 _CPU_CHUNK_BYTES = 2**22
@@ -95,7 +100,32 @@ class _NumpyOps:
         return float(np.abs(a).max()) if a.size else 0.0
 
     def class_sums(self, Y, codes, n_classes):
-        """Per-class sums of the rows of ``Y`` (returned in ``Y``'s dtype)."""
+        """Per-class sums of the rows of ``Y`` (returned in ``Y``'s dtype).
+
+        ``onehot @ Y`` with the (n_classes, n) indicator in CSC form: each
+        row of ``Y`` is added, in row order, to its class's sum. The kernel
+        scipy runs for that product is called directly when it is available
+        (same sums, bit for bit, without scipy's per-call checks and
+        conversions, which cost as much as the sums on 1,024-row blocks);
+        ``codes`` must lie in ``[0, n_classes)``.
+        """
+        n = codes.shape[0]
+        if (
+            _csc_matvecs is not None
+            and Y.dtype in (np.float32, np.float64)
+            and Y.flags.c_contiguous
+            and Y.ndim == 2
+        ):
+            idx = np.asarray(codes, dtype=np.intp)
+            out = np.zeros((n_classes, Y.shape[1]), dtype=Y.dtype)
+            ptr = np.arange(n + 1, dtype=np.intp)
+            ones = np.ones(n, dtype=Y.dtype)
+            _csc_matvecs(n_classes, n, Y.shape[1], ptr, idx, ones, Y.reshape(-1), out.reshape(-1))
+            return out
+        return self._class_sums_sparse(Y, codes, n_classes)
+
+    def _class_sums_sparse(self, Y, codes, n_classes):
+        """:meth:`class_sums` through scipy.sparse's public product."""
         import scipy.sparse as sp
 
         n = codes.shape[0]
@@ -226,8 +256,14 @@ class _TorchOps:
         return self.torch.empty((n, m), dtype=dtype, device=self.device)
 
     def shifted64(self, X, ref, out=None):
-        """``X - ref`` computed and returned in float64 (``ref`` float64 on the device or None)."""
-        Y = X.to(self.torch.float64)
+        """``X - ref`` computed and returned in float64 (``ref`` float64 on the device).
+
+        Always a new tensor: for a float64 ``X`` (on a GPU; CPU tensors take
+        the numpy path) ``to`` without ``copy=True`` returns ``X`` itself,
+        and the shift in place changed the caller's data. ``ref=None``
+        converts only.
+        """
+        Y = X.to(self.torch.float64, copy=True)
         return Y if ref is None else Y.sub_(ref)
 
     def scale_(self, a, e):
@@ -331,7 +367,9 @@ def class_sums64(ops, X, codes, n_classes, ref, exp, buf=None):
 
     Every row is converted to float64 before the reference is subtracted and
     before it is summed, so neither a common offset nor the order of the
-    rows costs digits. ``buf`` (numpy only) is a float64 scratch block of
+    rows costs digits. ``ref=None`` sums the rows unshifted (data whose
+    offset is negligible; float64 numpy rows are then summed in place, with
+    no copy). ``buf`` (numpy only) is a float64 scratch block of
     :func:`sum64_rows` rows.
     """
     n = X.shape[0]
@@ -339,7 +377,11 @@ def class_sums64(ops, X, codes, n_classes, ref, exp, buf=None):
     sums = None
     for i in range(0, n, step):
         out = None if ops.is_torch else buf[: min(step, n - i)]
-        Y = ops.scale_(ops.shifted64(X[i : i + step], ref, out=out), exp)
+        Xb = X[i : i + step]
+        if ref is None and not exp and not ops.is_torch and Xb.dtype == np.float64:
+            Y = Xb  # nothing to convert, shift or scale
+        else:
+            Y = ops.scale_(ops.shifted64(Xb, ref, out=out), exp)
         part = ops.class_sums(Y, codes[i : i + step], n_classes)
         sums = part if sums is None else sums + part
     return sums

@@ -101,6 +101,25 @@ def _lean_blas(func):
     return wrapper
 
 
+def _offset_negligible(sample, ref):
+    """True when summing ``x`` rather than ``x - ref`` costs no more than a factor ~2.
+
+    The float64 class sums of ``n`` rows carry a rounding error of at most
+    ``gamma_n sum_i |x_ij - s_j|`` for rows shifted by ``s`` (Higham, eq.
+    4.4). Without the shift (``s = 0``) the bound is ``gamma_n sum_i |x_ij|
+    <= gamma_n (sum_i |x_ij - ref_j| + n |ref_j|)``: no more than twice the
+    shifted bound when ``|ref_j|`` is at most the mean absolute deviation
+    of column ``j``, which ``sample`` (rows spread over all of X) measures.
+    Offsets larger than that, in any column (a constant column included),
+    keep the shift; so do non-finite samples (the comparison is False).
+    The shift costs a float64 pass over every element: about 0.1x one GEMM
+    over X in :func:`collapse_report`.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        mad = np.mean(np.abs(sample - ref), axis=0)
+        return bool(np.all(np.abs(ref) <= mad))
+
+
 class _Prepared:
     """Validated input plus the results of pass 1."""
 
@@ -133,19 +152,24 @@ class _Prepared:
         Every chunk is converted to float64 and shifted by a reference point
         (the rounded mean of rows spread over all of X) before it is summed,
         so a common offset, a large spread of the class means or the order of
-        the rows cost no digits. Enormous float64 values are first scaled by
-        a power of two (``pre``) so that their sums cannot overflow.
+        the rows cost no digits. The shift is skipped (``ref`` is 0) when the
+        offset is negligible (:func:`_offset_negligible`). Enormous float64
+        values are first scaled by a power of two (``pre``) so that their
+        sums cannot overflow.
         """
         ops, X, K = self.ops, self.X, self.n_classes
         sample = sample_rows(X, ops)
         self.ref = offset_reference(sample, self.np_cdtype)
+        shift = not _offset_negligible(sample, self.ref)
+        if not shift:
+            self.ref = np.zeros_like(self.ref)
         with np.errstate(invalid="ignore", over="ignore"):
             amax = float(np.max(np.abs(sample - self.ref), initial=0.0))
         if pre is None:
             # float32 data cannot overflow a float64 sum; float64 data near
             # the top of its range can
             pre = scale_exponent(amax, np.float64) if self.np_cdtype == np.float64 else 0
-        ref_dev = ops.from_numpy(self.ref, dtype=ops.f64())
+        ref_dev = ops.from_numpy(self.ref, dtype=ops.f64()) if shift else None
         rows = min(self.chunk, self.n_samples)
 
         def work(chunks):
@@ -240,7 +264,7 @@ class _Prepared:
             parts["dis"] = _NC4Part(res, geometry, linear)
             blocks.append(linear[0].T)
         ops = self.ops
-        A_dev = ops.from_numpy(np.hstack(blocks), dtype=self.cdtype) if blocks else None
+        A_dev = ops.from_numpy(_padded_columns(blocks), dtype=self.cdtype) if blocks else None
         rows = min(self.chunk, self.n_samples)
 
         def work(chunks):
@@ -265,6 +289,23 @@ class _Prepared:
 # --------------------------------------------------------------------------
 # pass 2: residual chunks and the parts accumulated from them
 # --------------------------------------------------------------------------
+
+
+# GEMM widths that are a multiple of this run at full speed in OpenBLAS'
+# kernels; an odd width (K + span = 199 for K = 100) was 10% slower
+_GEMM_WIDTH = 4
+
+
+def _padded_columns(blocks):
+    """``np.hstack(blocks)`` with zero columns up to a multiple of ``_GEMM_WIDTH``.
+
+    The products with the zero columns are never read.
+    """
+    width = sum(b.shape[1] for b in blocks)
+    pad = -width % _GEMM_WIDTH
+    if pad:
+        blocks = [*blocks, np.zeros((blocks[0].shape[0], pad))]
+    return np.hstack(blocks)
 
 
 class _Residuals:
@@ -374,8 +415,12 @@ class _NC1Part:
 class _NC4Part:
     """Samples on which the linear classifier and the nearest class mean disagree.
 
-    Linear scores ``W x + b = W E + (W hi_y + b)`` (the table ``T``, float64:
-    ``W hi_y`` can be large next to the score gaps of offset features).
+    Linear scores ``W x + b = W E + (W hi_y + b)``: the table ``T`` is
+    computed in float64 and then rounded to the compute dtype, where the
+    scores are added and compared. ``W hi_y`` can be large next to the
+    score gaps of offset features: the rounding of ``T`` and of the sum
+    (``u |T|`` and ``u |T + W E|``) is part of the near-tie margin, so rows
+    it could decide wrongly go to the float64 check.
     Nearest class mean: ``argmax_c 2 e.Mc_c - ||mu_y - mu_c||^2`` with
     ``e = E - lo_y`` the exact residual and ``E Mc^T = (E V S^-1) S^2 U^T``
     (``C``); the table ``Dt`` holds the distances between class means plus
@@ -395,20 +440,28 @@ class _NC4Part:
         Dt = pairwise_sq_dists(prep.means - prep.means.mean(0))
         Dt += 2.0 * (res.lo @ geometry.Mc.T)
         self.C = ops.from_numpy(2.0 * (geometry.s**2)[:, None] * geometry.U.T, dtype=cdt)
-        self.T = ops.from_numpy(res.hi_s @ W.T + b, dtype=f64)
+        T = res.hi_s @ W.T + b  # float64
+        self.T = ops.from_numpy(T, dtype=cdt)
         self.Dt = ops.from_numpy(Dt, dtype=cdt)
         self.row_codes = ops.from_numpy(row_codes.astype(np.int64))
         self.W64 = ops.from_numpy(W.T, dtype=f64)
         self.b64 = ops.from_numpy(b, dtype=f64)
         self.means64 = ops.from_numpy(prep.means, dtype=f64)
-        self.tol_lin, self.tol_ncc = self._tolerances(res, geometry, W, b, Dt)
+        self.tol_lin, self.tol_ncc = self._tolerances(res, geometry, W, b, Dt, T)
 
-    def _tolerances(self, res, geometry, W, b, Dt):
+    def _tolerances(self, res, geometry, W, b, Dt, T):
         """Near-tie margins ``(c0, c1)`` of both score kinds (:func:`row_margin`).
 
         See ``sknc.utils._rounding``: ``safe_margin(err64 + err_c)`` with
         ``err_c`` the compute-dtype error of the products from ``E`` and
         ``err64`` that of the float64 tables (``T``, ``Dt``, the SVD).
+
+        Linear scores ``S = fl(fl(T) + Z)`` in the compute dtype (unit
+        roundoff ``u``), with ``Z = E W^T`` (``|Z_k| <= (1 + dot_error)
+        ||W_k|| ||E||``): rounding ``T`` costs ``u |T|``, the sum ``u |fl(T) +
+        Z| <= u ((1 + u) |T| + |Z|)``; both are below ``3 u max|T| + 2 u
+        w_max ||E||``, added to the float64 error of ``T`` (``c0``) and to the
+        error of the product (``c1``).
         """
         prep = res.prep
         d, K, span, cdt = prep.n_features, prep.n_classes, self.span, prep.np_cdtype
@@ -417,9 +470,13 @@ class _NC4Part:
         mc_fro = float(np.linalg.norm(geometry.Mc))
         m_max = float(np.linalg.norm(geometry.Mc, axis=1).max())
         g64 = gamma64(d)
+        u = unit_roundoff(cdt)
+        t_max = float(np.abs(T).max(initial=0.0))
         tol_lin = (
-            safe_margin(g64 * (w_max * hi_max + float(np.abs(b).max(initial=0.0)))),
-            safe_margin(dot_error(d, cdt) * w_max),
+            safe_margin(
+                g64 * (w_max * hi_max + float(np.abs(b).max(initial=0.0))) + 3.0 * u * t_max
+            ),
+            safe_margin((dot_error(d, cdt) + 2.0 * u) * w_max),
         )
         tol_ncc = (
             safe_margin(
@@ -433,10 +490,10 @@ class _NC4Part:
         return tol_lin, tol_ncc
 
     def start(self, rows):
-        ops, prep, f64 = self.res.ops, self.res.prep, self.res.ops.f64()
+        ops, prep = self.res.ops, self.res.prep
         return {
             "n": 0,
-            "S": ops.empty_like_rows(rows, self.n_rows, f64),
+            "S": ops.empty_like_rows(rows, self.n_rows, prep.cdtype),
             "ncc": ops.empty_like_rows(rows, prep.n_classes, prep.cdtype),
             "D": ops.empty_like_rows(rows, prep.n_classes, prep.cdtype),
         }
@@ -444,7 +501,7 @@ class _NC4Part:
     def add(self, acc, chunk):
         ops, n, span = chunk.ops, chunk.n, self.span
         S = ops.take_rows(self.T, chunk.codes, out=acc["S"][:n])
-        ops.add(S, chunk.Z[:, span:], out=S)
+        ops.add(S, chunk.Z[:, span : span + self.n_rows], out=S)
         lin_idx = ops.argmax(S)
         ncc = ops.matmul(chunk.Z[:, :span], self.C, out=acc["ncc"][:n])
         ops.subtract(ncc, ops.take_rows(self.Dt, chunk.codes, out=acc["D"][:n]), out=ncc)
