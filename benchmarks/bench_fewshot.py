@@ -214,20 +214,38 @@ def after_others(X, y, params, threads, repeat):
         "torch index_select gather": lambda: gather_floor(torch, X, y, cv_loop),
         "numpy A @ A (1000 x 1000)": lambda: [A @ A for _ in range(3)],
     }
+    from sknc.utils import _threads
+
+    idle_cores, seen = _threads.idle_cores, []
+
+    def recorded():  # the thread policy's reading of the idle cores, per call
+        seen.append(idle_cores())
+        return seen[-1]
+
+    _threads.idle_cores = recorded
     print("\nin one process, evaluate_episodes right after (medians of --repeat):")
-    for n in threads:
-        times = {key: [] for key in before}
-        with thread_limits(n, torch=True):
-            evaluate_episodes(X, y, cv)
-            for _ in range(repeat):
-                for key, work in before.items():
-                    time.sleep(0.5)
-                    work()
-                    times[key].append(_timed(lambda: evaluate_episodes(X, y, cv))[0])
-        print(
-            f"  {n} thread(s), load {_loadavg()}: "
-            + "; ".join(f"{key} {statistics.median(t):.3f} s" for key, t in times.items())
-        )
+    try:
+        for n in threads:
+            times = {key: [] for key in before}
+            idle = {key: [] for key in before}
+            with thread_limits(n, torch=True):
+                evaluate_episodes(X, y, cv)
+                for _ in range(repeat):
+                    for key, work in before.items():
+                        time.sleep(0.5)
+                        work()
+                        seen.clear()
+                        times[key].append(_timed(lambda: evaluate_episodes(X, y, cv))[0])
+                        idle[key].append("".join(map(str, seen)) or "-")
+            print(
+                f"  {n} thread(s), load {_loadavg()}: "
+                + "; ".join(
+                    f"{key} {statistics.median(t):.3f} s (idle cores read: {' '.join(idle[key])})"
+                    for key, t in times.items()
+                )
+            )
+    finally:
+        _threads.idle_cores = idle_cores
 
 
 def main(argv=None):

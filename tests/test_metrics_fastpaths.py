@@ -161,6 +161,31 @@ def test_idle_cores_takes_the_busiest_instant(monkeypatch):
     assert idle_cores() == 1
 
 
+def test_idle_cores_counts_an_own_thread_that_stops_between_the_reads(monkeypatch):
+    # right after the caller's last product one of its OpenMP/BLAS threads is
+    # still spinning when /proc/loadavg is read and asleep a moment later
+    reads = []
+
+    class Snapshot:  # the caller and its spinning thread, then the caller alone
+        def __init__(self, *args):
+            reads.append(1)
+            self.text = f"1.0 1.0 1.0 {2 if len(reads) == 1 else 1}/100 1\n".encode()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self):
+            return self.text
+
+    monkeypatch.setattr(_threads, "open", Snapshot, raising=False)
+    # this process's running threads: two until the first count, then one
+    monkeypatch.setattr(_threads, "_own_running_threads", lambda: 1 if reads else 2)
+    assert idle_cores() == available_cores()  # no other process: every core is idle
+
+
 def _count_sleeps(monkeypatch):
     sleeps = []
     monkeypatch.setattr(_threads.time, "sleep", sleeps.append)

@@ -133,12 +133,17 @@ def idle_cores():
     for i in range(_IDLE_SAMPLES):
         if i:
             time.sleep(_IDLE_SPACING)
+        # this process's running threads just before and just after the
+        # count: one that stops spinning between the two reads (an OpenMP or
+        # BLAS thread going to sleep right after the caller's last product)
+        # is still in the count and must not pass for another process's
+        own = _own_running_threads()
         try:
             with open(_LOADAVG, "rb") as f:
                 running = int(f.read().split()[3].split(b"/")[0])
         except (OSError, ValueError, IndexError):
             return cores
-        others = max(others, running - _own_running_threads())
+        others = max(others, running - max(own, _own_running_threads()))
         if others >= cores - 1:  # every core but the caller's is taken
             break
     idle = max(1, min(cores, cores - others))
