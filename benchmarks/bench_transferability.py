@@ -89,6 +89,14 @@ def timed(func):
     return time.perf_counter() - t0, out
 
 
+def timed_cpu(func):
+    """Wall time, CPU time of this thread (all the work at one BLAS thread) and result."""
+    gc.collect()
+    c0, t0 = time.thread_time(), time.perf_counter()
+    out = func()
+    return time.perf_counter() - t0, time.thread_time() - c0, out
+
+
 def peak_memory(func, result=False):
     """Peak bytes ``func`` allocates (tracemalloc); with ``result`` also its return value."""
     gc.collect()
@@ -282,25 +290,32 @@ def main(argv=None):
         import io
 
         for name, ours, theirs in cases:
-            t_ours, t_ref = [], []
+            t_ours, t_ref, cpu_ours, cpu_ref = [], [], [], []
             with threadpool_limits(limits=1):
                 for _ in range(args.repeat):
-                    s, v_ours = timed(ours)
+                    s, c, v_ours = timed_cpu(ours)
                     t_ours.append(s)
+                    cpu_ours.append(c)
                     with contextlib.redirect_stdout(io.StringIO()):
-                        s, v_ref = timed(theirs)
+                        s, c, v_ref = timed_cpu(theirs)
                     t_ref.append(s)
+                    cpu_ref.append(c)
                     print(
-                        f"  {name}: sknc {t_ours[-1]:.2f} s, reference {s:.2f} s", file=sys.stderr
+                        f"  {name}: sknc {t_ours[-1]:.2f} s, reference {s:.2f} s "
+                        f"(CPU of this thread {cpu_ours[-1]:.2f} s, {cpu_ref[-1]:.2f} s; pair "
+                        f"{s / t_ours[-1]:.1f}x)",
+                        file=sys.stderr,
                     )
                 mem_ours = peak_memory(ours) / 2**20
                 with contextlib.redirect_stdout(io.StringIO()):
                     mem_ref = peak_memory(theirs) / 2**20
             a, b = statistics.median(t_ours), statistics.median(t_ref)
+            cpu = statistics.median(cpu_ref) / statistics.median(cpu_ours)
             rel = float(np.max(np.abs(np.asarray(v_ours) - v_ref) / np.abs(v_ref)))
             print(
                 f"{name:16s} sknc {a:7.2f} s ({mem_ours:6.0f} MiB)  reference {b:7.2f} s "
-                f"({mem_ref:6.0f} MiB)  reference/sknc {b / a:5.1f}x  rel. diff {rel:.1e}"
+                f"({mem_ref:6.0f} MiB)  reference/sknc {b / a:5.1f}x (thread CPU time {cpu:.1f}x)  "
+                f"rel. diff {rel:.1e}"
             )
     if args.n > args.n_parc_ref:
         with threadpool_limits(limits=1):
