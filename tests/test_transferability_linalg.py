@@ -169,3 +169,20 @@ def test_fixed_point_keeps_the_eigenvector_path_without_full_rank(shape):
     np.testing.assert_array_equal(sig, sig_e)
     t = np.full(3, 0.5)
     np.testing.assert_array_equal(forms(t, np.arange(3))[0], spectral(t, np.arange(3))[0])
+
+
+def test_gram_converts_into_one_buffer_and_uses_float64_blocks_in_place(monkeypatch):
+    X, _ = _data(n=4000, d=16, dtype=np.float64)
+    monkeypatch.setattr(tr_module, "_GRAM_BYTES", 8 * 16 * 500)  # 500-row blocks
+    buffer_bytes = 8 * 16 * 500
+    peaks = {}
+    for name, data in [("float64", X), ("float32", X.astype(np.float32))]:
+        tracemalloc.start()
+        try:
+            G = tr_module._gram(data)
+            peaks[name] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        np.testing.assert_allclose(G, data.astype(np.float64).T @ data, rtol=1e-12)
+    assert peaks["float64"] < buffer_bytes  # no converted block at all
+    assert buffer_bytes <= peaks["float32"] < 2 * buffer_bytes  # one reused block

@@ -85,7 +85,8 @@ def _gram(X, center=None, cross=None, lower_only=False):
     """``(X - center).T @ (X - center)`` in float64, built block by block.
 
     Each block of rows is converted to float64 into one reused, cache-sized
-    buffer (no float64 copy of ``X``) and added with one BLAS ``dsyrk``
+    buffer (no float64 copy of ``X``; C-ordered float64 blocks are used in
+    place when not centred) and added with one BLAS ``dsyrk``
     (``beta=1``, in place). With ``cross(start, stop, B)``, also returns the
     sum over the blocks of its values (e.g. the class sums
     ``Y[start:stop].T @ B``), from the same pass. With ``lower_only`` only
@@ -95,13 +96,17 @@ def _gram(X, center=None, cross=None, lower_only=False):
     n, d = X.shape
     rows = max(1, min(n, _GRAM_BYTES // (8 * d)))
     G = np.zeros((d, d), order="F")
-    buf = np.empty((rows, d))
+    buf = None
     R = None
     for a in range(0, n, rows):
-        B = buf[: min(rows, n - a)]
-        B[...] = X[a : a + rows]
-        if center is not None:
-            B -= center
+        B = X[a : a + rows]
+        if center is not None or B.dtype != np.float64 or not B.flags.c_contiguous:
+            if buf is None:
+                buf = np.empty((rows, d))
+            block, B = B, buf[: B.shape[0]]
+            B[...] = block
+            if center is not None:
+                B -= center
         # B.T is Fortran-ordered (d, rows): dsyrk adds the lower triangle of B.T @ B
         G = blas.dsyrk(1.0, B.T, beta=1.0, c=G, lower=1, overwrite_c=1)
         if cross is not None:
