@@ -250,18 +250,20 @@ class _Batch:
             return None
         with np.errstate(invalid="ignore", over="ignore"):
             sums, ss, gram = self._residual_pass(hi, 0, with_sums=True)
-        G = self.ops.gram_full(gram)
-        if not (np.isfinite(sums).all() and np.isfinite(ss).all() and np.isfinite(G).all()):
+        if not (np.isfinite(sums).all() and np.isfinite(ss).all()):
             return None
         self.sums0 = sums
         n_b = counts.astype(np.float64)
         delta = sums / n_b[:, None] - rel_hi  # batch means - hi, float64
         shift = n_b * np.einsum("ij,ij->i", delta, delta)
         ss = ss - shift
+        if not np.all(shift <= _SHIFT_TOL * ss):
+            return None
+        scatter = self.ops.gram_full(gram)
         D = _weighted_outer(delta, n_b)
-        scatter = G - D
+        scatter -= D
         if not (
-            np.all(shift <= _SHIFT_TOL * ss)
+            np.isfinite(scatter).all()
             and np.all(np.diagonal(D) <= _SHIFT_TOL * np.diagonal(scatter))
         ):
             return None
