@@ -333,3 +333,39 @@ def test_stream_reference_is_zero_only_for_offsets_within_the_spread():
         Xs = (X + np.float32(shift)).astype(np.float64)
         exact = np.stack([Xs[y == k].mean(0) for k in range(3)])
         np.testing.assert_allclose(stats.means_, exact, rtol=1e-13, atol=0)
+
+
+def test_scratch_arrays_are_reused_and_change_nothing(monkeypatch):
+    import pickle
+
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 3, 7500)
+    X = (rng.normal(size=(3, 40))[y] + rng.normal(size=(7500, 40))).astype(np.float32)
+
+    def feed():
+        stats = NCStatistics(chunk_size=1000)
+        for part in np.array_split(np.arange(7500), 3):
+            stats.update(X[part], y[part])
+        return stats
+
+    kept = feed()
+    sets = kept._scratch._free
+    assert sets and all(a.size for arrays in sets for a in arrays.values())
+    before = {id(a) for arrays in sets for a in arrays.values()}
+    kept.update(X[:2500], y[:2500])
+    assert {id(a) for arrays in kept._scratch._free for a in arrays.values()} == before
+    assert pickle.loads(pickle.dumps(kept))._scratch is None
+    assert kept.copy()._scratch is None
+
+    class Fresh(_statistics._Scratch):
+        def arrays(self):
+            self._free.clear()  # never hand back a used set
+            return super().arrays()
+
+    monkeypatch.setattr(_statistics, "_Scratch", Fresh)
+    fresh = feed()
+    monkeypatch.undo()
+    kept = feed()  # 5 products per batch: one alone in the reused scratch at the end
+    np.testing.assert_array_equal(kept.means_, fresh.means_)
+    np.testing.assert_array_equal(kept.within_class_covariance_, fresh.within_class_covariance_)
+    np.testing.assert_array_equal(kept.class_variances_, fresh.class_variances_)

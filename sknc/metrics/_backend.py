@@ -185,9 +185,9 @@ class _NumpyOps:
 
         return cdist(X, means, "sqeuclidean").argmin(axis=1)
 
-    def gram_sum(self, n_features, dtype):
+    def gram_sum(self, n_features, dtype, buf=None):
         """An empty :class:`_GramSum` (float64 sum of Gram products in ``dtype``)."""
-        return _GramSum(n_features, dtype)
+        return _GramSum(n_features, dtype, buf)
 
     def gram_full(self, value):
         """The symmetric ``(d, d)`` float64 matrix of a :class:`_GramSum` value."""
@@ -335,7 +335,7 @@ class _TorchOps:
             out.append((diff * diff).sum(-1).argmin(dim=1))
         return self.torch.cat(out)
 
-    def gram_sum(self, n_features, dtype):
+    def gram_sum(self, n_features, dtype, buf=None):
         """Float64 sum of ``E^T E`` products in ``dtype`` (whole matrices, on the device)."""
         return _TorchGramSum(self, n_features)
 
@@ -429,10 +429,12 @@ class _GramSum:
     as numpy's ``E.T @ E`` (which runs the same ``syrk``).
     """
 
-    def __init__(self, n_features, dtype):
+    def __init__(self, n_features, dtype, buf=None):
         d = self.d = n_features
         self.dtype = np.dtype(dtype)
-        self.buf = np.zeros((d + 1, d), dtype=self.dtype, order="F")
+        if buf is None:  # scratch: every entry is written before it is read
+            buf = np.empty((d + 1, d), dtype=self.dtype, order="F")
+        self.buf = buf
         self.value = None  # the float64 sum, from the first fold on
         self.pending = False  # a product waits in the lower part of buf
         self.syrk = _blas_syrk(self.dtype.type)
