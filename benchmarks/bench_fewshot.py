@@ -155,8 +155,22 @@ def contender(name, arrays, params):
     if name == "fast":
 
         def run():
-            res = evaluate_episodes(X, y, cv)
-            return {"scores": res.scores, "repr": repr(res), "n_exact": int(res.n_exact)}
+            from sknc.utils import _threads
+
+            idle_cores, seen = _threads.idle_cores, []
+            # the thread policy's reading of the idle cores (how many workers ran)
+            _threads.idle_cores = lambda: seen.append(idle_cores()) or seen[-1]
+            try:
+                res = evaluate_episodes(X, y, cv)
+            finally:
+                _threads.idle_cores = idle_cores
+            idle = "".join(map(str, seen)) or "-"
+            return {
+                "scores": res.scores,
+                "repr": repr(res),
+                "n_exact": int(res.n_exact),
+                "idle": idle,
+            }
 
         return (lambda: evaluate_episodes(X, y, cv)), run
     if name == "plain":
@@ -296,13 +310,13 @@ def main(argv=None):
         return
     print(f"contenders: {describe(isolate)}")
 
-    batch, times, last, loads, bandwidth = {}, {}, {}, {}, {}
+    batch, times, last, loads, bandwidth, idle = {}, {}, {}, {}, {}, {}
     keys = ("fast", "plain", "easyfsl", "loop", "gather")
     with Contenders(__file__, {"X": X, "y": y}, params, isolate=isolate) as bench:
         for n in threads:
             batch[n] = bench.run("tune", n).out["batch"]
             times[n] = {k: [] for k in keys}
-            last[n], loads[n] = {}, []
+            last[n], loads[n], idle[n] = {}, [], []
         # rounds interleaved over the contenders and the thread counts: the 1-
         # and 2-thread figures see the same (shared) machine
         for r in range(args.repeat):
@@ -313,6 +327,8 @@ def main(argv=None):
                     scaled = scale if key in ("easyfsl", "loop") else 1.0
                     times[n][key].append(timing.wall * scaled)
                     last[n][key] = timing.out
+                    if key == "fast":
+                        idle[n].append(timing.out["idle"])
         for n in threads:
             bandwidth[n] = bench.run("bandwidth", n).out["bandwidth"]
     fast = {n: statistics.median(times[n]["fast"]) for n in threads}
@@ -336,7 +352,8 @@ def main(argv=None):
         print(
             f"evaluate_episodes (with CDNV)        {med['fast']:8.3f} s  "
             f"({1e6 * med['fast'] / args.episodes:.0f} us/episode; {res['repr']}; "
-            f"near-tie episodes re-checked: {res['n_exact']})"
+            f"near-tie episodes re-checked: {res['n_exact']}; idle cores read by the "
+            f"thread policy in each round: {', '.join(idle[n_threads])})"
         )
         print(
             f"plain batched torch rule (batch {batch_n:3d}) {med['plain']:8.3f} s  "
