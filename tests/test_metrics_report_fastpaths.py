@@ -165,3 +165,27 @@ def test_nc4_table_rounding_margin_is_needed(kind, monkeypatch):
 
     monkeypatch.setattr(_collapse._NC4Part, "_tolerances", without_table_rounding)
     assert nc4(X, y, W, b) != _textbook_nc4(X, y, W, b)
+
+
+def test_chunk_runs_do_not_wait_for_a_slow_first_run():
+    # the first run waits until every other run is done: with a bounded
+    # number of runs in flight, the other worker would idle (and this wait
+    # would time out), since results are consumed in order
+    import threading
+
+    from sknc.metrics._core import run_chunk_groups
+
+    chunks = [(i, i + 1) for i in range(16)]
+    done, others = threading.Event(), []
+
+    def work(run):
+        if run[0] == chunks[0]:
+            assert done.wait(timeout=5), "the other runs did not proceed"
+        else:
+            others.extend(run)
+            if len(others) == len(chunks) - 1:
+                done.set()
+        return len(run)
+
+    out = run_chunk_groups(_NumpyOps(), chunks, work, n_workers=2, runs_per_worker=8)
+    assert sum(out) == 16 and len(out) == 16

@@ -21,7 +21,9 @@ def run_chunk_groups(ops, chunks, work, n_workers=None, runs_per_worker=8):
     out by :func:`sknc.utils.map_threads` to single-threaded workers (torch
     and BLAS on one thread each), so the element-wise work is parallel too,
     no thread waits on another between chunks and a thread slowed down by a
-    busy machine just takes fewer runs. The partial results come back in
+    busy machine just takes fewer runs: every run is submitted at once (the
+    partial results are small), so a worker never idles while the caller
+    waits for a slower worker's earlier run. The partial results come back in
     chunk order, so their sum does not depend on the scheduling. torch input
     (a GPU, or half precision) runs in one sequence (torch parallelises each
     operation itself).
@@ -40,7 +42,7 @@ def run_chunk_groups(ops, chunks, work, n_workers=None, runs_per_worker=8):
     n_runs = min(len(chunks), runs_per_worker * n_workers)
     bounds = np.linspace(0, len(chunks), n_runs + 1).round().astype(int)
     runs = [chunks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    return list(map_threads(work, runs, n_jobs=n_workers))
+    return list(map_threads(work, runs, n_jobs=n_workers, prefetch=len(runs)))
 
 
 def sample_rows(X, ops, max_rows=1024):
