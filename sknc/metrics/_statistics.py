@@ -401,10 +401,15 @@ class NCStatistics:
     relative to a reference point fixed at the first update), per-class
     within-class sums of squares and the total within-class scatter
     ``S_W = sum_i (x_i - mu_{y_i})(x_i - mu_{y_i})^T`` (d x d, float64). Each
-    batch is centred on its own class means before any product (so float32
-    features with large offsets lose nothing) and folded in with Chan's
-    parallel update ``S = S_a + S_b + sum_c n_a n_b / (n_a + n_b) d_c d_c^T``.
-    Memory is O(K d + d^2), independent of the number of samples.
+    batch is centred before any product (so float32 features with large
+    offsets lose nothing): on the class means so far, in one pass, when its
+    classes are known, large, and their means have moved little; otherwise
+    on its own class means, in two passes. Either way the exact float64
+    shift of its own means is removed, and the batch is folded in with
+    Chan's parallel update ``S = S_a + S_b + sum_c n_a n_b / (n_a + n_b)
+    d_c d_c^T``. Memory is O(K d + d^2), independent of the number of
+    samples (plus a few MB of scratch arrays per worker thread, kept between
+    updates).
 
     Batches may be numpy arrays or torch tensors on any device; the state lives
     where the data are (no per-batch copy to the CPU). Classes are discovered
