@@ -90,10 +90,11 @@ def test_gram_sum_strided_rows_and_wrong_dtype_use_numpy():
     acc = _NumpyOps().gram_sum(12, np.float32)
     acc.add(E[:, ::2])  # not unit-strided along the features
     acc.add(E[:, :12].astype(np.float64))  # another dtype
+    acc.add(np.ascontiguousarray(E[:, :12])[::-1])  # rows backwards
     G = _NumpyOps().gram_full(acc.total())
     F = E[:, ::2].astype(np.float64)
     H = E[:, :12].astype(np.float64)
-    np.testing.assert_allclose(G, F.T @ F + H.T @ H, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(G, F.T @ F + 2 * H.T @ H, rtol=1e-5, atol=1e-4)
 
 
 def test_statistics_scatter_is_symmetric_and_the_same_on_one_or_two_workers(monkeypatch):

@@ -444,7 +444,13 @@ class _GramSum:
         if E.shape[0] == 0:
             return
         lower = not self.pending
-        if self.syrk is None or E.dtype != self.dtype or E.strides[1] != self.dtype.itemsize:
+        item = self.dtype.itemsize
+        if (
+            self.syrk is None
+            or E.dtype != self.dtype
+            or E.strides[1] != item
+            or E.strides[0] < self.d * item  # rows overlap or run backwards
+        ):
             self._add_numpy(E, lower)
         else:
             self._add_blas(E, lower)
