@@ -1,4 +1,4 @@
-"""House rules that tooling can check: readable function lengths."""
+"""House rules that tooling can check: readable function lengths, no private imports."""
 
 import ast
 import pathlib
@@ -84,3 +84,55 @@ def test_counting_catches_a_long_function_and_reads_its_reason():
     marked = _function(80, comment="# long: a table of declarations")
     assert long_functions(marked) == [("f", 1, 81, "a table of declarations")]
     assert long_functions(_function(80, comment="# long:")) == [("f", 1, 81, "")]
+
+
+# private modules of dependencies sknc may import, each with its reason and
+# a test that fails loudly when the dependency changes (see the module named)
+PRIVATE_IMPORTS_ALLOWED = {
+    # no public way to share features between the scorers of one scoring
+    # round (sknc/utils/_sklearn_compat.py, tests/test_scorers.py)
+    "sklearn.metrics._scorer",
+}
+
+
+def private_imports(source):
+    """Modules of other packages imported by a private (``_``-prefixed) path."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] != "sknc" and any(p.startswith("_") and p != "__future__" for p in parts):
+                found.append((node.lineno, name))
+                break
+    return found
+
+
+def test_no_private_imports_from_dependencies():
+    offenders = []
+    for path in sorted(SKNC.rglob("*.py")):
+        for line, name in private_imports(path.read_text()):
+            module = name if name in PRIVATE_IMPORTS_ALLOWED else name.rsplit(".", 1)[0]
+            if module not in PRIVATE_IMPORTS_ALLOWED:
+                offenders.append(f"{path.relative_to(SKNC.parent)}:{line}: {name}")
+    assert offenders == [], offenders
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from scipy.sparse._sparsetools import csc_matvecs", ["scipy.sparse._sparsetools"]),
+        ("import torch._dynamo", ["torch._dynamo"]),
+        ("from numpy import _core", ["numpy._core"]),
+        ("from scipy.sparse import csc_array", []),
+        ("from ._backend import get_ops", []),
+        ("from sknc.metrics._core import ldexp", []),
+    ],
+)
+def test_private_import_check_catches_them(source, expected):
+    assert [name for _, name in private_imports(source)] == expected

@@ -14,11 +14,6 @@ import numpy as np
 
 from ..utils import is_torch_tensor
 
-try:  # the kernel behind scipy's CSC @ dense, without the per-call checks
-    from scipy.sparse._sparsetools import csc_matvecs as _csc_matvecs
-except ImportError:  # pragma: no cover - a scipy that moved it: the public path
-    _csc_matvecs = None
-
 # Target size in bytes of one chunk of input rows processed at a time. Chunks
 # of a few MB keep every temporary cache-resident on CPUs; GPUs get bigger ones.
 _CPU_CHUNK_BYTES = 2**22
@@ -102,35 +97,15 @@ class _NumpyOps:
     def class_sums(self, Y, codes, n_classes):
         """Per-class sums of the rows of ``Y`` (returned in ``Y``'s dtype).
 
-        ``onehot @ Y`` with the (n_classes, n) indicator in CSC form: each
-        row of ``Y`` is added, in row order, to its class's sum. The kernel
-        scipy runs for that product is called directly when it is available
-        (same sums, bit for bit, without scipy's per-call checks and
-        conversions, which cost as much as the sums on 1,024-row blocks);
-        ``codes`` must lie in ``[0, n_classes)``.
+        ``onehot @ Y`` with the (n_classes, n) indicator in CSC form (scipy's
+        public sparse product): each row of ``Y`` is added, in row order, to
+        its class's sum; ``codes`` must lie in ``[0, n_classes)``.
         """
-        n = codes.shape[0]
-        if (
-            _csc_matvecs is not None
-            and Y.dtype in (np.float32, np.float64)
-            and Y.flags.c_contiguous
-            and Y.ndim == 2
-        ):
-            idx = np.asarray(codes, dtype=np.intp)
-            out = np.zeros((n_classes, Y.shape[1]), dtype=Y.dtype)
-            ptr = np.arange(n + 1, dtype=np.intp)
-            ones = np.ones(n, dtype=Y.dtype)
-            _csc_matvecs(n_classes, n, Y.shape[1], ptr, idx, ones, Y.reshape(-1), out.reshape(-1))
-            return out
-        return self._class_sums_sparse(Y, codes, n_classes)
-
-    def _class_sums_sparse(self, Y, codes, n_classes):
-        """:meth:`class_sums` through scipy.sparse's public product."""
         import scipy.sparse as sp
 
         n = codes.shape[0]
-        onehot = sp.csc_matrix(
-            (np.ones(n, dtype=Y.dtype), codes, np.arange(n + 1)),
+        onehot = sp.csc_array(
+            (np.ones(n, dtype=Y.dtype), np.asarray(codes, dtype=np.intp), np.arange(n + 1)),
             shape=(n_classes, n),
         )
         return np.asarray(onehot @ Y)
