@@ -140,13 +140,12 @@ def test_idle_cores_reads_the_running_threads(tmp_path, monkeypatch):
     assert idle_cores() == cores  # not Linux: every usable core counts as idle
 
 
-def test_idle_cores_takes_the_busiest_instant(monkeypatch):
-    # a process running in bursts shows at one instant and not the next
-    counts = iter([1, 1 + available_cores(), 1])
+def _fake_loadavg(monkeypatch, running):
+    """Make ``idle_cores`` read ``running()`` as the running-thread count at each open."""
 
     class Snapshot:
         def __init__(self, *args):
-            self.text = f"1.0 1.0 1.0 {next(counts)}/100 1\n".encode()
+            self.text = f"1.0 1.0 1.0 {running()}/100 1\n".encode()
 
         def __enter__(self):
             return self
@@ -158,6 +157,12 @@ def test_idle_cores_takes_the_busiest_instant(monkeypatch):
             return self.text
 
     monkeypatch.setattr(_threads, "open", Snapshot, raising=False)
+
+
+def test_idle_cores_takes_the_busiest_instant(monkeypatch):
+    # a process running in bursts shows at one instant and not the next
+    counts = iter([1, 1 + available_cores(), 1])
+    _fake_loadavg(monkeypatch, lambda: next(counts))
     monkeypatch.setattr(_threads, "_own_running_threads", lambda: 1)
     assert idle_cores() == 1
 
@@ -167,21 +172,11 @@ def test_idle_cores_counts_an_own_thread_that_stops_between_the_reads(monkeypatc
     # still spinning when /proc/loadavg is read and asleep a moment later
     reads = []
 
-    class Snapshot:  # the caller and its spinning thread, then the caller alone
-        def __init__(self, *args):
-            reads.append(1)
-            self.text = f"1.0 1.0 1.0 {2 if len(reads) == 1 else 1}/100 1\n".encode()
+    def running():  # the caller and its spinning thread, then the caller alone
+        reads.append(1)
+        return 2 if len(reads) == 1 else 1
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def read(self):
-            return self.text
-
-    monkeypatch.setattr(_threads, "open", Snapshot, raising=False)
+    _fake_loadavg(monkeypatch, running)
     # this process's running threads: two until the first count, then one
     monkeypatch.setattr(_threads, "_own_running_threads", lambda: 1 if reads else 2)
     assert idle_cores() == available_cores()  # no other process: every core is idle
