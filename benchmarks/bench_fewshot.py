@@ -54,15 +54,6 @@ def _timed(fn):
     return time.perf_counter() - start, out
 
 
-def _loadavg():
-    """The 1-minute load average (the machines are shared), or '?'."""
-    try:
-        with open("/proc/loadavg") as f:
-            return f.read().split()[0]
-    except OSError:
-        return "?"
-
-
 def _bandwidth(torch, n_bytes=1 << 28, repeat=3):
     """Read + write bytes per second of a large copy (current torch threads)."""
     src = torch.ones(n_bytes // 4, dtype=torch.float32)
@@ -216,6 +207,7 @@ def after_others(X, y, params, threads, repeat):
     (their threads still spinning); printed, not part of the ratios above.
     """
     import torch
+    from _isolate import loadavg
 
     from sknc.model_selection import evaluate_episodes
     from sknc.utils import thread_limits
@@ -252,7 +244,7 @@ def after_others(X, y, params, threads, repeat):
                         times[key].append(_timed(lambda: evaluate_episodes(X, y, cv))[0])
                         idle[key].append("".join(map(str, seen)) or "-")
             print(
-                f"  {n} thread(s), load {_loadavg()}: "
+                f"  {n} thread(s), load {loadavg()}: "
                 + "; ".join(
                     f"{key} {statistics.median(t):.3f} s (idle cores read: {' '.join(idle[key])})"
                     for key, t in times.items()
@@ -285,7 +277,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
 
-    from _isolate import Contenders, describe
+    from _isolate import Contenders, describe, loadavg
 
     rng = np.random.default_rng(0)
     n_way, n_shot, n_query = 5, 5, 15
@@ -321,7 +313,7 @@ def main(argv=None):
         # and 2-thread figures see the same (shared) machine
         for r in range(args.repeat):
             for n in threads:
-                loads[n].append(_loadavg())
+                loads[n].append(loadavg())
                 for key in keys if r < 2 else keys[:2] + keys[4:]:
                     timing = bench.run(key, n, batch=batch[n])
                     scaled = scale if key in ("easyfsl", "loop") else 1.0

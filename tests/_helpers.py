@@ -10,6 +10,16 @@ from torch import nn
 # 32 x 32 pixels, 8 x 8 patches, three blocks of width 48.
 VIT_KW = dict(img_size=32, patch_size=8, depth=3, embed_dim=48, num_heads=2)
 
+# timm's ImageNet preprocessing at 32 x 32 pixels (resize, centre crop, normalise)
+CONFIG_32 = {
+    "input_size": (3, 32, 32),
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "crop_pct": 0.875,
+    "interpolation": "bilinear",
+    "crop_mode": "center",
+}
+
 
 class TinyNet(nn.Module):
     """A two-convolution classifier: conv, act, block, pool, flat, fc (the head)."""

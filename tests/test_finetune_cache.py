@@ -12,6 +12,8 @@ from sklearn.base import clone
 pytest.importorskip("timm")
 pytest.importorskip("skorch")
 
+from _helpers import CONFIG_32
+
 from sknc.features import ImageDataset
 from sknc.features import _images as images_module
 from sknc.features._images import preprocess_batch
@@ -25,14 +27,7 @@ from sknc.finetune._data import (
 )
 
 RESNET_KW = dict(channels=(16, 32, 64, 128), stem_width=8)  # a narrow resnet10t
-CONFIG = {
-    "input_size": (3, 32, 32),
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-    "crop_pct": 0.875,
-    "interpolation": "bilinear",
-    "crop_mode": "center",
-}
+CONFIG = CONFIG_32
 
 
 def _images(n=16, size=40, channels=3, seed=0):

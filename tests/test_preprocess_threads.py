@@ -9,27 +9,13 @@ the same bits at any thread count.
 import numpy as np
 import pytest
 import torch
+from _helpers import CONFIG_32
 
 from sknc.features import ImageDataset
 from sknc.features import _images as images_module
 from sknc.features._images import iter_batches, preprocess_batch
 
-CONFIG = {
-    "input_size": (3, 32, 32),
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-    "crop_pct": 0.875,
-    "interpolation": "bilinear",
-    "crop_mode": "center",
-}
-
-
-@pytest.fixture
-def two_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
+CONFIG = CONFIG_32
 
 
 def _record_threads(monkeypatch):
