@@ -128,15 +128,6 @@ def _within_gram(X, means, codes):
     return G
 
 
-def _check_singletons(counts, classes, score):
-    single = np.flatnonzero(counts < 2)
-    if single.size:
-        raise ValueError(
-            f"{score} needs at least 2 samples per class; class(es) "
-            f"{classes[single][:5].tolist()} have a single sample."
-        )
-
-
 def _check_positive_int(value, name, minimum=1):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
