@@ -25,6 +25,13 @@ Printed per thread count:
   faithful re-implementation of its three-pass algorithm below is timed
   instead (said in the output). Target: sknc at least 3x faster.
 
+``--first-call R`` adds what a user meets in a fresh process: the *first*
+call of the floor, of ``collapse_report`` (NumPy in, and the same with
+sknc's priming of OpenBLAS' float32 GEMM switched off, see
+``sknc/utils/_blas.py``) and of ``NCStatistics``, each in its own new
+``python`` process, R interleaved rounds, medians. The timed blocks above
+run in one warmed-up process and cannot show a first-use slowdown.
+
 A first block checks that the numbers agree (sknc NumPy vs torch vs
 NCStatistics vs the peer). ``--textbook`` adds a straightforward float64
 NumPy implementation (explicit Sigma_W, ``scipy.linalg.pinv``) and the
@@ -332,6 +339,49 @@ def load_average():
         return "n/a"
 
 
+FIRST_CALLS = ("floor", "report_np", "report_np_unprimed", "stats_np")
+
+
+def first_call_worker(args):
+    """In a fresh process: time the first call of ``args.first_call_worker``."""
+    rng = np.random.default_rng(0)
+    X, y, W, b = make_data(rng, args.n, args.d, args.k)
+    R = rng.standard_normal((args.d, 200), dtype=np.float32)
+    name = args.first_call_worker
+    if name == "report_np_unprimed":
+        from sknc.utils import _blas
+
+        _blas._STATE["primed"] = True  # as if primed: the unprimed first call
+    func = {
+        "floor": lambda: X @ R,
+        "report_np": lambda: collapse_report(X, y, W, b),
+        "report_np_unprimed": lambda: collapse_report(X, y, W, b),
+        "stats_np": lambda: sknc_stream(X, y, args.batch),
+    }[name]
+    with set_threads(args.threads[0]):
+        t0 = time.perf_counter()
+        func()
+        print(f"FIRST {time.perf_counter() - t0:.6f}")
+
+
+def first_calls(args):
+    """Median first-call seconds per (threads, contender), each in a new process."""
+    import subprocess
+
+    times = {}
+    for _ in range(args.first_call):
+        for n_threads in args.threads:
+            for name in FIRST_CALLS:
+                cmd = [sys.executable, __file__, "--first-call-worker", name]
+                cmd += ["--n", str(args.n), "--d", str(args.d), "--k", str(args.k)]
+                cmd += ["--batch", str(args.batch), "--threads", str(n_threads)]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                sec = float(out.split("FIRST ")[-1])
+                times.setdefault((n_threads, name), []).append(sec)
+                print(f"  [first call, {n_threads} thr] {name}: {sec:.3f} s", file=sys.stderr)
+    return {key: statistics.median(v) for key, v in times.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=200_000)
@@ -358,9 +408,19 @@ def main():
         help="seconds of pause before each timed call (threads the previous call left "
         "spinning go to sleep; 0: none, the old way)",
     )
+    parser.add_argument(
+        "--first-call",
+        type=int,
+        default=0,
+        metavar="R",
+        help="also time each contender's first call in a fresh process, R rounds",
+    )
+    parser.add_argument("--first-call-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.n = 40_000
+    if args.first_call_worker:
+        return first_call_worker(args)
 
     rng = np.random.default_rng(0)
     X, y, W, b = make_data(rng, args.n, args.d, args.k)
@@ -464,6 +524,24 @@ def main():
                 print(
                     f"{n_threads} threads: {ratios} (floor GEMM {t[n_threads, 'floor'] / t[one, 'floor']:.2f})"
                 )
+    if args.first_call:
+        first = first_calls(args)
+        print(
+            f"\nfirst call in a fresh process (medians of {args.first_call}; what a user "
+            "meets: no warm-up) against the steady time above"
+        )
+        for n_threads in args.threads:
+            f = {name: first[n_threads, name] for name in FIRST_CALLS}
+            steady = {name: t[n_threads, name] for name in ("floor", "report_np", "stats_np")}
+            print(
+                f"{n_threads} thr: floor {f['floor']:.3f} s ({f['floor'] / steady['floor']:.2f}x "
+                f"steady); collapse_report {f['report_np']:.3f} s "
+                f"({f['report_np'] / steady['report_np']:.2f}x steady, "
+                f"{f['report_np'] / steady['floor']:.2f}x the steady floor), without priming "
+                f"{f['report_np_unprimed']:.3f} s "
+                f"({f['report_np_unprimed'] / f['report_np']:.2f}x primed); NCStatistics "
+                f"{f['stats_np']:.3f} s ({f['stats_np'] / steady['stats_np']:.2f}x steady)"
+            )
     print(f"load average after: {load_average()}")
 
 

@@ -147,3 +147,50 @@ def test_map_threads_closed_early_restores(two_threads):
     assert next(gen) == 0
     gen.close()
     assert torch.get_num_threads() == 2 and blas_threads() == 2
+
+
+# --------------------------------------------------------------------------
+# priming OpenBLAS' float32 GEMM (sknc.utils._blas, issue 19)
+# --------------------------------------------------------------------------
+
+
+def test_prime_float32_gemm_runs_once_and_only_before_large_work(monkeypatch):
+    from sknc.utils import _blas
+
+    monkeypatch.setitem(_blas._STATE, "primed", False)
+    calls = []
+    real = np.matmul
+
+    def matmul(a, b, *args, **kwargs):
+        calls.append((a.shape, b.shape, a.dtype, blas_threads()))
+        return real(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(_blas.np, "matmul", matmul)
+    assert not _blas.prime_float32_gemm(_blas._MIN_FLOPS / 2)  # too small to matter
+    assert calls == [] and not _blas._STATE["primed"]
+    assert _blas.prime_float32_gemm(_blas._MIN_FLOPS)
+    m, k, n = _blas._PRIME_SHAPE
+    # one float32 product, on one BLAS thread, wider than two 320-row blocks
+    assert calls == [((m, k), (k, n), np.float32, 1)] and n > 2 * 320
+    assert not _blas.prime_float32_gemm(1e12)  # once per process
+    assert len(calls) == 1
+
+
+def test_collapse_report_primes_before_float32_numpy_products(monkeypatch):
+    from sknc.metrics import _collapse, collapse_report
+
+    seen = []
+    monkeypatch.setattr(_collapse, "prime_float32_gemm", seen.append)
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(5), 40)
+    X = (rng.standard_normal((200, 16)) + y[:, None]).astype(np.float32)
+    W = rng.standard_normal((5, 16)).astype(np.float32)
+    rep = collapse_report(X, y, W)
+    # 2 N d (K - 1 + K, padded to a multiple of 4) flops of pass 2's product;
+    # CPU tensors take the same NumPy path
+    rept = collapse_report(torch.from_numpy(X), torch.from_numpy(y), torch.from_numpy(W))
+    assert seen == [2.0 * 200 * 16 * 12] * 2
+    seen.clear()
+    rep64 = collapse_report(X.astype(np.float64), y, W)  # dgemm: not affected
+    assert seen == []
+    assert rep.nc1 == pytest.approx(rep64.nc1, rel=1e-6) and rept.nc1 == rep.nc1

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..utils import single_thread, thread_budget
+from ..utils._blas import prime_float32_gemm
 from ..utils._rounding import dot_error, gamma64, row_margin, safe_margin, unit_roundoff
 from ..utils._warnings import warn_external
 from ._backend import class_sums64, sum64_rows
@@ -265,6 +266,9 @@ class _Prepared:
             blocks.append(linear[0].T)
         ops = self.ops
         A_dev = ops.from_numpy(_padded_columns(blocks), dtype=self.cdtype) if blocks else None
+        if A_dev is not None and not ops.is_torch and self.np_cdtype == np.float32:
+            # OpenBLAS' float32 GEMM is 2-4x slower until primed (sknc.utils._blas)
+            prime_float32_gemm(2.0 * self.n_samples * self.n_features * A_dev.shape[1])
         rows = min(self.chunk, self.n_samples)
 
         def work(chunks):
