@@ -155,32 +155,68 @@ def test_map_threads_closed_early_restores(two_threads):
 
 
 def test_prime_float32_gemm_runs_once_and_only_before_large_work(monkeypatch):
+    import time
+
     from sknc.utils import _blas
 
-    monkeypatch.setitem(_blas._STATE, "primed", False)
+    monkeypatch.setitem(_blas._STATE, "primed", 0)
     calls = []
     real = np.matmul
 
     def matmul(a, b, *args, **kwargs):
-        calls.append((a.shape, b.shape, a.dtype, blas_threads()))
+        t0 = time.monotonic()
+        time.sleep(0.02)  # long enough for concurrent products to overlap
+        out = real(a, b, *args, **kwargs)
+        calls.append((threading.get_ident(), t0, time.monotonic(), a.shape, b.shape, a.dtype))
+        return out
+
+    monkeypatch.setattr(_blas.np, "matmul", matmul)
+    assert _blas.prime_float32_gemm(_blas._MIN_FLOPS / 2) == 0  # too small to matter
+    assert calls == [] and _blas._STATE["primed"] == 0
+    assert _blas.prime_float32_gemm(_blas._MIN_FLOPS) == 1
+    m, k, n = _blas._PRIME_SHAPE
+    # float32 products wider than two 320-row blocks, on one BLAS thread
+    assert [c[3:] for c in calls] == [((m, k), (k, n), np.float32)] * _blas._PRIME_ROUNDS
+    assert n > 2 * 320
+    assert _blas.prime_float32_gemm(1e12) == 0  # once per process
+    assert len(calls) == _blas._PRIME_ROUNDS
+    # two workers need two primed buffers: products in two threads at once
+    calls.clear()
+    assert _blas.prime_float32_gemm(1e12, n_threads=2) == 2
+    assert len({c[0] for c in calls}) == 2 and len(calls) == 2 * _blas._PRIME_ROUNDS
+    first = {}
+    for ident, t0, t1, *_ in calls:
+        first.setdefault(ident, (t0, t1))
+    (a0, a1), (b0, b1) = first.values()
+    assert a0 < b1 and b0 < a1  # the first products overlapped
+    assert _blas.prime_float32_gemm(1e12, n_threads=2) == 0
+    assert _blas.prime_float32_gemm(1e12, n_threads=1) == 0
+    assert _blas._STATE["primed"] == 2
+
+
+def test_prime_float32_gemm_holds_one_blas_thread(monkeypatch):
+    from sknc.utils import _blas
+
+    monkeypatch.setitem(_blas._STATE, "primed", 0)
+    seen = []
+    real = np.matmul
+
+    def matmul(a, b, *args, **kwargs):
+        seen.append(blas_threads())
         return real(a, b, *args, **kwargs)
 
     monkeypatch.setattr(_blas.np, "matmul", matmul)
-    assert not _blas.prime_float32_gemm(_blas._MIN_FLOPS / 2)  # too small to matter
-    assert calls == [] and not _blas._STATE["primed"]
-    assert _blas.prime_float32_gemm(_blas._MIN_FLOPS)
-    m, k, n = _blas._PRIME_SHAPE
-    # one float32 product, on one BLAS thread, wider than two 320-row blocks
-    assert calls == [((m, k), (k, n), np.float32, 1)] and n > 2 * 320
-    assert not _blas.prime_float32_gemm(1e12)  # once per process
-    assert len(calls) == 1
+    with threadpool_limits(2, user_api="blas"):
+        _blas.prime_float32_gemm(1e12, n_threads=2)
+        assert blas_threads() == 2  # restored
+    assert seen == [1] * (2 * _blas._PRIME_ROUNDS)
 
 
 def test_collapse_report_primes_before_float32_numpy_products(monkeypatch):
     from sknc.metrics import _collapse, collapse_report
 
     seen = []
-    monkeypatch.setattr(_collapse, "prime_float32_gemm", seen.append)
+    monkeypatch.setattr(_collapse, "prime_float32_gemm", lambda flops, n: seen.append(flops))
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(5), 40)
     X = (rng.standard_normal((200, 16)) + y[:, None]).astype(np.float32)
@@ -194,3 +230,19 @@ def test_collapse_report_primes_before_float32_numpy_products(monkeypatch):
     rep64 = collapse_report(X.astype(np.float64), y, W)  # dgemm: not affected
     assert seen == []
     assert rep.nc1 == pytest.approx(rep64.nc1, rel=1e-6) and rept.nc1 == rep.nc1
+
+
+def test_nc4_counter_primes_before_float32_numpy_products(monkeypatch):
+    from sknc.metrics import NC4Counter, _statistics
+
+    seen = []
+    monkeypatch.setattr(_statistics, "prime_float32_gemm", seen.append)
+    rng = np.random.default_rng(0)
+    means = rng.standard_normal((5, 16))
+    counter = NC4Counter(means, coef=rng.standard_normal((5, 16)))
+    X = rng.standard_normal((300, 16))
+    counter.update(X.astype(np.float32))
+    assert seen == [2.0 * 300 * 16 * 10]  # Z = Y @ A, A of 2 K columns
+    seen.clear()
+    counter.update(X)  # float64: dgemm, not affected
+    assert seen == []

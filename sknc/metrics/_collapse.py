@@ -143,9 +143,15 @@ class _Prepared:
             for start in range(0, self.n_samples, self.chunk)
         ]
 
-    def run_chunks(self, work):
+    def n_workers(self):
+        """Worker threads for the chunked passes of this call (see run_chunk_groups)."""
+        n = _N_WORKERS.get()
+        return min(thread_budget(idle=True) if n is None else n, len(self.chunks()))
+
+    def run_chunks(self, work, n_workers=None):
         """Run ``work(list_of_chunks)`` over all chunks (see run_chunk_groups)."""
-        return run_chunk_groups(self.ops, self.chunks(), work, _N_WORKERS.get())
+        n_workers = self.n_workers() if n_workers is None else n_workers
+        return run_chunk_groups(self.ops, self.chunks(), work, n_workers)
 
     def _pass1(self, pre=None):
         """Class counts and float64 class sums; the class means.
@@ -266,9 +272,12 @@ class _Prepared:
             blocks.append(linear[0].T)
         ops = self.ops
         A_dev = ops.from_numpy(_padded_columns(blocks), dtype=self.cdtype) if blocks else None
+        n_workers = self.n_workers()
         if A_dev is not None and not ops.is_torch and self.np_cdtype == np.float32:
-            # OpenBLAS' float32 GEMM is 2-4x slower until primed (sknc.utils._blas)
-            prime_float32_gemm(2.0 * self.n_samples * self.n_features * A_dev.shape[1])
+            # OpenBLAS' float32 GEMM is 2-4x slower until each buffer the
+            # workers will use has been written once (sknc.utils._blas)
+            flops = 2.0 * self.n_samples * self.n_features * A_dev.shape[1]
+            prime_float32_gemm(flops, n_workers)
         rows = min(self.chunk, self.n_samples)
 
         def work(chunks):
@@ -280,7 +289,7 @@ class _Prepared:
                     accs[name] = part.add(accs[name], chunk)
             return {name: part.to_host(accs[name]) for name, part in parts.items()}
 
-        results = self.run_chunks(work)
+        results = self.run_chunks(work, n_workers)
         return tuple(
             parts[name].finish([r[name] for r in results]) if name in parts else None
             for name in ("ss", "nc1", "dis")

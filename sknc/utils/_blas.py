@@ -16,9 +16,15 @@ NumPy input took 4.2-4.6 s instead of 1.3-1.6 s (1 and 2 threads), and
 every benchmark that timed a warmed-up process missed it.
 
 :func:`prime_float32_gemm` runs one small ``sgemm`` (1,024 x 320 by
-320 x 704, about 25 ms, mostly its own memory) through numpy once per
-process, before the first large float32 product; with another BLAS it costs
-the same 25 ms once and changes nothing.
+320 x 704, about 25 ms, mostly its own memory) through numpy before the
+first large float32 product. OpenBLAS hands each *concurrent* call its own
+buffer, so work split over ``n`` single-threaded worker threads needs ``n``
+primed buffers: the priming products run in ``n`` threads at once. Without
+that, two workers of ``collapse_report`` ran pass 2 only 1.15-1.26x faster
+than one (one worker's products stayed slow); with both buffers primed,
+1.74-1.80x (the same chunks, 2 threads, 2026-12-08). Each buffer stays
+written for the rest of the process; with another BLAS the priming costs the
+same once and changes nothing.
 """
 
 import threading
@@ -33,25 +39,49 @@ __all__ = ["prime_float32_gemm"]
 # than twice OpenBLAS' row block (2 x 320) makes it pack whole panels, which
 # writes about 1.7 MiB of the buffer (1 MiB was enough in every case measured)
 _PRIME_SHAPE = (1024, 320, 704)
+# products per priming thread after they all start together (so that they
+# overlap, each on its own buffer)
+_PRIME_ROUNDS = 2
 # below this many flops the slow state costs less than the priming itself
 _MIN_FLOPS = 4e8
-_STATE = {"primed": False}
+# how many buffers have been primed (concurrent products at priming time)
+_STATE = {"primed": 0}
 _LOCK = threading.Lock()
 
 
-def prime_float32_gemm(flops):
-    """Prime OpenBLAS's float32 GEMM once per process before ``flops`` of work.
+def prime_float32_gemm(flops, n_threads=1):
+    """Prime OpenBLAS's float32 GEMM before ``flops`` of work on ``n_threads``.
 
-    Returns True when this call ran the priming product (see the module's
-    notes); False when it had run before or ``flops`` is too small to matter.
+    Runs the priming product (see the module's notes) in ``n_threads``
+    threads at once, unless that many buffers were primed before in this
+    process or ``flops`` is too small to matter. Returns the number of
+    priming threads run (0 when nothing was needed).
     """
-    if _STATE["primed"] or flops < _MIN_FLOPS:
-        return False
+    n_threads = max(1, int(n_threads))
+    if _STATE["primed"] >= n_threads or flops < _MIN_FLOPS:
+        return 0
     with _LOCK:
-        if _STATE["primed"]:
-            return False
+        if _STATE["primed"] >= n_threads:
+            return 0
         m, k, n = _PRIME_SHAPE
+        a = np.zeros((m, k), np.float32)
+        b = np.zeros((k, n), np.float32)
+        start = threading.Barrier(n_threads, timeout=10)
+
+        def prime():
+            try:
+                start.wait()
+            except threading.BrokenBarrierError:  # a thread failed to start: prime anyway
+                pass
+            for _ in range(_PRIME_ROUNDS):
+                np.matmul(a, b)
+
         with single_thread():
-            np.matmul(np.zeros((m, k), np.float32), np.zeros((k, n), np.float32))
-        _STATE["primed"] = True
-    return True
+            others = [threading.Thread(target=prime, daemon=True) for _ in range(n_threads - 1)]
+            for thread in others:
+                thread.start()
+            prime()
+            for thread in others:
+                thread.join()
+        _STATE["primed"] = n_threads
+    return n_threads
