@@ -45,6 +45,17 @@ def test_shifted64_equals_the_direct_float64_subtraction(dtype):
     np.testing.assert_array_equal(out, expected)
 
 
+def _library_gram(E, blas):
+    """``E.T @ E`` as the library that :class:`_GramSum` calls computes it."""
+    if not blas:
+        return E.T @ E
+    from scipy.linalg import blas as scipy_blas
+
+    syrk = scipy_blas.ssyrk if E.dtype == np.float32 else scipy_blas.dsyrk
+    G = syrk(1.0, E.T, lower=1)  # E.T is Fortran-ordered: the ctypes call's layout
+    return np.tril(G) + np.tril(G, -1).T
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("blas", [True, False])
 @pytest.mark.parametrize("blocks", [1, 2, 5])
@@ -73,9 +84,11 @@ def test_gram_sum_is_the_gram_within_its_rounding_bound(dtype, blas, blocks, mon
     u = np.finfo(dtype).eps / 2
     bound = 512 * u / (1 - 512 * u) * sum(np.abs(E).T @ np.abs(E) for E in E64)
     assert np.all(np.abs(G - exact) <= bound * (1 + 1e-12))
-    # the same products as numpy's own E.T @ E (the same syrk), summed in
-    # float64 (in another order: to float64 rounding of the sum of |products|)
-    products = [(E.T @ E).astype(np.float64) for E in Es]
+    # the same products as the library's own syrk (scipy's BLAS for the
+    # ctypes path, numpy's E.T @ E for the fallback: two OpenBLAS builds may
+    # round differently), summed in float64 (in another order: to float64
+    # rounding of the sum of |products|)
+    products = [_library_gram(E, blas).astype(np.float64) for E in Es]
     scale = 8 * np.finfo(np.float64).eps * sum(np.abs(P) for P in products)
     assert np.all(np.abs(G - sum(products)) <= scale)
     # a reused accumulator keeps adding
