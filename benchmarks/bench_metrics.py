@@ -351,7 +351,7 @@ def first_call_worker(args):
     if name == "report_np_unprimed":
         from sknc.utils import _blas
 
-        _blas._STATE["primed"] = True  # as if primed: the unprimed first call
+        _blas._STATE["primed"] = sys.maxsize  # as if primed: the unprimed first call
     func = {
         "floor": lambda: X @ R,
         "report_np": lambda: collapse_report(X, y, W, b),
