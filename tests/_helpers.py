@@ -4,7 +4,12 @@ The per-module setting of one torch thread lives in ``conftest.py`` as an
 autouse fixture.
 """
 
+import importlib.util
+import os
+
 from torch import nn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A vision transformer small enough for unit tests: timm's ViT-Tiny layout at
 # 32 x 32 pixels, 8 x 8 patches, three blocks of width 48.
@@ -35,3 +40,12 @@ class TinyNet(nn.Module):
 
     def forward(self, x):
         return self.fc(self.flat(self.pool(self.block(self.act(self.conv(x))))))
+
+
+def load_benchmark(filename):
+    """A fresh module object of ``benchmarks/<filename>`` (the benchmarks are not a package)."""
+    name = f"{os.path.splitext(filename)[0]}_under_test"
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", filename))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,13 +1,11 @@
 """benchmarks/_isolate.py: each timed contender call in a fresh worker process."""
 
-import importlib.util
 import os
 import textwrap
 
 import numpy as np
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _helpers import load_benchmark
 
 BENCH = textwrap.dedent(
     """
@@ -44,12 +42,7 @@ BENCH = textwrap.dedent(
 
 @pytest.fixture
 def isolate():
-    spec = importlib.util.spec_from_file_location(
-        "_isolate_under_test", os.path.join(ROOT, "benchmarks", "_isolate.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("_isolate.py")
 
 
 @pytest.mark.parametrize("in_worker", [True, False])

@@ -1,23 +1,15 @@
 """benchmarks/bench_metrics.py: the first-call workers (what a fresh process meets)."""
 
 import argparse
-import importlib.util
-import os
 
 import numpy as np
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _helpers import load_benchmark
 
 
 @pytest.fixture
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_metrics_under_test", os.path.join(ROOT, "benchmarks", "bench_metrics.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_metrics.py")
 
 
 @pytest.mark.parametrize(
